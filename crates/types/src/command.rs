@@ -1,0 +1,149 @@
+//! What a partition's Raft log carries, and what applying it answers.
+//!
+//! A [`Command`] is a list of [`Op`]s applied atomically, in order, by every replica's state
+//! machine: all or nothing, in one storage batch. The entity runtime computes an operation's
+//! effects on the leader (new state, messages sent, idempotency ids remembered) and proposes them as
+//! one command, so that state change, result and outgoing messages commit together. Ops whose
+//! result depends on the state at apply time (sequence numbers, duplicate detection) are decided
+//! by the state machine, deterministically, so every replica reaches the same answer.
+//!
+//! Payloads (`state`, `message`) are opaque bytes here: the runtime owns their meaning.
+
+use crate::ids::{EntityId, PartitionId};
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// One atomic change to a partition's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Command {
+    /// Applied in order, all in one batch.
+    pub ops: Vec<Op>,
+}
+
+impl Command {
+    /// A command of one op.
+    pub fn single(op: Op) -> Self {
+        Self { ops: vec![op] }
+    }
+}
+
+/// One change inside a [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Replace an entity's state (creating the entity).
+    SetState {
+        /// The entity.
+        entity: EntityId,
+        /// Its new state.
+        state: Vec<u8>,
+    },
+    /// Delete an entity's state.
+    DeleteState {
+        /// The entity.
+        entity: EntityId,
+    },
+    /// Append a message to an entity's durable inbox; answers [`OpResult::Enqueued`] with the
+    /// inbox sequence number assigned at apply time (per partition, increasing, never reused).
+    Enqueue {
+        /// The receiving entity.
+        entity: EntityId,
+        /// The message.
+        message: Vec<u8>,
+    },
+    /// Remove inbox messages of an entity up to and including `upto`.
+    Dequeue {
+        /// The entity.
+        entity: EntityId,
+        /// Highest inbox sequence number to remove.
+        upto: u64,
+    },
+    /// Put a message in the outbox for another partition; answers [`OpResult::Sent`] with the
+    /// outbox sequence number for that destination (gap-free from 1).
+    Send {
+        /// The destination partition.
+        dest: PartitionId,
+        /// The message, delivered as a [`Op::Receive`] on the destination.
+        message: Vec<u8>,
+    },
+    /// The destination has durably received outbox messages up to `upto`: drop them.
+    AckOutbox {
+        /// The destination partition.
+        dest: PartitionId,
+        /// Highest sequence number received.
+        upto: u64,
+    },
+    /// A message from another partition's outbox: enqueued for `entity` unless `(source, seq)`
+    /// was already received, which answers [`OpResult::Duplicate`].
+    Receive {
+        /// The sending partition.
+        source: PartitionId,
+        /// Its outbox sequence number.
+        seq: u64,
+        /// The receiving entity.
+        entity: EntityId,
+        /// The message.
+        message: Vec<u8>,
+    },
+    /// Remember a client idempotency id for an entity until `expires_at`. Answers
+    /// [`OpResult::Duplicate`] if it is already remembered, in which case the command's remaining
+    /// ops are skipped: the whole command was applied before.
+    RememberId {
+        /// The entity the id belongs to.
+        entity: EntityId,
+        /// The id.
+        id: String,
+        /// When it may be forgotten.
+        expires_at: Millis,
+    },
+    /// Forget idempotency ids that expired before `now` (at most `limit` of them).
+    ExpireIds {
+        /// The time.
+        now: Millis,
+        /// Most ids removed by this op.
+        limit: u32,
+    },
+    /// Schedule a message for an entity at `due`; answers [`OpResult::Scheduled`] with its id.
+    ScheduleTimer {
+        /// When it is due.
+        due: Millis,
+        /// The entity.
+        entity: EntityId,
+        /// The message.
+        message: Vec<u8>,
+    },
+    /// Remove a fired or cancelled timer.
+    RemoveTimer {
+        /// Its due time.
+        due: Millis,
+        /// Its id.
+        id: u64,
+    },
+}
+
+/// The answer to one [`Op`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    /// Applied.
+    Done,
+    /// Enqueued with this inbox sequence number.
+    Enqueued(u64),
+    /// Placed in the outbox with this sequence number.
+    Sent(u64),
+    /// Scheduled with this timer id.
+    Scheduled(u64),
+    /// Already applied before; nothing changed.
+    Duplicate,
+    /// Skipped: an earlier [`Op::RememberId`] of the same command found a duplicate.
+    Skipped,
+}
+
+/// What applying one log entry answers to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CommandResult {
+    /// The log index the command was applied at.
+    pub index: u64,
+    /// One result per op (empty for blank and membership entries).
+    pub results: Vec<OpResult>,
+}

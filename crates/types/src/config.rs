@@ -1,0 +1,191 @@
+//! Configuration structs, their defaults, and validation.
+//!
+//! Loading (defaults, then a TOML file, then `PERDURE_*` environment variables, then flags) lives
+//! in the node crate; here are only the shapes and [`NodeConfig::validate`], which names the bad
+//! key in every error.
+
+use crate::ids::NodeId;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Most partitions a cluster may have.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// A configuration value is out of range; `key` is its dotted TOML path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config `{key}`: {reason}")]
+pub struct ConfigError {
+    /// The dotted key, as written in TOML (`raft.election_timeout_min_ms`).
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Everything one node needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id in the cluster (and in every Raft group). Default 1.
+    pub node_id: NodeId,
+    /// Where the node keeps its data. Default `./perdure-data`.
+    pub data_dir: PathBuf,
+    /// Number of partitions. Fixed when the data directory is created: a different value on a
+    /// later start is refused. Default 16.
+    pub partitions: u32,
+    /// HTTP listen address. Default `127.0.0.1:7071`.
+    pub http_addr: String,
+    /// Write-ahead log settings.
+    pub wal: WalConfig,
+    /// Raft settings shared by every partition group.
+    pub raft: RaftConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            data_dir: PathBuf::from("perdure-data"),
+            partitions: 16,
+            http_addr: "127.0.0.1:7071".into(),
+            wal: WalConfig::default(),
+            raft: RaftConfig::default(),
+        }
+    }
+}
+
+/// Write-ahead log settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    /// A segment file is closed and a new one started past this size. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Most bytes one group commit writes before it syncs. Default 8 MiB.
+    pub max_batch_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Raft settings, the same for every partition group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Leader heartbeat interval. Default 100 ms.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout. Default 400 ms.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout. Default 800 ms.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one. Default 10 000.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept after a snapshot, for lagging followers. Default 1 000.
+    pub keep_entries_after_snapshot: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every_entries: 10_000,
+            keep_entries_after_snapshot: 1_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks every value; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::new("node_id", "must be at least 1"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "must not be empty"));
+        }
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(ConfigError::new(
+                "partitions",
+                format!("must be between 1 and {MAX_PARTITIONS}, got {}", self.partitions),
+            ));
+        }
+        if self.http_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "http_addr",
+                format!("{:?} is not HOST:PORT with a numeric host", self.http_addr),
+            ));
+        }
+        let w = &self.wal;
+        if w.segment_bytes < (1 << 20) {
+            return Err(ConfigError::new("wal.segment_bytes", "must be at least 1 MiB"));
+        }
+        if w.max_batch_bytes < (64 << 10) || w.max_batch_bytes > w.segment_bytes {
+            return Err(ConfigError::new(
+                "wal.max_batch_bytes",
+                "must be at least 64 KiB and at most wal.segment_bytes",
+            ));
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 {
+            return Err(ConfigError::new("raft.heartbeat_interval_ms", "must be at least 1"));
+        }
+        if r.election_timeout_min_ms <= r.heartbeat_interval_ms {
+            return Err(ConfigError::new(
+                "raft.election_timeout_min_ms",
+                "must be greater than raft.heartbeat_interval_ms",
+            ));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return Err(ConfigError::new(
+                "raft.election_timeout_max_ms",
+                "must be greater than raft.election_timeout_min_ms",
+            ));
+        }
+        if r.snapshot_every_entries == 0 {
+            return Err(ConfigError::new("raft.snapshot_every_entries", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        NodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = NodeConfig {
+            partitions: 0,
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "partitions");
+        c.partitions = 8;
+        c.raft.election_timeout_max_ms = 10;
+        assert_eq!(c.validate().unwrap_err().key, "raft.election_timeout_max_ms");
+        c.raft = RaftConfig::default();
+        c.http_addr = "localhost".into();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "http_addr");
+        assert!(e.to_string().contains("http_addr"), "{e}");
+    }
+}

@@ -1,0 +1,14 @@
+//! perdure's vocabulary, shared by every other crate.
+//!
+//! This crate does no I/O and depends on no runtime: ids ([`EntityId`], [`PartitionId`],
+//! [`NodeId`]), the key-to-partition function ([`partition`]), the commands a partition's Raft log
+//! carries ([`command`]), configuration structs with their validation ([`config`]), and the one
+//! module that owns every on-disk and wire encoding ([`codec`]).
+
+pub mod codec;
+pub mod command;
+pub mod config;
+pub mod ids;
+pub mod partition;
+
+pub use ids::{EntityId, IdError, NodeId, PartitionId};
