@@ -1,0 +1,83 @@
+//! The storage crate's one error type.
+
+use std::path::PathBuf;
+
+/// Something went wrong reading or writing a node's files. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O call failed.
+    #[error("{}: {op}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done ("open", "fdatasync", ...).
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file's content is damaged where damage cannot be a torn tail.
+    #[error("{}: corrupt at byte {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file is not one of ours, or of a format this build does not read.
+    #[error("{}: {reason}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A stored value did not decode.
+    #[error("{}: {source}", path.display())]
+    Codec {
+        /// The file (or store) it came from.
+        path: PathBuf,
+        /// The codec's error.
+        source: perdure_types::codec::Error,
+    },
+    /// The data directory was created with another partition count.
+    #[error("{}: this data directory was created with {found} partitions, the configuration asks for {configured}; the partition count of a cluster cannot change", path.display())]
+    PartitionCountMismatch {
+        /// The metadata file.
+        path: PathBuf,
+        /// Recorded on disk.
+        found: u32,
+        /// Asked for by the configuration.
+        configured: u32,
+    },
+    /// The write-ahead log hit an I/O error earlier and refuses further writes (a failed fsync
+    /// cannot be retried safely).
+    #[error("the write-ahead log failed earlier and accepts no more writes: {0}")]
+    WalFailed(String),
+    /// The write-ahead log was closed.
+    #[error("the write-ahead log is closed")]
+    WalClosed,
+    /// The embedded state store failed.
+    #[error("{}: state store: {source}", path.display())]
+    Sled {
+        /// The store's directory.
+        path: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, op: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            op,
+            source,
+        }
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
