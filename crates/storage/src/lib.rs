@@ -1,7 +1,24 @@
-//! Durable storage of one node: the write-ahead log shared by all partitions ([`wal`]), the
-//! sled-backed partition state and its snapshots, and openraft's storage traits over them.
+//! Durable storage of one node.
+//!
+//! - [`wal`]: the write-ahead log shared by every partition of the node (segment files, a
+//!   checksum per record, group-commit fdatasync).
+//! - [`log_store`]: openraft's log storage for one partition, over the WAL.
+//! - [`state`]: a partition's state in a sled tree, applied atomically per log batch.
+//! - [`snapshot`]: snapshot files, durable before the log behind them is purged.
+//! - [`state_machine`]: openraft's state machine over `state` and `snapshot`.
+//! - [`datadir`]: the directory's identity (partition count, node), lock and layout.
+//! - [`store`]: opens and recovers all of it.
 
+pub mod datadir;
 pub mod error;
+pub mod log_store;
+pub mod raft_types;
+pub mod snapshot;
+pub mod state;
+pub mod state_machine;
+pub mod store;
 pub mod wal;
 
 pub use error::{Error, Result};
+pub use raft_types::TypeConfig;
+pub use store::NodeStore;

@@ -74,8 +74,10 @@ pub enum Op {
         /// Highest sequence number received.
         upto: u64,
     },
-    /// A message from another partition's outbox: enqueued for `entity` unless `(source, seq)`
-    /// was already received, which answers [`OpResult::Duplicate`].
+    /// A message from another partition's outbox, enqueued for `entity` (answering
+    /// [`OpResult::Enqueued`]) only if `seq` is exactly one above the highest sequence number
+    /// received from `source`: a lower one answers [`OpResult::Duplicate`], a higher one
+    /// [`OpResult::Gap`]. So every message is received once and in order.
     Receive {
         /// The sending partition.
         source: PartitionId,
@@ -135,6 +137,11 @@ pub enum OpResult {
     Scheduled(u64),
     /// Already applied before; nothing changed.
     Duplicate,
+    /// A [`Op::Receive`] skipped ahead: the sender must resend from `expected`. Nothing changed.
+    Gap {
+        /// The next sequence number the receiver accepts.
+        expected: u64,
+    },
     /// Skipped: an earlier [`Op::RememberId`] of the same command found a duplicate.
     Skipped,
 }

@@ -1,0 +1,532 @@
+//! A partition's state in sled: one tree per partition, applied atomically per log batch.
+//!
+//! Key layout (first byte is the namespace; integers are big-endian so keys sort numerically;
+//! `E` is an entity's canonical id `@name@key`, which never holds a NUL byte):
+//!
+//! | key | value | what |
+//! |---|---|---|
+//! | `0x00 "applied"` | codec(LogId) | last applied log id |
+//! | `0x00 "membership"` | codec(StoredMembership) | last applied membership |
+//! | `0x00 "inbox_seq"`, `0x00 "timer_seq"` | u64 | last assigned inbox / timer number |
+//! | `'e' E` | bytes | entity state |
+//! | `'i' E 0x00 seq` | bytes | inbox message of an entity |
+//! | `'o' dest seq` | bytes | outbox message for partition `dest` |
+//! | `'O' dest` | u64 | last outbox sequence number for `dest` |
+//! | `'r' source` | u64 | highest sequence number received from partition `source` |
+//! | `'k' E 0x00 id` | u64 expiry | remembered idempotency id |
+//! | `'K' expiry E 0x00 id` | empty | the same, ordered by expiry |
+//! | `'t' due id` | codec((EntityId, bytes)) | scheduled message |
+//! | `'h' ...` | | reserved: orchestration histories |
+//!
+//! sled is not a durability barrier (its flush is not an fsync): after a crash this tree may be
+//! behind the log. That is safe because the applied position is stored in the same atomic batch as
+//! the changes, so the tree is always some exact prefix of the log; the log (and, below it, the
+//! durable snapshot file) holds everything after it and is re-applied.
+
+use crate::raft_types::{Entry, LogId, StoredMembership};
+use crate::{Error, Result};
+use openraft::EntryPayload;
+use perdure_types::codec;
+use perdure_types::command::{Command, CommandResult, Millis, Op, OpResult};
+use perdure_types::{EntityId, PartitionId};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+pub(crate) mod keys {
+    use perdure_types::EntityId;
+
+    pub const APPLIED: &[u8] = b"\x00applied";
+    pub const MEMBERSHIP: &[u8] = b"\x00membership";
+    pub const INBOX_SEQ: &[u8] = b"\x00inbox_seq";
+    pub const TIMER_SEQ: &[u8] = b"\x00timer_seq";
+
+    fn with(ns: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+        k.push(ns);
+        for p in parts {
+            k.extend_from_slice(p);
+        }
+        k
+    }
+    pub fn entity_prefix(name: &str) -> Vec<u8> {
+        with(b'e', &[b"@", name.as_bytes(), b"@"])
+    }
+    pub fn entity(e: &EntityId) -> Vec<u8> {
+        with(b'e', &[e.canonical().as_bytes()])
+    }
+    pub fn inbox_prefix(e: &EntityId) -> Vec<u8> {
+        with(b'i', &[e.canonical().as_bytes(), &[0]])
+    }
+    pub fn inbox(e: &EntityId, seq: u64) -> Vec<u8> {
+        let mut k = inbox_prefix(e);
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+    pub fn outbox(dest: u32, seq: u64) -> Vec<u8> {
+        with(b'o', &[&dest.to_be_bytes(), &seq.to_be_bytes()])
+    }
+    pub fn outbox_prefix(dest: u32) -> Vec<u8> {
+        with(b'o', &[&dest.to_be_bytes()])
+    }
+    pub fn outbox_last(dest: u32) -> Vec<u8> {
+        with(b'O', &[&dest.to_be_bytes()])
+    }
+    pub fn received(source: u32) -> Vec<u8> {
+        with(b'r', &[&source.to_be_bytes()])
+    }
+    pub fn id(e: &EntityId, id: &str) -> Vec<u8> {
+        with(b'k', &[e.canonical().as_bytes(), &[0], id.as_bytes()])
+    }
+    pub fn id_by_expiry(expiry: u64, e: &EntityId, id: &str) -> Vec<u8> {
+        with(b'K', &[&expiry.to_be_bytes(), e.canonical().as_bytes(), &[0], id.as_bytes()])
+    }
+    pub fn timer(due: u64, id: u64) -> Vec<u8> {
+        with(b't', &[&due.to_be_bytes(), &id.to_be_bytes()])
+    }
+}
+
+fn u64_of(v: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = v.len().min(8);
+    b[8 - n..].copy_from_slice(&v[v.len() - n..]);
+    u64::from_be_bytes(b)
+}
+
+/// A scheduled message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    /// When it is due.
+    pub due: Millis,
+    /// Its id.
+    pub id: u64,
+    /// The entity it is for.
+    pub entity: EntityId,
+    /// The message.
+    pub message: Vec<u8>,
+}
+
+/// One partition's tree, with the apply logic and read accessors.
+#[derive(Debug, Clone)]
+pub struct PartitionState {
+    partition: PartitionId,
+    tree: sled::Tree,
+    path: PathBuf,
+}
+
+/// Pending writes of one apply batch, read back by later ops of the same batch.
+struct Txn<'a> {
+    tree: &'a sled::Tree,
+    path: &'a Path,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Txn<'a> {
+    fn sled_err(&self, source: sled::Error) -> Error {
+        Error::Sled {
+            path: self.path.to_path_buf(),
+            source,
+        }
+    }
+    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.pending.get(k) {
+            return Ok(v.clone());
+        }
+        Ok(self
+            .tree
+            .get(k)
+            .map_err(|e| self.sled_err(e))?
+            .map(|v| v.to_vec()))
+    }
+    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.pending.insert(k, Some(v));
+    }
+    fn del(&mut self, k: Vec<u8>) {
+        self.pending.insert(k, None);
+    }
+    fn get_u64(&self, k: &[u8]) -> Result<u64> {
+        Ok(self.get(k)?.map(|v| u64_of(&v)).unwrap_or(0))
+    }
+    fn put_u64(&mut self, k: &[u8], v: u64) {
+        self.put(k.to_vec(), v.to_be_bytes().to_vec());
+    }
+    /// Live keys in `[start, end)`, at most `limit`, merging the tree with pending writes.
+    fn keys(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+        let mut out: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+        for kv in self.tree.range(start..end) {
+            let (k, _) = kv.map_err(|e| self.sled_err(e))?;
+            if !matches!(self.pending.get(k.as_ref()), Some(None)) {
+                out.insert(k.to_vec(), ());
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        let range = (Bound::Included(start.to_vec()), Bound::Excluded(end.to_vec()));
+        for (k, v) in self.pending.range(range) {
+            if v.is_some() {
+                out.insert(k.clone(), ());
+            }
+        }
+        Ok(out.into_keys().take(limit).collect())
+    }
+    fn into_batch(self) -> sled::Batch {
+        let mut b = sled::Batch::default();
+        for (k, v) in self.pending {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        b
+    }
+}
+
+/// The key just past every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+impl PartitionState {
+    /// Wraps `tree`, the state of `partition`; `path` names the store in errors.
+    pub fn new(partition: PartitionId, tree: sled::Tree, path: PathBuf) -> Self {
+        Self {
+            partition,
+            tree,
+            path,
+        }
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    fn sled_err(&self, source: sled::Error) -> Error {
+        Error::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, v: &[u8]) -> Result<T> {
+        codec::decode(v).map_err(|source| Error::Codec {
+            path: self.path.join(format!("p{:05}", self.partition)),
+            source,
+        })
+    }
+
+    fn encode<T: serde::Serialize>(&self, v: &T) -> Result<Vec<u8>> {
+        codec::encode(v).map_err(|source| Error::Codec {
+            path: self.path.join(format!("p{:05}", self.partition)),
+            source,
+        })
+    }
+
+    /// The last applied log id and membership recorded in the tree.
+    pub fn applied(&self) -> Result<(Option<LogId>, StoredMembership)> {
+        let applied = match self.tree.get(keys::APPLIED).map_err(|e| self.sled_err(e))? {
+            Some(v) => Some(self.decode(&v)?),
+            None => None,
+        };
+        let membership = match self.tree.get(keys::MEMBERSHIP).map_err(|e| self.sled_err(e))? {
+            Some(v) => self.decode(&v)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    /// Applies log entries in one atomic batch; returns one result per entry and the new
+    /// membership if an entry changed it.
+    pub fn apply(
+        &self,
+        entries: &[Entry],
+        membership: &mut StoredMembership,
+    ) -> Result<Vec<CommandResult>> {
+        let mut txn = Txn {
+            tree: &self.tree,
+            path: &self.path,
+            pending: BTreeMap::new(),
+        };
+        let mut results = Vec::with_capacity(entries.len());
+        let mut last = None;
+        for entry in entries {
+            let index = entry.log_id.index;
+            let r = match &entry.payload {
+                EntryPayload::Blank => CommandResult {
+                    index,
+                    results: vec![],
+                },
+                EntryPayload::Normal(cmd) => CommandResult {
+                    index,
+                    results: self.apply_command(&mut txn, cmd)?,
+                },
+                EntryPayload::Membership(m) => {
+                    *membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    let v = self.encode(membership)?;
+                    txn.put(keys::MEMBERSHIP.to_vec(), v);
+                    CommandResult {
+                        index,
+                        results: vec![],
+                    }
+                }
+            };
+            results.push(r);
+            last = Some(entry.log_id);
+        }
+        if let Some(last) = last {
+            let v = self.encode(&last)?;
+            txn.put(keys::APPLIED.to_vec(), v);
+        }
+        let batch = txn.into_batch();
+        self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
+        Ok(results)
+    }
+
+    fn apply_command(&self, txn: &mut Txn<'_>, cmd: &Command) -> Result<Vec<OpResult>> {
+        let mut out = Vec::with_capacity(cmd.ops.len());
+        let mut skip = false;
+        for op in &cmd.ops {
+            if skip {
+                out.push(OpResult::Skipped);
+                continue;
+            }
+            let r = match op {
+                Op::SetState { entity, state } => {
+                    txn.put(keys::entity(entity), state.clone());
+                    OpResult::Done
+                }
+                Op::DeleteState { entity } => {
+                    txn.del(keys::entity(entity));
+                    OpResult::Done
+                }
+                Op::Enqueue { entity, message } => {
+                    let seq = txn.get_u64(keys::INBOX_SEQ)? + 1;
+                    txn.put_u64(keys::INBOX_SEQ, seq);
+                    txn.put(keys::inbox(entity, seq), message.clone());
+                    OpResult::Enqueued(seq)
+                }
+                Op::Dequeue { entity, upto } => {
+                    let start = keys::inbox_prefix(entity);
+                    let end = keys::inbox(entity, upto.saturating_add(1));
+                    let end = if *upto == u64::MAX { prefix_end(&start) } else { end };
+                    for k in txn.keys(&start, &end, usize::MAX)? {
+                        txn.del(k);
+                    }
+                    OpResult::Done
+                }
+                Op::Send { dest, message } => {
+                    let k = keys::outbox_last(*dest);
+                    let seq = txn.get_u64(&k)? + 1;
+                    txn.put_u64(&k, seq);
+                    txn.put(keys::outbox(*dest, seq), message.clone());
+                    OpResult::Sent(seq)
+                }
+                Op::AckOutbox { dest, upto } => {
+                    let start = keys::outbox_prefix(*dest);
+                    let end = if *upto == u64::MAX {
+                        prefix_end(&start)
+                    } else {
+                        keys::outbox(*dest, upto + 1)
+                    };
+                    for k in txn.keys(&start, &end, usize::MAX)? {
+                        txn.del(k);
+                    }
+                    OpResult::Done
+                }
+                Op::Receive {
+                    source,
+                    seq,
+                    entity,
+                    message,
+                } => {
+                    let k = keys::received(*source);
+                    let have = txn.get_u64(&k)?;
+                    if *seq <= have {
+                        OpResult::Duplicate
+                    } else if *seq > have + 1 {
+                        OpResult::Gap { expected: have + 1 }
+                    } else {
+                        txn.put_u64(&k, *seq);
+                        let n = txn.get_u64(keys::INBOX_SEQ)? + 1;
+                        txn.put_u64(keys::INBOX_SEQ, n);
+                        txn.put(keys::inbox(entity, n), message.clone());
+                        OpResult::Enqueued(n)
+                    }
+                }
+                Op::RememberId {
+                    entity,
+                    id,
+                    expires_at,
+                } => {
+                    let k = keys::id(entity, id);
+                    if txn.get(&k)?.is_some() {
+                        skip = true;
+                        OpResult::Duplicate
+                    } else {
+                        txn.put(k, expires_at.to_be_bytes().to_vec());
+                        txn.put(keys::id_by_expiry(*expires_at, entity, id), Vec::new());
+                        OpResult::Done
+                    }
+                }
+                Op::ExpireIds { now, limit } => {
+                    let start = [b'K'];
+                    let mut end = vec![b'K'];
+                    end.extend_from_slice(&now.to_be_bytes());
+                    for k in txn.keys(&start, &end, *limit as usize)? {
+                        let mut id_key = vec![b'k'];
+                        id_key.extend_from_slice(&k[9..]);
+                        txn.del(id_key);
+                        txn.del(k);
+                    }
+                    OpResult::Done
+                }
+                Op::ScheduleTimer {
+                    due,
+                    entity,
+                    message,
+                } => {
+                    let id = txn.get_u64(keys::TIMER_SEQ)? + 1;
+                    txn.put_u64(keys::TIMER_SEQ, id);
+                    let v = self.encode(&(entity, message))?;
+                    txn.put(keys::timer(*due, id), v);
+                    OpResult::Scheduled(id)
+                }
+                Op::RemoveTimer { due, id } => {
+                    txn.del(keys::timer(*due, *id));
+                    OpResult::Done
+                }
+            };
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// An entity's state.
+    pub fn state(&self, entity: &EntityId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .tree
+            .get(keys::entity(entity))
+            .map_err(|e| self.sled_err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Keys and states of entities named `name`, in key order, after `after`, at most `limit`.
+    pub fn entities(
+        &self,
+        name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let prefix = keys::entity_prefix(&name.to_ascii_lowercase());
+        let start = match after {
+            Some(a) => {
+                let mut s = prefix.clone();
+                s.extend_from_slice(a.as_bytes());
+                s.push(0);
+                s
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..prefix_end(&prefix)).take(limit) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((key, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// An entity's pending inbox messages, oldest first.
+    pub fn inbox(&self, entity: &EntityId) -> Result<Vec<(u64, Vec<u8>)>> {
+        let prefix = keys::inbox_prefix(entity);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            out.push((u64_of(&k[prefix.len()..]), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Outbox messages for `dest` with sequence numbers above `after`, at most `limit`.
+    pub fn outbox(&self, dest: PartitionId, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let prefix = keys::outbox_prefix(dest);
+        let mut out = Vec::new();
+        for kv in self
+            .tree
+            .range(keys::outbox(dest, after.saturating_add(1))..prefix_end(&prefix))
+            .take(limit)
+        {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            out.push((u64_of(&k[prefix.len()..]), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Highest sequence number received from `source`.
+    pub fn received_upto(&self, source: PartitionId) -> Result<u64> {
+        Ok(self
+            .tree
+            .get(keys::received(source))
+            .map_err(|e| self.sled_err(e))?
+            .map(|v| u64_of(&v))
+            .unwrap_or(0))
+    }
+
+    /// Whether an idempotency id is remembered for an entity.
+    pub fn remembers_id(&self, entity: &EntityId, id: &str) -> Result<bool> {
+        self.tree
+            .contains_key(keys::id(entity, id))
+            .map_err(|e| self.sled_err(e))
+    }
+
+    /// Timers due at or before `now`, earliest first, at most `limit`.
+    pub fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<Timer>> {
+        let mut out = Vec::new();
+        for kv in self
+            .tree
+            .range(vec![b't']..keys::timer(now.saturating_add(1), 0))
+            .take(limit)
+        {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let (entity, message): (EntityId, Vec<u8>) = self.decode(&v)?;
+            out.push(Timer {
+                due: u64_of(&k[1..9]),
+                id: u64_of(&k[9..17]),
+                entity,
+                message,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every key and value, for a snapshot.
+    pub fn export(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree
+            .iter()
+            .map(|kv| {
+                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| self.sled_err(e))
+            })
+            .collect()
+    }
+
+    /// Replaces the whole tree with `pairs` in one atomic batch.
+    pub fn replace(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for k in self.tree.iter().keys() {
+            batch.remove(k.map_err(|e| self.sled_err(e))?);
+        }
+        for (k, v) in pairs {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))
+    }
+}

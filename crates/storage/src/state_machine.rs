@@ -1,0 +1,204 @@
+//! openraft's `RaftStateMachine` for one partition: [`PartitionState`] plus its snapshot files.
+
+use crate::raft_types::{to_raft_err, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::snapshot::{self, SnapshotStore};
+use crate::state::PartitionState;
+use crate::{Error, Result};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use perdure_types::command::CommandResult;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The state machine of one partition.
+#[derive(Debug)]
+pub struct StateMachine {
+    state: PartitionState,
+    snapshots: Arc<SnapshotStore>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+fn ordinal(l: Option<LogId>) -> u64 {
+    l.map(|l| l.index + 1).unwrap_or(0)
+}
+
+impl StateMachine {
+    /// Opens the state machine; if the tree is behind the latest snapshot (sled lost writes in a
+    /// crash, or was rebuilt), the tree is first restored from that snapshot.
+    pub fn open(state: PartitionState, snapshots: SnapshotStore) -> Result<Self> {
+        let (mut applied, mut membership) = state.applied()?;
+        if let Some((path, bytes)) = snapshots.latest()? {
+            let snap = snapshot::decode(&bytes, &path)?;
+            if snap.partition != state.partition() {
+                return Err(Error::Format {
+                    path,
+                    reason: format!(
+                        "snapshot of partition {} in the directory of partition {}",
+                        snap.partition,
+                        state.partition()
+                    ),
+                });
+            }
+            if ordinal(snap.meta.last_log_id) > ordinal(applied) {
+                tracing::info!(
+                    partition = state.partition(),
+                    snapshot = ?snap.meta.last_log_id,
+                    state_store = ?applied,
+                    "state store is behind the latest snapshot; restoring it from {}",
+                    path.display()
+                );
+                state.replace(&snap.pairs)?;
+                applied = snap.meta.last_log_id;
+                membership = snap.meta.last_membership.clone();
+            }
+        }
+        Ok(Self {
+            state,
+            snapshots: Arc::new(snapshots),
+            applied,
+            membership,
+        })
+    }
+
+    /// A handle for reads.
+    pub fn reader(&self) -> PartitionState {
+        self.state.clone()
+    }
+}
+
+/// Builds a snapshot from a copy of the state taken when it was asked for.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    partition: u32,
+    pairs: Result<Vec<(Vec<u8>, Vec<u8>)>>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    snapshots: Arc<SnapshotStore>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let err = |e: &Error| to_raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+        let pairs = std::mem::replace(&mut self.pairs, Ok(Vec::new())).map_err(|e| err(&e))?;
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!("p{}-{}-{millis}", self.partition, ordinal(self.applied)),
+        };
+        let partition = self.partition;
+        let store = self.snapshots.clone();
+        let m = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let bytes = snapshot::encode(partition, &m, &pairs)?;
+            store.save(&m, &bytes)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| err(&Error::WalFailed(format!("snapshot task: {e}"))))?
+        .map_err(|e| err(&e))?;
+        tracing::info!(partition, last_log_id = ?meta.last_log_id, bytes = bytes.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            return Ok(Vec::new());
+        };
+        let mut membership = self.membership.clone();
+        let results = self
+            .state
+            .apply(&entries, &mut membership)
+            .map_err(|e| to_raft_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+        self.applied = Some(last);
+        self.membership = membership;
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Copied here, while no apply can run, so the snapshot is exactly the state at `applied`.
+        SnapshotBuilder {
+            partition: self.state.partition(),
+            pairs: self.state.export(),
+            applied: self.applied,
+            membership: self.membership.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let err = |e: &Error| {
+            to_raft_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                e,
+            )
+        };
+        let bytes = snapshot.into_inner();
+        let content = snapshot::decode(&bytes, Path::new("<received snapshot>")).map_err(|e| err(&e))?;
+        if content.partition != self.state.partition() || content.meta.last_log_id != meta.last_log_id {
+            return Err(err(&Error::Format {
+                path: "<received snapshot>".into(),
+                reason: format!(
+                    "snapshot of partition {} at {:?} offered to partition {} as {:?}",
+                    content.partition,
+                    content.meta.last_log_id,
+                    self.state.partition(),
+                    meta.last_log_id
+                ),
+            }));
+        }
+        // Durable file first: once the tree is replaced, the log before it may be purged.
+        let store = self.snapshots.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || store.save(&m, &bytes))
+            .await
+            .map_err(|e| err(&Error::WalFailed(format!("snapshot task: {e}"))))?
+            .map_err(|e| err(&e))?;
+        self.state.replace(&content.pairs).map_err(|e| err(&e))?;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let err = |e: &Error| to_raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
+        let Some((path, bytes)) = self.snapshots.latest().map_err(|e| err(&e))? else {
+            return Ok(None);
+        };
+        let content = snapshot::decode(&bytes, &path).map_err(|e| err(&e))?;
+        Ok(Some(Snapshot {
+            meta: content.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}

@@ -1,0 +1,150 @@
+//! [`NodeStore`]: everything one node keeps on disk, opened and recovered in one place.
+
+use crate::datadir::DataDir;
+use crate::log_store::{LogStore, PartitionLog};
+use crate::snapshot::SnapshotStore;
+use crate::state::PartitionState;
+use crate::state_machine::StateMachine;
+use crate::wal::{Wal, WalOptions};
+use crate::{Error, Result};
+use perdure_types::config::NodeConfig;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// sled's page cache budget for the whole node.
+const STATE_CACHE_BYTES: u64 = 256 << 20;
+
+/// A node's data directory, write-ahead log and state store, recovered and ready to hand each
+/// partition its log store and state machine.
+#[derive(Debug)]
+pub struct NodeStore {
+    datadir: DataDir,
+    wal: Wal,
+    db: sled::Db,
+    state_path: PathBuf,
+    recovered: HashMap<u32, PartitionLog>,
+}
+
+impl NodeStore {
+    /// Opens (or creates) the node's data directory and recovers the write-ahead log.
+    pub fn open(config: &NodeConfig) -> Result<Self> {
+        let datadir = DataDir::open(&config.data_dir, config.partitions, config.node_id)?;
+        let partitions = datadir.meta().partitions;
+        let wal_dir = datadir.wal_dir();
+        let started = std::time::Instant::now();
+        let (wal, records) = Wal::open(&wal_dir, WalOptions::from(&config.wal))?;
+        let mut recovered: HashMap<u32, PartitionLog> = HashMap::new();
+        let n = records.len();
+        for r in &records {
+            if r.partition >= partitions {
+                return Err(Error::Corrupt {
+                    path: wal_dir,
+                    offset: 0,
+                    reason: format!(
+                        "a record of partition {} in a node with {partitions} partitions",
+                        r.partition
+                    ),
+                });
+            }
+            recovered.entry(r.partition).or_default().replay(r, &wal_dir)?;
+        }
+        drop(records);
+        for (p, log) in recovered.iter_mut() {
+            log.finish(*p, &wal_dir)?;
+        }
+        tracing::info!(
+            records = n,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "write-ahead log recovered"
+        );
+        let state_path = datadir.state_dir();
+        let db = open_sled(&state_path)?;
+        Ok(Self {
+            datadir,
+            wal,
+            db,
+            state_path,
+            recovered,
+        })
+    }
+
+    /// The data directory.
+    pub fn datadir(&self) -> &DataDir {
+        &self.datadir
+    }
+
+    /// The node's write-ahead log.
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// Number of partitions recorded in the data directory.
+    pub fn partitions(&self) -> u32 {
+        self.datadir.meta().partitions
+    }
+
+    /// The log store and state machine of `partition`. Call once per partition.
+    pub fn open_partition(&mut self, partition: u32) -> Result<(LogStore, StateMachine)> {
+        assert!(partition < self.partitions(), "partition {partition} out of range");
+        let log = self.recovered.remove(&partition).unwrap_or_default();
+        let log_store = LogStore::new(partition, self.wal.clone(), log);
+        let tree = self
+            .db
+            .open_tree(format!("p{partition:05}"))
+            .map_err(|source| Error::Sled {
+                path: self.state_path.clone(),
+                source,
+            })?;
+        let state = PartitionState::new(partition, tree, self.state_path.clone());
+        let snapshots = SnapshotStore::open(self.datadir.snapshot_dir(partition))?;
+        let sm = StateMachine::open(state, snapshots)?;
+        Ok((log_store, sm))
+    }
+
+    /// Writes out the state store's buffers (not a durability barrier: see the state module) and
+    /// closes the write-ahead log after draining it.
+    pub fn close(&self) {
+        if let Err(e) = self.db.flush() {
+            tracing::warn!(error = %e, "state store flush at close failed");
+        }
+        self.wal.close();
+    }
+}
+
+/// Opens sled. A store sled reports as corrupt is moved aside (never deleted) and rebuilt from
+/// snapshots and the log, which hold everything it held.
+fn open_sled(path: &PathBuf) -> Result<sled::Db> {
+    let open = || {
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(STATE_CACHE_BYTES)
+            .flush_every_ms(Some(1000))
+            .open()
+    };
+    match open() {
+        Ok(db) => Ok(db),
+        Err(sled::Error::Corruption { .. }) => {
+            let aside = path.with_extension(format!(
+                "corrupt-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            ));
+            tracing::error!(
+                "state store {} is corrupt; moving it to {} and rebuilding from snapshots and the log",
+                path.display(),
+                aside.display()
+            );
+            std::fs::rename(path, &aside).map_err(|e| Error::io(path, "rename", e))?;
+            open().map_err(|source| Error::Sled {
+                path: path.clone(),
+                source,
+            })
+        }
+        Err(source) => Err(Error::Sled {
+            path: path.clone(),
+            source,
+        }),
+    }
+}
