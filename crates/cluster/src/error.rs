@@ -1,0 +1,41 @@
+//! The cluster crate's error type.
+
+use perdure_types::{NodeId, PartitionId};
+
+/// A proposal or read could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Opening or recovering the node's storage failed.
+    #[error(transparent)]
+    Storage(#[from] perdure_storage::Error),
+    /// This node is not the partition's leader.
+    #[error("partition {partition}: this node is not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The partition.
+        partition: PartitionId,
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The partition's group stopped (a storage failure, or shutdown) or cannot serve now.
+    #[error("partition {partition} is unavailable: {reason}")]
+    Unavailable {
+        /// The partition.
+        partition: PartitionId,
+        /// Why.
+        reason: String,
+    },
+    /// No such partition.
+    #[error("partition {0} does not exist")]
+    NoSuchPartition(PartitionId),
+    /// openraft refused the configuration.
+    #[error("raft configuration: {0}")]
+    Config(String),
+    /// Waiting for the partitions to elect leaders took too long.
+    #[error("partitions without a leader after {waited_ms} ms: {partitions:?}")]
+    NotReady {
+        /// How long we waited.
+        waited_ms: u64,
+        /// Those still without a leader.
+        partitions: Vec<PartitionId>,
+    },
+}

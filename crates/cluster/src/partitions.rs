@@ -1,0 +1,213 @@
+//! [`Partitions`]: the Raft groups of one node.
+
+use crate::network::NoPeers;
+use crate::Error;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use perdure_storage::state::PartitionState;
+use perdure_storage::{NodeStore, TypeConfig};
+use perdure_types::command::{Command, CommandResult};
+use perdure_types::config::NodeConfig;
+use perdure_types::{partition, EntityId, NodeId, PartitionId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// One partition's Raft group and a handle on its state for reads.
+struct Group {
+    raft: Raft<TypeConfig>,
+    state: PartitionState,
+}
+
+/// The set of partition groups on this node: start, route, read, stop.
+pub struct Partitions {
+    node_id: NodeId,
+    groups: Vec<Group>,
+    store: NodeStore,
+}
+
+impl std::fmt::Debug for Partitions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partitions")
+            .field("node_id", &self.node_id)
+            .field("partitions", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn raft_config(config: &NodeConfig, partition: PartitionId) -> Result<openraft::Config, Error> {
+    let r = &config.raft;
+    openraft::Config {
+        cluster_name: format!("perdure-p{partition}"),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| Error::Config(e.to_string()))
+}
+
+impl Partitions {
+    /// Opens the node's storage (recovering it) and starts every partition's group. On a fresh
+    /// data directory each group is initialized with this node as its only voter (single-node
+    /// mode); an initialized group is never initialized again.
+    pub async fn start(config: &NodeConfig) -> Result<Self, Error> {
+        let mut store = NodeStore::open(config)?;
+        let count = store.partitions();
+        let node = BasicNode::new(&config.http_addr);
+        let mut groups = Vec::with_capacity(count as usize);
+        for p in 0..count {
+            let (log, sm) = store.open_partition(p)?;
+            let state = sm.reader();
+            let raft = Raft::new(
+                config.node_id,
+                Arc::new(raft_config(config, p)?),
+                NoPeers,
+                log,
+                sm,
+            )
+            .await
+            .map_err(|e| Error::Unavailable {
+                partition: p,
+                reason: e.to_string(),
+            })?;
+            let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable {
+                partition: p,
+                reason: e.to_string(),
+            };
+            if !raft.is_initialized().await.map_err(|e| unavailable(&e))? {
+                let members = BTreeMap::from([(config.node_id, node.clone())]);
+                raft.initialize(members).await.map_err(|e| unavailable(&e))?;
+                tracing::info!(partition = p, "initialized partition group with this node as its only voter");
+            } else {
+                let voters: Vec<u64> = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                if voters == [config.node_id] {
+                    // Sole voter: no need to wait out an election timeout after a restart.
+                    raft.trigger().elect().await.map_err(|e| unavailable(&e))?;
+                }
+            }
+            groups.push(Group { raft, state });
+        }
+        Ok(Self {
+            node_id: config.node_id,
+            groups,
+            store,
+        })
+    }
+
+    /// Number of partitions.
+    pub fn count(&self) -> u32 {
+        self.groups.len() as u32
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The partition that owns `entity`.
+    pub fn partition_of(&self, entity: &EntityId) -> PartitionId {
+        partition::partition_of(entity, self.count())
+    }
+
+    fn group(&self, p: PartitionId) -> Result<&Group, Error> {
+        self.groups.get(p as usize).ok_or(Error::NoSuchPartition(p))
+    }
+
+    /// The Raft handle of a partition (metrics, membership changes).
+    pub fn raft(&self, p: PartitionId) -> Result<&Raft<TypeConfig>, Error> {
+        Ok(&self.group(p)?.raft)
+    }
+
+    /// Proposes `command` to partition `p`; answers once it is committed (durable on a majority)
+    /// and applied here.
+    pub async fn propose(&self, p: PartitionId, command: Command) -> Result<CommandResult, Error> {
+        let group = self.group(p)?;
+        let span = tracing::debug_span!("propose", partition = p, ops = command.ops.len());
+        match group.raft.client_write(command).instrument(span).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NotLeader {
+                partition: p,
+                leader: f.leader_id,
+            }),
+            Err(e) => Err(Error::Unavailable {
+                partition: p,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Confirms leadership with a quorum and waits until everything committed before the call is
+    /// applied, then returns the partition's state for a linearizable read.
+    pub async fn read(&self, p: PartitionId) -> Result<PartitionState, Error> {
+        let group = self.group(p)?;
+        match group.raft.ensure_linearizable().await {
+            Ok(_) => Ok(group.state.clone()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(Error::NotLeader {
+                partition: p,
+                leader: f.leader_id,
+            }),
+            Err(e) => Err(Error::Unavailable {
+                partition: p,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Waits until every partition has a leader, or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            let missing: Vec<PartitionId> = self
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.raft.metrics().borrow().current_leader.is_none())
+                .map(|(p, _)| p as PartitionId)
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::NotReady {
+                    waited_ms: started.elapsed().as_millis() as u64,
+                    partitions: missing,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Number of partitions this node leads.
+    pub fn leading(&self) -> usize {
+        self.groups
+            .iter()
+            .filter(|g| g.raft.metrics().borrow().state == ServerState::Leader)
+            .count()
+    }
+
+    /// Write-ahead log counters (syncs, records, bytes, segments).
+    pub fn wal_stats(&self) -> perdure_storage::wal::WalStats {
+        self.store.wal().stats()
+    }
+
+    /// Stops every group, then closes storage after draining the write-ahead log.
+    pub async fn shutdown(self) {
+        for (p, g) in self.groups.iter().enumerate() {
+            if let Err(e) = g.raft.shutdown().await {
+                tracing::warn!(partition = p, error = %e, "raft group did not stop cleanly");
+            }
+        }
+        self.store.close();
+    }
+}
