@@ -1,1 +1,224 @@
-fn main() {}
+//! `perdure`: the one binary. `perdure serve` runs a node; other subcommands are tools.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use perdure_cluster::Partitions;
+use perdure_types::command::{Command, Op, OpResult};
+use perdure_types::config::NodeConfig;
+use perdure_types::EntityId;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "perdure", version, about = "Durable entities and orchestrations: one fast binary that keeps every acknowledged operation.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a node (single-node by default: no config needed).
+    Serve(NodeFlags),
+    /// Developer and test tools (not a stable interface).
+    #[command(hide = true, subcommand)]
+    Debug(DebugCmd),
+}
+
+/// Settings of a node; each flag overrides the config file and `PERDURE_*` variables.
+#[derive(Args, Debug, Clone)]
+struct NodeFlags {
+    /// TOML config file (see config/ for examples).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./perdure-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address HOST:PORT [default: 127.0.0.1:7071].
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Number of partitions; fixed when the data directory is created [default: 16].
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// This node's id [default: 1].
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Build a snapshot every N log entries [default: 10000].
+    #[arg(long, hide = true)]
+    snapshot_every: Option<u64>,
+    /// WAL segment size in bytes [default: 64 MiB].
+    #[arg(long, hide = true)]
+    wal_segment_bytes: Option<u64>,
+}
+
+impl NodeFlags {
+    fn load(&self) -> anyhow::Result<NodeConfig> {
+        use toml::Value;
+        let mut o: Vec<(String, Value)> = Vec::new();
+        if let Some(v) = &self.data_dir {
+            o.push(("data_dir".into(), Value::String(v.display().to_string())));
+        }
+        if let Some(v) = &self.http_addr {
+            o.push(("http_addr".into(), Value::String(v.clone())));
+        }
+        if let Some(v) = self.partitions {
+            o.push(("partitions".into(), Value::Integer(v.into())));
+        }
+        if let Some(v) = self.node_id {
+            o.push(("node_id".into(), Value::Integer(v as i64)));
+        }
+        if let Some(v) = self.snapshot_every {
+            o.push(("raft.snapshot_every_entries".into(), Value::Integer(v as i64)));
+        }
+        if let Some(v) = self.wal_segment_bytes {
+            o.push(("wal.segment_bytes".into(), Value::Integer(v as i64)));
+            o.push(("wal.max_batch_bytes".into(), Value::Integer((v as i64).min(8 << 20))));
+        }
+        Ok(perdure_node::config::load(self.config.as_deref(), std::env::vars(), o)?)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum DebugCmd {
+    /// Concurrent clients enqueue numbered messages; prints `ack CLIENT RUN I SEQ` after each
+    /// acknowledged (durable, applied) write. Runs until `--ops` per client or until killed.
+    Load {
+        #[command(flatten)]
+        node: NodeFlags,
+        /// Concurrent clients; client c writes to entity `crash/c{c}`.
+        #[arg(long, default_value_t = 16)]
+        clients: u32,
+        /// A tag written into every message (`RUN:I`).
+        #[arg(long, default_value_t = 0)]
+        run: u64,
+        /// Writes per client; 0 = until killed.
+        #[arg(long, default_value_t = 0)]
+        ops: u64,
+    },
+    /// Prints each client's inbox of `debug load` as a JSON line: `{"client":c,"items":[[seq,"RUN:I"],...]}`.
+    Dump {
+        #[command(flatten)]
+        node: NodeFlags,
+        /// Number of clients to dump.
+        #[arg(long, default_value_t = 16)]
+        clients: u32,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PERDURE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Cmd::Serve(flags) => {
+                let config = flags.load()?;
+                perdure_node::run(config, shutdown_signal()).await?;
+                Ok(())
+            }
+            Cmd::Debug(DebugCmd::Load {
+                node,
+                clients,
+                run,
+                ops,
+            }) => debug_load(node.load()?, clients, run, ops).await,
+            Cmd::Debug(DebugCmd::Dump { node, clients }) => debug_dump(node.load()?, clients).await,
+        }
+    })
+}
+
+fn client_entity(c: u32) -> EntityId {
+    EntityId::new("crash", &format!("c{c}")).expect("valid id")
+}
+
+async fn start(config: &NodeConfig) -> anyhow::Result<Partitions> {
+    let parts = Partitions::start(config).await?;
+    parts.wait_ready(Duration::from_secs(30)).await?;
+    Ok(parts)
+}
+
+async fn debug_load(config: NodeConfig, clients: u32, run: u64, ops: u64) -> anyhow::Result<()> {
+    let parts = Arc::new(start(&config).await?);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let parts = parts.clone();
+        tasks.push(tokio::spawn(async move {
+            let entity = client_entity(c);
+            let p = parts.partition_of(&entity);
+            let mut i = 0u64;
+            while ops == 0 || i < ops {
+                let cmd = Command::single(Op::Enqueue {
+                    entity: entity.clone(),
+                    message: format!("{run}:{i}").into_bytes(),
+                });
+                match parts.propose(p, cmd).await {
+                    Ok(r) => {
+                        let Some(OpResult::Enqueued(seq)) = r.results.first() else {
+                            anyhow::bail!("unexpected result {r:?}");
+                        };
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "ack {c} {run} {i} {seq}")?;
+                        out.flush()?;
+                    }
+                    Err(e) => anyhow::bail!("client {c}: {e}"),
+                }
+                i += 1;
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let parts = Arc::try_unwrap(parts).map_err(|_| anyhow::anyhow!("partitions still shared"))?;
+    parts.shutdown().await;
+    Ok(())
+}
+
+async fn debug_dump(config: NodeConfig, clients: u32) -> anyhow::Result<()> {
+    let parts = start(&config).await?;
+    for c in 0..clients {
+        let entity = client_entity(c);
+        let state = parts.read(parts.partition_of(&entity)).await?;
+        let items: Vec<(u64, String)> = state
+            .inbox(&entity)?
+            .into_iter()
+            .map(|(seq, m)| (seq, String::from_utf8_lossy(&m).into_owned()))
+            .collect();
+        println!("{}", serde_json::json!({ "client": c, "items": items }));
+    }
+    parts.shutdown().await;
+    Ok(())
+}

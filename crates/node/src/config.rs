@@ -1,0 +1,201 @@
+//! Loading a [`NodeConfig`]: defaults, then a TOML file, then `PERDURE_*` environment variables,
+//! then command-line flags; each layer overrides the one before. The result is validated once.
+//!
+//! Environment variables name a key in upper case with `__` between levels:
+//! `PERDURE_DATA_DIR=/var/lib/perdure`, `PERDURE_RAFT__HEARTBEAT_INTERVAL_MS=50`. A value is read
+//! as a TOML integer, float or boolean when it parses as one, and as a string otherwise.
+
+use perdure_types::config::{ConfigError, NodeConfig};
+use std::path::{Path, PathBuf};
+use toml::{Table, Value};
+
+/// The configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file, an environment variable or a flag does not fit the config's shape (unknown key,
+    /// wrong type); the message names the key.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// Where the bad value came from.
+        origin: String,
+        /// toml's description, which names the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// Overrides from command-line flags, as `(dotted key, value)` pairs.
+pub type Overrides = Vec<(String, Value)>;
+
+/// Loads the configuration from `file` (if any), the environment `env` (pass
+/// `std::env::vars()`), and flag `overrides`, then validates it.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: Overrides,
+) -> Result<NodeConfig, Error> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            text.parse::<Table>().map_err(|e| Error::Parse {
+                origin: format!("config file {}", path.display()),
+                message: e.to_string(),
+            })?
+        }
+        None => Table::new(),
+    };
+    let origin = file
+        .map(|p| format!("config file {}", p.display()))
+        .unwrap_or_else(|| "defaults".into());
+    check(&table, &origin)?;
+    let mut env_keys = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("PERDURE_") else {
+            continue;
+        };
+        if rest.is_empty() || rest == "LOG" || rest == "LOG_FORMAT" {
+            continue;
+        }
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        set(&mut table, &key, scalar(&value));
+        env_keys.push(name);
+    }
+    if !env_keys.is_empty() {
+        check(&table, &format!("environment ({})", env_keys.join(", ")))?;
+    }
+    for (key, value) in overrides {
+        set(&mut table, &key, value);
+    }
+    let config: NodeConfig = Table::try_into(table).map_err(|e| Error::Parse {
+        origin: "command-line flags".into(),
+        message: e.to_string(),
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Deserializes `table` to find shape errors early, blaming `origin`.
+fn check(table: &Table, origin: &str) -> Result<(), Error> {
+    Table::try_into::<NodeConfig>(table.clone())
+        .map(|_| ())
+        .map_err(|e| Error::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+}
+
+/// An environment value as TOML: integer, float, boolean, else string.
+fn scalar(s: &str) -> Value {
+    if let Ok(i) = s.parse::<i64>() {
+        Value::Integer(i)
+    } else if let Ok(f) = s.parse::<f64>() {
+        Value::Float(f)
+    } else if let Ok(b) = s.parse::<bool>() {
+        Value::Boolean(b)
+    } else {
+        Value::String(s.to_string())
+    }
+}
+
+/// Sets a dotted key, creating tables on the way.
+fn set(table: &mut Table, key: &str, value: Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut t = table;
+    for p in parts {
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        t = entry.as_table_mut().expect("just made a table");
+    }
+    t.insert(last.to_string(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        assert_eq!(load(None, vec![], vec![]).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n.toml");
+        std::fs::write(
+            &file,
+            "partitions = 8\ndata_dir = \"/from/file\"\n[raft]\nheartbeat_interval_ms = 50\n",
+        )
+        .unwrap();
+        let c = load(
+            Some(&file),
+            env(&[
+                ("PERDURE_DATA_DIR", "/from/env"),
+                ("PERDURE_RAFT__ELECTION_TIMEOUT_MIN_MS", "300"),
+                ("HOME", "/root"),
+            ]),
+            vec![("data_dir".into(), Value::String("/from/flag".into()))],
+        )
+        .unwrap();
+        assert_eq!(c.partitions, 8);
+        assert_eq!(c.raft.heartbeat_interval_ms, 50);
+        assert_eq!(c.raft.election_timeout_min_ms, 300);
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+    }
+
+    #[test]
+    fn errors_name_the_bad_key_and_its_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n.toml");
+        std::fs::write(&file, "partitons = 8\n").unwrap();
+        let e = load(Some(&file), vec![], vec![]).unwrap_err().to_string();
+        assert!(e.contains("partitons") && e.contains("n.toml"), "{e}");
+
+        let e = load(None, env(&[("PERDURE_PARTITIONS", "many")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PERDURE_PARTITIONS") && e.contains("partitions"), "{e}");
+
+        let e = load(None, env(&[("PERDURE_PARTITIONS", "0")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`partitions`"), "{e}");
+    }
+
+    #[test]
+    fn example_configs_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(Some(&path), vec![], vec![])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no example configs in {}", dir.display());
+    }
+}
