@@ -530,3 +530,148 @@ impl PartitionState {
         self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn state() -> (PartitionState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).path(dir.path()).open().unwrap();
+        let tree = db.open_tree("p00000").unwrap();
+        (PartitionState::new(0, tree, dir.path().to_path_buf()), dir)
+    }
+
+    fn e(key: &str) -> EntityId {
+        EntityId::new("t", key).unwrap()
+    }
+
+    fn apply(st: &PartitionState, index: u64, ops: Vec<Op>) -> Vec<OpResult> {
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command { ops }),
+        };
+        let mut m = StoredMembership::default();
+        let mut r = st.apply(&[entry], &mut m).unwrap();
+        assert_eq!(r[0].index, index);
+        r.remove(0).results
+    }
+
+    #[test]
+    fn state_set_delete_and_applied_position() {
+        let (st, _d) = state();
+        apply(&st, 1, vec![Op::SetState { entity: e("a"), state: b"1".to_vec() }]);
+        assert_eq!(st.state(&e("a")).unwrap(), Some(b"1".to_vec()));
+        apply(&st, 2, vec![Op::DeleteState { entity: e("a") }]);
+        assert_eq!(st.state(&e("a")).unwrap(), None);
+        assert_eq!(st.applied().unwrap().0.unwrap().index, 2);
+    }
+
+    #[test]
+    fn inbox_sequence_numbers_increase_and_dequeue_removes_a_prefix() {
+        let (st, _d) = state();
+        let r = apply(
+            &st,
+            1,
+            (0..5)
+                .map(|i| Op::Enqueue { entity: e(if i % 2 == 0 { "a" } else { "b" }), message: vec![i] })
+                .collect(),
+        );
+        assert_eq!(r, (1..=5).map(OpResult::Enqueued).collect::<Vec<_>>());
+        assert_eq!(st.inbox(&e("a")).unwrap(), vec![(1, vec![0]), (3, vec![2]), (5, vec![4])]);
+        // an entity whose key extends another's does not see its messages
+        assert!(st.inbox(&e("a0")).unwrap().is_empty());
+        apply(&st, 2, vec![Op::Dequeue { entity: e("a"), upto: 3 }]);
+        assert_eq!(st.inbox(&e("a")).unwrap(), vec![(5, vec![4])]);
+        assert_eq!(st.inbox(&e("b")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn outbox_is_gap_free_per_destination_and_acks_drop_a_prefix() {
+        let (st, _d) = state();
+        let r = apply(
+            &st,
+            1,
+            vec![
+                Op::Send { dest: 3, message: b"x".to_vec() },
+                Op::Send { dest: 4, message: b"y".to_vec() },
+                Op::Send { dest: 3, message: b"z".to_vec() },
+            ],
+        );
+        assert_eq!(r, vec![OpResult::Sent(1), OpResult::Sent(1), OpResult::Sent(2)]);
+        assert_eq!(st.outbox(3, 0, 10).unwrap(), vec![(1, b"x".to_vec()), (2, b"z".to_vec())]);
+        apply(&st, 2, vec![Op::AckOutbox { dest: 3, upto: 1 }]);
+        assert_eq!(st.outbox(3, 0, 10).unwrap(), vec![(2, b"z".to_vec())]);
+        assert_eq!(st.outbox(4, 0, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn receive_accepts_each_sequence_number_once_and_in_order() {
+        let (st, _d) = state();
+        let recv = |seq| Op::Receive { source: 7, seq, entity: e("a"), message: vec![seq as u8] };
+        let r = apply(&st, 1, vec![recv(1), recv(1), recv(3), recv(2)]);
+        assert_eq!(
+            r,
+            vec![
+                OpResult::Enqueued(1),
+                OpResult::Duplicate,
+                OpResult::Gap { expected: 2 },
+                OpResult::Enqueued(2)
+            ]
+        );
+        assert_eq!(st.received_upto(7).unwrap(), 2);
+        assert_eq!(st.inbox(&e("a")).unwrap(), vec![(1, vec![1]), (2, vec![2])]);
+    }
+
+    #[test]
+    fn a_remembered_id_skips_the_rest_of_the_command() {
+        let (st, _d) = state();
+        let cmd = |n: u8| {
+            vec![
+                Op::RememberId { entity: e("a"), id: "req-1".into(), expires_at: 1000 },
+                Op::Enqueue { entity: e("a"), message: vec![n] },
+            ]
+        };
+        assert_eq!(apply(&st, 1, cmd(1)), vec![OpResult::Done, OpResult::Enqueued(1)]);
+        assert_eq!(apply(&st, 2, cmd(2)), vec![OpResult::Duplicate, OpResult::Skipped]);
+        assert_eq!(st.inbox(&e("a")).unwrap().len(), 1);
+        // expiry forgets it; the same id is then new again
+        apply(&st, 3, vec![Op::ExpireIds { now: 999, limit: 10 }]);
+        assert!(st.remembers_id(&e("a"), "req-1").unwrap());
+        apply(&st, 4, vec![Op::ExpireIds { now: 1001, limit: 10 }]);
+        assert!(!st.remembers_id(&e("a"), "req-1").unwrap());
+        assert_eq!(apply(&st, 5, cmd(3)), vec![OpResult::Done, OpResult::Enqueued(2)]);
+    }
+
+    #[test]
+    fn timers_come_due_in_time_order() {
+        let (st, _d) = state();
+        let r = apply(
+            &st,
+            1,
+            vec![
+                Op::ScheduleTimer { due: 500, entity: e("a"), message: b"late".to_vec() },
+                Op::ScheduleTimer { due: 100, entity: e("b"), message: b"early".to_vec() },
+            ],
+        );
+        assert_eq!(r, vec![OpResult::Scheduled(1), OpResult::Scheduled(2)]);
+        let due = st.due_timers(200, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].due, due[0].id, due[0].message.as_slice()), (100, 2, &b"early"[..]));
+        assert_eq!(st.due_timers(500, 10).unwrap().len(), 2);
+        apply(&st, 2, vec![Op::RemoveTimer { due: 100, id: 2 }]);
+        assert_eq!(st.due_timers(1000, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn export_and_replace_round_trip() {
+        let (a, _d1) = state();
+        apply(&a, 1, vec![Op::SetState { entity: e("x"), state: b"s".to_vec() }, Op::Enqueue { entity: e("x"), message: b"m".to_vec() }]);
+        let (b, _d2) = state();
+        apply(&b, 1, vec![Op::SetState { entity: e("old"), state: b"gone".to_vec() }]);
+        b.replace(&a.export().unwrap()).unwrap();
+        assert_eq!(b.export().unwrap(), a.export().unwrap());
+        assert_eq!(b.state(&e("old")).unwrap(), None);
+    }
+}
