@@ -211,7 +211,11 @@ fn main() -> anyhow::Result<()> {
             let raw1 = outcomes[0].records as f64 / outcomes[0].secs;
             println!("\nrecords/s relative to raw (1 record per fdatasync):");
             for o in &outcomes {
-                println!("  {:<34} {:>7.2}x", o.name, o.records as f64 / o.secs / raw1);
+                println!(
+                    "  {:<34} {:>7.2}x",
+                    o.name,
+                    o.records as f64 / o.secs / raw1
+                );
             }
             if let Some(path) = json_out {
                 let v = json!({

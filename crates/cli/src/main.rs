@@ -12,7 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "perdure", version, about = "Durable entities and orchestrations: one fast binary that keeps every acknowledged operation.")]
+#[command(
+    name = "perdure",
+    version,
+    about = "Durable entities and orchestrations: one fast binary that keeps every acknowledged operation."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -70,13 +74,23 @@ impl NodeFlags {
             o.push(("node_id".into(), Value::Integer(v as i64)));
         }
         if let Some(v) = self.snapshot_every {
-            o.push(("raft.snapshot_every_entries".into(), Value::Integer(v as i64)));
+            o.push((
+                "raft.snapshot_every_entries".into(),
+                Value::Integer(v as i64),
+            ));
         }
         if let Some(v) = self.wal_segment_bytes {
             o.push(("wal.segment_bytes".into(), Value::Integer(v as i64)));
-            o.push(("wal.max_batch_bytes".into(), Value::Integer((v as i64).min(8 << 20))));
+            o.push((
+                "wal.max_batch_bytes".into(),
+                Value::Integer((v as i64).min(8 << 20)),
+            ));
         }
-        Ok(perdure_node::config::load(self.config.as_deref(), std::env::vars(), o)?)
+        Ok(perdure_node::config::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            o,
+        )?)
     }
 }
 

@@ -92,11 +92,19 @@ fn acknowledged_writes_survive_kill_9() {
             status.code().is_none(),
             "round {run}: the node exited by itself ({status}) before it was killed"
         );
-        let got: Vec<_> = lines.lock().unwrap().iter().filter_map(|l| parse_ack(l)).collect();
+        let got: Vec<_> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| parse_ack(l))
+            .collect();
         if !got.is_empty() {
             rounds_with_acks += 1;
         }
-        eprintln!("round {run}: killed after {delay} ms, {} acknowledged writes", got.len());
+        eprintln!(
+            "round {run}: killed after {delay} ms, {} acknowledged writes",
+            got.len()
+        );
         acks.extend(got);
     }
     assert!(
@@ -111,7 +119,11 @@ fn acknowledged_writes_survive_kill_9() {
         .env("PERDURE_LOG", "warn")
         .output()
         .expect("dump");
-    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut checked = 0;
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -128,8 +140,14 @@ fn acknowledged_writes_survive_kill_9() {
             .collect();
         // in send order (runs in order, writes within a run in order), each once
         for w in items.windows(2) {
-            assert!(w[0].0 < w[1].0, "client {c}: inbox sequence not increasing: {w:?}");
-            assert!(w[0].1 < w[1].1, "client {c}: out of send order or duplicated: {w:?}");
+            assert!(
+                w[0].0 < w[1].0,
+                "client {c}: inbox sequence not increasing: {w:?}"
+            );
+            assert!(
+                w[0].1 < w[1].1,
+                "client {c}: out of send order or duplicated: {w:?}"
+            );
         }
         // per run: a gap-free prefix 0..n, at most one write beyond the last acknowledged one
         let mut per_run: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
@@ -138,12 +156,19 @@ fn acknowledged_writes_survive_kill_9() {
         }
         for (r, writes) in &per_run {
             for (k, &(i, seq)) in writes.iter().enumerate() {
-                assert_eq!(i, k as u64, "client {c} run {r}: write {k} missing before {i}");
+                assert_eq!(
+                    i, k as u64,
+                    "client {c} run {r}: write {k} missing before {i}"
+                );
                 if let Some(&acked_seq) = acks.get(&(c, *r, i)) {
                     assert_eq!(acked_seq, seq, "client {c} run {r} write {i}: acknowledged as {acked_seq}, stored as {seq}");
                 }
             }
-            let last_acked = acks.keys().filter(|(cc, rr, _)| *cc == c && rr == r).map(|k| k.2).max();
+            let last_acked = acks
+                .keys()
+                .filter(|(cc, rr, _)| *cc == c && rr == r)
+                .map(|k| k.2)
+                .max();
             let present = writes.len() as u64;
             let limit = last_acked.map(|a| a + 2).unwrap_or(1);
             assert!(present <= limit, "client {c} run {r}: {present} writes stored, only {last_acked:?} acknowledged: invented data");
@@ -151,7 +176,10 @@ fn acknowledged_writes_survive_kill_9() {
         // every acknowledged write is present
         for (&(cc, r, i), _) in acks.iter().filter(|((cc, _, _), _)| *cc == c) {
             let present = per_run.get(&r).is_some_and(|w| (i as usize) < w.len());
-            assert!(present, "client {cc} run {r} write {i} was acknowledged and is lost");
+            assert!(
+                present,
+                "client {cc} run {r} write {i} was acknowledged and is lost"
+            );
             checked += 1;
         }
     }

@@ -66,4 +66,3 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         Err(self.unreachable())
     }
 }
-

@@ -51,52 +51,74 @@ fn raft_config(config: &NodeConfig, partition: PartitionId) -> Result<openraft::
     .map_err(|e| Error::Config(e.to_string()))
 }
 
+/// Starts every partition's group, pushing each onto `groups` as it starts.
+async fn start_groups(
+    config: &NodeConfig,
+    store: &mut NodeStore,
+    groups: &mut Vec<Group>,
+) -> Result<(), Error> {
+    let node = BasicNode::new(&config.http_addr);
+    for p in 0..store.partitions() {
+        let (log, sm) = store.open_partition(p)?;
+        let state = sm.reader();
+        let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable {
+            partition: p,
+            reason: e.to_string(),
+        };
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config(config, p)?),
+            NoPeers,
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
+        groups.push(Group {
+            raft: raft.clone(),
+            state,
+        });
+        if !raft.is_initialized().await.map_err(|e| unavailable(&e))? {
+            let members = BTreeMap::from([(config.node_id, node.clone())]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            tracing::info!(
+                partition = p,
+                "initialized partition group with this node as its only voter"
+            );
+        } else {
+            let voters: Vec<u64> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            if voters == [config.node_id] {
+                // Sole voter: no need to wait out an election timeout after a restart.
+                raft.trigger().elect().await.map_err(|e| unavailable(&e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Partitions {
     /// Opens the node's storage (recovering it) and starts every partition's group. On a fresh
     /// data directory each group is initialized with this node as its only voter (single-node
     /// mode); an initialized group is never initialized again.
     pub async fn start(config: &NodeConfig) -> Result<Self, Error> {
         let mut store = NodeStore::open(config)?;
-        let count = store.partitions();
-        let node = BasicNode::new(&config.http_addr);
-        let mut groups = Vec::with_capacity(count as usize);
-        for p in 0..count {
-            let (log, sm) = store.open_partition(p)?;
-            let state = sm.reader();
-            let raft = Raft::new(
-                config.node_id,
-                Arc::new(raft_config(config, p)?),
-                NoPeers,
-                log,
-                sm,
-            )
-            .await
-            .map_err(|e| Error::Unavailable {
-                partition: p,
-                reason: e.to_string(),
-            })?;
-            let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable {
-                partition: p,
-                reason: e.to_string(),
-            };
-            if !raft.is_initialized().await.map_err(|e| unavailable(&e))? {
-                let members = BTreeMap::from([(config.node_id, node.clone())]);
-                raft.initialize(members).await.map_err(|e| unavailable(&e))?;
-                tracing::info!(partition = p, "initialized partition group with this node as its only voter");
-            } else {
-                let voters: Vec<u64> = raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect();
-                if voters == [config.node_id] {
-                    // Sole voter: no need to wait out an election timeout after a restart.
-                    raft.trigger().elect().await.map_err(|e| unavailable(&e))?;
-                }
+        let mut groups = Vec::with_capacity(store.partitions() as usize);
+        if let Err(e) = start_groups(config, &mut store, &mut groups).await {
+            // Groups already running hold the write-ahead log: stop them before giving up the
+            // directory, so nothing writes to it after the error is returned.
+            for g in &groups {
+                let _ = g.raft.shutdown().await;
             }
-            groups.push(Group { raft, state });
+            store.close();
+            return Err(e);
         }
         Ok(Self {
             node_id: config.node_id,
@@ -136,10 +158,12 @@ impl Partitions {
         let span = tracing::debug_span!("propose", partition = p, ops = command.ops.len());
         match group.raft.client_write(command).instrument(span).await {
             Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NotLeader {
-                partition: p,
-                leader: f.leader_id,
-            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader {
+                    partition: p,
+                    leader: f.leader_id,
+                })
+            }
             Err(e) => Err(Error::Unavailable {
                 partition: p,
                 reason: e.to_string(),
@@ -153,10 +177,12 @@ impl Partitions {
         let group = self.group(p)?;
         match group.raft.ensure_linearizable().await {
             Ok(_) => Ok(group.state.clone()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(Error::NotLeader {
-                partition: p,
-                leader: f.leader_id,
-            }),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader {
+                    partition: p,
+                    leader: f.leader_id,
+                })
+            }
             Err(e) => Err(Error::Unavailable {
                 partition: p,
                 reason: e.to_string(),

@@ -53,13 +53,20 @@ async fn writes_survive_restarts_across_snapshots() {
                 .into_iter()
                 .map(|(_, m)| u32::from_be_bytes(m.try_into().unwrap()))
                 .collect();
-            let want: Vec<u32> = (0..sent).filter(|i| (*i as usize) % entities.len() == entities.iter().position(|x| x == e).unwrap()).collect();
+            let want: Vec<u32> = (0..sent)
+                .filter(|i| {
+                    (*i as usize) % entities.len() == entities.iter().position(|x| x == e).unwrap()
+                })
+                .collect();
             assert_eq!(got, want, "round {round}, {e}");
         }
         // 200 more writes per round: several snapshots and purges per partition
         for _ in 0..200 {
             let e = &entities[sent as usize % entities.len()];
-            let r = parts.propose(parts.partition_of(e), enqueue(e, sent)).await.unwrap();
+            let r = parts
+                .propose(parts.partition_of(e), enqueue(e, sent))
+                .await
+                .unwrap();
             assert!(matches!(r.results[..], [OpResult::Enqueued(_)]), "{r:?}");
             sent += 1;
         }
@@ -69,7 +76,13 @@ async fn writes_survive_restarts_across_snapshots() {
     for p in 0..cfg.partitions {
         let snaps = std::fs::read_dir(cfg.data_dir.join(format!("snapshots/p{p:05}")))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "snap"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "snap")
+            })
             .count();
         assert_eq!(snaps, 1, "partition {p} keeps exactly its latest snapshot");
     }
@@ -94,13 +107,18 @@ async fn a_data_directory_refuses_another_partition_count() {
 async fn a_lost_state_store_is_rebuilt_from_snapshots_and_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let keys: Vec<EntityId> = (0..20).map(|i| EntityId::new("counter", &format!("c{i}")).unwrap()).collect();
+    let keys: Vec<EntityId> = (0..20)
+        .map(|i| EntityId::new("counter", &format!("c{i}")).unwrap())
+        .collect();
     let parts = Partitions::start(&cfg).await.unwrap();
     parts.wait_ready(Duration::from_secs(10)).await.unwrap();
     // 170 writes per key spread over 4 partitions: snapshots every 50 entries, plus a log tail
     for round in 0..170u32 {
         for k in &keys {
-            let cmd = Command::single(Op::SetState { entity: k.clone(), state: round.to_be_bytes().to_vec() });
+            let cmd = Command::single(Op::SetState {
+                entity: k.clone(),
+                state: round.to_be_bytes().to_vec(),
+            });
             parts.propose(parts.partition_of(k), cmd).await.unwrap();
         }
     }
@@ -112,7 +130,80 @@ async fn a_lost_state_store_is_rebuilt_from_snapshots_and_the_log() {
     parts.wait_ready(Duration::from_secs(10)).await.unwrap();
     for k in &keys {
         let st = parts.read(parts.partition_of(k)).await.unwrap();
-        assert_eq!(st.state(k).unwrap(), Some(169u32.to_be_bytes().to_vec()), "{k}");
+        assert_eq!(
+            st.state(k).unwrap(),
+            Some(169u32.to_be_bytes().to_vec()),
+            "{k}"
+        );
     }
+    parts.shutdown().await;
+}
+
+/// A damaged snapshot file, or one from a newer perdure, stops the start with an error that names
+/// the file; the file is left exactly as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let k = EntityId::new("counter", "x").unwrap();
+    let p = perdure_types::partition::partition_of(&k, cfg.partitions);
+    let parts = Partitions::start(&cfg).await.unwrap();
+    parts.wait_ready(Duration::from_secs(10)).await.unwrap();
+    for i in 0..120u32 {
+        let cmd = Command::single(Op::SetState {
+            entity: k.clone(),
+            state: i.to_be_bytes().to_vec(),
+        });
+        parts.propose(p, cmd).await.unwrap();
+    }
+    parts.shutdown().await;
+    let snap_dir = cfg.data_dir.join(format!("snapshots/p{p:05}"));
+    let snap = std::fs::read_dir(&snap_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&snap).unwrap();
+
+    // 1. a flipped byte in the middle
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&snap, &bad).unwrap();
+    let e = Partitions::start(&cfg).await.unwrap_err().to_string();
+    assert!(e.contains(snap.to_str().unwrap()), "{e}");
+    assert_eq!(
+        std::fs::read(&snap).unwrap(),
+        bad,
+        "the damaged file was rewritten"
+    );
+
+    // 2. a newer format version in the header frame (frame bodies start with the version byte)
+    let magic = b"perdure snapshot\n".len();
+    let mut newer = good[..magic].to_vec();
+    let header = perdure_types::codec::frame::decode(&good[magic..]);
+    let perdure_types::codec::frame::Decoded::Frame { body, len } = header else {
+        panic!("{header:?}")
+    };
+    let mut body = body.to_vec();
+    body[0] = perdure_types::codec::FORMAT_VERSION + 1;
+    perdure_types::codec::frame::encode(&body, &mut newer);
+    newer.extend_from_slice(&good[magic + len..]);
+    std::fs::write(&snap, &newer).unwrap();
+    let e = Partitions::start(&cfg).await.unwrap_err().to_string();
+    assert!(
+        e.contains(snap.to_str().unwrap()) && e.contains("newer"),
+        "{e}"
+    );
+
+    // 3. restored: the node starts and has the data
+    std::fs::write(&snap, &good).unwrap();
+    let parts = Partitions::start(&cfg).await.unwrap();
+    parts.wait_ready(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        parts.read(p).await.unwrap().state(&k).unwrap(),
+        Some(119u32.to_be_bytes().to_vec())
+    );
     parts.shutdown().await;
 }

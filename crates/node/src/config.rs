@@ -132,7 +132,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -176,7 +179,10 @@ mod tests {
         let e = load(None, env(&[("PERDURE_PARTITIONS", "many")]), vec![])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("PERDURE_PARTITIONS") && e.contains("partitions"), "{e}");
+        assert!(
+            e.contains("PERDURE_PARTITIONS") && e.contains("partitions"),
+            "{e}"
+        );
 
         let e = load(None, env(&[("PERDURE_PARTITIONS", "0")]), vec![])
             .unwrap_err()

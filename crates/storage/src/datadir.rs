@@ -184,7 +184,8 @@ fn write_meta(path: &Path, meta: &DataDirMeta) -> Result<()> {
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, "write", e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io(&tmp, "write", e))?;
     f.sync_all().map_err(|e| Error::io(&tmp, "fsync", e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, "rename", e))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
@@ -225,8 +226,18 @@ mod tests {
         drop(DataDir::open(t.path(), 8, 1).unwrap());
         let e = DataDir::open(t.path(), 16, 1).unwrap_err();
         let s = e.to_string();
-        assert!(matches!(e, Error::PartitionCountMismatch { found: 8, configured: 16, .. }));
-        assert!(s.contains("perdure.meta") && s.contains("8 partitions"), "{s}");
+        assert!(matches!(
+            e,
+            Error::PartitionCountMismatch {
+                found: 8,
+                configured: 16,
+                ..
+            }
+        ));
+        assert!(
+            s.contains("perdure.meta") && s.contains("8 partitions"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -234,8 +245,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         fs::write(t.path().join("photo.jpg"), b"not ours").unwrap();
         let e = DataDir::open(t.path(), 8, 1).unwrap_err();
-        assert!(e.to_string().contains("not a perdure data directory"), "{e}");
-        let names: Vec<_> = fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(
+            e.to_string().contains("not a perdure data directory"),
+            "{e}"
+        );
+        let names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("photo.jpg")]);
     }
 

@@ -93,8 +93,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<SnapshotContent> {
             frame::Decoded::Corrupt(c) => Err(corrupt(offset, c.to_string())),
         }
     };
-    let header: SnapshotHeader =
-        codec::decode(&next_frame(&mut rest)?).map_err(codec_err(path))?;
+    let header: SnapshotHeader = codec::decode(&next_frame(&mut rest)?).map_err(codec_err(path))?;
     let mut pairs = Vec::with_capacity(header.pairs.min(1 << 20) as usize);
     for _ in 0..header.pairs {
         pairs.push(codec::decode(&next_frame(&mut rest)?).map_err(codec_err(path))?);

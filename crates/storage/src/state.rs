@@ -79,7 +79,15 @@ pub(crate) mod keys {
         with(b'k', &[e.canonical().as_bytes(), &[0], id.as_bytes()])
     }
     pub fn id_by_expiry(expiry: u64, e: &EntityId, id: &str) -> Vec<u8> {
-        with(b'K', &[&expiry.to_be_bytes(), e.canonical().as_bytes(), &[0], id.as_bytes()])
+        with(
+            b'K',
+            &[
+                &expiry.to_be_bytes(),
+                e.canonical().as_bytes(),
+                &[0],
+                id.as_bytes(),
+            ],
+        )
     }
     pub fn timer(due: u64, id: u64) -> Vec<u8> {
         with(b't', &[&due.to_be_bytes(), &id.to_be_bytes()])
@@ -162,7 +170,10 @@ impl<'a> Txn<'a> {
                 break;
             }
         }
-        let range = (Bound::Included(start.to_vec()), Bound::Excluded(end.to_vec()));
+        let range = (
+            Bound::Included(start.to_vec()),
+            Bound::Excluded(end.to_vec()),
+        );
         for (k, v) in self.pending.range(range) {
             if v.is_some() {
                 out.insert(k.clone(), ());
@@ -236,7 +247,11 @@ impl PartitionState {
             Some(v) => Some(self.decode(&v)?),
             None => None,
         };
-        let membership = match self.tree.get(keys::MEMBERSHIP).map_err(|e| self.sled_err(e))? {
+        let membership = match self
+            .tree
+            .get(keys::MEMBERSHIP)
+            .map_err(|e| self.sled_err(e))?
+        {
             Some(v) => self.decode(&v)?,
             None => StoredMembership::default(),
         };
@@ -316,7 +331,11 @@ impl PartitionState {
                 Op::Dequeue { entity, upto } => {
                     let start = keys::inbox_prefix(entity);
                     let end = keys::inbox(entity, upto.saturating_add(1));
-                    let end = if *upto == u64::MAX { prefix_end(&start) } else { end };
+                    let end = if *upto == u64::MAX {
+                        prefix_end(&start)
+                    } else {
+                        end
+                    };
                     for k in txn.keys(&start, &end, usize::MAX)? {
                         txn.del(k);
                     }
@@ -456,7 +475,12 @@ impl PartitionState {
     }
 
     /// Outbox messages for `dest` with sequence numbers above `after`, at most `limit`.
-    pub fn outbox(&self, dest: PartitionId, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    pub fn outbox(
+        &self,
+        dest: PartitionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
         let prefix = keys::outbox_prefix(dest);
         let mut out = Vec::new();
         for kv in self
@@ -538,7 +562,11 @@ mod tests {
 
     fn state() -> (PartitionState, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).path(dir.path()).open().unwrap();
+        let db = sled::Config::new()
+            .temporary(true)
+            .path(dir.path())
+            .open()
+            .unwrap();
         let tree = db.open_tree("p00000").unwrap();
         (PartitionState::new(0, tree, dir.path().to_path_buf()), dir)
     }
@@ -561,7 +589,14 @@ mod tests {
     #[test]
     fn state_set_delete_and_applied_position() {
         let (st, _d) = state();
-        apply(&st, 1, vec![Op::SetState { entity: e("a"), state: b"1".to_vec() }]);
+        apply(
+            &st,
+            1,
+            vec![Op::SetState {
+                entity: e("a"),
+                state: b"1".to_vec(),
+            }],
+        );
         assert_eq!(st.state(&e("a")).unwrap(), Some(b"1".to_vec()));
         apply(&st, 2, vec![Op::DeleteState { entity: e("a") }]);
         assert_eq!(st.state(&e("a")).unwrap(), None);
@@ -575,14 +610,27 @@ mod tests {
             &st,
             1,
             (0..5)
-                .map(|i| Op::Enqueue { entity: e(if i % 2 == 0 { "a" } else { "b" }), message: vec![i] })
+                .map(|i| Op::Enqueue {
+                    entity: e(if i % 2 == 0 { "a" } else { "b" }),
+                    message: vec![i],
+                })
                 .collect(),
         );
         assert_eq!(r, (1..=5).map(OpResult::Enqueued).collect::<Vec<_>>());
-        assert_eq!(st.inbox(&e("a")).unwrap(), vec![(1, vec![0]), (3, vec![2]), (5, vec![4])]);
+        assert_eq!(
+            st.inbox(&e("a")).unwrap(),
+            vec![(1, vec![0]), (3, vec![2]), (5, vec![4])]
+        );
         // an entity whose key extends another's does not see its messages
         assert!(st.inbox(&e("a0")).unwrap().is_empty());
-        apply(&st, 2, vec![Op::Dequeue { entity: e("a"), upto: 3 }]);
+        apply(
+            &st,
+            2,
+            vec![Op::Dequeue {
+                entity: e("a"),
+                upto: 3,
+            }],
+        );
         assert_eq!(st.inbox(&e("a")).unwrap(), vec![(5, vec![4])]);
         assert_eq!(st.inbox(&e("b")).unwrap().len(), 2);
     }
@@ -594,13 +642,28 @@ mod tests {
             &st,
             1,
             vec![
-                Op::Send { dest: 3, message: b"x".to_vec() },
-                Op::Send { dest: 4, message: b"y".to_vec() },
-                Op::Send { dest: 3, message: b"z".to_vec() },
+                Op::Send {
+                    dest: 3,
+                    message: b"x".to_vec(),
+                },
+                Op::Send {
+                    dest: 4,
+                    message: b"y".to_vec(),
+                },
+                Op::Send {
+                    dest: 3,
+                    message: b"z".to_vec(),
+                },
             ],
         );
-        assert_eq!(r, vec![OpResult::Sent(1), OpResult::Sent(1), OpResult::Sent(2)]);
-        assert_eq!(st.outbox(3, 0, 10).unwrap(), vec![(1, b"x".to_vec()), (2, b"z".to_vec())]);
+        assert_eq!(
+            r,
+            vec![OpResult::Sent(1), OpResult::Sent(1), OpResult::Sent(2)]
+        );
+        assert_eq!(
+            st.outbox(3, 0, 10).unwrap(),
+            vec![(1, b"x".to_vec()), (2, b"z".to_vec())]
+        );
         apply(&st, 2, vec![Op::AckOutbox { dest: 3, upto: 1 }]);
         assert_eq!(st.outbox(3, 0, 10).unwrap(), vec![(2, b"z".to_vec())]);
         assert_eq!(st.outbox(4, 0, 10).unwrap().len(), 1);
@@ -609,7 +672,12 @@ mod tests {
     #[test]
     fn receive_accepts_each_sequence_number_once_and_in_order() {
         let (st, _d) = state();
-        let recv = |seq| Op::Receive { source: 7, seq, entity: e("a"), message: vec![seq as u8] };
+        let recv = |seq| Op::Receive {
+            source: 7,
+            seq,
+            entity: e("a"),
+            message: vec![seq as u8],
+        };
         let r = apply(&st, 1, vec![recv(1), recv(1), recv(3), recv(2)]);
         assert_eq!(
             r,
@@ -629,19 +697,49 @@ mod tests {
         let (st, _d) = state();
         let cmd = |n: u8| {
             vec![
-                Op::RememberId { entity: e("a"), id: "req-1".into(), expires_at: 1000 },
-                Op::Enqueue { entity: e("a"), message: vec![n] },
+                Op::RememberId {
+                    entity: e("a"),
+                    id: "req-1".into(),
+                    expires_at: 1000,
+                },
+                Op::Enqueue {
+                    entity: e("a"),
+                    message: vec![n],
+                },
             ]
         };
-        assert_eq!(apply(&st, 1, cmd(1)), vec![OpResult::Done, OpResult::Enqueued(1)]);
-        assert_eq!(apply(&st, 2, cmd(2)), vec![OpResult::Duplicate, OpResult::Skipped]);
+        assert_eq!(
+            apply(&st, 1, cmd(1)),
+            vec![OpResult::Done, OpResult::Enqueued(1)]
+        );
+        assert_eq!(
+            apply(&st, 2, cmd(2)),
+            vec![OpResult::Duplicate, OpResult::Skipped]
+        );
         assert_eq!(st.inbox(&e("a")).unwrap().len(), 1);
         // expiry forgets it; the same id is then new again
-        apply(&st, 3, vec![Op::ExpireIds { now: 999, limit: 10 }]);
+        apply(
+            &st,
+            3,
+            vec![Op::ExpireIds {
+                now: 999,
+                limit: 10,
+            }],
+        );
         assert!(st.remembers_id(&e("a"), "req-1").unwrap());
-        apply(&st, 4, vec![Op::ExpireIds { now: 1001, limit: 10 }]);
+        apply(
+            &st,
+            4,
+            vec![Op::ExpireIds {
+                now: 1001,
+                limit: 10,
+            }],
+        );
         assert!(!st.remembers_id(&e("a"), "req-1").unwrap());
-        assert_eq!(apply(&st, 5, cmd(3)), vec![OpResult::Done, OpResult::Enqueued(2)]);
+        assert_eq!(
+            apply(&st, 5, cmd(3)),
+            vec![OpResult::Done, OpResult::Enqueued(2)]
+        );
     }
 
     #[test]
@@ -651,14 +749,25 @@ mod tests {
             &st,
             1,
             vec![
-                Op::ScheduleTimer { due: 500, entity: e("a"), message: b"late".to_vec() },
-                Op::ScheduleTimer { due: 100, entity: e("b"), message: b"early".to_vec() },
+                Op::ScheduleTimer {
+                    due: 500,
+                    entity: e("a"),
+                    message: b"late".to_vec(),
+                },
+                Op::ScheduleTimer {
+                    due: 100,
+                    entity: e("b"),
+                    message: b"early".to_vec(),
+                },
             ],
         );
         assert_eq!(r, vec![OpResult::Scheduled(1), OpResult::Scheduled(2)]);
         let due = st.due_timers(200, 10).unwrap();
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].due, due[0].id, due[0].message.as_slice()), (100, 2, &b"early"[..]));
+        assert_eq!(
+            (due[0].due, due[0].id, due[0].message.as_slice()),
+            (100, 2, &b"early"[..])
+        );
         assert_eq!(st.due_timers(500, 10).unwrap().len(), 2);
         apply(&st, 2, vec![Op::RemoveTimer { due: 100, id: 2 }]);
         assert_eq!(st.due_timers(1000, 10).unwrap().len(), 1);
@@ -667,9 +776,29 @@ mod tests {
     #[test]
     fn export_and_replace_round_trip() {
         let (a, _d1) = state();
-        apply(&a, 1, vec![Op::SetState { entity: e("x"), state: b"s".to_vec() }, Op::Enqueue { entity: e("x"), message: b"m".to_vec() }]);
+        apply(
+            &a,
+            1,
+            vec![
+                Op::SetState {
+                    entity: e("x"),
+                    state: b"s".to_vec(),
+                },
+                Op::Enqueue {
+                    entity: e("x"),
+                    message: b"m".to_vec(),
+                },
+            ],
+        );
         let (b, _d2) = state();
-        apply(&b, 1, vec![Op::SetState { entity: e("old"), state: b"gone".to_vec() }]);
+        apply(
+            &b,
+            1,
+            vec![Op::SetState {
+                entity: e("old"),
+                state: b"gone".to_vec(),
+            }],
+        );
         b.replace(&a.export().unwrap()).unwrap();
         assert_eq!(b.export().unwrap(), a.export().unwrap());
         assert_eq!(b.state(&e("old")).unwrap(), None);

@@ -1,6 +1,8 @@
 //! openraft's `RaftStateMachine` for one partition: [`PartitionState`] plus its snapshot files.
 
-use crate::raft_types::{to_raft_err, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::raft_types::{
+    to_raft_err, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use crate::snapshot::{self, SnapshotStore};
 use crate::state::PartitionState;
 use crate::{Error, Result};
@@ -164,8 +166,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )
         };
         let bytes = snapshot.into_inner();
-        let content = snapshot::decode(&bytes, Path::new("<received snapshot>")).map_err(|e| err(&e))?;
-        if content.partition != self.state.partition() || content.meta.last_log_id != meta.last_log_id {
+        let content =
+            snapshot::decode(&bytes, Path::new("<received snapshot>")).map_err(|e| err(&e))?;
+        if content.partition != self.state.partition()
+            || content.meta.last_log_id != meta.last_log_id
+        {
             return Err(err(&Error::Format {
                 path: "<received snapshot>".into(),
                 reason: format!(

@@ -46,7 +46,10 @@ impl NodeStore {
                     ),
                 });
             }
-            recovered.entry(r.partition).or_default().replay(r, &wal_dir)?;
+            recovered
+                .entry(r.partition)
+                .or_default()
+                .replay(r, &wal_dir)?;
         }
         drop(records);
         for (p, log) in recovered.iter_mut() {
@@ -85,7 +88,10 @@ impl NodeStore {
 
     /// The log store and state machine of `partition`. Call once per partition.
     pub fn open_partition(&mut self, partition: u32) -> Result<(LogStore, StateMachine)> {
-        assert!(partition < self.partitions(), "partition {partition} out of range");
+        assert!(
+            partition < self.partitions(),
+            "partition {partition} out of range"
+        );
         let log = self.recovered.remove(&partition).unwrap_or_default();
         let log_store = LogStore::new(partition, self.wal.clone(), log);
         let tree = self

@@ -220,10 +220,16 @@ mod tests {
         bytes[0] = FORMAT_VERSION + 1;
         assert!(matches!(
             decode::<Sample>(&bytes),
-            Err(Error::NewerVersion { found: 2, supported: 1 })
+            Err(Error::NewerVersion {
+                found: 2,
+                supported: 1
+            })
         ));
         bytes[0] = 0;
-        assert!(matches!(decode::<Sample>(&bytes), Err(Error::UnknownVersion(0))));
+        assert!(matches!(
+            decode::<Sample>(&bytes),
+            Err(Error::UnknownVersion(0))
+        ));
         assert!(matches!(decode::<Sample>(&[]), Err(Error::Empty)));
     }
 
@@ -235,9 +241,24 @@ mod tests {
         }
         let mut long = bytes.clone();
         long.push(0);
-        assert!(matches!(decode::<Sample>(&long), Err(Error::TrailingBytes(1))));
+        assert!(matches!(
+            decode::<Sample>(&long),
+            Err(Error::TrailingBytes(1))
+        ));
         // a huge length prefix must not allocate
-        let evil = [FORMAT_VERSION, 42, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        let evil = [
+            FORMAT_VERSION,
+            42,
+            0xfd,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0x7f,
+        ];
         assert!(decode::<Sample>(&evil).is_err());
     }
 

@@ -121,7 +121,10 @@ impl NodeConfig {
         if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
             return Err(ConfigError::new(
                 "partitions",
-                format!("must be between 1 and {MAX_PARTITIONS}, got {}", self.partitions),
+                format!(
+                    "must be between 1 and {MAX_PARTITIONS}, got {}",
+                    self.partitions
+                ),
             ));
         }
         if self.http_addr.parse::<std::net::SocketAddr>().is_err() {
@@ -132,7 +135,10 @@ impl NodeConfig {
         }
         let w = &self.wal;
         if w.segment_bytes < (1 << 20) {
-            return Err(ConfigError::new("wal.segment_bytes", "must be at least 1 MiB"));
+            return Err(ConfigError::new(
+                "wal.segment_bytes",
+                "must be at least 1 MiB",
+            ));
         }
         if w.max_batch_bytes < (64 << 10) || w.max_batch_bytes > w.segment_bytes {
             return Err(ConfigError::new(
@@ -142,7 +148,10 @@ impl NodeConfig {
         }
         let r = &self.raft;
         if r.heartbeat_interval_ms == 0 {
-            return Err(ConfigError::new("raft.heartbeat_interval_ms", "must be at least 1"));
+            return Err(ConfigError::new(
+                "raft.heartbeat_interval_ms",
+                "must be at least 1",
+            ));
         }
         if r.election_timeout_min_ms <= r.heartbeat_interval_ms {
             return Err(ConfigError::new(
@@ -157,7 +166,10 @@ impl NodeConfig {
             ));
         }
         if r.snapshot_every_entries == 0 {
-            return Err(ConfigError::new("raft.snapshot_every_entries", "must be at least 1"));
+            return Err(ConfigError::new(
+                "raft.snapshot_every_entries",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -181,7 +193,10 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "partitions");
         c.partitions = 8;
         c.raft.election_timeout_max_ms = 10;
-        assert_eq!(c.validate().unwrap_err().key, "raft.election_timeout_max_ms");
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "raft.election_timeout_max_ms"
+        );
         c.raft = RaftConfig::default();
         c.http_addr = "localhost".into();
         let e = c.validate().unwrap_err();

@@ -116,8 +116,14 @@ mod tests {
     fn bad_ids_are_refused() {
         assert_eq!(EntityId::new("", "k"), Err(IdError::EmptyName));
         assert_eq!(EntityId::new("c", ""), Err(IdError::EmptyKey));
-        assert!(matches!(EntityId::new("a@b", "k"), Err(IdError::BadNameChar(_))));
-        assert!(matches!(EntityId::new("a/b", "k"), Err(IdError::BadNameChar(_))));
+        assert!(matches!(
+            EntityId::new("a@b", "k"),
+            Err(IdError::BadNameChar(_))
+        ));
+        assert!(matches!(
+            EntityId::new("a/b", "k"),
+            Err(IdError::BadNameChar(_))
+        ));
         assert_eq!(EntityId::new("c", "a\0b"), Err(IdError::ControlCharInKey));
         assert!(matches!(
             EntityId::new(&"n".repeat(MAX_NAME_LEN + 1), "k"),
