@@ -1,15 +1,20 @@
 //! Byte layouts of the write-ahead log: segment file names, the segment header and the record
 //! body. Nothing here does I/O.
 //!
-//! Segment header (`HEADER_LEN` = 24 bytes, all integers little-endian):
+//! Segment header (`SEGMENT_HEADER_LEN` = 32 bytes, all integers little-endian):
 //!
-//! | bytes  | field                                                    |
-//! |--------|----------------------------------------------------------|
-//! | 0..8   | magic `PERDWAL\0`                                         |
-//! | 8      | format version (1)                                        |
-//! | 9..12  | reserved, zero                                            |
-//! | 12..20 | segment sequence number (u64), equal to the file name's   |
-//! | 20..24 | CRC-32 (IEEE) of bytes 0..20                              |
+//! | bytes  | field                                                               |
+//! |--------|---------------------------------------------------------------------|
+//! | 0..8   | magic `PERDWAL\0`                                                    |
+//! | 8      | format version (1)                                                   |
+//! | 9..12  | reserved, zero                                                       |
+//! | 12..20 | segment sequence number (u64), equal to the file name's              |
+//! | 20..28 | final length of the previous segment (u64; 0 if there was none)      |
+//! | 28..32 | CRC-32 (IEEE) of bytes 0..28                                         |
+//!
+//! The previous segment's length lets recovery tell a segment cut short exactly at a record
+//! boundary (or extended) from a whole one: every segment but the last must have exactly the
+//! length its successor recorded.
 //!
 //! After the header come frames (`perdure_types::codec::frame`), each holding one record body:
 //! `[partition u32][kind u8][index u64][payload]`.
@@ -23,7 +28,10 @@ pub(crate) const MAGIC: [u8; 8] = *b"PERDWAL\0";
 /// The segment format written by this build.
 pub(crate) const VERSION: u8 = 1;
 /// Bytes of the segment header.
-pub const SEGMENT_HEADER_LEN: usize = 24;
+pub const SEGMENT_HEADER_LEN: usize = 32;
+/// Header bytes that do not depend on the previous segment.
+const FIXED_LEN: usize = 20;
+const CRC_AT: usize = 28;
 /// Bytes of a record body before its payload.
 pub(crate) const RECORD_HEADER_LEN: usize = 4 + 1 + 8;
 /// Bytes a record occupies on disk beyond its payload (frame header plus record header).
@@ -85,15 +93,22 @@ pub(crate) fn classify(name: &str) -> FileName {
     FileName::Foreign
 }
 
-/// The header of segment `seq`.
-pub(crate) fn encode_header(seq: u64) -> [u8; SEGMENT_HEADER_LEN] {
+/// The header of segment `seq`, started when segment `seq - 1` was `prev_len` bytes long.
+pub(crate) fn encode_header(seq: u64, prev_len: u64) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
     h[8] = VERSION;
     h[12..20].copy_from_slice(&seq.to_le_bytes());
-    let crc = crc32(&h[0..20]);
-    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h[20..28].copy_from_slice(&prev_len.to_le_bytes());
+    let crc = crc32(&h[..CRC_AT]);
+    h[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
 }
 
 /// Why a segment header is refused.
@@ -109,7 +124,10 @@ pub(crate) enum HeaderError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Header {
     /// A whole, valid header for the expected sequence number.
-    Valid,
+    Valid {
+        /// The final length of the previous segment (0 if there was none).
+        prev_len: u64,
+    },
     /// Fewer than [`SEGMENT_HEADER_LEN`] bytes, all consistent with the header this segment
     /// would have: a segment whose header never fully reached the disk. It holds no record.
     Short,
@@ -137,11 +155,12 @@ pub(crate) fn check_header(bytes: &[u8], seq: u64) -> Result<Header, HeaderError
             )));
         }
     }
-    let expected = encode_header(seq);
     if n < SEGMENT_HEADER_LEN {
         // Only the header of this very segment may have been cut short: anything else is not
-        // a partial write of ours.
-        return if have == &expected[..n] {
+        // a partial write of ours. (The bytes after the fixed part cannot be predicted.)
+        let expected = encode_header(seq, 0);
+        let fixed = n.min(FIXED_LEN);
+        return if have[..fixed] == expected[..fixed] {
             Ok(Header::Short)
         } else {
             Err(HeaderError::Corrupt {
@@ -152,8 +171,8 @@ pub(crate) fn check_header(bytes: &[u8], seq: u64) -> Result<Header, HeaderError
             })
         };
     }
-    let stored = u32::from_le_bytes([have[20], have[21], have[22], have[23]]);
-    let computed = crc32(&have[0..20]);
+    let stored = u32::from_le_bytes([have[28], have[29], have[30], have[31]]);
+    let computed = crc32(&have[..CRC_AT]);
     if stored != computed {
         return Err(HeaderError::Corrupt {
             offset: 0,
@@ -168,15 +187,15 @@ pub(crate) fn check_header(bytes: &[u8], seq: u64) -> Result<Header, HeaderError
             reason: "reserved header bytes are not zero".into(),
         });
     }
-    let found = u64::from_le_bytes([
-        have[12], have[13], have[14], have[15], have[16], have[17], have[18], have[19],
-    ]);
+    let found = u64_at(have, 12);
     if found != seq {
         return Err(HeaderError::Format(format!(
             "the header says segment {found} but the file name says segment {seq} (renamed or copied?)"
         )));
     }
-    Ok(Header::Valid)
+    Ok(Header::Valid {
+        prev_len: u64_at(have, 20),
+    })
 }
 
 /// Appends `record`, framed, to `out`. `scratch` is a reusable buffer for the body.
@@ -220,9 +239,7 @@ pub(crate) fn decode_record(body: &[u8]) -> Result<Record, BodyError> {
     }
     let partition = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
     let kind = RecordKind::from_byte(body[4]).ok_or(BodyError::UnknownKind(body[4]))?;
-    let index = u64::from_le_bytes([
-        body[5], body[6], body[7], body[8], body[9], body[10], body[11], body[12],
-    ]);
+    let index = u64_at(body, 5);
     Ok(Record {
         partition,
         kind,
@@ -264,14 +281,18 @@ mod tests {
 
     #[test]
     fn header_layout_is_pinned() {
-        let h = encode_header(0x0102_0304_0506_0708);
+        let h = encode_header(0x0102_0304_0506_0708, 0x1112_1314_1516_1718);
         assert_eq!(&h[0..8], b"PERDWAL\0");
         assert_eq!(h[8], 1);
         assert_eq!(&h[9..12], &[0, 0, 0]);
         assert_eq!(&h[12..20], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(
-            u32::from_le_bytes(h[20..24].try_into().unwrap()),
-            crc32(&h[0..20])
+            &h[20..28],
+            &[0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11]
+        );
+        assert_eq!(
+            u32::from_le_bytes(h[28..32].try_into().unwrap()),
+            crc32(&h[0..28])
         );
         // crc32 is the standard IEEE CRC-32
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
@@ -279,12 +300,12 @@ mod tests {
 
     #[test]
     fn header_checks() {
-        let h = encode_header(5);
-        assert_eq!(check_header(&h, 5), Ok(Header::Valid));
+        let h = encode_header(5, 777);
+        assert_eq!(check_header(&h, 5), Ok(Header::Valid { prev_len: 777 }));
         // records after the header do not matter
         let mut long = h.to_vec();
         long.extend_from_slice(b"anything");
-        assert_eq!(check_header(&long, 5), Ok(Header::Valid));
+        assert_eq!(check_header(&long, 5), Ok(Header::Valid { prev_len: 777 }));
         // the wrong segment number
         assert!(
             matches!(check_header(&h, 6), Err(HeaderError::Format(r)) if r.contains("segment 5"))

@@ -5,7 +5,9 @@
 //! [`Wal::write_blocking`]) is reported only after `fdatasync` returned for every byte of it.
 //!
 //! - **Layout**: segment files `{seq:020}.wal` in one directory, each starting with a 24-byte
-//!   header (layout below) followed by checksummed frames, one record each.
+//!   header (layout below) followed by checksummed frames, one record each. The header
+//!   records the previous segment's final length, so a segment cut short at a record boundary
+//!   is detected.
 //!   A segment is created as `{seq:020}.wal.tmp`, its header and *sticky heads* written and
 //!   synced, then renamed into place and the directory synced, so a segment that exists is
 //!   whole up to its first record.
@@ -19,8 +21,9 @@
 //!   the last segment the first incomplete or damaged record and everything after it are a torn
 //!   tail, cut off with a warning.
 //!
-//! Header layout (little-endian): `[magic "PERDWAL\0" 8][version u8 = 1][reserved 3 zero bytes]
-//! [seq u64][crc32 of the preceding 20 bytes u32]`. Record layout: a
+//! Header layout (32 bytes, little-endian): `[magic "PERDWAL\0" 8][version u8 = 1]
+//! [reserved 3 zero bytes][seq u64][previous segment's final length u64]
+//! [crc32 of the preceding 28 bytes u32]`. Record layout: a
 //! [`perdure_types::codec::frame`] (`[len u32][crc32 u32][body]`) whose body is
 //! `[partition u32][kind u8][index u64][payload]`.
 

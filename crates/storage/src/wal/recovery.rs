@@ -30,6 +30,8 @@ struct Scanned {
     short: bool,
     /// Why the scan stopped before the end of the file (only possible for the last segment).
     tail: Option<String>,
+    /// The previous segment's final length, from the header.
+    prev_len: u64,
 }
 
 /// Recovers the log in `dir` and builds the writer that continues it.
@@ -47,6 +49,22 @@ pub(crate) fn recover(
     for (i, &seq) in seqs.iter().enumerate() {
         let last = i + 1 == seqs.len();
         scanned.push(scan(dir, seq, last)?);
+    }
+
+    // A segment followed by another must have the length its successor recorded: this catches
+    // a segment cut short exactly at a record boundary, which its own scan cannot see.
+    for pair in scanned.windows(2) {
+        let (s, next) = (&pair[0], &pair[1]);
+        if !next.short && s.file_len != next.prev_len {
+            return Err(Error::Corrupt {
+                path: s.path.clone(),
+                offset: s.file_len.min(next.prev_len),
+                reason: format!(
+                    "segment is {} bytes long but was {} bytes when segment {} was started after it (cut short or extended), yet a later segment exists",
+                    s.file_len, next.prev_len, next.seq
+                ),
+            });
+        }
     }
 
     // Repairs.
@@ -111,7 +129,7 @@ pub(crate) fn recover(
         Some((path, len)) => (open_for_append(&path)?, path, len),
         None => {
             let seq = reuse_seq.unwrap_or(1);
-            let (file, len) = create_segment(dir, seq, &[])?;
+            let (file, len) = create_segment(dir, seq, 0, &[])?;
             segments.push_back(SegmentInfo {
                 seq,
                 max_entries: HashMap::new(),
@@ -237,8 +255,8 @@ fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
         offset: offset as u64,
         reason,
     };
-    match check_header(&bytes, seq) {
-        Ok(Header::Valid) => {}
+    let prev_len = match check_header(&bytes, seq) {
+        Ok(Header::Valid { prev_len }) => prev_len,
         Ok(Header::Short) if last => {
             return Ok(Scanned {
                 seq,
@@ -249,6 +267,7 @@ fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
                 file_len,
                 short: true,
                 tail: None,
+                prev_len: 0,
             })
         }
         Ok(Header::Short) => {
@@ -268,7 +287,7 @@ fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
                 reason,
             })
         }
-    }
+    };
 
     let mut records = Vec::new();
     let mut max_entries: HashMap<u32, u64> = HashMap::new();
@@ -305,6 +324,7 @@ fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
                 file_len,
                 short: false,
                 tail: Some(damage),
+                prev_len,
             });
         }
         return Err(corrupt(
@@ -321,5 +341,6 @@ fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
         file_len,
         short: false,
         tail: None,
+        prev_len,
     })
 }

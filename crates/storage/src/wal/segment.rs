@@ -14,10 +14,16 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, "fsync directory", e))
 }
 
-/// Creates segment `seq` holding its header followed by `heads` (already framed records):
+/// Creates segment `seq`, the previous one being `prev_len` bytes long (0 if none), holding its
+/// header followed by `heads` (already framed records):
 /// written to `{seq}.wal.tmp`, synced, renamed to `{seq}.wal`, directory synced. Returns the
 /// file, positioned at its end, and its length.
-pub(crate) fn create_segment(dir: &Path, seq: u64, heads: &[u8]) -> Result<(File, u64)> {
+pub(crate) fn create_segment(
+    dir: &Path,
+    seq: u64,
+    prev_len: u64,
+    heads: &[u8],
+) -> Result<(File, u64)> {
     let tmp = dir.join(tmp_name(seq));
     let path = dir.join(segment_name(seq));
     match std::fs::symlink_metadata(&path) {
@@ -37,7 +43,7 @@ pub(crate) fn create_segment(dir: &Path, seq: u64, heads: &[u8]) -> Result<(File
         .open(&tmp)
         .map_err(|e| Error::io(&tmp, "create", e))?;
     let mut start = Vec::with_capacity(SEGMENT_HEADER_LEN + heads.len());
-    start.extend_from_slice(&encode_header(seq));
+    start.extend_from_slice(&encode_header(seq, prev_len));
     start.extend_from_slice(heads);
     file.write_all(&start)
         .map_err(|e| Error::io(&tmp, "write", e))?;

@@ -507,7 +507,7 @@ fn leftover_tmp_files_are_removed_and_short_last_segment_deleted() {
     let last_seq: u64 = names.last().unwrap()[..20].parse().unwrap();
     // a crash while creating the next segment: its tmp file, and a header-only prefix
     std::fs::write(dir.join(format::tmp_name(last_seq + 1)), b"half a segment").unwrap();
-    let header = format::encode_header(last_seq + 1);
+    let header = format::encode_header(last_seq + 1, 0);
     std::fs::write(dir.join(format::segment_name(last_seq + 1)), &header[..10]).unwrap();
     let (wal, recovered) = Wal::open(dir, small(1024)).unwrap();
     assert_eq!(recovered, all);

@@ -280,7 +280,7 @@ impl Writer {
         for record in self.sticky.values() {
             encode_record(record, &mut self.scratch, &mut heads);
         }
-        let (file, len) = create_segment(&self.dir, seq, &heads)?;
+        let (file, len) = create_segment(&self.dir, seq, self.len, &heads)?;
         self.file = file;
         self.path = self.dir.join(segment_name(seq));
         self.len = len;
