@@ -105,6 +105,7 @@ fn a_newer_version_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         make_log(dir, n, 4096);
+        std::fs::write(dir.join(format!("{:020}.wal.tmp", 999)), b"partial").unwrap();
         patch(&seg(dir, damaged), |b| b[8] = 2);
         let e = refused(dir, &seg(dir, damaged), "written by a newer perdure");
         assert!(matches!(e, Error::Format { .. }), "{e:?}");
@@ -189,6 +190,8 @@ fn damage_in_a_segment_that_is_not_the_last_is_refused() {
     make_log(dir, 100, 4096);
     let count = std::fs::read_dir(dir).unwrap().count() as u64;
     assert!(count >= 3, "{count} segments");
+    // a leftover temporary segment: a refused open must not remove it either
+    std::fs::write(dir.join(format!("{:020}.wal.tmp", count + 1)), b"partial").unwrap();
     let clean = snapshot(dir);
     let restore = || {
         for (p, b) in &clean {

@@ -527,3 +527,25 @@ fn leftover_tmp_files_are_removed_and_short_last_segment_deleted() {
         .collect();
     assert_eq!(new, [10, 11]);
 }
+
+#[test]
+fn handles_are_send_and_sync_and_write_is_send() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+    send_sync(&wal);
+    let fut = wal.write(Vec::new());
+    send(&fut);
+    drop(fut);
+}
+
+#[test]
+fn a_file_where_the_directory_should_be_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("wal");
+    std::fs::write(&path, b"not a directory").unwrap();
+    let e = Wal::open(&path, WalOptions::default()).unwrap_err();
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a directory");
+}
