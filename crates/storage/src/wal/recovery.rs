@@ -1,0 +1,346 @@
+//! Opening a log directory: validation of every file first (refusing without touching anything),
+//! then the few repairs a crash can call for (leftover temporary files, a torn tail).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use perdure_types::codec::frame::{self, Decoded};
+
+use super::format::{
+    check_header, classify, decode_record, segment_name, BodyError, FileName, Header, HeaderError,
+    SEGMENT_HEADER_LEN,
+};
+use super::segment::{create_segment, open_for_append, sync_dir};
+use super::writer::{SegmentInfo, Shared, Writer};
+use super::{Record, RecordKind, WalOptions};
+use crate::{Error, Result};
+
+/// What the scan of one segment found.
+struct Scanned {
+    seq: u64,
+    path: PathBuf,
+    records: Vec<Record>,
+    max_entries: HashMap<u32, u64>,
+    /// End of the last whole record.
+    valid_end: u64,
+    /// File length.
+    file_len: u64,
+    /// The header itself is incomplete (only possible for the last segment).
+    short: bool,
+    /// Why the scan stopped before the end of the file (only possible for the last segment).
+    tail: Option<String>,
+    /// The previous segment's final length, from the header.
+    prev_len: u64,
+}
+
+/// Recovers the log in `dir` and builds the writer that continues it.
+pub(crate) fn recover(
+    dir: &Path,
+    opts: WalOptions,
+    shared: Arc<Shared>,
+) -> Result<(Writer, Vec<Record>)> {
+    ensure_dir(dir)?;
+    let (seqs, tmps) = list(dir)?;
+    check_contiguous(dir, &seqs)?;
+
+    // Read and validate everything before changing anything.
+    let mut scanned = Vec::with_capacity(seqs.len());
+    for (i, &seq) in seqs.iter().enumerate() {
+        let last = i + 1 == seqs.len();
+        scanned.push(scan(dir, seq, last)?);
+    }
+
+    // A segment followed by another must have the length its successor recorded: this catches
+    // a segment cut short exactly at a record boundary, which its own scan cannot see.
+    for pair in scanned.windows(2) {
+        let (s, next) = (&pair[0], &pair[1]);
+        if !next.short && s.file_len != next.prev_len {
+            return Err(Error::Corrupt {
+                path: s.path.clone(),
+                offset: s.file_len.min(next.prev_len),
+                reason: format!(
+                    "segment is {} bytes long but was {} bytes when segment {} was started after it (cut short or extended), yet a later segment exists",
+                    s.file_len, next.prev_len, next.seq
+                ),
+            });
+        }
+    }
+
+    // Repairs.
+    for tmp in &tmps {
+        tracing::warn!(file = %tmp.display(), "removing an unfinished write-ahead log segment");
+        std::fs::remove_file(tmp).map_err(|e| Error::io(tmp, "delete", e))?;
+    }
+    if !tmps.is_empty() {
+        sync_dir(dir)?;
+    }
+    let mut reuse_seq = None;
+    if let Some(last) = scanned.last() {
+        if last.short {
+            tracing::warn!(file = %last.path.display(), bytes = last.file_len,
+                "deleting a write-ahead log segment whose header never fully reached the disk (it holds no record)");
+            std::fs::remove_file(&last.path).map_err(|e| Error::io(&last.path, "delete", e))?;
+            sync_dir(dir)?;
+            reuse_seq = Some(last.seq);
+            scanned.pop();
+        } else if let Some(damage) = &last.tail {
+            tracing::warn!(file = %last.path.display(), offset = last.valid_end,
+                dropped = last.file_len - last.valid_end, %damage,
+                "write-ahead log ends in a torn or damaged record (a write cut short by a crash); truncating it");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&last.path)
+                .map_err(|e| Error::io(&last.path, "open for truncation", e))?;
+            f.set_len(last.valid_end)
+                .map_err(|e| Error::io(&last.path, "truncate", e))?;
+            f.sync_all()
+                .map_err(|e| Error::io(&last.path, "fsync", e))?;
+        }
+    }
+
+    // Rebuild the state.
+    let mut sticky = BTreeMap::new();
+    let mut watermarks = HashMap::new();
+    let mut segments = VecDeque::with_capacity(scanned.len() + 1);
+    let mut records = Vec::new();
+    let mut active = None;
+    let total = scanned.len();
+    for (i, s) in scanned.into_iter().enumerate() {
+        for r in &s.records {
+            if r.kind == RecordKind::Purge {
+                watermarks.insert(r.partition, r.index);
+            }
+            if r.kind.is_sticky() {
+                sticky.insert((r.partition, r.kind), r.clone());
+            }
+        }
+        records.extend(s.records);
+        segments.push_back(SegmentInfo {
+            seq: s.seq,
+            max_entries: s.max_entries,
+        });
+        if i + 1 == total {
+            active = Some((s.path, s.valid_end));
+        }
+    }
+    let mut created = 0;
+    let (file, path, len) = match active {
+        Some((path, len)) => (open_for_append(&path)?, path, len),
+        None => {
+            let seq = reuse_seq.unwrap_or(1);
+            let (file, len) = create_segment(dir, seq, 0, &[])?;
+            segments.push_back(SegmentInfo {
+                seq,
+                max_entries: HashMap::new(),
+            });
+            created = 1;
+            (file, dir.join(segment_name(seq)), len)
+        }
+    };
+    shared.update_stats(|s| {
+        s.segments_created = created;
+        s.live_segments = segments.len() as u64;
+    });
+    let mut writer = Writer {
+        dir: dir.to_path_buf(),
+        opts,
+        shared,
+        file,
+        path,
+        len,
+        segments,
+        sticky,
+        watermarks,
+        failed: None,
+        buf: Vec::new(),
+        scratch: Vec::new(),
+    };
+    writer.delete_purged()?;
+    tracing::info!(dir = %dir.display(), records = records.len(),
+        segments = writer.segments.len(), "write-ahead log recovered");
+    Ok((writer, records))
+}
+
+/// Creates `dir` (and its parents) if absent, making the new entry durable.
+fn ensure_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Format {
+            path: dir.to_path_buf(),
+            reason: "the write-ahead log directory is not a directory".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::io(dir, "stat", e)),
+    }
+}
+
+/// The segment sequence numbers in `dir`, sorted, and the leftover temporary files. Anything
+/// else in the directory is refused.
+fn list(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
+    let mut seqs = Vec::new();
+    let mut tmps = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "list directory", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, "list directory", e))?;
+        let path = entry.path();
+        let kind = entry
+            .file_name()
+            .to_str()
+            .map_or(FileName::Foreign, classify);
+        match kind {
+            FileName::Segment(seq) => {
+                let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, "stat", e))?;
+                if !meta.is_file() {
+                    return Err(Error::Format {
+                        path,
+                        reason: "named like a write-ahead log segment but not a regular file"
+                            .into(),
+                    });
+                }
+                seqs.push(seq);
+            }
+            FileName::Tmp => {
+                let meta = std::fs::symlink_metadata(&path)
+                    .map_err(|e| Error::io(&path, "stat", e))?;
+                if !meta.is_file() {
+                    return Err(Error::Format {
+                        path,
+                        reason: "named like an unfinished write-ahead log segment but not a regular file; refusing to delete it".into(),
+                    });
+                }
+                tmps.push(path);
+            }
+            FileName::Foreign => {
+                return Err(Error::Format {
+                    path,
+                    reason: "unexpected file in the write-ahead log directory (only segments `{seq:020}.wal` belong there); move it elsewhere".into(),
+                })
+            }
+        }
+    }
+    seqs.sort_unstable();
+    Ok((seqs, tmps))
+}
+
+fn check_contiguous(dir: &Path, seqs: &[u64]) -> Result<()> {
+    for pair in seqs.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            let missing = pair[0] + 1;
+            return Err(Error::Format {
+                path: dir.join(segment_name(missing)),
+                reason: format!(
+                    "write-ahead log segment {missing} is missing (segments {} and {} exist); the log has a hole and cannot be replayed",
+                    pair[0], pair[1]
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks one segment. Damage is an error unless `last` and it can be a torn tail.
+fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
+    let path = dir.join(segment_name(seq));
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
+    let file_len = bytes.len() as u64;
+    let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        path: path.clone(),
+        offset: offset as u64,
+        reason,
+    };
+    let prev_len = match check_header(&bytes, seq) {
+        Ok(Header::Valid { prev_len }) => prev_len,
+        Ok(Header::Short) if last => {
+            return Ok(Scanned {
+                seq,
+                path,
+                records: Vec::new(),
+                max_entries: HashMap::new(),
+                valid_end: 0,
+                file_len,
+                short: true,
+                tail: None,
+                prev_len: 0,
+            })
+        }
+        Ok(Header::Short) => {
+            return Err(corrupt(
+                bytes.len(),
+                format!(
+                    "segment of {} bytes is shorter than its header, yet later segments exist",
+                    bytes.len()
+                ),
+            ))
+        }
+        Err(HeaderError::Format(reason)) => return Err(Error::Format { path, reason }),
+        Err(HeaderError::Corrupt { offset, reason }) => {
+            return Err(Error::Corrupt {
+                path,
+                offset,
+                reason,
+            })
+        }
+    };
+
+    let mut records = Vec::new();
+    let mut max_entries: HashMap<u32, u64> = HashMap::new();
+    let mut at = SEGMENT_HEADER_LEN;
+    while at < bytes.len() {
+        let damage = match frame::decode(&bytes[at..]) {
+            Decoded::Frame { body, len } => match decode_record(body) {
+                Ok(record) => {
+                    if record.kind == RecordKind::Entries {
+                        let max = max_entries.entry(record.partition).or_insert(0);
+                        *max = (*max).max(record.index);
+                    }
+                    records.push(record);
+                    at += len;
+                    continue;
+                }
+                // An intact checksum over an unknown kind is not a torn write.
+                Err(e @ BodyError::UnknownKind(_)) => return Err(corrupt(at, e.to_string())),
+                Err(e @ BodyError::TooShort(_)) => e.to_string(),
+            },
+            Decoded::Incomplete => format!(
+                "record incomplete: the segment ends {} bytes after its start",
+                bytes.len() - at
+            ),
+            Decoded::Corrupt(c) => c.to_string(),
+        };
+        if last {
+            return Ok(Scanned {
+                seq,
+                path,
+                records,
+                max_entries,
+                valid_end: at as u64,
+                file_len,
+                short: false,
+                tail: Some(damage),
+                prev_len,
+            });
+        }
+        return Err(corrupt(
+            at,
+            format!("{damage}, yet a later segment exists (this is damage, not a torn write)"),
+        ));
+    }
+    Ok(Scanned {
+        seq,
+        path,
+        records,
+        max_entries,
+        valid_end: at as u64,
+        file_len,
+        short: false,
+        tail: None,
+        prev_len,
+    })
+}
