@@ -117,7 +117,8 @@ impl Partitions {
             for g in &groups {
                 let _ = g.raft.shutdown().await;
             }
-            store.close();
+            groups.clear();
+            release(store).await;
             return Err(e);
         }
         Ok(Self {
@@ -227,13 +228,32 @@ impl Partitions {
         self.store.wal().stats()
     }
 
-    /// Stops every group, then closes storage after draining the write-ahead log.
+    /// Stops every group, then closes storage after draining the write-ahead log. Returns once
+    /// the data directory is released (a new `start` on it may follow at once).
     pub async fn shutdown(self) {
-        for (p, g) in self.groups.iter().enumerate() {
+        let Self { groups, store, .. } = self;
+        for (p, g) in groups.iter().enumerate() {
             if let Err(e) = g.raft.shutdown().await {
                 tracing::warn!(partition = p, error = %e, "raft group did not stop cleanly");
             }
         }
-        self.store.close();
+        drop(groups);
+        release(store).await;
     }
+}
+
+/// Waits (bounded) until openraft's state-machine tasks, which stop asynchronously after the
+/// groups, have dropped their handles, then closes the store and releases the directory.
+async fn release(store: NodeStore) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.open_state_handles() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if store.open_state_handles() > 0 {
+        tracing::warn!(
+            handles = store.open_state_handles(),
+            "partition state still referenced at shutdown"
+        );
+    }
+    store.close();
 }

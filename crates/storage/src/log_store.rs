@@ -126,6 +126,8 @@ impl LogStore {
         }
     }
 
+    // openraft's StorageError is large; it is the type the storage traits must return.
+    #[allow(clippy::result_large_err)]
     fn encode<T: serde::Serialize>(&self, v: &T) -> Result<Vec<u8>, StorageError> {
         codec::encode(v).map_err(|source| {
             let e = Error::Codec {

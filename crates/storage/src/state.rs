@@ -120,6 +120,9 @@ pub struct PartitionState {
     partition: PartitionId,
     tree: sled::Tree,
     path: PathBuf,
+    /// Counted by the [`crate::NodeStore`] that made it: the store is closed only once every
+    /// handle on its trees is gone (sled releases its file lock when the last one drops).
+    _open: std::sync::Arc<()>,
 }
 
 /// Pending writes of one apply batch, read back by later ops of the same batch.
@@ -206,12 +209,19 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl PartitionState {
-    /// Wraps `tree`, the state of `partition`; `path` names the store in errors.
-    pub fn new(partition: PartitionId, tree: sled::Tree, path: PathBuf) -> Self {
+    /// Wraps `tree`, the state of `partition`; `path` names the store in errors; `open` is the
+    /// owning store's handle counter.
+    pub fn new(
+        partition: PartitionId,
+        tree: sled::Tree,
+        path: PathBuf,
+        open: std::sync::Arc<()>,
+    ) -> Self {
         Self {
             partition,
             tree,
             path,
+            _open: open,
         }
     }
 
@@ -568,7 +578,10 @@ mod tests {
             .open()
             .unwrap();
         let tree = db.open_tree("p00000").unwrap();
-        (PartitionState::new(0, tree, dir.path().to_path_buf()), dir)
+        (
+            PartitionState::new(0, tree, dir.path().to_path_buf(), Default::default()),
+            dir,
+        )
     }
 
     fn e(key: &str) -> EntityId {

@@ -23,6 +23,8 @@ pub struct NodeStore {
     db: sled::Db,
     state_path: PathBuf,
     recovered: HashMap<u32, PartitionLog>,
+    /// One clone per live [`PartitionState`] handle.
+    open_states: std::sync::Arc<()>,
 }
 
 impl NodeStore {
@@ -68,6 +70,7 @@ impl NodeStore {
             db,
             state_path,
             recovered,
+            open_states: Default::default(),
         })
     }
 
@@ -101,10 +104,21 @@ impl NodeStore {
                 path: self.state_path.clone(),
                 source,
             })?;
-        let state = PartitionState::new(partition, tree, self.state_path.clone());
+        let state = PartitionState::new(
+            partition,
+            tree,
+            self.state_path.clone(),
+            self.open_states.clone(),
+        );
         let snapshots = SnapshotStore::open(self.datadir.snapshot_dir(partition))?;
         let sm = StateMachine::open(state, snapshots)?;
         Ok((log_store, sm))
+    }
+
+    /// Partition state handles still alive (held by state machines or readers). sled keeps its
+    /// directory locked until they are all dropped.
+    pub fn open_state_handles(&self) -> usize {
+        std::sync::Arc::strong_count(&self.open_states) - 1
     }
 
     /// Writes out the state store's buffers (not a durability barrier: see the state module) and

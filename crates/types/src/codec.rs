@@ -149,11 +149,17 @@ pub mod frame {
         }
     }
 
+    /// The checksum frames use (CRC-32, IEEE), for other fixed layouts that need one (the WAL's
+    /// segment header), so the whole project uses one checksum.
+    pub fn checksum(bytes: &[u8]) -> u32 {
+        crc32fast::hash(bytes)
+    }
+
     /// Appends a frame holding `body` to `out`.
     pub fn encode(body: &[u8], out: &mut Vec<u8>) {
         assert!(body.len() <= MAX_BODY, "frame body of {} bytes", body.len());
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        out.extend_from_slice(&checksum(body).to_le_bytes());
         out.extend_from_slice(body);
     }
 
@@ -172,7 +178,7 @@ pub mod frame {
             return Decoded::Incomplete;
         }
         let body = &buf[HEADER_LEN..end];
-        let computed = crc32fast::hash(body);
+        let computed = checksum(body);
         if computed != stored {
             return Decoded::Corrupt(Corruption::ChecksumMismatch { stored, computed });
         }

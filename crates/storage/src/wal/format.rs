@@ -43,12 +43,9 @@ const SEGMENT_SUFFIX: &str = ".wal";
 const TMP_SUFFIX: &str = ".wal.tmp";
 const SEQ_DIGITS: usize = 20;
 
-/// CRC-32 (IEEE) of `bytes`, computed by the frame codec so that the whole crate uses one
-/// checksum implementation.
+/// CRC-32 (IEEE) of `bytes`: the frame codec's checksum, one for the whole project.
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-    let mut out = Vec::with_capacity(frame::HEADER_LEN + bytes.len());
-    frame::encode(bytes, &mut out);
-    u32::from_le_bytes([out[4], out[5], out[6], out[7]])
+    frame::checksum(bytes)
 }
 
 /// The file name of segment `seq`.
