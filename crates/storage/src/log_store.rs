@@ -113,6 +113,16 @@ impl LogStore {
         }
     }
 
+    /// The id of the last entry, or of the last purged one when the log is empty.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        let log = self.log();
+        log.entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(log.last_purged)
+    }
+
     fn log(&self) -> MutexGuard<'_, PartitionLog> {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -157,11 +167,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let log = self.log();
-        let last = log.entries.values().next_back().map(|e| e.log_id);
+        let last_log_id = self.last_log_id();
         Ok(LogState {
-            last_purged_log_id: log.last_purged,
-            last_log_id: last.or(log.last_purged),
+            last_purged_log_id: self.log().last_purged,
+            last_log_id,
         })
     }
 

@@ -68,6 +68,46 @@ impl StateMachine {
     pub fn reader(&self) -> PartitionState {
         self.state.clone()
     }
+
+    /// The last applied log id.
+    pub fn applied(&self) -> Option<LogId> {
+        self.applied
+    }
+
+    /// Writes a durable snapshot of the current state now (blocking).
+    pub fn snapshot_now(&self) -> Result<SnapshotMeta> {
+        let pairs = self.state.export()?;
+        let (meta, _) = write_snapshot(
+            self.state.partition(),
+            &pairs,
+            self.applied,
+            self.membership.clone(),
+            &self.snapshots,
+        )?;
+        Ok(meta)
+    }
+}
+
+/// Encodes the state `pairs` at `applied` as a snapshot and saves it durably.
+fn write_snapshot(
+    partition: u32,
+    pairs: &[(Vec<u8>, Vec<u8>)],
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    store: &SnapshotStore,
+) -> Result<(SnapshotMeta, Vec<u8>)> {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let meta = SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+        snapshot_id: format!("p{partition}-{}-{millis}", ordinal(applied)),
+    };
+    let bytes = snapshot::encode(partition, &meta, pairs)?;
+    store.save(&meta, &bytes)?;
+    Ok((meta, bytes))
 }
 
 /// Builds a snapshot from a copy of the state taken when it was asked for.
@@ -84,22 +124,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let err = |e: &Error| to_raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
         let pairs = std::mem::replace(&mut self.pairs, Ok(Vec::new())).map_err(|e| err(&e))?;
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let meta = SnapshotMeta {
-            last_log_id: self.applied,
-            last_membership: self.membership.clone(),
-            snapshot_id: format!("p{}-{}-{millis}", self.partition, ordinal(self.applied)),
-        };
         let partition = self.partition;
+        let (applied, membership) = (self.applied, self.membership.clone());
         let store = self.snapshots.clone();
-        let m = meta.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            let bytes = snapshot::encode(partition, &m, &pairs)?;
-            store.save(&m, &bytes)?;
-            Ok(bytes)
+        let (meta, bytes) = tokio::task::spawn_blocking(move || {
+            write_snapshot(partition, &pairs, applied, membership, &store)
         })
         .await
         .map_err(|e| err(&Error::WalFailed(format!("snapshot task: {e}"))))?

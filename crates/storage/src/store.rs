@@ -112,6 +112,19 @@ impl NodeStore {
         );
         let snapshots = SnapshotStore::open(self.datadir.snapshot_dir(partition))?;
         let sm = StateMachine::open(state, snapshots)?;
+        let log_end = log_store.last_log_id();
+        if sm.applied() > log_end {
+            // The log lost entries the state already holds (damaged synced data). openraft will
+            // purge the log up to the applied position; since this state store is not durable,
+            // that purge must be backed by a durable snapshot of it first.
+            tracing::warn!(
+                partition,
+                applied = ?sm.applied(),
+                log_end = ?log_end,
+                "state is ahead of the recovered log; writing a snapshot before the log is purged"
+            );
+            sm.snapshot_now()?;
+        }
         Ok((log_store, sm))
     }
 
