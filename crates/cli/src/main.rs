@@ -199,7 +199,7 @@ async fn debug_load(config: NodeConfig, clients: u32, run: u64, ops: u64) -> any
                 });
                 match parts.propose(p, cmd).await {
                     Ok(r) => {
-                        let Some(OpResult::Enqueued(seq)) = r.results.first() else {
+                        let Some(OpResult::Enqueued(seq)) = r.first() else {
                             anyhow::bail!("unexpected result {r:?}");
                         };
                         let mut out = std::io::stdout().lock();

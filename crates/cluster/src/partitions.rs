@@ -6,7 +6,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
 use perdure_storage::state::PartitionState;
 use perdure_storage::{NodeStore, TypeConfig};
-use perdure_types::command::{Command, CommandResult};
+use perdure_types::command::{Command, OpResult, Proposal, ProposalResult};
 use perdure_types::config::NodeConfig;
 use perdure_types::{partition, EntityId, NodeId, PartitionId};
 use std::collections::BTreeMap;
@@ -152,12 +152,23 @@ impl Partitions {
         Ok(&self.group(p)?.raft)
     }
 
-    /// Proposes `command` to partition `p`; answers once it is committed (durable on a majority)
-    /// and applied here.
-    pub async fn propose(&self, p: PartitionId, command: Command) -> Result<CommandResult, Error> {
+    /// Proposes one `command` to partition `p`; answers its op results once it is committed
+    /// (durable on a majority) and applied here.
+    pub async fn propose(&self, p: PartitionId, command: Command) -> Result<Vec<OpResult>, Error> {
+        let mut r = self.propose_many(p, Proposal::from(command)).await?;
+        Ok(r.results.pop().unwrap_or_default())
+    }
+
+    /// Proposes several independent commands to partition `p` as one log entry.
+    pub async fn propose_many(
+        &self,
+        p: PartitionId,
+        proposal: Proposal,
+    ) -> Result<ProposalResult, Error> {
         let group = self.group(p)?;
-        let span = tracing::debug_span!("propose", partition = p, ops = command.ops.len());
-        match group.raft.client_write(command).instrument(span).await {
+        let span =
+            tracing::debug_span!("propose", partition = p, commands = proposal.commands.len());
+        match group.raft.client_write(proposal).instrument(span).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(Error::NotLeader {

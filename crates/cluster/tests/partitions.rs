@@ -67,7 +67,7 @@ async fn writes_survive_restarts_across_snapshots() {
                 .propose(parts.partition_of(e), enqueue(e, sent))
                 .await
                 .unwrap();
-            assert!(matches!(r.results[..], [OpResult::Enqueued(_)]), "{r:?}");
+            assert!(matches!(r[..], [OpResult::Enqueued(_)]), "{r:?}");
             sent += 1;
         }
         parts.shutdown().await;

@@ -1,14 +1,14 @@
 //! The openraft type configuration shared by every partition group.
 
-use perdure_types::command::{Command, CommandResult};
+use perdure_types::command::{Proposal, ProposalResult};
 use std::io::Cursor;
 
 openraft::declare_raft_types!(
-    /// perdure's Raft types: log entries carry [`Command`]s, applying one answers a
-    /// [`CommandResult`]; snapshots travel as one in-memory buffer in the snapshot file format.
+    /// perdure's Raft types: log entries carry [`Proposal`]s, applying one answers a
+    /// [`ProposalResult`]; snapshots travel as one in-memory buffer in the snapshot file format.
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Proposal,
+        R = ProposalResult,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -27,7 +27,7 @@ use crate::raft_types::{Entry, LogId, StoredMembership};
 use crate::{Error, Result};
 use openraft::EntryPayload;
 use perdure_types::codec;
-use perdure_types::command::{Command, CommandResult, Millis, Op, OpResult};
+use perdure_types::command::{Command, Millis, Op, OpResult, ProposalResult};
 use perdure_types::{EntityId, PartitionId};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -274,7 +274,7 @@ impl PartitionState {
         &self,
         entries: &[Entry],
         membership: &mut StoredMembership,
-    ) -> Result<Vec<CommandResult>> {
+    ) -> Result<Vec<ProposalResult>> {
         let mut txn = Txn {
             tree: &self.tree,
             path: &self.path,
@@ -285,19 +285,23 @@ impl PartitionState {
         for entry in entries {
             let index = entry.log_id.index;
             let r = match &entry.payload {
-                EntryPayload::Blank => CommandResult {
+                EntryPayload::Blank => ProposalResult {
                     index,
                     results: vec![],
                 },
-                EntryPayload::Normal(cmd) => CommandResult {
+                EntryPayload::Normal(proposal) => ProposalResult {
                     index,
-                    results: self.apply_command(&mut txn, cmd)?,
+                    results: proposal
+                        .commands
+                        .iter()
+                        .map(|c| self.apply_command(&mut txn, c))
+                        .collect::<Result<_>>()?,
                 },
                 EntryPayload::Membership(m) => {
                     *membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     let v = self.encode(membership)?;
                     txn.put(keys::MEMBERSHIP.to_vec(), v);
-                    CommandResult {
+                    ProposalResult {
                         index,
                         results: vec![],
                     }
@@ -591,12 +595,12 @@ mod tests {
     fn apply(st: &PartitionState, index: u64, ops: Vec<Op>) -> Vec<OpResult> {
         let entry = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Command { ops }),
+            payload: EntryPayload::Normal(Command { ops }.into()),
         };
         let mut m = StoredMembership::default();
         let mut r = st.apply(&[entry], &mut m).unwrap();
         assert_eq!(r[0].index, index);
-        r.remove(0).results
+        r.remove(0).results.remove(0)
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::state::PartitionState;
 use crate::{Error, Result};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
-use perdure_types::command::CommandResult;
+use perdure_types::command::ProposalResult;
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
@@ -148,7 +148,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResult>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -1,6 +1,6 @@
 //! What a partition's Raft log carries, and what applying it answers.
 //!
-//! A [`Command`] is a list of [`Op`]s applied atomically, in order, by every replica's state
+//! A log entry carries a [`Proposal`]: a list of [`Command`]s. A [`Command`] is a list of [`Op`]s applied atomically, in order, by every replica's state
 //! machine: all or nothing, in one storage batch. The entity runtime computes an operation's
 //! effects on the leader (new state, messages sent, idempotency ids remembered) and proposes them as
 //! one command, so that state change, result and outgoing messages commit together. Ops whose
@@ -146,11 +146,27 @@ pub enum OpResult {
     Skipped,
 }
 
+/// What one Raft log entry carries: independent commands, each atomic on its own (a
+/// duplicate detected by one command's [`Op::RememberId`] skips only that command's ops). The
+/// runtime batches the operations of many entities of a partition into one proposal, so one log
+/// entry and one fsync cover many operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Proposal {
+    /// The commands, applied in order.
+    pub commands: Vec<Command>,
+}
+
+impl From<Command> for Proposal {
+    fn from(c: Command) -> Self {
+        Self { commands: vec![c] }
+    }
+}
+
 /// What applying one log entry answers to the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct CommandResult {
-    /// The log index the command was applied at.
+pub struct ProposalResult {
+    /// The log index the proposal was applied at.
     pub index: u64,
-    /// One result per op (empty for blank and membership entries).
-    pub results: Vec<OpResult>,
+    /// Per command, one result per op (empty for blank and membership entries).
+    pub results: Vec<Vec<OpResult>>,
 }

@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub wal: WalConfig,
     /// Raft settings shared by every partition group.
     pub raft: RaftConfig,
+    /// Entity runtime settings.
+    pub entities: EntitiesConfig,
+    /// HTTP API settings.
+    pub http: HttpConfig,
 }
 
 impl Default for NodeConfig {
@@ -58,6 +62,51 @@ impl Default for NodeConfig {
             http_addr: "127.0.0.1:7071".into(),
             wal: WalConfig::default(),
             raft: RaftConfig::default(),
+            entities: EntitiesConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// Entity runtime settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EntitiesConfig {
+    /// An entity actor idle this long is passivated (stopped; its state stays durable).
+    /// Default 60 000 ms.
+    pub passivate_after_ms: u64,
+    /// How long a signal's idempotency key is remembered: a retry within this window is
+    /// acknowledged again but not applied again. Default 24 h.
+    pub idempotency_window_ms: u64,
+    /// Most operations one entity runs in one batch (one commit). Default 1 000.
+    pub max_batch_ops: u32,
+}
+
+impl Default for EntitiesConfig {
+    fn default() -> Self {
+        Self {
+            passivate_after_ms: 60_000,
+            idempotency_window_ms: 24 * 3600 * 1000,
+            max_batch_ops: 1000,
+        }
+    }
+}
+
+/// HTTP API settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request body accepted; larger ones get 413. Default 1 MiB.
+    pub max_body_bytes: u64,
+    /// Most signals in one batch-signal request. Default 10 000.
+    pub max_batch_signals: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_batch_signals: 10_000,
         }
     }
 }
