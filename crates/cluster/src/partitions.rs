@@ -202,6 +202,27 @@ impl Partitions {
         }
     }
 
+    /// The partition's local state without a leadership check: for the leader's own actors,
+    /// which know their writes are applied here before they are answered. Not for client reads.
+    pub fn local_state(&self, p: PartitionId) -> Result<PartitionState, Error> {
+        Ok(self.group(p)?.state.clone())
+    }
+
+    /// Whether this node currently leads partition `p`.
+    pub fn is_leader(&self, p: PartitionId) -> bool {
+        self.group(p)
+            .map(|g| g.raft.metrics().borrow().state == ServerState::Leader)
+            .unwrap_or(false)
+    }
+
+    /// A watch on partition `p`'s Raft metrics (role, term, leader).
+    pub fn metrics(
+        &self,
+        p: PartitionId,
+    ) -> Result<tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>, Error> {
+        Ok(self.group(p)?.raft.metrics())
+    }
+
     /// Waits until every partition has a leader, or `timeout` passes.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         let started = Instant::now();

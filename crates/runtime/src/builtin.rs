@@ -236,12 +236,11 @@ mod tests {
         let mut state = None;
         ops.iter()
             .map(|(op, input)| {
-                let mut ctx = Context::new(&id, op, input.as_ref(), state.clone(), 0);
+                let mut ctx = Context::new(&id, op, input.as_ref(), state.as_ref(), 0);
                 let r = t.execute(&mut ctx);
-                if r.is_ok() {
-                    if let (Some(s), _) = ctx.into_effects() {
-                        state = s;
-                    }
+                let (new_state, _) = ctx.into_effects();
+                if let (true, Some(s)) = (r.is_ok(), new_state) {
+                    state = s;
                 }
                 r
             })

@@ -68,8 +68,10 @@ pub struct Context<'a> {
     entity: &'a EntityId,
     operation: &'a str,
     input: Option<&'a Value>,
-    state: Option<Value>,
-    state_changed: bool,
+    /// The state before the operation (borrowed: a failed operation leaves it untouched).
+    state: Option<&'a Value>,
+    /// The replacement set by the operation: `Some(None)` deletes.
+    new_state: Option<Option<Value>>,
     signals: Vec<OutgoingSignal>,
     now: Millis,
 }
@@ -80,7 +82,7 @@ impl<'a> Context<'a> {
         entity: &'a EntityId,
         operation: &'a str,
         input: Option<&'a Value>,
-        state: Option<Value>,
+        state: Option<&'a Value>,
         now: Millis,
     ) -> Self {
         Self {
@@ -88,7 +90,7 @@ impl<'a> Context<'a> {
             operation,
             input,
             state,
-            state_changed: false,
+            new_state: None,
             signals: Vec::new(),
             now,
         }
@@ -113,11 +115,14 @@ impl<'a> Context<'a> {
     }
     /// The current state; `None` for an entity that does not exist yet (or was deleted).
     pub fn state(&self) -> Option<&Value> {
-        self.state.as_ref()
+        match &self.new_state {
+            Some(s) => s.as_ref(),
+            None => self.state,
+        }
     }
     /// The current state as `T`, or `T::default()` for a new entity.
     pub fn state_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, OperationError> {
-        match &self.state {
+        match self.state() {
             None => Ok(T::default()),
             Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
                 OperationError::Failed(format!("stored state does not fit this entity type: {e}"))
@@ -128,14 +133,12 @@ impl<'a> Context<'a> {
     pub fn set_state<T: Serialize>(&mut self, state: &T) -> Result<(), OperationError> {
         let v = serde_json::to_value(state)
             .map_err(|e| OperationError::Failed(format!("state cannot be stored: {e}")))?;
-        self.state = Some(v);
-        self.state_changed = true;
+        self.new_state = Some(Some(v));
         Ok(())
     }
     /// Deletes the entity: its state is removed once the operation commits.
     pub fn delete(&mut self) {
-        self.state = None;
-        self.state_changed = true;
+        self.new_state = Some(None);
     }
     /// Signals another entity (or this one) once this operation commits.
     pub fn signal(&mut self, target: EntityId, operation: &str, input: Option<Value>) {
@@ -167,10 +170,9 @@ impl<'a> Context<'a> {
         self.now
     }
 
-    /// What the operation did: `(new state if it changed, signals)`.
+    /// What the operation did: `(replacement state if it set or deleted it, signals)`.
     pub fn into_effects(self) -> (Option<Option<Value>>, Vec<OutgoingSignal>) {
-        let state = self.state_changed.then_some(self.state);
-        (state, self.signals)
+        (self.new_state, self.signals)
     }
 }
 

@@ -12,11 +12,21 @@
 //! receiver's inbox (sequence numbers make delivery exactly once and in order); scheduled signals
 //! are durable timers that fire into the same path.
 
+mod actor;
 pub mod builtin;
 pub mod entity;
+mod envelope;
 pub mod error;
+mod partition;
+mod processor;
+mod proposer;
 
 pub use error::Error;
+pub use partition::PartitionMetrics;
+
+use actor::{EntityMsg, Reply, Work, WorkKind};
+use partition::PartitionHandle;
+use tokio::sync::{oneshot, Notify};
 
 use entity::EntityType;
 use perdure_cluster::Partitions;
@@ -145,7 +155,9 @@ pub struct EntityPage {
 pub struct Runtime {
     partitions: Arc<Partitions>,
     registry: Registry,
-    config: EntitiesConfig,
+    handles: Arc<Vec<PartitionHandle>>,
+    stop: Vec<Arc<Notify>>,
+    loops: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -156,17 +168,47 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// Most entities one list page holds.
+pub const MAX_PAGE: usize = 1000;
+
 impl Runtime {
-    /// Starts the runtime over a node's partitions.
+    /// Starts the runtime over a node's partitions: a proposer per partition and a leader loop
+    /// that runs the partition's actors and services whenever this node leads it.
     pub async fn start(
         partitions: Arc<Partitions>,
         registry: Registry,
         config: EntitiesConfig,
     ) -> Result<Self, Error> {
+        let n = partitions.count();
+        let handles: Arc<Vec<PartitionHandle>> = Arc::new(
+            (0..n)
+                .map(|p| PartitionHandle {
+                    proposer: proposer::Proposer::start(partitions.clone(), p),
+                    metrics: Default::default(),
+                    processor: std::sync::RwLock::new(None),
+                })
+                .collect(),
+        );
+        let mut stop = Vec::new();
+        let mut loops = Vec::new();
+        for p in 0..n {
+            let s = Arc::new(Notify::new());
+            stop.push(s.clone());
+            loops.push(tokio::spawn(partition::leader_loop(
+                p,
+                partitions.clone(),
+                registry.clone(),
+                config.clone(),
+                handles.clone(),
+                s,
+            )));
+        }
         Ok(Self {
             partitions,
             registry,
-            config,
+            handles,
+            stop,
+            loops: std::sync::Mutex::new(loops),
         })
     }
 
@@ -180,12 +222,53 @@ impl Runtime {
         &self.partitions
     }
 
+    /// Counters of partition `p`'s runtime.
+    pub fn metrics(&self, p: u32) -> Option<&PartitionMetrics> {
+        self.handles.get(p as usize).map(|h| h.metrics.as_ref())
+    }
+
+    /// Entity actors active on this node now.
+    pub fn active_actors(&self) -> u64 {
+        self.handles.iter().map(|h| h.metrics.active()).sum()
+    }
+
+    async fn run(
+        &self,
+        entity: EntityId,
+        kind: WorkKind,
+        operation: &str,
+        input: Option<Value>,
+    ) -> Result<Reply, Error> {
+        let p = self.partitions.partition_of(&entity);
+        let (tx, rx) = oneshot::channel();
+        let work = Work {
+            kind,
+            operation: operation.to_string(),
+            input,
+            reply: Some(tx),
+        };
+        partition::route(&self.handles, p, entity, EntityMsg::Work(work))?;
+        rx.await.map_err(|_| {
+            Error::Unavailable("the entity was deactivated before answering; retry".into())
+        })?
+    }
+
     /// Signals an entity; returns once the signal is durable (and applied).
     pub async fn signal(&self, req: SignalRequest) -> Result<SignalOutcome, Error> {
-        let _ = (&req, &self.config);
-        Err(Error::Unavailable(
-            "the entity runtime is being built".into(),
-        ))
+        self.registry
+            .check(&req.entity, &req.operation, req.input.as_ref())?;
+        let span = tracing::debug_span!("signal", entity = %req.entity, op = %req.operation);
+        let _e = span.enter();
+        let kind = WorkKind::Signal {
+            idempotency_key: req.idempotency_key,
+        };
+        match self
+            .run(req.entity, kind, &req.operation, req.input)
+            .await?
+        {
+            Reply::Signal(o) => Ok(o),
+            Reply::Call(_) => Ok(SignalOutcome::Accepted),
+        }
     }
 
     /// Signals many entities; one result per request, in order.
@@ -203,33 +286,91 @@ impl Runtime {
         operation: &str,
         input: Option<Value>,
     ) -> Result<Value, Error> {
-        let _ = (entity, operation, input);
-        Err(Error::Unavailable(
-            "the entity runtime is being built".into(),
-        ))
+        self.registry.check(&entity, operation, input.as_ref())?;
+        let span = tracing::debug_span!("call", entity = %entity, op = %operation);
+        let _e = span.enter();
+        match self.run(entity, WorkKind::Call, operation, input).await? {
+            Reply::Call(v) => Ok(v),
+            Reply::Signal(_) => Ok(Value::Null),
+        }
     }
 
     /// The committed state of an entity (linearizable), `None` if it does not exist.
     pub async fn get(&self, entity: &EntityId) -> Result<Option<Value>, Error> {
-        let _ = entity;
-        Err(Error::Unavailable(
-            "the entity runtime is being built".into(),
-        ))
+        self.registry.get(entity.name())?;
+        let p = self.partitions.partition_of(entity);
+        let state = self.partitions.read(p).await?;
+        match state
+            .state(entity)
+            .map_err(|e| Error::Unavailable(e.to_string()))?
+        {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Unavailable(format!("{entity}: stored state is not JSON: {e}"))
+            }),
+        }
     }
 
-    /// A page of entities of type `name`.
+    /// A page of entities of type `name`, at most `limit` (capped at [`MAX_PAGE`]), after
+    /// `continuation` (from the previous page).
     pub async fn list(
         &self,
         name: &str,
         continuation: Option<&str>,
         limit: usize,
     ) -> Result<EntityPage, Error> {
-        let _ = (name, continuation, limit);
-        Err(Error::Unavailable(
-            "the entity runtime is being built".into(),
-        ))
+        let t = self.registry.get(name)?.name();
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (mut p, mut after) = match continuation {
+            None | Some("") => (0u32, None),
+            Some(c) => {
+                let bad = || Error::BadInput {
+                    entity_type: t.to_string(),
+                    operation: "list".into(),
+                    reason: format!("invalid continuation token {c:?}"),
+                };
+                let (p, key) = c.split_once(':').ok_or_else(bad)?;
+                (p.parse().map_err(|_| bad())?, Some(key.to_string()))
+            }
+        };
+        let mut entities = Vec::new();
+        while p < self.partitions.count() {
+            let state = self.partitions.read(p).await?;
+            let want = limit - entities.len();
+            let got = state
+                .entities(t, after.as_deref(), want)
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let full = got.len() == want;
+            for (key, bytes) in got {
+                let state = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                entities.push(EntitySummary { key, state });
+            }
+            if full {
+                let last = entities.last().map(|e| e.key.clone()).unwrap_or_default();
+                return Ok(EntityPage {
+                    entities,
+                    continuation: Some(format!("{p}:{last}")),
+                });
+            }
+            p += 1;
+            after = None;
+        }
+        Ok(EntityPage {
+            entities,
+            continuation: None,
+        })
     }
 
-    /// Stops every actor; in-flight requests get [`Error::Unavailable`].
-    pub async fn shutdown(&self) {}
+    /// Stops every partition's actors and services; requests in flight get
+    /// [`Error::Unavailable`].
+    pub async fn shutdown(&self) {
+        for s in &self.stop {
+            s.notify_one();
+        }
+        let loops: Vec<_> =
+            std::mem::take(&mut *self.loops.lock().unwrap_or_else(|p| p.into_inner()));
+        for l in loops {
+            let _ = l.await;
+        }
+    }
 }

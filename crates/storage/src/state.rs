@@ -488,6 +488,56 @@ impl PartitionState {
         Ok(out)
     }
 
+    /// Entities with pending inbox messages (each once), in key order, at most `limit`.
+    pub fn inbox_entities(&self, limit: usize) -> Result<Vec<EntityId>> {
+        let mut out: Vec<EntityId> = Vec::new();
+        let mut start = vec![b'i'];
+        while out.len() < limit {
+            let Some(kv) = self.tree.range(start.clone()..vec![b'j']).next() else {
+                break;
+            };
+            let (k, _) = kv.map_err(|e| self.sled_err(e))?;
+            let Some(nul) = k.iter().position(|b| *b == 0) else {
+                break;
+            };
+            let canonical = String::from_utf8_lossy(&k[1..nul]).into_owned();
+            match EntityId::from_canonical(&canonical) {
+                Ok(id) => out.push(id),
+                Err(e) => tracing::warn!(key = %canonical, error = %e, "unreadable inbox key"),
+            }
+            // skip past every message of this entity
+            start = k[..=nul].to_vec();
+            start.extend_from_slice(&[0xff; 9]);
+        }
+        Ok(out)
+    }
+
+    /// The oldest pending outbox messages over all destinations: `(dest, seq, message)` in
+    /// (destination, sequence) order, at most `limit`.
+    pub fn outbox_pending(&self, limit: usize) -> Result<Vec<(PartitionId, u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([b'o']).take(limit) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            if k.len() != 13 {
+                continue;
+            }
+            let dest = u32::from_be_bytes(k[1..5].try_into().expect("4 bytes"));
+            out.push((dest, u64_of(&k[5..13]), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The due time of the earliest timer, if any.
+    pub fn next_timer_due(&self) -> Result<Option<Millis>> {
+        Ok(self
+            .tree
+            .scan_prefix([b't'])
+            .next()
+            .transpose()
+            .map_err(|e| self.sled_err(e))?
+            .map(|(k, _)| u64_of(&k[1..9])))
+    }
+
     /// Outbox messages for `dest` with sequence numbers above `after`, at most `limit`.
     pub fn outbox(
         &self,
@@ -650,6 +700,8 @@ mod tests {
         );
         assert_eq!(st.inbox(&e("a")).unwrap(), vec![(5, vec![4])]);
         assert_eq!(st.inbox(&e("b")).unwrap().len(), 2);
+        assert_eq!(st.inbox_entities(10).unwrap(), vec![e("a"), e("b")]);
+        assert_eq!(st.inbox_entities(1).unwrap(), vec![e("a")]);
     }
 
     #[test]
@@ -680,6 +732,14 @@ mod tests {
         assert_eq!(
             st.outbox(3, 0, 10).unwrap(),
             vec![(1, b"x".to_vec()), (2, b"z".to_vec())]
+        );
+        assert_eq!(
+            st.outbox_pending(10).unwrap(),
+            vec![
+                (3, 1, b"x".to_vec()),
+                (3, 2, b"z".to_vec()),
+                (4, 1, b"y".to_vec())
+            ]
         );
         apply(&st, 2, vec![Op::AckOutbox { dest: 3, upto: 1 }]);
         assert_eq!(st.outbox(3, 0, 10).unwrap(), vec![(2, b"z".to_vec())]);
@@ -779,6 +839,7 @@ mod tests {
             ],
         );
         assert_eq!(r, vec![OpResult::Scheduled(1), OpResult::Scheduled(2)]);
+        assert_eq!(st.next_timer_due().unwrap(), Some(100));
         let due = st.due_timers(200, 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(

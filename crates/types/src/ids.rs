@@ -75,6 +75,13 @@ impl EntityId {
         })
     }
 
+    /// Parses the canonical form `@name@key` (validating it like [`EntityId::new`]).
+    pub fn from_canonical(s: &str) -> Result<Self, IdError> {
+        let rest = s.strip_prefix('@').ok_or(IdError::EmptyName)?;
+        let (name, key) = rest.split_once('@').ok_or(IdError::EmptyKey)?;
+        Self::new(name, key)
+    }
+
     /// The lower-cased entity name.
     pub fn name(&self) -> &str {
         &self.name
@@ -110,6 +117,12 @@ mod tests {
         assert_eq!(a.canonical(), "@counter@Key");
         assert_ne!(a, EntityId::new("counter", "key").unwrap());
         assert_eq!(a, EntityId::new("COUNTER", "Key").unwrap());
+        assert_eq!(
+            EntityId::from_canonical("@counter@Key@x").unwrap().key(),
+            "Key@x"
+        );
+        assert!(EntityId::from_canonical("counter@k").is_err());
+        assert!(EntityId::from_canonical("@counter").is_err());
     }
 
     #[test]

@@ -1,0 +1,462 @@
+//! The entity actor: one per active entity id on the partition's leader.
+//!
+//! It runs the operations waiting for it one at a time, in arrival order, each on the state the
+//! previous one left, then proposes their combined effects as ONE command (atomic: state,
+//! idempotency keys, outgoing signals, inbox removals) and answers every caller of the batch only
+//! after that command commits. While a batch is in flight, new operations wait; the next batch
+//! starts from the committed state. So operations never overlap and a crash or lost leadership
+//! can only drop a whole uncommitted batch, whose callers were never answered.
+
+use crate::entity::{Context, EntityType};
+use crate::envelope::Envelope;
+use crate::partition::Shared;
+use crate::processor::ProcessorMsg;
+use crate::{Error, SignalOutcome};
+use perdure_types::command::{Command, Op, OpResult};
+use perdure_types::EntityId;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// What a caller gets back.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Signal(SignalOutcome),
+    Call(Value),
+}
+
+pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
+
+/// One operation to run.
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub kind: WorkKind,
+    pub operation: String,
+    pub input: Option<Value>,
+    pub reply: Option<ReplyTx>,
+}
+
+#[derive(Debug)]
+pub(crate) enum WorkKind {
+    /// From a client; applied once per idempotency key.
+    Signal { idempotency_key: Option<String> },
+    /// From a client; answered with the result.
+    Call,
+    /// From the entity's durable inbox (another entity's signal, or a timer).
+    Inbox { seq: u64 },
+}
+
+/// Messages of an entity actor.
+#[derive(Debug)]
+pub(crate) enum EntityMsg {
+    /// Run an operation.
+    Work(Work),
+    /// The inbox has new messages: run them.
+    ProcessInbox,
+    /// The batch in flight committed (or failed).
+    Committed(Result<Vec<OpResult>, Error>),
+    /// Passivation check.
+    Tick,
+}
+
+pub(crate) struct EntityActor;
+
+/// Startup arguments.
+pub(crate) struct EntityArgs {
+    pub entity: EntityId,
+    pub etype: Arc<dyn EntityType>,
+    pub shared: Arc<Shared>,
+    pub processor: ActorRef<ProcessorMsg>,
+}
+
+struct InFlight {
+    replies: Vec<(ReplyTx, Result<Reply, Error>)>,
+    /// The state after the batch, if the batch changed it.
+    new_state: Option<Option<Value>>,
+    /// Whether the batch put messages in the outbox or timers.
+    sent: bool,
+    scheduled: bool,
+}
+
+pub(crate) struct EntityState {
+    entity: EntityId,
+    etype: Arc<dyn EntityType>,
+    shared: Arc<Shared>,
+    processor: ActorRef<ProcessorMsg>,
+    /// The committed state.
+    state: Option<Value>,
+    pending: VecDeque<Work>,
+    in_flight: Option<InFlight>,
+    /// Highest inbox sequence number taken into a batch.
+    inbox_taken: u64,
+    /// Messages received from the processor (for the passivation handshake).
+    received: u64,
+    last_active: Instant,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Actor for EntityActor {
+    type Msg = EntityMsg;
+    type State = EntityState;
+    type Arguments = EntityArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let local = args.shared.partitions.local_state(args.shared.partition)?;
+        let state = match local.state(&args.entity)? {
+            Some(bytes) => Some(serde_json::from_slice(&bytes)?),
+            None => None,
+        };
+        let idle = Duration::from_millis(args.shared.config.passivate_after_ms);
+        let ticker = myself.send_interval((idle / 4).max(Duration::from_millis(10)), || {
+            EntityMsg::Tick
+        });
+        tracing::trace!(entity = %args.entity, "activated");
+        Ok(EntityState {
+            entity: args.entity,
+            etype: args.etype,
+            shared: args.shared,
+            processor: args.processor,
+            state,
+            pending: VecDeque::new(),
+            in_flight: None,
+            inbox_taken: 0,
+            received: 0,
+            last_active: Instant::now(),
+            ticker: Some(ticker),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EntityMsg::Work(w) => {
+                st.received += 1;
+                st.pending.push_back(w);
+            }
+            EntityMsg::ProcessInbox => {
+                st.received += 1;
+                st.take_inbox()?;
+            }
+            EntityMsg::Committed(result) => st.committed(result, &myself)?,
+            EntityMsg::Tick => {
+                let idle = Duration::from_millis(st.shared.config.passivate_after_ms);
+                if st.pending.is_empty()
+                    && st.in_flight.is_none()
+                    && st.last_active.elapsed() >= idle
+                {
+                    let _ = st.processor.cast(ProcessorMsg::Idle {
+                        entity: st.entity.clone(),
+                        received: st.received,
+                    });
+                }
+                return Ok(());
+            }
+        }
+        st.start_batch(&myself);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        // Anyone still waiting learns the outcome is unknown: retry (idempotency keys make it safe).
+        let gone = || {
+            Error::Unavailable(
+                "the entity was deactivated (leadership change or shutdown); retry".into(),
+            )
+        };
+        if let Some(f) = st.in_flight.take() {
+            for (tx, _) in f.replies {
+                let _ = tx.send(Err(gone()));
+            }
+        }
+        for w in st.pending.drain(..) {
+            if let Some(tx) = w.reply {
+                let _ = tx.send(Err(gone()));
+            }
+        }
+        tracing::trace!(entity = %st.entity, "deactivated");
+        Ok(())
+    }
+}
+
+impl EntityState {
+    /// Queues the inbox messages not yet taken.
+    fn take_inbox(&mut self) -> Result<(), Error> {
+        let local = self.shared.partitions.local_state(self.shared.partition)?;
+        let inbox = local
+            .inbox(&self.entity)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        for (seq, bytes) in inbox {
+            if seq <= self.inbox_taken {
+                continue;
+            }
+            self.inbox_taken = seq;
+            let (operation, input) = match Envelope::decode(&bytes)
+                .and_then(|e| Ok((e.operation.clone(), e.input_value()?)))
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    // Unreadable: drop it with the batch (logged), never block the inbox.
+                    tracing::error!(entity = %self.entity, seq, error = %e, "unreadable inbox message dropped");
+                    (String::new(), None)
+                }
+            };
+            self.pending.push_back(Work {
+                kind: WorkKind::Inbox { seq },
+                operation,
+                input,
+                reply: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the next batch if none is in flight.
+    fn start_batch(&mut self, myself: &ActorRef<EntityMsg>) {
+        if self.in_flight.is_some() || self.pending.is_empty() {
+            return;
+        }
+        let max = self.shared.config.max_batch_ops as usize;
+        let now = now_ms();
+        let expires_at = now + self.shared.config.idempotency_window_ms;
+        let local = self
+            .shared
+            .partitions
+            .local_state(self.shared.partition)
+            .ok();
+        let mut keys_ops = Vec::new();
+        let mut effect_ops = Vec::new();
+        let mut keys: HashSet<String> = HashSet::new();
+        let mut replies = Vec::new();
+        let mut new_state: Option<Option<Value>> = None;
+        let mut dequeue_upto = None;
+        let (mut sent, mut scheduled) = (false, false);
+        let mut taken = 0;
+        while taken < max {
+            let Some(w) = self.pending.pop_front() else {
+                break;
+            };
+            taken += 1;
+            if let WorkKind::Signal {
+                idempotency_key: Some(k),
+            } = &w.kind
+            {
+                let seen = keys.contains(k)
+                    || local
+                        .as_ref()
+                        .map(|l| l.remembers_id(&self.entity, k).unwrap_or(false))
+                        .unwrap_or(false);
+                if seen {
+                    if let Some(tx) = w.reply {
+                        replies.push((tx, Ok(Reply::Signal(SignalOutcome::Duplicate))));
+                    }
+                    continue;
+                }
+                keys.insert(k.clone());
+                keys_ops.push(Op::RememberId {
+                    entity: self.entity.clone(),
+                    id: k.clone(),
+                    expires_at,
+                });
+            }
+            if let WorkKind::Inbox { seq } = w.kind {
+                dequeue_upto = Some(seq);
+            }
+            let current = match &new_state {
+                Some(s) => s.as_ref(),
+                None => self.state.as_ref(),
+            };
+            let outcome = if w.operation.is_empty() {
+                Err("unreadable message".to_string())
+            } else if !self.etype.operations().contains(&w.operation.as_str()) {
+                Err(format!(
+                    "entity type {:?} has no operation {:?}",
+                    self.etype.name(),
+                    w.operation
+                ))
+            } else {
+                let mut ctx =
+                    Context::new(&self.entity, &w.operation, w.input.as_ref(), current, now);
+                match self.etype.execute(&mut ctx) {
+                    Ok(result) => {
+                        let (state, signals) = ctx.into_effects();
+                        match self.signal_ops(signals) {
+                            Ok(ops) => {
+                                for op in &ops {
+                                    sent |= matches!(op, Op::Send { .. });
+                                    scheduled |= matches!(op, Op::ScheduleTimer { .. });
+                                }
+                                effect_ops.extend(ops);
+                                if let Some(s) = state {
+                                    new_state = Some(s);
+                                }
+                                Ok(result)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            let reply = match (&w.kind, outcome) {
+                (WorkKind::Signal { .. }, Ok(_)) => Ok(Reply::Signal(SignalOutcome::Accepted)),
+                (WorkKind::Signal { .. }, Err(e)) => {
+                    tracing::debug!(entity = %self.entity, op = %w.operation, error = %e, "signalled operation failed");
+                    Ok(Reply::Signal(SignalOutcome::Accepted))
+                }
+                (WorkKind::Call, Ok(r)) => Ok(Reply::Call(r.unwrap_or(Value::Null))),
+                (WorkKind::Call, Err(e)) => Err(Error::Operation(e)),
+                (WorkKind::Inbox { seq }, r) => {
+                    if let Err(e) = r {
+                        tracing::debug!(entity = %self.entity, seq, error = %e, "inbox operation failed");
+                    }
+                    continue;
+                }
+            };
+            if let Some(tx) = w.reply {
+                replies.push((tx, reply));
+            }
+        }
+        let mut ops = keys_ops;
+        match &new_state {
+            Some(Some(v)) => ops.push(Op::SetState {
+                entity: self.entity.clone(),
+                state: serde_json::to_vec(v).expect("a JSON value always serializes"),
+            }),
+            Some(None) => ops.push(Op::DeleteState {
+                entity: self.entity.clone(),
+            }),
+            None => {}
+        }
+        ops.extend(effect_ops);
+        if let Some(upto) = dequeue_upto {
+            ops.push(Op::Dequeue {
+                entity: self.entity.clone(),
+                upto,
+            });
+        }
+        self.in_flight = Some(InFlight {
+            replies,
+            new_state,
+            sent,
+            scheduled,
+        });
+        let me = myself.clone();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let result = if ops.is_empty() {
+                // Nothing to write (reads, duplicates): still answer only as a confirmed leader.
+                shared
+                    .partitions
+                    .read(shared.partition)
+                    .await
+                    .map(|_| Vec::new())
+                    .map_err(Error::from)
+            } else {
+                shared.proposer.propose(Command { ops }).await
+            };
+            let _ = me.cast(EntityMsg::Committed(result));
+        });
+    }
+
+    /// Turns an operation's outgoing signals into outbox and timer ops.
+    fn signal_ops(&self, signals: Vec<crate::entity::OutgoingSignal>) -> Result<Vec<Op>, String> {
+        let mut ops = Vec::with_capacity(signals.len());
+        for s in signals {
+            self.shared
+                .registry
+                .check(&s.target, &s.operation, s.input.as_ref())
+                .map_err(|e| format!("cannot signal {}: {e}", s.target))?;
+            let message = Envelope::new(s.target.clone(), s.operation, s.input.as_ref()).encode();
+            ops.push(match s.at {
+                None => Op::Send {
+                    dest: self.shared.partitions.partition_of(&s.target),
+                    message,
+                },
+                Some(due) => Op::ScheduleTimer {
+                    due,
+                    entity: s.target,
+                    message,
+                },
+            });
+        }
+        Ok(ops)
+    }
+
+    /// The batch in flight committed (or not).
+    fn committed(
+        &mut self,
+        result: Result<Vec<OpResult>, Error>,
+        myself: &ActorRef<EntityMsg>,
+    ) -> Result<(), Error> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        self.last_active = Instant::now();
+        let result = result.and_then(|ops| {
+            if ops
+                .iter()
+                .any(|r| matches!(r, OpResult::Duplicate | OpResult::Skipped))
+            {
+                // This actor checked every key against committed state: a duplicate at apply time
+                // means someone else wrote for this entity. Refuse to go on with a stale state.
+                Err(Error::Unavailable(format!(
+                    "{}: concurrent writer detected; reactivating",
+                    self.entity
+                )))
+            } else {
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => {
+                if let Some(s) = f.new_state {
+                    self.state = s;
+                }
+                for (tx, r) in f.replies {
+                    let _ = tx.send(r);
+                }
+                if f.sent {
+                    self.shared.outbox_notify.notify_one();
+                }
+                if f.scheduled {
+                    self.shared.timer_notify.notify_one();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for (tx, _) in f.replies {
+                    let _ = tx.send(Err(Error::Unavailable(e.to_string())));
+                }
+                // The state this actor holds may be wrong: stop; the next message reactivates
+                // from committed state.
+                myself.stop(Some(e.to_string()));
+                Ok(())
+            }
+        }
+    }
+}
