@@ -3,8 +3,11 @@
 //! `perdure-bench wal` measures, in one run on one disk: the raw `fdatasync` limit (one small
 //! record per sync, and batches of records per sync), then perdure's write-ahead log with group
 //! commit under 1, 4, 16 and 64 concurrent writers. Each figure is records made durable per
-//! second, with latency percentiles, syncs, and records per sync. The load generator for the
-//! whole system comes with the benchmarks issue.
+//! second, with latency percentiles, syncs, and records per sync.
+//!
+//! `perdure-bench load` drives a running node's HTTP API (see `load.rs`).
+
+mod load;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -27,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Signal load against a running node (`perdure serve`), verified against the applied state.
+    Load(load::LoadArgs),
     /// Write-ahead log append throughput beside the raw fdatasync limit of the same disk.
     Wal {
         /// Directory on the disk to measure (a temporary directory inside it is used and removed).
@@ -180,6 +185,10 @@ fn wal(dir: &Path, bytes: usize, writers: usize, secs: f64) -> anyhow::Result<Ou
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Load(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(load::run(args)),
         Cmd::Wal {
             dir,
             seconds,
