@@ -159,7 +159,10 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Cmd::Serve(flags) => {
                 let config = flags.load()?;
-                perdure_node::run(config, shutdown_signal()).await?;
+                let listener = tokio::net::TcpListener::bind(&config.http_addr)
+                    .await
+                    .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;
+                perdure_node::run(config, listener, shutdown_signal()).await?;
                 Ok(())
             }
             Cmd::Debug(DebugCmd::Load {

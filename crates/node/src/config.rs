@@ -4,6 +4,8 @@
 //! Environment variables name a key in upper case with `__` between levels:
 //! `PERDURE_DATA_DIR=/var/lib/perdure`, `PERDURE_RAFT__HEARTBEAT_INTERVAL_MS=50`. A value is read
 //! as a TOML integer, float or boolean when it parses as one, and as a string otherwise.
+//! `PERDURE_LOG`, `PERDURE_LOG_FORMAT` and `PERDURE_URL` (the CLI client's server) are not node
+//! settings and are skipped.
 
 use perdure_types::config::{ConfigError, NodeConfig};
 use std::path::{Path, PathBuf};
@@ -66,7 +68,8 @@ pub fn load(
         let Some(rest) = name.strip_prefix("PERDURE_") else {
             continue;
         };
-        if rest.is_empty() || rest == "LOG" || rest == "LOG_FORMAT" {
+        // Not node settings: the log filter and the CLI client's server address.
+        if rest.is_empty() || matches!(rest, "LOG" | "LOG_FORMAT" | "URL") {
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
@@ -158,6 +161,7 @@ mod tests {
                 ("PERDURE_DATA_DIR", "/from/env"),
                 ("PERDURE_RAFT__ELECTION_TIMEOUT_MIN_MS", "300"),
                 ("HOME", "/root"),
+                ("PERDURE_URL", "http://127.0.0.1:9"),
             ]),
             vec![("data_dir".into(), Value::String("/from/flag".into()))],
         )

@@ -1,14 +1,23 @@
-//! Wiring of one perdure node: configuration loading and the node's life cycle.
+//! Wiring of one perdure node: configuration loading, the node's life cycle, and the HTTP API.
 //!
-//! [`run`] takes a validated config and a shutdown future, so tests can start and stop a node in
-//! process; the `perdure` binary is a thin layer over it.
+//! [`run`] takes a validated config, a bound listener and a shutdown future, so tests can start
+//! and stop a node in process on a port of their choice; the `perdure` binary is a thin layer
+//! over it.
 
 pub mod config;
+pub mod http;
 
 use perdure_cluster::Partitions;
+use perdure_runtime::{Registry, Runtime};
 use perdure_types::config::NodeConfig;
-use std::future::Future;
-use std::time::Duration;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// How long in-flight requests may run on after shutdown was asked before the runtime is stopped
+/// under them (they are then answered 503).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -16,25 +25,129 @@ pub enum Error {
     /// Storage or a partition group failed.
     #[error(transparent)]
     Cluster(#[from] perdure_cluster::Error),
+    /// The entity runtime could not start.
+    #[error("entity runtime: {0}")]
+    Runtime(#[from] perdure_runtime::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server on {addr}: {source}")]
+    Serve {
+        /// The address it listened on.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Something still held the partitions after the server and runtime stopped, so storage could
+    /// not be closed cleanly.
+    #[error("shutdown incomplete: {0}")]
+    Shutdown(String),
 }
 
-/// Starts a node, serves until `shutdown` completes, then stops cleanly (every group stopped,
-/// the write-ahead log drained and closed).
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let started = std::time::Instant::now();
-    let partitions = Partitions::start(&config).await?;
-    partitions.wait_ready(Duration::from_secs(30)).await?;
-    tracing::info!(
-        node_id = config.node_id,
-        data_dir = %config.data_dir.display(),
-        partitions = partitions.count(),
-        leading = partitions.leading(),
-        startup_ms = started.elapsed().as_millis() as u64,
-        "node ready"
-    );
-    shutdown.await;
-    tracing::info!("shutting down");
-    partitions.shutdown().await;
+/// Starts a node on `listener`, serves the HTTP API until `shutdown` completes, then stops
+/// cleanly: the server drains its connections (at most [`SHUTDOWN_GRACE`]), the runtime stops,
+/// then every group stops and the write-ahead log is drained and closed.
+pub async fn run(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| config.http_addr.clone());
+    let partitions = Arc::new(Partitions::start(&config).await?);
+    let runtime = match Runtime::start(
+        partitions.clone(),
+        Registry::builtin(),
+        config.entities.clone(),
+    )
+    .await
+    {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            stop_partitions(partitions).await?;
+            return Err(e.into());
+        }
+    };
+    let readiness = tokio::spawn(log_when_ready(runtime.clone(), config.clone(), started));
+
+    let app = http::router(runtime.clone(), config.http.clone());
+    tracing::info!("listening on http://{addr}");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .into_future();
+    tokio::pin!(server);
+    tokio::pin!(shutdown);
+    let mut runtime_stopped = false;
+    let served = tokio::select! {
+        r = &mut server => r,
+        () = &mut shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(());
+            tokio::select! {
+                r = &mut server => r,
+                () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                    tracing::warn!(
+                        grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
+                        "requests still running after the shutdown grace; stopping the runtime under them"
+                    );
+                    runtime.shutdown().await;
+                    runtime_stopped = true;
+                    server.await
+                }
+            }
+        }
+    };
+    readiness.abort();
+    let _ = readiness.await;
+    if !runtime_stopped {
+        runtime.shutdown().await;
+    }
+    drop(runtime);
+    stop_partitions(partitions).await?;
     tracing::info!("stopped");
-    Ok(())
+    served.map_err(|source| Error::Serve { addr, source })
+}
+
+/// Logs once every partition has a leader (or warns that they do not yet).
+async fn log_when_ready(runtime: Arc<Runtime>, config: NodeConfig, started: Instant) {
+    let partitions = runtime.partitions();
+    match partitions.wait_ready(Duration::from_secs(30)).await {
+        Ok(()) => tracing::info!(
+            node_id = config.node_id,
+            data_dir = %config.data_dir.display(),
+            partitions = partitions.count(),
+            leading = partitions.leading(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "node ready"
+        ),
+        Err(e) => tracing::warn!(error = %e, "node not ready yet; /readyz answers 503"),
+    }
+}
+
+/// Shuts the partitions down once nothing else holds them (tasks of the runtime may let go of
+/// their handles a moment after it stopped).
+async fn stop_partitions(mut partitions: Arc<Partitions>) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Arc::try_unwrap(partitions) {
+            Ok(p) => {
+                p.shutdown().await;
+                return Ok(());
+            }
+            Err(shared) if Instant::now() < deadline => {
+                partitions = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(shared) => {
+                return Err(Error::Shutdown(format!(
+                    "the partitions are still referenced ({} handles) after the runtime stopped",
+                    Arc::strong_count(&shared)
+                )))
+            }
+        }
+    }
 }

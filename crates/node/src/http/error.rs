@@ -1,0 +1,125 @@
+//! The one error shape of the HTTP API: `{"error":{"code":"...","message":"..."}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use perdure_runtime::error::StatusHint;
+use serde::Serialize;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A short machine-readable code (`bad_entity_id`, `unavailable`, ...).
+    pub code: &'static str,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// The body of an error: `{"code": .., "message": ..}`, also used for batch items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorBody {
+    /// See [`ApiError::code`].
+    pub code: &'static str,
+    /// See [`ApiError::message`].
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Envelope {
+    error: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The code and message, without the status.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code,
+            message: self.message.clone(),
+        }
+    }
+}
+
+impl From<perdure_runtime::Error> for ApiError {
+    fn from(e: perdure_runtime::Error) -> Self {
+        let status = match e.status_hint() {
+            StatusHint::BadRequest => StatusCode::BAD_REQUEST,
+            StatusHint::OperationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            StatusHint::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<perdure_types::IdError> for ApiError {
+    fn from(e: perdure_types::IdError) -> Self {
+        Self::bad_request("bad_entity_id", format!("invalid entity id: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let mut resp = (
+            status,
+            Json(Envelope {
+                error: ErrorBody {
+                    code: self.code,
+                    message: self.message,
+                },
+            }),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_errors_map_to_their_status_class() {
+        let e = ApiError::from(perdure_runtime::Error::Unavailable("no leader".into()));
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code, "unavailable");
+        let e = ApiError::from(perdure_runtime::Error::Operation("boom".into()));
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let e = ApiError::from(perdure_runtime::Error::UnknownEntityType {
+            name: "x".into(),
+            known: "counter".into(),
+        });
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, "unknown_entity_type");
+    }
+
+    #[test]
+    fn unavailable_says_when_to_retry() {
+        let r = ApiError::from(perdure_runtime::Error::Unavailable("x".into())).into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+}

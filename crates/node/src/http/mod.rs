@@ -1,0 +1,119 @@
+//! The HTTP API, following Durable Functions' paths under [`BASE`] (see `docs/api/openapi.yaml`).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST {BASE}/entities/{name}/{key}?op=OP` | signal: 202 `{"accepted":true,"duplicate":false}` |
+//! | `POST {BASE}/entities/{name}/{key}/call?op=OP` | call: 200 with the operation's result |
+//! | `GET {BASE}/entities/{name}/{key}` | state: 200, or 404 |
+//! | `GET {BASE}/entities/{name}?top=N&continuation=T` | a page of entities |
+//! | `POST {BASE}/entities:batch` | many signals, one result each |
+//! | `GET /healthz`, `GET /readyz` | process alive; every partition has a leader |
+//!
+//! Every error is JSON `{"error":{"code":"...","message":"..."}}`.
+
+pub mod entities;
+pub mod error;
+pub mod extract;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use perdure_runtime::Runtime;
+use perdure_types::config::HttpConfig;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::trace::TraceLayer;
+
+/// Base path of the Durable Functions-style routes.
+pub const BASE: &str = "/runtime/webhooks/durabletask";
+/// Header carrying a listing's continuation token (both ways), as in Durable Functions.
+pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The entity runtime.
+    pub runtime: Arc<Runtime>,
+    /// HTTP limits.
+    pub http: HttpConfig,
+}
+
+/// The router of the whole API.
+pub fn router(runtime: Arc<Runtime>, http: HttpConfig) -> Router {
+    let body_limit = usize::try_from(http.max_body_bytes).unwrap_or(usize::MAX);
+    let api = Router::new()
+        .route(
+            "/entities/{name}/{key}",
+            post(entities::signal).get(entities::get),
+        )
+        .route("/entities/{name}/{key}/call", post(entities::call))
+        .route("/entities/{name}", get(entities::list))
+        .route("/entities:batch", post(entities::batch));
+    Router::new()
+        .nest(BASE, api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .with_state(App { runtime, http })
+}
+
+/// One span per request: method, route, and the entity when the handler knows it.
+fn request_span(req: &Request) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    tracing::info_span!(
+        "http",
+        method = %req.method(),
+        route = %route,
+        entity_name = tracing::field::Empty,
+        entity_key = tracing::field::Empty,
+        signals = tracing::field::Empty,
+    )
+}
+
+/// `GET /healthz`: the process is alive.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 when every partition has a leader, else 503.
+async fn readyz(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+    let partitions = app.runtime.partitions();
+    match partitions.wait_ready(Duration::ZERO).await {
+        Ok(()) => Ok(Json(json!({
+            "status": "ready",
+            "partitions": partitions.count(),
+            "leading": partitions.leading(),
+        }))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            e.to_string(),
+        )),
+    }
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
