@@ -102,7 +102,8 @@ async fn every_acknowledged_add_counts_once_across_kill_9() {
         s.kill().expect("kill -9");
         s.wait().unwrap();
         *s = start(&data, port);
-        eprintln!("kill {k} after {wait} ms; {} adds acknowledged so far", acked.lock().unwrap().len());
+        let sum: i64 = acked.lock().unwrap().values().sum();
+        eprintln!("kill {k} after {wait} ms; acknowledged adds so far sum to {sum}");
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     stop.store(true, Ordering::Relaxed);
