@@ -71,13 +71,20 @@ impl Shared {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let resp = self
                 .http
-                .post(format!("{}{BASE}/entities/counter/{}{k}?op=add", self.url, self.prefix))
+                .post(format!(
+                    "{}{BASE}/entities/counter/{}{k}?op=add",
+                    self.url, self.prefix
+                ))
                 .header("Idempotency-Key", format!("{}-{id}", self.prefix))
                 .json(&1)
                 .send()
                 .await?;
             if resp.status() != 202 {
-                bail!("status {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+                bail!(
+                    "status {}: {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                );
             }
             return Ok(1);
         }
@@ -96,7 +103,11 @@ impl Shared {
             .send()
             .await?;
         if resp.status() != 200 {
-            bail!("status {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+            bail!(
+                "status {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
         }
         let body: serde_json::Value = resp.json().await?;
         let ok = body["results"]
@@ -127,7 +138,14 @@ impl Shared {
 /// Runs a load and prints (and optionally writes) the results.
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let prefix = args.prefix.clone().unwrap_or_else(|| {
-        format!("b{}-", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0) % 1_000_000_000)
+        format!(
+            "b{}-",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+                % 1_000_000_000
+        )
     });
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
@@ -135,7 +153,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .build()?;
     let ready = http.get(format!("{}/readyz", args.url)).send().await;
     if !matches!(&ready, Ok(r) if r.status().is_success()) {
-        bail!("{} is not ready ({:?}); start a node with `perdure serve`", args.url, ready.map(|r| r.status()));
+        bail!(
+            "{} is not ready ({:?}); start a node with `perdure serve`",
+            args.url,
+            ready.map(|r| r.status())
+        );
     }
     let shared = Arc::new(Shared {
         http,
@@ -182,7 +204,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                         break;
                     }
                     tokio::time::sleep_until(intended.into()).await;
-                    let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                    let Ok(permit) = limit.clone().acquire_owned().await else {
+                        break;
+                    };
                     let s = s.clone();
                     tokio::spawn(async move {
                         s.one(intended).await;
@@ -199,9 +223,17 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let measure_start = Instant::now();
     let mut last = acked_at_start;
     while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
         let now = shared.acked.load(Ordering::Relaxed);
-        eprintln!("  {:>5.1} s  {:>9} signals/s  errors {}", measure_start.elapsed().as_secs_f64(), now - last, shared.errors.load(Ordering::Relaxed));
+        eprintln!(
+            "  {:>5.1} s  {:>9} signals/s  errors {}",
+            measure_start.elapsed().as_secs_f64(),
+            now - last,
+            shared.errors.load(Ordering::Relaxed)
+        );
         last = now;
     }
     let measured = shared.acked.load(Ordering::Relaxed) - acked_at_start;
@@ -213,7 +245,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     // let open-loop stragglers finish
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = shared.acked.load(Ordering::Relaxed);
-    let applied = applied_sum(&shared).await.context("reading the counters back")?;
+    let applied = applied_sum(&shared)
+        .await
+        .context("reading the counters back")?;
     let h = shared.hist.lock().unwrap().clone();
     let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
     println!(
@@ -241,7 +275,9 @@ async fn applied_sum(s: &Shared) -> anyhow::Result<u64> {
     let mut sum = 0u64;
     let mut cont: Option<String> = None;
     loop {
-        let mut req = s.http.get(format!("{}{BASE}/entities/counter?top=1000", s.url));
+        let mut req = s
+            .http
+            .get(format!("{}{BASE}/entities/counter?top=1000", s.url));
         if let Some(c) = &cont {
             req = req.query(&[("continuation", c)]);
         }

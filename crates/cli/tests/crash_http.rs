@@ -17,12 +17,22 @@ const KILLS: usize = 20;
 const BASE: &str = "/runtime/webhooks/durabletask";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(data: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_perdure"))
-        .args(["serve", "--data-dir", data.to_str().unwrap(), "--partitions", "4"])
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--partitions",
+            "4",
+        ])
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
         .args(["--snapshot-every", "500"])
         .env("PERDURE_LOG", "warn")
@@ -44,7 +54,10 @@ async fn every_acknowledged_add_counts_once_across_kill_9() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}{BASE}");
     let server = Arc::new(Mutex::new(start(&data, port)));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<HashMap<usize, i64>>> = Arc::default();
@@ -52,8 +65,14 @@ async fn every_acknowledged_add_counts_once_across_kill_9() {
     let duplicates = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
-        let (http, base, stop, acked, retries, duplicates) =
-            (http.clone(), base.clone(), stop.clone(), acked.clone(), retries.clone(), duplicates.clone());
+        let (http, base, stop, acked, retries, duplicates) = (
+            http.clone(),
+            base.clone(),
+            stop.clone(),
+            acked.clone(),
+            retries.clone(),
+            duplicates.clone(),
+        );
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (c as u64 + 1));
         clients.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -122,11 +141,21 @@ async fn every_acknowledged_add_counts_once_across_kill_9() {
             .json()
             .await
             .unwrap();
-        assert_eq!(v.as_i64(), Some(*sum), "counter k{counter}: acknowledged adds sum to {sum}, state is {v}");
+        assert_eq!(
+            v.as_i64(),
+            Some(*sum),
+            "counter k{counter}: acknowledged adds sum to {sum}, state is {v}"
+        );
         checked += 1;
     }
-    assert!(checked >= COUNTERS / 2, "too few counters were written to prove anything");
-    assert!(retries.load(Ordering::Relaxed) > 0, "no request ever failed: the kills did not bite");
+    assert!(
+        checked >= COUNTERS / 2,
+        "too few counters were written to prove anything"
+    );
+    assert!(
+        retries.load(Ordering::Relaxed) > 0,
+        "no request ever failed: the kills did not bite"
+    );
     eprintln!(
         "{signals} signals over {KILLS} kills in {:?}: {} retries, {} acknowledged as duplicates, {checked} counters exact",
         started.elapsed(),
@@ -134,7 +163,13 @@ async fn every_acknowledged_add_counts_once_across_kill_9() {
         duplicates.load(Ordering::Relaxed)
     );
     let mut s = server.lock().unwrap();
-    let _ = Command::new("kill").arg("-TERM").arg(s.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(s.id().to_string())
+        .status();
     let status = s.wait().unwrap();
-    assert!(status.success(), "graceful shutdown after SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "graceful shutdown after SIGTERM: {status}"
+    );
 }

@@ -58,7 +58,7 @@ pub async fn run(
     let partitions = Arc::new(Partitions::start(&config).await?);
     let runtime = match Runtime::start(
         partitions.clone(),
-        Registry::builtin(),
+        Registry::for_config(&config.entities),
         config.entities.clone(),
     )
     .await

@@ -20,6 +20,7 @@ pub mod error;
 mod partition;
 mod processor;
 mod proposer;
+pub mod testing;
 
 pub use error::Error;
 pub use partition::PartitionMetrics;
@@ -62,6 +63,16 @@ impl Registry {
             .with(builtin::Register)
             .with(builtin::List)
             .with(builtin::Aggregator)
+    }
+
+    /// The built-in types plus the test types ([`testing`]) when `test_types` is set.
+    pub fn for_config(config: &EntitiesConfig) -> Self {
+        let r = Self::builtin();
+        if config.test_types {
+            r.with(testing::Relay).with(testing::Probe)
+        } else {
+            r
+        }
     }
 
     /// Adds an entity type (replacing one of the same name).

@@ -2,80 +2,20 @@
 //! across partitions, scheduled signals across a restart, passivation, single activation.
 
 use perdure_cluster::Partitions;
-use perdure_runtime::entity::{Context, EntityType, OperationError};
+use perdure_runtime::testing::{Probe, Relay};
 use perdure_runtime::{Error, Registry, Runtime, SignalOutcome, SignalRequest};
 use perdure_types::config::NodeConfig;
 use perdure_types::EntityId;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// `relay`: `send {to, amount}` signals `counter/{to}` to add `amount`; `later {to, ms}` signals it
-/// to add 1 after `ms` milliseconds.
-struct Relay;
-
-impl EntityType for Relay {
-    fn name(&self) -> &'static str {
-        "relay"
-    }
-    fn operations(&self) -> &'static [&'static str] {
-        &["send", "later"]
-    }
-    fn execute(&self, ctx: &mut Context<'_>) -> Result<Option<Value>, OperationError> {
-        let input: Value = ctx.input_as()?;
-        let to = input["to"]
-            .as_str()
-            .ok_or_else(|| OperationError::BadInput("to".into()))?;
-        let target =
-            EntityId::new("counter", to).map_err(|e| OperationError::BadInput(e.to_string()))?;
-        match ctx.operation() {
-            "send" => ctx.signal(target, "add", Some(input["amount"].clone())),
-            _ => {
-                let at = ctx.now() + input["ms"].as_u64().unwrap_or(0);
-                ctx.signal_at(target, "add", Some(json!(1)), at)
-            }
-        }
-        let sent: u64 = ctx.state_or_default()?;
-        ctx.set_state(&(sent + 1))?;
-        Ok(None)
-    }
-}
-
-/// Per entity: whether an operation is running, and how many overlaps were seen.
-fn probe_table() -> &'static Mutex<HashMap<String, bool>> {
-    static T: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
-    T.get_or_init(Default::default)
-}
-static OVERLAPS: AtomicU64 = AtomicU64::new(0);
-
-/// `probe`: `visit` records enter/exit in a process-wide table (an overlap is counted) and appends
-/// a sequence number to its state, checking the previous one.
-struct Probe;
-
-impl EntityType for Probe {
-    fn name(&self) -> &'static str {
-        "probe"
-    }
-    fn operations(&self) -> &'static [&'static str] {
-        &["visit"]
-    }
-    fn execute(&self, ctx: &mut Context<'_>) -> Result<Option<Value>, OperationError> {
-        let key = ctx.entity().to_string();
-        if probe_table().lock().unwrap().insert(key.clone(), true) == Some(true) {
-            OVERLAPS.fetch_add(1, Ordering::SeqCst);
-        }
-        std::thread::sleep(Duration::from_micros(200));
-        let n: u64 = ctx.state_or_default()?;
-        ctx.set_state(&(n + 1))?;
-        probe_table().lock().unwrap().insert(key, false);
-        Ok(Some(json!(n + 1)))
-    }
-}
 
 fn registry() -> Registry {
     Registry::builtin().with(Relay).with(Probe)
+}
+
+fn overlaps() -> u64 {
+    perdure_runtime::testing::probe_overlaps()
 }
 
 fn config(dir: &std::path::Path) -> NodeConfig {
@@ -443,7 +383,7 @@ async fn one_operation_at_a_time_per_entity_under_passivation_churn() {
         total += t.await.unwrap();
     }
     assert_eq!(
-        OVERLAPS.load(Ordering::SeqCst),
+        overlaps(),
         0,
         "two operations overlapped on one entity"
     );

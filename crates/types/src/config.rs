@@ -76,18 +76,23 @@ pub struct EntitiesConfig {
     /// Default 60 000 ms.
     pub passivate_after_ms: u64,
     /// How long a signal's idempotency key is remembered: a retry within this window is
-    /// acknowledged again but not applied again. Default 24 h.
+    /// acknowledged again but not applied again. Keys are partition state (snapshotted with it),
+    /// so the window trades retry safety against state size. Default 1 h.
     pub idempotency_window_ms: u64,
     /// Most operations one entity runs in one batch (one commit). Default 1 000.
     pub max_batch_ops: u32,
+    /// Also register the test entity types `relay` and `probe` (for tests and fault runs).
+    /// Default false.
+    pub test_types: bool,
 }
 
 impl Default for EntitiesConfig {
     fn default() -> Self {
         Self {
             passivate_after_ms: 60_000,
-            idempotency_window_ms: 24 * 3600 * 1000,
+            idempotency_window_ms: 3600 * 1000,
             max_batch_ops: 1000,
+            test_types: false,
         }
     }
 }
