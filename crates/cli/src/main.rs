@@ -181,20 +181,26 @@ fn init_tracing() {
         .init();
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed at once (before the node starts),
+/// so a signal that arrives during start-up still stops the node cleanly.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -209,10 +215,11 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Cmd::Serve(flags) => {
                 let config = flags.load()?;
+                let shutdown = shutdown_signal()?;
                 let listener = tokio::net::TcpListener::bind(&config.http_addr)
                     .await
                     .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;
-                perdure_node::run(config, listener, shutdown_signal()).await?;
+                perdure_node::run(config, listener, shutdown).await?;
                 Ok(())
             }
             Cmd::Signal {
