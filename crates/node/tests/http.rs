@@ -277,3 +277,35 @@ async fn shutdown_waits_for_an_idle_keep_alive_connection() {
         started.elapsed()
     );
 }
+
+#[test]
+fn the_openapi_file_describes_every_route() {
+    let spec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/api/openapi.yaml"
+    ))
+    .unwrap();
+    for route in [
+        "  /runtime/webhooks/durabletask/entities/{name}/{key}:",
+        "  /runtime/webhooks/durabletask/entities/{name}/{key}/call:",
+        "  /runtime/webhooks/durabletask/entities/{name}:",
+        "  /runtime/webhooks/durabletask/entities:batch:",
+        "  /healthz:",
+        "  /readyz:",
+    ] {
+        assert!(spec.contains(&format!("\n{route}\n")), "{route} missing");
+    }
+    for code in [
+        "bad_entity_id",
+        "missing_operation",
+        "bad_json",
+        "body_too_large",
+        "too_many_signals",
+        "entity_not_found",
+        "operation_failed",
+        "unavailable",
+        "not_ready",
+    ] {
+        assert!(spec.contains(code), "error code {code} undocumented");
+    }
+}

@@ -107,7 +107,7 @@ async fn reading_an_entity_without_state_is_404() {
     let node = Node::start().await;
     let (s, _, body) = json(node.http.get(node.api("/entities/counter/never"))).await;
     assert_eq!(s, 404, "{body}");
-    assert_eq!(code(&body), "not_found");
+    assert_eq!(code(&body), "entity_not_found");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()

@@ -126,9 +126,11 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     match app.runtime.get(&entity).await? {
         Some(state) => Ok(Json(state)),
-        None => Err(ApiError::not_found(format!(
-            "entity {entity} does not exist (it has no state)"
-        ))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "entity_not_found",
+            format!("entity {entity} does not exist (it has no state)"),
+        )),
     }
 }
 

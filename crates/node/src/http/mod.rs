@@ -25,7 +25,7 @@ use perdure_types::config::HttpConfig;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// Base path of the Durable Functions-style routes.
 pub const BASE: &str = "/runtime/webhooks/durabletask";
@@ -59,7 +59,12 @@ pub fn router(runtime: Arc<Runtime>, http: HttpConfig) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // a 503 is expected while a partition has no leader: not an ERROR
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .with_state(App { runtime, http })
 }
 
