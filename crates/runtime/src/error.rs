@@ -42,7 +42,7 @@ pub enum Error {
     Operation(String),
     /// The partition cannot serve now (no leader, storage failure, shutting down). Safe to retry
     /// with the same idempotency key.
-    #[error("unavailable: {0}")]
+    #[error("{0}")]
     Unavailable(String),
 }
 

@@ -179,6 +179,22 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// Continuation tokens are `PARTITION:HEX(KEY)`: visible ASCII whatever the key holds.
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
 /// Most entities one list page holds.
 pub const MAX_PAGE: usize = 1000;
 
@@ -236,6 +252,16 @@ impl Runtime {
     /// Counters of partition `p`'s runtime.
     pub fn metrics(&self, p: u32) -> Option<&PartitionMetrics> {
         self.handles.get(p as usize).map(|h| h.metrics.as_ref())
+    }
+
+    /// Partitions whose leader is this node but whose entity runtime is not running yet (it
+    /// starts a moment after leadership is won). Empty when every led partition can serve.
+    pub fn starting(&self) -> Vec<u32> {
+        (0..self.partitions.count())
+            .filter(|&p| {
+                self.partitions.is_leader(p) && self.handles[p as usize].processor().is_none()
+            })
+            .collect()
     }
 
     /// Entity actors active on this node now.
@@ -341,7 +367,10 @@ impl Runtime {
                     reason: format!("invalid continuation token {c:?}"),
                 };
                 let (p, key) = c.split_once(':').ok_or_else(bad)?;
-                (p.parse().map_err(|_| bad())?, Some(key.to_string()))
+                (
+                    p.parse().map_err(|_| bad())?,
+                    Some(unhex(key).ok_or_else(bad)?),
+                )
             }
         };
         let mut entities = Vec::new();
@@ -360,7 +389,7 @@ impl Runtime {
                 let last = entities.last().map(|e| e.key.clone()).unwrap_or_default();
                 return Ok(EntityPage {
                     entities,
-                    continuation: Some(format!("{p}:{last}")),
+                    continuation: Some(format!("{p}:{}", hex(&last))),
                 });
             }
             p += 1;
@@ -383,5 +412,19 @@ impl Runtime {
         for l in loops {
             let _ = l.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn continuation_keys_are_ascii_and_round_trip() {
+        for key in ["a", "é/ü x", "k@1", ""] {
+            let h = super::hex(key);
+            assert!(h.bytes().all(|b| b.is_ascii_hexdigit()), "{h}");
+            assert_eq!(super::unhex(&h).as_deref(), Some(key));
+        }
+        assert_eq!(super::unhex("zz"), None);
+        assert_eq!(super::unhex("abc"), None);
     }
 }

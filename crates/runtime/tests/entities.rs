@@ -382,11 +382,7 @@ async fn one_operation_at_a_time_per_entity_under_passivation_churn() {
     for t in tasks {
         total += t.await.unwrap();
     }
-    assert_eq!(
-        overlaps(),
-        0,
-        "two operations overlapped on one entity"
-    );
+    assert_eq!(overlaps(), 0, "two operations overlapped on one entity");
     let mut sum = 0;
     for e in &entities {
         sum += rt.get(e).await.unwrap().unwrap().as_u64().unwrap();

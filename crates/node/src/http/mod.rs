@@ -7,7 +7,7 @@
 //! | `GET {BASE}/entities/{name}/{key}` | state: 200, or 404 |
 //! | `GET {BASE}/entities/{name}?top=N&continuation=T` | a page of entities |
 //! | `POST {BASE}/entities:batch` | many signals, one result each |
-//! | `GET /healthz`, `GET /readyz` | process alive; every partition has a leader |
+//! | `GET /healthz`, `GET /readyz` | process alive; every partition has a leader and its entity runtime runs |
 //!
 //! Every error is JSON `{"error":{"code":"...","message":"..."}}`.
 
@@ -90,9 +90,18 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when every partition has a leader, else 503.
+/// `GET /readyz`: 200 when every partition has a leader and this node's entity runtime runs on
+/// every partition it leads, else 503.
 async fn readyz(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
     let partitions = app.runtime.partitions();
+    let starting = app.runtime.starting();
+    if !starting.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("entity runtime still starting on partitions {starting:?}"),
+        ));
+    }
     match partitions.wait_ready(Duration::ZERO).await {
         Ok(()) => Ok(Json(json!({
             "status": "ready",
