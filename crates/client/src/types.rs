@@ -12,24 +12,7 @@ pub struct SignalAck {
     pub duplicate: bool,
 }
 
-/// One entity in a listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EntitySummary {
-    /// The entity's key.
-    pub key: String,
-    /// Its committed state.
-    pub state: Value,
-}
-
-/// A page of entities of one type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EntityPage {
-    /// The entities of this page.
-    pub entities: Vec<EntitySummary>,
-    /// Pass to [`Client::list`](crate::Client::list) for the next page; `None` on the last.
-    #[serde(default)]
-    pub continuation: Option<String>,
-}
+pub use perdure_types::api::{EntityPage, EntitySummary};
 
 /// One signal of a batch ([`Client::signal_batch`](crate::Client::signal_batch)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

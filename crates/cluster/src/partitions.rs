@@ -171,15 +171,9 @@ impl Partitions {
         match group.raft.client_write(proposal).instrument(span).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader {
-                    partition: p,
-                    leader: f.leader_id,
-                })
+                Err(not_leader(p, f.leader_id))
             }
-            Err(e) => Err(Error::Unavailable {
-                partition: p,
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(unavailable(p, e)),
         }
     }
 
@@ -190,15 +184,9 @@ impl Partitions {
         match group.raft.ensure_linearizable().await {
             Ok(_) => Ok(group.state.clone()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader {
-                    partition: p,
-                    leader: f.leader_id,
-                })
+                Err(not_leader(p, f.leader_id))
             }
-            Err(e) => Err(Error::Unavailable {
-                partition: p,
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(unavailable(p, e)),
         }
     }
 
@@ -271,6 +259,17 @@ impl Partitions {
         }
         drop(groups);
         release(store).await;
+    }
+}
+
+fn not_leader(partition: PartitionId, leader: Option<NodeId>) -> Error {
+    Error::NotLeader { partition, leader }
+}
+
+fn unavailable(partition: PartitionId, e: impl std::fmt::Display) -> Error {
+    Error::Unavailable {
+        partition,
+        reason: e.to_string(),
     }
 }
 

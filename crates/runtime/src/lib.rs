@@ -144,23 +144,7 @@ pub enum SignalOutcome {
     Duplicate,
 }
 
-/// One entity in a listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EntitySummary {
-    /// The entity's key.
-    pub key: String,
-    /// Its committed state.
-    pub state: Value,
-}
-
-/// A page of entities of one type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EntityPage {
-    /// Entities in (partition, key) order.
-    pub entities: Vec<EntitySummary>,
-    /// Pass back to get the next page; `None` on the last page.
-    pub continuation: Option<String>,
-}
+pub use perdure_types::api::{EntityPage, EntitySummary};
 
 /// The entity runtime of one node.
 pub struct Runtime {

@@ -5,6 +5,7 @@
 //! carries ([`command`]), configuration structs with their validation ([`config`]), and the one
 //! module that owns every on-disk and wire encoding ([`codec`]).
 
+pub mod api;
 pub mod codec;
 pub mod command;
 pub mod config;
