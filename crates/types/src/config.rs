@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub entities: EntitiesConfig,
     /// HTTP API settings.
     pub http: HttpConfig,
+    /// Cluster settings (empty `members`: a single node).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for NodeConfig {
@@ -64,6 +66,51 @@ impl Default for NodeConfig {
             raft: RaftConfig::default(),
             entities: EntitiesConfig::default(),
             http: HttpConfig::default(),
+            cluster: ClusterConfig::default(),
+        }
+    }
+}
+
+/// One member of the cluster, as listed in every node's config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// The member's node id.
+    pub node_id: NodeId,
+    /// Where it listens for other nodes (`cluster.listen_addr` in its own config).
+    pub addr: String,
+    /// Its HTTP API address.
+    pub http_addr: String,
+}
+
+/// Cluster settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name; a node of another cluster is refused. Default `perdure`.
+    pub cluster_id: String,
+    /// The secret nodes prove to each other (challenge-response: it never crosses the wire).
+    /// Required, at least 16 characters, when `members` is not empty.
+    pub secret: String,
+    /// Where this node listens for other nodes. Default `127.0.0.1:7171`.
+    pub listen_addr: String,
+    /// The cluster's initial members, this node included. Empty: a single node.
+    pub members: Vec<MemberConfig>,
+    /// Replicas per partition (capped at the number of members). Default 3.
+    pub replication_factor: u32,
+    /// Timeout of one node-to-node request. Default 2 000 ms.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            cluster_id: "perdure".into(),
+            secret: String::new(),
+            listen_addr: "127.0.0.1:7171".into(),
+            members: Vec::new(),
+            replication_factor: 3,
+            rpc_timeout_ms: 2000,
         }
     }
 }
