@@ -11,5 +11,6 @@ pub mod command;
 pub mod config;
 pub mod ids;
 pub mod partition;
+pub mod placement;
 
 pub use ids::{EntityId, IdError, NodeId, PartitionId};
