@@ -492,15 +492,27 @@ async fn handshake(
         Some(other) => return Err(lost(&format!("expected Challenge, got {}", other.name()))),
         None => return Err(lost(&"the peer closed the connection")),
     };
-    if !auth::verify_server_proof(&config.secret, &nonce_c, &nonce_s, &proof_s) {
-        return Err(Failure::Refused(
-            "the peer does not know the cluster secret".into(),
-        ));
-    }
-    if peer != node {
-        return Err(Failure::Refused(format!(
-            "{addr} is node {peer}, not node {node}"
-        )));
+    let refusal = if !auth::verify_server_proof(&config.secret, &nonce_c, &nonce_s, &proof_s) {
+        Some(
+            "the peer does not know the cluster secret \
+             (its proof does not match this node's secret: one of the two is misconfigured)"
+                .to_string(),
+        )
+    } else if peer != node {
+        Some(format!("{addr} is node {peer}, not node {node}"))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        // Tell the peer why, so that it can log it too.
+        let _ = wire::write_one(
+            wr,
+            &Message::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await;
+        return Err(Failure::Refused(reason));
     }
     let proof = Message::Proof {
         proof: auth::client_proof(&config.secret, &nonce_s, &nonce_c),

@@ -21,7 +21,9 @@
 //! S → C  Challenge { node_id, nonce_s, proof_s = HMAC-SHA256(secret, "server" | nonce_c | nonce_s) }
 //!     or Refused   { reason }          (other cluster id, partition count or protocol version)
 //! C → S  Proof     { proof_c = HMAC-SHA256(secret, "client" | nonce_s | nonce_c) }
-//!                                      (the client first checks proof_s; it hangs up if wrong)
+//!     or Refused   { reason }          (the client checks proof_s first; if it is wrong, or the
+//!                                       peer is not the node expected at that address, the
+//!                                       client says why and hangs up)
 //! S → C  Welcome   or Refused { "wrong cluster secret" }
 //! ```
 //!

@@ -97,7 +97,7 @@ async fn connection(
     let from = match handshake {
         Ok(Ok(from)) => from,
         Ok(Err(Handshake::Refused(reason))) => {
-            tracing::warn!(%addr, %reason, "transport: refused a peer");
+            tracing::warn!(%addr, %reason, "transport: handshake refused");
             return;
         }
         Ok(Err(Handshake::Broken(reason))) => {
@@ -193,6 +193,11 @@ async fn handshake(
         .map_err(|e| broken(&e))?
     {
         Some(Message::Proof { proof }) => proof,
+        Some(Message::Refused { reason }) => {
+            return Err(Handshake::Refused(format!(
+                "node {peer} refused this node: {reason}"
+            )))
+        }
         Some(other) => {
             return Err(Handshake::Broken(format!(
                 "expected Proof, got {}",
@@ -299,4 +304,180 @@ async fn run(
         .catch_unwind()
         .await
         .unwrap_or_else(|p| Err(panicked(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::handler_fn;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+
+    fn config() -> Arc<TransportConfig> {
+        Arc::new(TransportConfig {
+            cluster_id: "c".into(),
+            node_id: 2,
+            partitions: 4,
+            secret: "the-secret-of-the-cluster".into(),
+            rpc_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// A server whose handler echoes and counts.
+    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let handler = Arc::new(handler_fn(move |_, _, body| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(body) }
+        }));
+        tokio::spawn(serve(listener, config(), handler, std::future::pending()));
+        (addr, calls)
+    }
+
+    struct Raw {
+        stream: TcpStream,
+        reader: FrameReader,
+    }
+
+    impl Raw {
+        async fn connect(addr: SocketAddr) -> Raw {
+            Raw {
+                stream: TcpStream::connect(addr).await.unwrap(),
+                reader: FrameReader::new(),
+            }
+        }
+
+        async fn send(&mut self, m: &Message) {
+            wire::write_one(&mut self.stream, m).await.unwrap();
+        }
+
+        async fn recv(&mut self) -> Option<Message> {
+            tokio::time::timeout(
+                Duration::from_secs(3),
+                self.reader.next(&mut self.stream, FRAME_LIMIT),
+            )
+            .await
+            .expect("the server answers or hangs up")
+            .ok()
+            .flatten()
+        }
+
+        async fn expect_closed(&mut self) {
+            let mut b = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(3), self.stream.read(&mut b))
+                .await
+                .expect("the server hangs up");
+            assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        }
+
+        /// Hello, then the server's challenge: `(nonce_c, nonce_s)`.
+        async fn hello(&mut self) -> ([u8; 32], [u8; 32]) {
+            let nonce_c = auth::nonce();
+            self.send(&Message::Hello {
+                version: PROTOCOL_VERSION,
+                cluster_id: "c".into(),
+                node_id: 1,
+                partitions: 4,
+                nonce: nonce_c,
+            })
+            .await;
+            match self.recv().await {
+                Some(Message::Challenge {
+                    node_id: 2,
+                    nonce,
+                    proof,
+                }) => {
+                    assert!(auth::verify_server_proof(
+                        &config().secret,
+                        &nonce_c,
+                        &nonce,
+                        &proof
+                    ));
+                    (nonce_c, nonce)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_before_the_handshake_is_disconnected() {
+        let (addr, calls) = server().await;
+        let mut raw = Raw::connect(addr).await;
+        raw.send(&Message::Request {
+            id: 1,
+            kind: 1,
+            body: vec![1],
+        })
+        .await;
+        raw.expect_closed().await;
+
+        // Hello, then a request instead of the proof.
+        let mut raw = Raw::connect(addr).await;
+        raw.hello().await;
+        raw.send(&Message::Request {
+            id: 1,
+            kind: 1,
+            body: vec![1],
+        })
+        .await;
+        raw.expect_closed().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_proof_is_refused_as_a_wrong_secret() {
+        let (addr, calls) = server().await;
+        let mut raw = Raw::connect(addr).await;
+        let (nonce_c, nonce_s) = raw.hello().await;
+        raw.send(&Message::Proof {
+            proof: auth::client_proof("not-the-secret", &nonce_s, &nonce_c),
+        })
+        .await;
+        match raw.recv().await {
+            Some(Message::Refused { reason }) => assert_eq!(reason, "wrong cluster secret"),
+            other => panic!("{other:?}"),
+        }
+        raw.expect_closed().await;
+
+        // Replaying the server's own proof as the client's does not work either.
+        let mut raw = Raw::connect(addr).await;
+        let (nonce_c, nonce_s) = raw.hello().await;
+        raw.send(&Message::Proof {
+            proof: auth::server_proof(&config().secret, &nonce_c, &nonce_s),
+        })
+        .await;
+        assert!(matches!(raw.recv().await, Some(Message::Refused { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_handshake_message_after_the_handshake_is_disconnected() {
+        let (addr, calls) = server().await;
+        let mut raw = Raw::connect(addr).await;
+        let (nonce_c, nonce_s) = raw.hello().await;
+        raw.send(&Message::Proof {
+            proof: auth::client_proof(&config().secret, &nonce_s, &nonce_c),
+        })
+        .await;
+        assert!(matches!(raw.recv().await, Some(Message::Welcome)));
+        raw.send(&Message::Request {
+            id: 9,
+            kind: 1,
+            body: vec![4, 2],
+        })
+        .await;
+        match raw.recv().await {
+            Some(Message::Response { id: 9, body }) => assert_eq!(body, [4, 2]),
+            other => panic!("{other:?}"),
+        }
+        raw.send(&Message::Ping).await;
+        assert!(matches!(raw.recv().await, Some(Message::Pong)));
+        raw.send(&Message::Welcome).await;
+        raw.expect_closed().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }
