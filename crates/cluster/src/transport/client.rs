@@ -579,3 +579,116 @@ async fn read_loop(
     tracing::debug!(%reason, "transport: disconnected");
     shared.close(reason);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn config(node_id: NodeId) -> Arc<TransportConfig> {
+        Arc::new(TransportConfig {
+            cluster_id: "c".into(),
+            node_id,
+            partitions: 4,
+            secret: "the-secret-of-the-cluster".into(),
+            rpc_timeout: Duration::from_millis(100),
+        })
+    }
+
+    /// A peer that completes the handshake, then answers each request after `answer_after`
+    /// (never if `None`) and answers pings only if `pongs`.
+    async fn fake_peer(answer_after: Option<Duration>, pongs: bool) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut rd, mut wr) = stream.into_split();
+            let mut reader = FrameReader::new();
+            let Ok(_) =
+                super::super::server::handshake(&mut reader, &mut rd, &mut wr, &config(2)).await
+            else {
+                panic!("handshake failed");
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(wire::write_loop(rx, wr));
+            while let Ok(Some(m)) = reader.next(&mut rd, FRAME_LIMIT).await {
+                match m {
+                    Message::Request { id, body, .. } => {
+                        if let Some(after) = answer_after {
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(after).await;
+                                let _ = tx.send(Message::Response { id, body });
+                            });
+                        }
+                    }
+                    Message::Ping if pongs => {
+                        let _ = tx.send(Message::Pong);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_is_taken_as_dead_before_the_request_times_out() {
+        let addr = fake_peer(None, false).await;
+        let peers = Peers::new(config(1));
+        peers.set_address(2, addr.to_string());
+        let start = Instant::now();
+        match peers
+            .request(2, 1, vec![1], Some(Duration::from_secs(10)))
+            .await
+        {
+            Err(TransportError::Unreachable { node: 2, reason }) => {
+                assert!(reason.contains("no data from the peer"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // two silent periods of 100 ms, give or take a tick
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_peer_that_answers_pings_keeps_its_connection() {
+        let addr = fake_peer(Some(Duration::from_millis(600)), true).await;
+        let peers = Peers::new(config(1));
+        peers.set_address(2, addr.to_string());
+        let answer = peers
+            .request(2, 1, vec![7], Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(answer, [7]);
+    }
+
+    #[test]
+    fn backoff_doubles_from_50_ms_to_2_s() {
+        let slot = Slot {
+            node: 2,
+            state: Mutex::new(SlotState::default()),
+            connecting: tokio::sync::Mutex::new(()),
+        };
+        for expected_ms in [50, 100, 200, 400, 800, 1600, 2000, 2000] {
+            let before = Instant::now();
+            slot.failed(Failure::Unreachable("down".into()));
+            let wait = lock(&slot.state).retry_at.unwrap() - before;
+            let expected = Duration::from_millis(expected_ms);
+            assert!(
+                wait >= expected && wait < expected + Duration::from_millis(100),
+                "{wait:?} instead of {expected:?}"
+            );
+        }
+        match slot.ready() {
+            Err(TransportError::Unreachable { node: 2, reason }) => {
+                assert!(reason.starts_with("down (next attempt in "), "{reason}")
+            }
+            other => panic!("{:?}", other.map(|c| c.is_some())),
+        }
+    }
+}

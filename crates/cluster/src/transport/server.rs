@@ -73,7 +73,7 @@ pub async fn serve(
 }
 
 /// Why a handshake did not complete.
-enum Handshake {
+pub(super) enum Handshake {
     /// We refused the peer (and told it why).
     Refused(String),
     /// The peer broke the protocol or went away.
@@ -122,7 +122,7 @@ async fn connection(
 }
 
 /// The server's half of the handshake; returns the peer's node id.
-async fn handshake(
+pub(super) async fn handshake(
     reader: &mut FrameReader,
     rd: &mut OwnedReadHalf,
     wr: &mut OwnedWriteHalf,
