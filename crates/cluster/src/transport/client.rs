@@ -533,8 +533,9 @@ async fn handshake(
 /// Dispatches answers to their callers until the connection ends, then fails the rest.
 ///
 /// While requests are outstanding and the peer has sent nothing for a period (`rpc_timeout`),
-/// it sends a `Ping`; after two silent periods the connection is taken as dead (a peer host that
-/// vanished without closing its sockets) and closed, so the next request reconnects.
+/// it sends a `Ping`; after three silent periods (two with a ping unanswered) the connection is
+/// taken as dead (a peer host that vanished without closing its sockets) and closed, so the next
+/// request reconnects.
 async fn read_loop(
     mut reader: FrameReader,
     mut rd: OwnedReadHalf,
@@ -565,7 +566,7 @@ async fn read_loop(
                     continue;
                 }
                 let silent = reader.last_read().max(idle_at).elapsed();
-                if silent >= 2 * period {
+                if silent >= 3 * period {
                     break format!("no data from the peer for {silent:?} with requests outstanding");
                 }
                 if silent >= period {
@@ -585,13 +586,13 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
-    fn config(node_id: NodeId) -> Arc<TransportConfig> {
+    fn config(node_id: NodeId, rpc_timeout_ms: u64) -> Arc<TransportConfig> {
         Arc::new(TransportConfig {
             cluster_id: "c".into(),
             node_id,
             partitions: 4,
             secret: "the-secret-of-the-cluster".into(),
-            rpc_timeout: Duration::from_millis(100),
+            rpc_timeout: Duration::from_millis(rpc_timeout_ms),
         })
     }
 
@@ -605,7 +606,8 @@ mod tests {
             let (mut rd, mut wr) = stream.into_split();
             let mut reader = FrameReader::new();
             let Ok(_) =
-                super::super::server::handshake(&mut reader, &mut rd, &mut wr, &config(2)).await
+                super::super::server::handshake(&mut reader, &mut rd, &mut wr, &config(2, 100))
+                    .await
             else {
                 panic!("handshake failed");
             };
@@ -635,7 +637,7 @@ mod tests {
     #[tokio::test]
     async fn a_silent_peer_is_taken_as_dead_before_the_request_times_out() {
         let addr = fake_peer(None, false).await;
-        let peers = Peers::new(config(1));
+        let peers = Peers::new(config(1, 100));
         peers.set_address(2, addr.to_string());
         let start = Instant::now();
         match peers
@@ -647,18 +649,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // two silent periods of 100 ms, give or take a tick
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            start.elapsed()
-        );
+        // three silent periods of 100 ms, give or take a tick
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(3), "{took:?}");
     }
 
     #[tokio::test]
     async fn a_slow_peer_that_answers_pings_keeps_its_connection() {
-        let addr = fake_peer(Some(Duration::from_millis(600)), true).await;
-        let peers = Peers::new(config(1));
+        // answers after 5 periods of 200 ms: kept alive by pings
+        let addr = fake_peer(Some(Duration::from_millis(1000)), true).await;
+        let peers = Peers::new(config(1, 200));
         peers.set_address(2, addr.to_string());
         let answer = peers
             .request(2, 1, vec![7], Some(Duration::from_secs(5)))
