@@ -9,6 +9,7 @@
 pub mod error;
 pub mod network;
 pub mod partitions;
+pub mod transport;
 
 pub use error::Error;
 pub use partitions::Partitions;

@@ -1,0 +1,162 @@
+//! The node-to-node transport: authenticated, multiplexed request/response over TCP.
+//!
+//! Every message between nodes goes through here: the Raft RPCs of every partition and, later,
+//! forwarded client requests. A request is `(kind, body)`: `kind` names the service, `body` is
+//! its payload encoded with [`perdure_types::codec`]; the answer is bytes or a [`RemoteError`].
+//!
+//! - The server side is [`serve`]: it accepts peers, authenticates them, and runs a [`Handler`]
+//!   for each request, concurrently, writing answers as they finish.
+//! - The client side is [`Peers`]: one connection per peer, opened on first use, shared by every
+//!   request to that peer (many in flight at once), reopened after it breaks with exponential
+//!   backoff (requests fail fast while backing off).
+//!
+//! # Wire format
+//!
+//! Each message is one [`perdure_types::codec::frame`]: `[len u32 LE][crc32 u32 LE][body]`, the
+//! body being `codec::encode` of the message enum (see `wire.rs`). A connection starts with the
+//! handshake, client first:
+//!
+//! ```text
+//! C → S  Hello     { version, cluster_id, node_id, partitions, nonce_c }
+//! S → C  Challenge { node_id, nonce_s, proof_s = HMAC-SHA256(secret, "server" | nonce_c | nonce_s) }
+//!     or Refused   { reason }          (other cluster id, partition count or protocol version)
+//! C → S  Proof     { proof_c = HMAC-SHA256(secret, "client" | nonce_s | nonce_c) }
+//!     or Refused   { reason }          (the client checks proof_s first; if it is wrong, or the
+//!                                       peer is not the node expected at that address, the
+//!                                       client says why and hangs up)
+//! S → C  Welcome   or Refused { "wrong cluster secret" }
+//! ```
+//!
+//! then, in any order and interleaved: `Request { id, kind, body }` (C → S), `Response { id, body }`
+//! or `Failure { id, RemoteError }` (S → C), and `Ping`/`Pong` (the client checks a silent
+//! server is still there while requests are outstanding). The secret never crosses the wire.
+//! A peer that sends anything out of order, a damaged or undecodable frame, or a frame over the
+//! limit (64 KiB before the handshake, [`MAX_PAYLOAD`] after) is disconnected.
+
+mod auth;
+mod client;
+mod error;
+mod server;
+mod wire;
+
+pub use client::Peers;
+pub use error::{RemoteError, RemoteErrorCode, TransportError};
+pub use server::serve;
+pub use wire::MAX_PAYLOAD;
+
+use perdure_types::config::ClusterConfig;
+use perdure_types::NodeId;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed future that can move between threads.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a node serves to its peers: Raft dispatch, forwarded requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request from the authenticated peer `from`; `kind` names the service, `body`
+    /// is its codec-encoded payload. The answer is a codec-encoded payload or an error.
+    ///
+    /// Requests run concurrently, each in its own task; a panic becomes a
+    /// [`RemoteErrorCode::Panicked`] answer.
+    fn handle(
+        &self,
+        from: NodeId,
+        kind: u16,
+        body: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>>;
+}
+
+/// A [`Handler`] made of a closure (see [`handler_fn`]).
+pub struct FnHandler<F>(F);
+
+impl<F> fmt::Debug for FnHandler<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnHandler")
+    }
+}
+
+impl<F, Fut> Handler for FnHandler<F>
+where
+    F: Fn(NodeId, u16, Vec<u8>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<u8>, RemoteError>> + Send + 'static,
+{
+    fn handle(
+        &self,
+        from: NodeId,
+        kind: u16,
+        body: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
+        Box::pin((self.0)(from, kind, body))
+    }
+}
+
+/// Makes a [`Handler`] of an async closure `(from, kind, body) -> Result<Vec<u8>, RemoteError>`.
+pub fn handler_fn<F, Fut>(f: F) -> FnHandler<F>
+where
+    F: Fn(NodeId, u16, Vec<u8>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<u8>, RemoteError>> + Send + 'static,
+{
+    FnHandler(f)
+}
+
+/// A node's identity and policy on the transport, the same for its server and client sides.
+#[derive(Clone)]
+pub struct TransportConfig {
+    /// The cluster's name: a peer of another cluster is refused.
+    pub cluster_id: String,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The cluster's partition count: a peer with another count is refused.
+    pub partitions: u32,
+    /// The shared secret each side proves it knows (never sent).
+    pub secret: String,
+    /// Timeout of a request that names none.
+    pub rpc_timeout: Duration,
+}
+
+impl TransportConfig {
+    /// The transport settings of node `node_id` of a cluster of `partitions` partitions.
+    pub fn from_cluster(cluster: &ClusterConfig, node_id: NodeId, partitions: u32) -> Self {
+        Self {
+            cluster_id: cluster.cluster_id.clone(),
+            node_id,
+            partitions,
+            secret: cluster.secret.clone(),
+            rpc_timeout: Duration::from_millis(cluster.rpc_timeout_ms),
+        }
+    }
+}
+
+impl fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("cluster_id", &self.cluster_id)
+            .field("node_id", &self.node_id)
+            .field("partitions", &self.partitions)
+            .field("secret", &"<redacted>")
+            .field("rpc_timeout", &self.rpc_timeout)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let c = TransportConfig {
+            cluster_id: "c".into(),
+            node_id: 1,
+            partitions: 4,
+            secret: "very-secret-value".into(),
+            rpc_timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret-value"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+}

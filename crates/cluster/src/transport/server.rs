@@ -1,0 +1,483 @@
+//! The server side: accept peers, authenticate them, run the handler for each request.
+
+use super::auth;
+use super::error::{RemoteError, RemoteErrorCode};
+use super::wire::{
+    self, FrameReader, Message, FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, MAX_PAYLOAD, PROTOCOL_VERSION,
+};
+use super::{Handler, TransportConfig};
+use futures::FutureExt;
+use perdure_types::NodeId;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+/// A peer must complete the handshake within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most requests of one connection running at once; past it the connection is not read until
+/// one finishes (the peer's writes then wait in TCP).
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// Accepts peers on `listener` and serves their requests with `handler` until `shutdown`
+/// completes; then stops accepting and closes every connection (handlers already running finish
+/// on their own, their answers are dropped).
+///
+/// Accept errors (such as running out of file descriptors) are logged and retried; this returns
+/// an error only if the listener's address cannot be read.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<TransportConfig>,
+    handler: Arc<dyn Handler>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::debug!(%local, node = config.node_id, "transport: serving peers");
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let span = tracing::debug_span!(
+                        "transport_conn",
+                        peer_addr = %addr,
+                        peer = tracing::field::Empty,
+                    );
+                    connections.spawn(
+                        connection(stream, addr, config.clone(), handler.clone()).instrument(span),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(%local, error = %e, "transport: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let open = connections.len();
+    connections.shutdown().await;
+    tracing::debug!(%local, closed = open, "transport: stopped serving peers");
+    Ok(())
+}
+
+/// Why a handshake did not complete.
+pub(super) enum Handshake {
+    /// We refused the peer (and told it why).
+    Refused(String),
+    /// The peer broke the protocol or went away.
+    Broken(String),
+}
+
+async fn connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    config: Arc<TransportConfig>,
+    handler: Arc<dyn Handler>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut reader = FrameReader::new();
+    let handshake = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(&mut reader, &mut rd, &mut wr, &config),
+    )
+    .await;
+    let from = match handshake {
+        Ok(Ok(from)) => from,
+        Ok(Err(Handshake::Refused(reason))) => {
+            tracing::warn!(%addr, %reason, "transport: handshake refused");
+            return;
+        }
+        Ok(Err(Handshake::Broken(reason))) => {
+            tracing::debug!(%addr, %reason, "transport: handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "transport: handshake timed out");
+            return;
+        }
+    };
+    tracing::debug!("transport: peer connected");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let reason = tokio::select! {
+        written = wire::write_loop(rx, wr) => match written {
+            Ok(()) => "closed".to_string(),
+            Err(e) => format!("write failed: {e}"),
+        },
+        reason = requests(reader, rd, tx, from, handler) => reason,
+    };
+    tracing::debug!(%reason, "transport: peer disconnected");
+}
+
+/// The server's half of the handshake; returns the peer's node id.
+pub(super) async fn handshake(
+    reader: &mut FrameReader,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    config: &TransportConfig,
+) -> Result<NodeId, Handshake> {
+    let broken = |e: &dyn std::fmt::Display| Handshake::Broken(e.to_string());
+    let me = config.node_id;
+    let hello = reader
+        .next(rd, HANDSHAKE_FRAME_LIMIT)
+        .await
+        .map_err(|e| broken(&e))?;
+    let (version, cluster_id, peer, partitions, nonce_c) = match hello {
+        Some(Message::Hello {
+            version,
+            cluster_id,
+            node_id,
+            partitions,
+            nonce,
+        }) => (version, cluster_id, node_id, partitions, nonce),
+        Some(other) => {
+            return Err(Handshake::Broken(format!(
+                "expected Hello, got {}",
+                other.name()
+            )))
+        }
+        None => return Err(Handshake::Broken("closed before Hello".into())),
+    };
+    tracing::Span::current().record("peer", peer);
+    let refusal = if version != PROTOCOL_VERSION {
+        Some(format!(
+            "protocol version {version} (node {peer}) != {PROTOCOL_VERSION} (node {me})"
+        ))
+    } else if cluster_id != config.cluster_id {
+        Some(format!(
+            "cluster id {cluster_id:?} (node {peer}) != {:?} (node {me})",
+            config.cluster_id
+        ))
+    } else if partitions != config.partitions {
+        Some(format!(
+            "partition count {partitions} (node {peer}) != {} (node {me})",
+            config.partitions
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        let _ = wire::write_one(
+            wr,
+            &Message::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await;
+        return Err(Handshake::Refused(reason));
+    }
+    let nonce_s = auth::nonce();
+    let challenge = Message::Challenge {
+        node_id: me,
+        nonce: nonce_s,
+        proof: auth::server_proof(&config.secret, &nonce_c, &nonce_s),
+    };
+    wire::write_one(wr, &challenge)
+        .await
+        .map_err(|e| broken(&e))?;
+    let proof = match reader
+        .next(rd, HANDSHAKE_FRAME_LIMIT)
+        .await
+        .map_err(|e| broken(&e))?
+    {
+        Some(Message::Proof { proof }) => proof,
+        Some(Message::Refused { reason }) => {
+            return Err(Handshake::Refused(format!(
+                "node {peer} refused this node: {reason}"
+            )))
+        }
+        Some(other) => {
+            return Err(Handshake::Broken(format!(
+                "expected Proof, got {}",
+                other.name()
+            )))
+        }
+        None => {
+            return Err(Handshake::Broken(
+                "closed before Proof (the peer may have refused this node's proof)".into(),
+            ))
+        }
+    };
+    if !auth::verify_client_proof(&config.secret, &nonce_s, &nonce_c, &proof) {
+        let reason = "wrong cluster secret".to_string();
+        let _ = wire::write_one(
+            wr,
+            &Message::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await;
+        return Err(Handshake::Refused(format!("node {peer}: {reason}")));
+    }
+    wire::write_one(wr, &Message::Welcome)
+        .await
+        .map_err(|e| broken(&e))?;
+    Ok(peer)
+}
+
+/// Reads requests and spawns a task for each; returns why the connection ended.
+async fn requests(
+    mut reader: FrameReader,
+    mut rd: OwnedReadHalf,
+    tx: mpsc::UnboundedSender<Message>,
+    from: NodeId,
+    handler: Arc<dyn Handler>,
+) -> String {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        match reader.next(&mut rd, FRAME_LIMIT).await {
+            Ok(Some(Message::Request { id, kind, body })) => {
+                let permit = in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                let tx = tx.clone();
+                let handler = handler.clone();
+                tokio::spawn(
+                    async move {
+                        let answer = match run(&*handler, from, kind, body).await {
+                            Ok(body) if body.len() > MAX_PAYLOAD => Message::Failure {
+                                id,
+                                error: RemoteError::new(
+                                    RemoteErrorCode::TooLarge,
+                                    format!(
+                                        "answer to request kind {kind} of {} bytes exceeds the limit of {MAX_PAYLOAD}",
+                                        body.len()
+                                    ),
+                                ),
+                            },
+                            Ok(body) => Message::Response { id, body },
+                            Err(error) => Message::Failure { id, error },
+                        };
+                        // The connection may be gone: the answer is then dropped.
+                        let _ = tx.send(answer);
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+            }
+            Ok(Some(Message::Ping)) => {
+                let _ = tx.send(Message::Pong);
+            }
+            Ok(Some(other)) => return format!("unexpected {} from the peer", other.name()),
+            Ok(None) => return "closed by the peer".into(),
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+/// Runs the handler, turning a panic into an error answer.
+async fn run(
+    handler: &dyn Handler,
+    from: NodeId,
+    kind: u16,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, RemoteError> {
+    let panicked = |payload: Box<dyn std::any::Any + Send>| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        tracing::error!(kind, panic = %what, "transport: handler panicked");
+        RemoteError::new(
+            RemoteErrorCode::Panicked,
+            format!("the handler of request kind {kind} panicked: {what}"),
+        )
+    };
+    let future = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(from, kind, body)))
+        .map_err(panicked)?;
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| Err(panicked(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::handler_fn;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+
+    fn config() -> Arc<TransportConfig> {
+        Arc::new(TransportConfig {
+            cluster_id: "c".into(),
+            node_id: 2,
+            partitions: 4,
+            secret: "the-secret-of-the-cluster".into(),
+            rpc_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// A server whose handler echoes and counts.
+    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let handler = Arc::new(handler_fn(move |_, _, body| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(body) }
+        }));
+        tokio::spawn(serve(listener, config(), handler, std::future::pending()));
+        (addr, calls)
+    }
+
+    struct Raw {
+        stream: TcpStream,
+        reader: FrameReader,
+    }
+
+    impl Raw {
+        async fn connect(addr: SocketAddr) -> Raw {
+            Raw {
+                stream: TcpStream::connect(addr).await.unwrap(),
+                reader: FrameReader::new(),
+            }
+        }
+
+        async fn send(&mut self, m: &Message) {
+            wire::write_one(&mut self.stream, m).await.unwrap();
+        }
+
+        async fn recv(&mut self) -> Option<Message> {
+            tokio::time::timeout(
+                Duration::from_secs(3),
+                self.reader.next(&mut self.stream, FRAME_LIMIT),
+            )
+            .await
+            .expect("the server answers or hangs up")
+            .ok()
+            .flatten()
+        }
+
+        async fn expect_closed(&mut self) {
+            let mut b = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(3), self.stream.read(&mut b))
+                .await
+                .expect("the server hangs up");
+            assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        }
+
+        /// Hello, then the server's challenge: `(nonce_c, nonce_s)`.
+        async fn hello(&mut self) -> ([u8; 32], [u8; 32]) {
+            let nonce_c = auth::nonce();
+            self.send(&Message::Hello {
+                version: PROTOCOL_VERSION,
+                cluster_id: "c".into(),
+                node_id: 1,
+                partitions: 4,
+                nonce: nonce_c,
+            })
+            .await;
+            match self.recv().await {
+                Some(Message::Challenge {
+                    node_id: 2,
+                    nonce,
+                    proof,
+                }) => {
+                    assert!(auth::verify_server_proof(
+                        &config().secret,
+                        &nonce_c,
+                        &nonce,
+                        &proof
+                    ));
+                    (nonce_c, nonce)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_before_the_handshake_is_disconnected() {
+        let (addr, calls) = server().await;
+        let mut raw = Raw::connect(addr).await;
+        raw.send(&Message::Request {
+            id: 1,
+            kind: 1,
+            body: vec![1],
+        })
+        .await;
+        raw.expect_closed().await;
+
+        // Hello, then a request instead of the proof.
+        let mut raw = Raw::connect(addr).await;
+        raw.hello().await;
+        raw.send(&Message::Request {
+            id: 1,
+            kind: 1,
+            body: vec![1],
+        })
+        .await;
+        raw.expect_closed().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_proof_is_refused_as_a_wrong_secret() {
+        let (addr, calls) = server().await;
+        let mut raw = Raw::connect(addr).await;
+        let (nonce_c, nonce_s) = raw.hello().await;
+        raw.send(&Message::Proof {
+            proof: auth::client_proof("not-the-secret", &nonce_s, &nonce_c),
+        })
+        .await;
+        match raw.recv().await {
+            Some(Message::Refused { reason }) => assert_eq!(reason, "wrong cluster secret"),
+            other => panic!("{other:?}"),
+        }
+        raw.expect_closed().await;
+
+        // Replaying the server's own proof as the client's does not work either.
+        let mut raw = Raw::connect(addr).await;
+        let (nonce_c, nonce_s) = raw.hello().await;
+        raw.send(&Message::Proof {
+            proof: auth::server_proof(&config().secret, &nonce_c, &nonce_s),
+        })
+        .await;
+        assert!(matches!(raw.recv().await, Some(Message::Refused { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_handshake_message_after_the_handshake_is_disconnected() {
+        let (addr, calls) = server().await;
+        let mut raw = Raw::connect(addr).await;
+        let (nonce_c, nonce_s) = raw.hello().await;
+        raw.send(&Message::Proof {
+            proof: auth::client_proof(&config().secret, &nonce_s, &nonce_c),
+        })
+        .await;
+        assert!(matches!(raw.recv().await, Some(Message::Welcome)));
+        raw.send(&Message::Request {
+            id: 9,
+            kind: 1,
+            body: vec![4, 2],
+        })
+        .await;
+        match raw.recv().await {
+            Some(Message::Response { id: 9, body }) => assert_eq!(body, [4, 2]),
+            other => panic!("{other:?}"),
+        }
+        raw.send(&Message::Ping).await;
+        assert!(matches!(raw.recv().await, Some(Message::Pong)));
+        raw.send(&Message::Welcome).await;
+        raw.expect_closed().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,383 @@
+//! What travels on a connection: the messages, how they are framed, read and written.
+//!
+//! Every message is one [`codec::frame`] (`[len u32 LE][crc32 u32 LE][body]`) whose body is
+//! `codec::encode(&Message)`. Payloads (`body` fields) are serialized as byte strings (one length
+//! then the bytes), not as sequences of `u8`.
+
+use super::error::RemoteError;
+use perdure_types::codec::{self, frame};
+use perdure_types::NodeId;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Bumped when the messages change incompatibly; a peer speaking another version is refused.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame body accepted before the handshake completes (an unauthenticated peer cannot
+/// make this node allocate more).
+pub(crate) const HANDSHAKE_FRAME_LIMIT: usize = 64 << 10;
+
+/// Largest frame body accepted after the handshake.
+pub(crate) const FRAME_LIMIT: usize = frame::MAX_BODY;
+
+/// Largest request or response payload: a frame also holds the message's own few bytes.
+pub const MAX_PAYLOAD: usize = frame::MAX_BODY - 1024;
+
+/// Size of the handshake nonces and proofs.
+pub(crate) const NONCE_LEN: usize = 32;
+
+/// One message on a connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Message {
+    /// Client → server, first message.
+    Hello {
+        version: u32,
+        cluster_id: String,
+        node_id: NodeId,
+        partitions: u32,
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Server → client: who the server is, and its proof that it knows the secret.
+    Challenge {
+        node_id: NodeId,
+        nonce: [u8; NONCE_LEN],
+        proof: [u8; NONCE_LEN],
+    },
+    /// Client → server: the client's proof that it knows the secret.
+    Proof { proof: [u8; NONCE_LEN] },
+    /// Server → client: the handshake succeeded.
+    Welcome,
+    /// Either way: the handshake failed, and why. The connection closes after it.
+    Refused { reason: String },
+    /// Client → server: one request.
+    Request {
+        id: u64,
+        kind: u16,
+        #[serde(with = "payload")]
+        body: Vec<u8>,
+    },
+    /// Server → client: the answer to request `id`.
+    Response {
+        id: u64,
+        #[serde(with = "payload")]
+        body: Vec<u8>,
+    },
+    /// Server → client: request `id` failed on the server.
+    Failure { id: u64, error: RemoteError },
+    /// Client → server: are you there? (sent when the server has been silent with requests
+    /// outstanding)
+    Ping,
+    /// Server → client: the answer to a [`Message::Ping`].
+    Pong,
+}
+
+impl Message {
+    /// The variant's name, for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Challenge { .. } => "Challenge",
+            Message::Proof { .. } => "Proof",
+            Message::Welcome => "Welcome",
+            Message::Refused { .. } => "Refused",
+            Message::Request { .. } => "Request",
+            Message::Response { .. } => "Response",
+            Message::Failure { .. } => "Failure",
+            Message::Ping => "Ping",
+            Message::Pong => "Pong",
+        }
+    }
+}
+
+/// `Vec<u8>` as a serde byte string.
+mod payload {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Why reading a message failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the connection closed in the middle of a frame")]
+    TruncatedFrame,
+    #[error("frame of {len} bytes exceeds the limit of {limit}")]
+    TooLarge { len: usize, limit: usize },
+    #[error("damaged frame: {0}")]
+    Corrupt(frame::Corruption),
+    #[error("undecodable message: {0}")]
+    Codec(#[from] codec::Error),
+}
+
+/// Reads messages from a byte stream, keeping what it has read but not yet decoded across calls
+/// (so [`FrameReader::next`] is cancel safe: dropping it loses nothing).
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    buf: Vec<u8>,
+    pos: usize,
+    last_read: Instant,
+}
+
+/// Bytes asked of the socket at least per read.
+const READ_CHUNK: usize = 64 << 10;
+/// An idle read buffer larger than this is shrunk (after a large frame such as a snapshot).
+const KEEP_BUFFER: usize = 4 << 20;
+
+impl FrameReader {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            last_read: Instant::now(),
+        }
+    }
+
+    /// When bytes last arrived.
+    pub(crate) fn last_read(&self) -> Instant {
+        self.last_read
+    }
+
+    /// Reads the next message; `None` at a clean end of stream (between frames). A frame longer
+    /// than `limit` is an error as soon as its header is read (nothing is allocated for it).
+    pub(crate) async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        limit: usize,
+    ) -> Result<Option<Message>, ReadError> {
+        loop {
+            let avail = &self.buf[self.pos..];
+            let mut need = frame::HEADER_LEN;
+            if avail.len() >= 4 {
+                let len = u32::from_le_bytes(avail[..4].try_into().expect("4 bytes")) as usize;
+                if len > limit {
+                    return Err(ReadError::TooLarge { len, limit });
+                }
+                match frame::decode(avail) {
+                    frame::Decoded::Frame { body, len: used } => {
+                        let message = codec::decode::<Message>(body)?;
+                        self.pos += used;
+                        if self.pos == self.buf.len() {
+                            self.buf.clear();
+                            self.pos = 0;
+                            if self.buf.capacity() > KEEP_BUFFER {
+                                self.buf.shrink_to(READ_CHUNK);
+                            }
+                        }
+                        return Ok(Some(message));
+                    }
+                    frame::Decoded::Incomplete => need = frame::HEADER_LEN + len,
+                    frame::Decoded::Corrupt(c) => return Err(ReadError::Corrupt(c)),
+                }
+            }
+            // Move the partial frame to the front, then make room for the rest of it.
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            let missing = need.saturating_sub(self.buf.len());
+            self.buf.reserve(missing.max(READ_CHUNK));
+            let n = r.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::TruncatedFrame)
+                };
+            }
+            self.last_read = Instant::now();
+        }
+    }
+}
+
+/// Appends `message` as one frame to `out`, using `scratch` for the body. Fails (appending
+/// nothing) if the body would exceed a frame's limit.
+pub(crate) fn encode(
+    message: &Message,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<(), codec::Error> {
+    scratch.clear();
+    codec::encode_into(message, scratch)?;
+    if scratch.len() > frame::MAX_BODY {
+        return Err(codec::Error::Encode {
+            type_name: "transport message",
+            reason: format!(
+                "{} bytes exceed the frame limit of {}",
+                scratch.len(),
+                frame::MAX_BODY
+            ),
+        });
+    }
+    frame::encode(scratch, out);
+    Ok(())
+}
+
+/// Writes one message on its own (the handshake, before the writer task exists).
+pub(crate) async fn write_one<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    message: &Message,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    encode(message, &mut Vec::new(), &mut out).map_err(io::Error::other)?;
+    w.write_all(&out).await
+}
+
+/// Most bytes gathered into one write.
+const MAX_BATCH: usize = 1 << 20;
+/// A batch buffer larger than this is shrunk after use.
+const KEEP_BATCH: usize = 4 << 20;
+
+/// The writer of a connection: waits for a message, then takes every other message already
+/// queued (up to about [`MAX_BATCH`] bytes), and writes them all with one `write_all` of a reused
+/// buffer. Returns when every sender is gone (`Ok`) or a write fails.
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut w: W,
+) -> io::Result<()> {
+    let mut out = Vec::with_capacity(64 << 10);
+    let mut scratch = Vec::with_capacity(4 << 10);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            if let Err(e) = encode(&message, &mut scratch, &mut out) {
+                // The callers check sizes first; this is a bug, not a peer's fault.
+                tracing::error!(message = message.name(), error = %e, "message dropped");
+            }
+            if out.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        w.write_all(&out).await?;
+        out.clear();
+        if out.capacity() > KEEP_BATCH {
+            out.shrink_to(64 << 10);
+        }
+        if scratch.capacity() > KEEP_BATCH {
+            scratch.shrink_to(4 << 10);
+        }
+    }
+    w.flush().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_round_trip_through_frames() {
+        let messages = vec![
+            Message::Request {
+                id: 7,
+                kind: 3,
+                body: vec![1, 2, 3],
+            },
+            Message::Response {
+                id: 7,
+                body: vec![0; 100_000],
+            },
+            Message::Ping,
+        ];
+        let mut bytes = Vec::new();
+        for m in &messages {
+            encode(m, &mut Vec::new(), &mut bytes).unwrap();
+        }
+        // payloads are byte strings: length prefix then the bytes, nothing per byte
+        assert!(bytes.len() < 100_000 + 100, "{}", bytes.len());
+        // fed one byte at a time
+        let (mut a, mut b) = tokio::io::duplex(1);
+        let writer = tokio::spawn(async move {
+            a.write_all(&bytes).await.unwrap();
+        });
+        let mut reader = FrameReader::new();
+        match reader.next(&mut b, FRAME_LIMIT).await.unwrap() {
+            Some(Message::Request {
+                id: 7,
+                kind: 3,
+                body,
+            }) => assert_eq!(body, [1, 2, 3]),
+            other => panic!("{other:?}"),
+        }
+        match reader.next(&mut b, FRAME_LIMIT).await.unwrap() {
+            Some(Message::Response { id: 7, body }) => assert_eq!(body.len(), 100_000),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            reader.next(&mut b, FRAME_LIMIT).await.unwrap(),
+            Some(Message::Ping)
+        ));
+        writer.await.unwrap();
+        assert!(reader.next(&mut b, FRAME_LIMIT).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_and_torn_frames_are_errors() {
+        let mut bytes = Vec::new();
+        encode(
+            &Message::Request {
+                id: 1,
+                kind: 1,
+                body: vec![0; 1000],
+            },
+            &mut Vec::new(),
+            &mut bytes,
+        )
+        .unwrap();
+        let mut reader = FrameReader::new();
+        assert!(matches!(
+            reader.next(&mut &bytes[..], 100).await,
+            Err(ReadError::TooLarge { limit: 100, .. })
+        ));
+        let mut reader = FrameReader::new();
+        assert!(matches!(
+            reader.next(&mut &bytes[..500], FRAME_LIMIT).await,
+            Err(ReadError::TruncatedFrame)
+        ));
+        let mut bad = bytes.clone();
+        bad[20] ^= 1;
+        let mut reader = FrameReader::new();
+        assert!(matches!(
+            reader.next(&mut &bad[..], FRAME_LIMIT).await,
+            Err(ReadError::Corrupt(_))
+        ));
+    }
+}
