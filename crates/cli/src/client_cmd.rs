@@ -58,6 +58,16 @@ fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `perdure cluster status`
+pub async fn cluster_status(flags: &ClientFlags) -> anyhow::Result<()> {
+    let v = flags
+        .client()?
+        .cluster_status()
+        .await
+        .context("cluster status")?;
+    print(&v)
+}
+
 /// `perdure signal NAME/KEY OP [INPUT] [--idempotency-key K]`
 pub async fn signal(
     flags: &ClientFlags,

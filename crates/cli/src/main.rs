@@ -30,6 +30,9 @@ struct Cli {
 enum Cmd {
     /// Run a node (single-node by default: no config needed).
     Serve(NodeFlags),
+    /// Cluster tools.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Signal an entity: `perdure signal counter/a add 5`. Prints the acknowledgement.
     Signal {
         /// The entity, NAME/KEY.
@@ -145,6 +148,15 @@ impl NodeFlags {
 }
 
 #[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Members and their health, partitions with their replicas and leaders, as a node sees them.
+    Status {
+        #[command(flatten)]
+        client: client_cmd::ClientFlags,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum DebugCmd {
     /// Concurrent clients enqueue numbered messages; prints `ack CLIENT RUN I SEQ` after each
     /// acknowledged (durable, applied) write. Runs until `--ops` per client or until killed.
@@ -245,6 +257,9 @@ fn main() -> anyhow::Result<()> {
                 client,
             } => client_cmd::call(&client, &entity, &op, input.as_deref()).await,
             Cmd::Get { entity, client } => client_cmd::get(&client, &entity).await,
+            Cmd::Cluster(ClusterCmd::Status { client }) => {
+                client_cmd::cluster_status(&client).await
+            }
             Cmd::List {
                 name,
                 top,

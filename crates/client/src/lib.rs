@@ -313,6 +313,17 @@ impl Client {
         decode(&success(r)?).map(Some)
     }
 
+    /// The cluster as the node sees it (`GET /cluster`): members with their health, and every
+    /// partition's replicas, leader and role.
+    pub async fn cluster_status(&self) -> Result<Value, Error> {
+        let mut url = self.base.clone();
+        url.set_path("/cluster");
+        let r = self
+            .send(Kind::Idempotent, || self.request(Method::GET, &url))
+            .await?;
+        decode(&success(r)?)
+    }
+
     /// A page of at most `top` (server default 100, at most 1000) entities of type `name`,
     /// starting at `continuation` (from the previous page; `None` for the first).
     pub async fn list(

@@ -1,6 +1,7 @@
 //! [`Partitions`]: the Raft groups of one node.
 
-use crate::network::NoPeers;
+use crate::raft_net::{Dispatcher, TransportNetwork};
+use crate::transport::{Peers, TransportConfig};
 use crate::Error;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
@@ -25,6 +26,15 @@ pub struct Partitions {
     node_id: NodeId,
     groups: Vec<Group>,
     store: NodeStore,
+    /// Connections to the other nodes (none in single-node mode).
+    peers: Peers,
+    /// What this node serves to its peers.
+    dispatcher: Dispatcher,
+    /// The cluster's members (empty: single node) and the replication factor.
+    members: Vec<perdure_types::config::MemberConfig>,
+    replication_factor: u32,
+    /// Background tasks (transport server, formation, leader balancing), stopped at shutdown.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Partitions {
@@ -56,8 +66,10 @@ async fn start_groups(
     config: &NodeConfig,
     store: &mut NodeStore,
     groups: &mut Vec<Group>,
+    peers: &Peers,
 ) -> Result<(), Error> {
     let node = BasicNode::new(&config.http_addr);
+    let single = config.cluster.members.is_empty();
     for p in 0..store.partitions() {
         let (log, sm) = store.open_partition(p)?;
         let state = sm.reader();
@@ -68,7 +80,7 @@ async fn start_groups(
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config(config, p)?),
-            NoPeers,
+            TransportNetwork::new(peers.clone(), p),
             log,
             sm,
         )
@@ -78,6 +90,10 @@ async fn start_groups(
             raft: raft.clone(),
             state,
         });
+        if !single {
+            // cluster mode: formation (crate::formation) initializes groups, once
+            continue;
+        }
         if !raft.is_initialized().await.map_err(|e| unavailable(&e))? {
             let members = BTreeMap::from([(config.node_id, node.clone())]);
             raft.initialize(members)
@@ -110,10 +126,41 @@ impl Partitions {
     /// mode); an initialized group is never initialized again.
     pub async fn start(config: &NodeConfig) -> Result<Self, Error> {
         let mut store = NodeStore::open(config)?;
+        let c = &config.cluster;
+        let tconf = Arc::new(TransportConfig {
+            cluster_id: c.cluster_id.clone(),
+            node_id: config.node_id,
+            partitions: store.partitions(),
+            secret: c.secret.clone(),
+            rpc_timeout: Duration::from_millis(c.rpc_timeout_ms),
+        });
+        let peers = Peers::new(tconf.clone());
+        for m in &c.members {
+            if m.node_id != config.node_id {
+                peers.set_address(m.node_id, m.addr.clone());
+            }
+        }
+        let dispatcher = Dispatcher::default();
+        let mut tasks = Vec::new();
+        if !c.members.is_empty() {
+            let listener = tokio::net::TcpListener::bind(&c.listen_addr)
+                .await
+                .map_err(|e| {
+                    Error::Config(format!("cluster.listen_addr {}: {e}", c.listen_addr))
+                })?;
+            tasks.push(crate::formation::serve_peers(
+                listener,
+                tconf.clone(),
+                dispatcher.clone(),
+            ));
+        }
         let mut groups = Vec::with_capacity(store.partitions() as usize);
-        if let Err(e) = start_groups(config, &mut store, &mut groups).await {
+        if let Err(e) = start_groups(config, &mut store, &mut groups, &peers).await {
             // Groups already running hold the write-ahead log: stop them before giving up the
             // directory, so nothing writes to it after the error is returned.
+            for t in &tasks {
+                t.abort();
+            }
             for g in &groups {
                 let _ = g.raft.shutdown().await;
             }
@@ -121,11 +168,60 @@ impl Partitions {
             release(store).await;
             return Err(e);
         }
-        Ok(Self {
+        dispatcher
+            .raft
+            .set(groups.iter().map(|g| g.raft.clone()).collect());
+        let mut me = Self {
             node_id: config.node_id,
             groups,
             store,
-        })
+            peers,
+            dispatcher,
+            members: c.members.clone(),
+            replication_factor: c.replication_factor,
+            tasks,
+        };
+        if !me.members.is_empty() {
+            let rafts: Vec<_> = me.groups.iter().map(|g| g.raft.clone()).collect();
+            me.tasks.extend(crate::formation::start(
+                config.node_id,
+                rafts,
+                me.peers.clone(),
+                &me.dispatcher,
+                me.members.clone(),
+                me.replication_factor,
+            ));
+        }
+        Ok(me)
+    }
+
+    /// Connections to the other nodes.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Registers services this node offers its peers (forwarded requests, ...).
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// The cluster's members (empty in single-node mode).
+    pub fn members(&self) -> &[perdure_types::config::MemberConfig] {
+        &self.members
+    }
+
+    /// The replica set of partition `p` by placement (this node alone in single-node mode).
+    pub fn replicas(&self, p: PartitionId) -> Vec<NodeId> {
+        if self.members.is_empty() {
+            return vec![self.node_id];
+        }
+        let ids: Vec<NodeId> = self.members.iter().map(|m| m.node_id).collect();
+        perdure_types::placement::replicas(p, &ids, self.replication_factor)
+    }
+
+    /// The leader of partition `p` as this node knows it.
+    pub fn leader(&self, p: PartitionId) -> Option<NodeId> {
+        self.group(p).ok()?.raft.metrics().borrow().current_leader
     }
 
     /// Number of partitions.
@@ -251,7 +347,15 @@ impl Partitions {
     /// Stops every group, then closes storage after draining the write-ahead log. Returns once
     /// the data directory is released (a new `start` on it may follow at once).
     pub async fn shutdown(self) {
-        let Self { groups, store, .. } = self;
+        let Self {
+            groups,
+            store,
+            tasks,
+            ..
+        } = self;
+        for t in &tasks {
+            t.abort();
+        }
         for (p, g) in groups.iter().enumerate() {
             if let Err(e) = g.raft.shutdown().await {
                 tracing::warn!(partition = p, error = %e, "raft group did not stop cleanly");

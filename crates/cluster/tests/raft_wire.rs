@@ -20,11 +20,20 @@ fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debu
 #[test]
 fn raft_messages_round_trip_through_the_codec() {
     let lid = |t, i| LogId::new(CommittedLeaderId::new(t, 1), i);
-    let members = BTreeMap::from([(1u64, openraft::BasicNode::new("127.0.0.1:1")), (2, openraft::BasicNode::new("127.0.0.1:2"))]);
+    let members = BTreeMap::from([
+        (1u64, openraft::BasicNode::new("127.0.0.1:1")),
+        (2, openraft::BasicNode::new("127.0.0.1:2")),
+    ]);
     let membership = Membership::new(vec![BTreeSet::from([1u64, 2])], members.clone());
     let entries = vec![
-        Entry::<TypeConfig> { log_id: lid(1, 1), payload: EntryPayload::Blank },
-        Entry { log_id: lid(1, 2), payload: EntryPayload::Membership(membership.clone()) },
+        Entry::<TypeConfig> {
+            log_id: lid(1, 1),
+            payload: EntryPayload::Blank,
+        },
+        Entry {
+            log_id: lid(1, 2),
+            payload: EntryPayload::Membership(membership.clone()),
+        },
         Entry {
             log_id: lid(2, 3),
             payload: EntryPayload::Normal(Proposal::from(Command::single(Op::SetState {
@@ -50,9 +59,16 @@ fn raft_messages_round_trip_through_the_codec() {
     ] {
         assert_eq!(round_trip(&r), r);
     }
-    let v = VoteRequest::<u64> { vote: Vote::new(3, 2), last_log_id: Some(lid(2, 3)) };
+    let v = VoteRequest::<u64> {
+        vote: Vote::new(3, 2),
+        last_log_id: Some(lid(2, 3)),
+    };
     assert_eq!(round_trip(&v), v);
-    let vr = VoteResponse::<u64> { vote: Vote::new(3, 2), vote_granted: true, last_log_id: None };
+    let vr = VoteResponse::<u64> {
+        vote: Vote::new(3, 2),
+        vote_granted: true,
+        last_log_id: None,
+    };
     assert_eq!(round_trip(&vr), vr);
     let snap = InstallSnapshotRequest::<TypeConfig> {
         vote: Vote::new_committed(2, 1),
@@ -68,6 +84,8 @@ fn raft_messages_round_trip_through_the_codec() {
     let back = round_trip(&snap);
     assert_eq!(back.meta, snap.meta);
     assert_eq!(back.data, snap.data);
-    let sr = InstallSnapshotResponse::<u64> { vote: Vote::new(2, 1) };
+    let sr = InstallSnapshotResponse::<u64> {
+        vote: Vote::new(2, 1),
+    };
     assert_eq!(round_trip(&sr), sr);
 }

@@ -17,6 +17,7 @@ pub mod builtin;
 pub mod entity;
 mod envelope;
 pub mod error;
+mod forward;
 mod partition;
 mod processor;
 mod proposer;
@@ -25,9 +26,9 @@ pub mod testing;
 pub use error::Error;
 pub use partition::PartitionMetrics;
 
-use actor::{EntityMsg, Reply, Work, WorkKind};
+use actor::{Reply, WorkKind};
 use partition::PartitionHandle;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use entity::EntityType;
 use perdure_cluster::Partitions;
@@ -151,6 +152,7 @@ pub struct Runtime {
     partitions: Arc<Partitions>,
     registry: Registry,
     handles: Arc<Vec<PartitionHandle>>,
+    local: Arc<forward::Local>,
     stop: Vec<Arc<Notify>>,
     loops: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -214,10 +216,19 @@ impl Runtime {
                 s,
             )));
         }
+        let local = Arc::new(forward::Local {
+            partitions: partitions.clone(),
+            handles: handles.clone(),
+        });
+        partitions.dispatcher().register(
+            forward::KIND_FORWARD,
+            Arc::new(forward::ForwardService(local.clone())),
+        );
         Ok(Self {
             partitions,
             registry,
             handles,
+            local,
             stop,
             loops: std::sync::Mutex::new(loops),
         })
@@ -253,25 +264,17 @@ impl Runtime {
         self.handles.iter().map(|h| h.metrics.active()).sum()
     }
 
-    async fn run(
-        &self,
-        entity: EntityId,
-        kind: WorkKind,
-        operation: &str,
-        input: Option<Value>,
-    ) -> Result<Reply, Error> {
-        let p = self.partitions.partition_of(&entity);
-        let (tx, rx) = oneshot::channel();
-        let work = Work {
-            kind,
-            operation: operation.to_string(),
-            input,
-            reply: Some(tx),
-        };
-        partition::route(&self.handles, p, entity, EntityMsg::Work(work))?;
-        rx.await.map_err(|_| {
-            Error::Unavailable("the entity was deactivated before answering; retry".into())
-        })?
+    /// The node to forward partition `p`'s requests to, when this node does not serve it.
+    fn remote_leader(&self, p: u32) -> Result<Option<perdure_types::NodeId>, Error> {
+        if self.local.serves(p) {
+            return Ok(None);
+        }
+        match self.partitions.leader(p) {
+            Some(l) if l != self.partitions.node_id() => Ok(Some(l)),
+            _ => Err(Error::Unavailable(format!(
+                "partition {p} has no leader reachable from this node; retry"
+            ))),
+        }
     }
 
     /// Signals an entity; returns once the signal is durable (and applied).
@@ -280,10 +283,24 @@ impl Runtime {
             .check(&req.entity, &req.operation, req.input.as_ref())?;
         let span = tracing::debug_span!("signal", entity = %req.entity, op = %req.operation);
         let _e = span.enter();
+        let p = self.partitions.partition_of(&req.entity);
+        if let Some(leader) = self.remote_leader(p)? {
+            let fwd = forward::signal_request(
+                req.entity,
+                &req.operation,
+                req.input.as_ref(),
+                req.idempotency_key,
+            );
+            return match forward::forward(&self.partitions, leader, fwd).await? {
+                forward::ForwardReply::Signal(o) => Ok(o),
+                _ => Ok(SignalOutcome::Accepted),
+            };
+        }
         let kind = WorkKind::Signal {
             idempotency_key: req.idempotency_key,
         };
         match self
+            .local
             .run(req.entity, kind, &req.operation, req.input)
             .await?
         {
@@ -310,7 +327,19 @@ impl Runtime {
         self.registry.check(&entity, operation, input.as_ref())?;
         let span = tracing::debug_span!("call", entity = %entity, op = %operation);
         let _e = span.enter();
-        match self.run(entity, WorkKind::Call, operation, input).await? {
+        let p = self.partitions.partition_of(&entity);
+        if let Some(leader) = self.remote_leader(p)? {
+            let fwd = forward::call_request(entity, operation, input.as_ref());
+            return match forward::forward(&self.partitions, leader, fwd).await? {
+                forward::ForwardReply::Call(v) => forward::parse(&v),
+                _ => Ok(Value::Null),
+            };
+        }
+        match self
+            .local
+            .run(entity, WorkKind::Call, operation, input)
+            .await?
+        {
             Reply::Call(v) => Ok(v),
             Reply::Signal(_) => Ok(Value::Null),
         }
@@ -320,15 +349,53 @@ impl Runtime {
     pub async fn get(&self, entity: &EntityId) -> Result<Option<Value>, Error> {
         self.registry.get(entity.name())?;
         let p = self.partitions.partition_of(entity);
-        let state = self.partitions.read(p).await?;
-        match state
-            .state(entity)
-            .map_err(|e| Error::Unavailable(e.to_string()))?
-        {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::Unavailable(format!("{entity}: stored state is not JSON: {e}"))
-            }),
+        match self.partitions.read(p).await {
+            Err(perdure_cluster::Error::NotLeader {
+                leader: Some(l), ..
+            }) if l != self.partitions.node_id() => {
+                let fwd = forward::ForwardRequest::Get {
+                    entity: entity.clone(),
+                };
+                match forward::forward(&self.partitions, l, fwd).await? {
+                    forward::ForwardReply::Get(v) => v.as_deref().map(forward::parse).transpose(),
+                    _ => Ok(None),
+                }
+            }
+            Err(e) => Err(e.into()),
+            Ok(_) => self.local.get(entity).await,
+        }
+    }
+
+    /// One partition's entities of type `t`, locally or from the partition's leader.
+    async fn partition_entities(
+        &self,
+        p: u32,
+        t: &str,
+        after: Option<&str>,
+        want: usize,
+    ) -> Result<Vec<(String, Value)>, Error> {
+        match self.local.entities(p, t, after, want).await {
+            Err(Error::Unavailable(_)) => match self.partitions.leader(p) {
+                Some(l) if l != self.partitions.node_id() => {
+                    let fwd = forward::ForwardRequest::Entities {
+                        partition: p,
+                        name: t.to_string(),
+                        after: after.map(str::to_string),
+                        limit: want as u32,
+                    };
+                    match forward::forward(&self.partitions, l, fwd).await? {
+                        forward::ForwardReply::Entities(v) => v
+                            .into_iter()
+                            .map(|(k, s)| Ok((k, forward::parse(&s)?)))
+                            .collect(),
+                        _ => Ok(Vec::new()),
+                    }
+                }
+                _ => Err(Error::Unavailable(format!(
+                    "partition {p} has no reachable leader"
+                ))),
+            },
+            other => other,
         }
     }
 
@@ -359,14 +426,12 @@ impl Runtime {
         };
         let mut entities = Vec::new();
         while p < self.partitions.count() {
-            let state = self.partitions.read(p).await?;
             let want = limit - entities.len();
-            let got = state
-                .entities(t, after.as_deref(), want)
-                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let got = self
+                .partition_entities(p, t, after.as_deref(), want)
+                .await?;
             let full = got.len() == want;
-            for (key, bytes) in got {
-                let state = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            for (key, state) in got {
                 entities.push(EntitySummary { key, state });
             }
             if full {
@@ -388,6 +453,10 @@ impl Runtime {
     /// Stops every partition's actors and services; requests in flight get
     /// [`Error::Unavailable`].
     pub async fn shutdown(&self) {
+        // the forward service holds the runtime's parts: release it first
+        self.partitions
+            .dispatcher()
+            .unregister(forward::KIND_FORWARD);
         for s in &self.stop {
             s.notify_one();
         }

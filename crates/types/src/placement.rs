@@ -23,7 +23,11 @@ pub fn replicas(p: PartitionId, members: &[NodeId], rf: u32) -> Vec<NodeId> {
     let mut ranked: Vec<(u64, NodeId)> = members.iter().map(|&n| (score(p, n), n)).collect();
     ranked.sort_unstable_by(|a, b| b.cmp(a));
     ranked.dedup_by_key(|x| x.1);
-    ranked.into_iter().take(rf as usize).map(|(_, n)| n).collect()
+    ranked
+        .into_iter()
+        .take(rf as usize)
+        .map(|(_, n)| n)
+        .collect()
 }
 
 #[cfg(test)]
@@ -45,21 +49,29 @@ mod tests {
         for p in 0..1200 {
             first[replicas(p, &[1, 2, 3], 3)[0] as usize] += 1;
         }
-        for n in 1..=3 {
-            assert!((330..470).contains(&first[n]), "node {n} prefers {} of 1200", first[n]);
+        for (n, &count) in first.iter().enumerate().skip(1) {
+            assert!(
+                (330..470).contains(&count),
+                "node {n} prefers {count} of 1200"
+            );
         }
     }
 
     #[test]
     fn a_join_moves_only_the_partitions_whose_replica_set_changes_about_rf_over_n() {
         let before: Vec<_> = (0..1000).map(|p| replicas(p, &[1, 2, 3, 4], 3)).collect();
-        let after: Vec<_> = (0..1000).map(|p| replicas(p, &[1, 2, 3, 4, 5], 3)).collect();
+        let after: Vec<_> = (0..1000)
+            .map(|p| replicas(p, &[1, 2, 3, 4, 5], 3))
+            .collect();
         let mut moved = 0;
         for (b, a) in before.iter().zip(&after) {
             let b: BTreeSet<_> = b.iter().collect();
             let a: BTreeSet<_> = a.iter().collect();
             let gone = b.difference(&a).count();
-            assert!(gone <= 1, "a join replaces at most one replica of a partition");
+            assert!(
+                gone <= 1,
+                "a join replaces at most one replica of a partition"
+            );
             if gone == 1 {
                 assert!(a.contains(&5), "only the new node takes a slot");
                 moved += 1;

@@ -7,6 +7,7 @@
 //! | `GET {BASE}/entities/{name}/{key}` | state: 200, or 404 |
 //! | `GET {BASE}/entities/{name}?top=N&continuation=T` | a page of entities |
 //! | `POST {BASE}/entities:batch` | many signals, one result each |
+//! | `GET /cluster` | members and their health, partitions with replicas and leaders |
 //! | `GET /healthz`, `GET /readyz` | process alive; every partition has a leader and its entity runtime runs |
 //!
 //! Every error is JSON `{"error":{"code":"...","message":"..."}}`.
@@ -56,6 +57,7 @@ pub fn router(runtime: Arc<Runtime>, http: HttpConfig) -> Router {
         .nest(BASE, api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/cluster", get(cluster))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -88,6 +90,12 @@ fn request_span(req: &Request) -> tracing::Span {
 /// `GET /healthz`: the process is alive.
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// `GET /cluster`: members (pinged now) and every partition's replicas, leader and role as this
+/// node sees them.
+async fn cluster(State(app): State<App>) -> Json<perdure_cluster::formation::ClusterStatus> {
+    Json(app.runtime.partitions().status().await)
 }
 
 /// `GET /readyz`: 200 when every partition has a leader and this node's entity runtime runs on

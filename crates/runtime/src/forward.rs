@@ -1,0 +1,276 @@
+//! Any node accepts any request: a node that does not lead the entity's partition forwards the
+//! request to the node that does, over the node-to-node transport. The receiving node only ever
+//! runs a forwarded request locally (it never forwards again), so a request cannot loop; if
+//! leadership moved meanwhile, the caller gets `Unavailable` and retries.
+
+use crate::actor::{EntityMsg, Reply, Work, WorkKind};
+use crate::partition::{self, PartitionHandle};
+use crate::{Error, SignalOutcome};
+use perdure_cluster::transport::{Handler, RemoteError, RemoteErrorCode};
+use perdure_cluster::Partitions;
+use perdure_types::{codec, EntityId, NodeId, PartitionId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Transport request kind: a client request forwarded to the partition's leader.
+pub const KIND_FORWARD: u16 = 3;
+
+/// A forwarded request. JSON values travel as text.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ForwardRequest {
+    Signal {
+        entity: EntityId,
+        operation: String,
+        input: Option<String>,
+        key: Option<String>,
+    },
+    Call {
+        entity: EntityId,
+        operation: String,
+        input: Option<String>,
+    },
+    Get {
+        entity: EntityId,
+    },
+    Entities {
+        partition: PartitionId,
+        name: String,
+        after: Option<String>,
+        limit: u32,
+    },
+}
+
+/// Its answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ForwardReply {
+    Signal(SignalOutcome),
+    Call(String),
+    Get(Option<String>),
+    Entities(Vec<(String, String)>),
+    /// `kind`: 0 unavailable, 1 operation failed, 2 bad request.
+    Error {
+        kind: u8,
+        message: String,
+    },
+}
+
+fn to_json(v: Option<&Value>) -> Option<String> {
+    v.map(Value::to_string)
+}
+
+fn from_json(s: Option<&str>) -> Result<Option<Value>, Error> {
+    s.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| Error::Unavailable(format!("undecodable forwarded JSON: {e}")))
+}
+
+/// What runs on this node, never forwarded.
+pub(crate) struct Local {
+    pub partitions: Arc<Partitions>,
+    pub handles: Arc<Vec<PartitionHandle>>,
+}
+
+impl Local {
+    /// Whether this node's entity runtime runs partition `p` now.
+    pub fn serves(&self, p: PartitionId) -> bool {
+        self.handles
+            .get(p as usize)
+            .is_some_and(|h| h.processor().is_some())
+    }
+
+    pub async fn run(
+        &self,
+        entity: EntityId,
+        kind: WorkKind,
+        operation: &str,
+        input: Option<Value>,
+    ) -> Result<Reply, Error> {
+        let p = self.partitions.partition_of(&entity);
+        let (tx, rx) = oneshot::channel();
+        let work = Work {
+            kind,
+            operation: operation.to_string(),
+            input,
+            reply: Some(tx),
+        };
+        partition::route(&self.handles, p, entity, EntityMsg::Work(work))?;
+        rx.await.map_err(|_| {
+            Error::Unavailable("the entity was deactivated before answering; retry".into())
+        })?
+    }
+
+    pub async fn get(&self, entity: &EntityId) -> Result<Option<Value>, Error> {
+        let p = self.partitions.partition_of(entity);
+        let state = self.partitions.read(p).await?;
+        match state
+            .state(entity)
+            .map_err(|e| Error::Unavailable(e.to_string()))?
+        {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Unavailable(format!("{entity}: stored state is not JSON: {e}"))
+            }),
+        }
+    }
+
+    pub async fn entities(
+        &self,
+        p: PartitionId,
+        name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Value)>, Error> {
+        let state = self.partitions.read(p).await?;
+        let got = state
+            .entities(name, after, limit)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(got
+            .into_iter()
+            .map(|(k, bytes)| (k, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+            .collect())
+    }
+
+    async fn serve(&self, req: ForwardRequest) -> Result<ForwardReply, Error> {
+        Ok(match req {
+            ForwardRequest::Signal {
+                entity,
+                operation,
+                input,
+                key,
+            } => {
+                let input = from_json(input.as_deref())?;
+                match self
+                    .run(
+                        entity,
+                        WorkKind::Signal {
+                            idempotency_key: key,
+                        },
+                        &operation,
+                        input,
+                    )
+                    .await?
+                {
+                    Reply::Signal(o) => ForwardReply::Signal(o),
+                    Reply::Call(_) => ForwardReply::Signal(SignalOutcome::Accepted),
+                }
+            }
+            ForwardRequest::Call {
+                entity,
+                operation,
+                input,
+            } => {
+                let input = from_json(input.as_deref())?;
+                match self.run(entity, WorkKind::Call, &operation, input).await? {
+                    Reply::Call(v) => ForwardReply::Call(v.to_string()),
+                    Reply::Signal(_) => ForwardReply::Call("null".into()),
+                }
+            }
+            ForwardRequest::Get { entity } => {
+                ForwardReply::Get(self.get(&entity).await?.map(|v| v.to_string()))
+            }
+            ForwardRequest::Entities {
+                partition,
+                name,
+                after,
+                limit,
+            } => ForwardReply::Entities(
+                self.entities(partition, &name, after.as_deref(), limit as usize)
+                    .await?
+                    .into_iter()
+                    .map(|(k, v)| (k, v.to_string()))
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// Serves forwarded requests from peers.
+pub(crate) struct ForwardService(pub Arc<Local>);
+
+impl Handler for ForwardService {
+    fn handle(
+        &self,
+        _from: NodeId,
+        _kind: u16,
+        body: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
+        let local = self.0.clone();
+        Box::pin(async move {
+            let req: ForwardRequest = codec::decode(&body).map_err(|e| RemoteError {
+                code: RemoteErrorCode::Handler,
+                message: format!("undecodable forwarded request: {e}"),
+            })?;
+            let reply = match local.serve(req).await {
+                Ok(r) => r,
+                Err(e) => ForwardReply::Error {
+                    kind: match e.status_hint() {
+                        crate::error::StatusHint::Unavailable => 0,
+                        crate::error::StatusHint::OperationFailed => 1,
+                        crate::error::StatusHint::BadRequest => 2,
+                    },
+                    message: e.to_string(),
+                },
+            };
+            codec::encode(&reply).map_err(|e| RemoteError {
+                code: RemoteErrorCode::Handler,
+                message: e.to_string(),
+            })
+        })
+    }
+}
+
+/// Sends a request to `leader` and returns its reply (errors mapped back).
+pub(crate) async fn forward(
+    partitions: &Partitions,
+    leader: NodeId,
+    req: ForwardRequest,
+) -> Result<ForwardReply, Error> {
+    let reply: ForwardReply = partitions
+        .peers()
+        .call(leader, KIND_FORWARD, &req, None)
+        .await
+        .map_err(|e| Error::Unavailable(format!("forwarding to node {leader}: {e}")))?;
+    match reply {
+        ForwardReply::Error { kind: 1, message } => Err(Error::Operation(message)),
+        ForwardReply::Error { kind: 2, message } => Err(Error::BadInput {
+            entity_type: String::new(),
+            operation: String::new(),
+            reason: message,
+        }),
+        ForwardReply::Error { message, .. } => Err(Error::Unavailable(message)),
+        ok => Ok(ok),
+    }
+}
+
+pub(crate) fn signal_request(
+    entity: EntityId,
+    operation: &str,
+    input: Option<&Value>,
+    key: Option<String>,
+) -> ForwardRequest {
+    ForwardRequest::Signal {
+        entity,
+        operation: operation.to_string(),
+        input: to_json(input),
+        key,
+    }
+}
+
+pub(crate) fn call_request(
+    entity: EntityId,
+    operation: &str,
+    input: Option<&Value>,
+) -> ForwardRequest {
+    ForwardRequest::Call {
+        entity,
+        operation: operation.to_string(),
+        input: to_json(input),
+    }
+}
+
+pub(crate) fn parse(s: &str) -> Result<Value, Error> {
+    serde_json::from_str(s)
+        .map_err(|e| Error::Unavailable(format!("undecodable forwarded JSON: {e}")))
+}

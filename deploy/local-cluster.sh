@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Starts a local 3-node perdure cluster on 127.0.0.1-3 (HTTP :7071, peers :7171), data under
+# ./perdure-cluster/, logs in ./perdure-cluster/nodeN.log. Ctrl-C stops all three.
+#   bash deploy/local-cluster.sh            # build (release) and start
+#   PERDURE_BIN=target/debug/perdure bash deploy/local-cluster.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${PERDURE_BIN:-target/release/perdure}
+if [ -z "${PERDURE_BIN:-}" ]; then
+  cargo build --release --bin perdure
+fi
+mkdir -p perdure-cluster
+pids=()
+cleanup() {
+  echo "stopping the cluster"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait
+}
+trap cleanup INT TERM EXIT
+for n in 1 2 3; do
+  "$BIN" serve --config "config/node$n.toml" > "perdure-cluster/node$n.log" 2>&1 &
+  pids+=($!)
+  echo "node $n: http://127.0.0.$n:7071 (pid $!, log perdure-cluster/node$n.log)"
+done
+for n in 1 2 3; do
+  for _ in $(seq 300); do
+    if curl -fs "http://127.0.0.$n:7071/readyz" > /dev/null 2>&1; then echo "node $n ready"; break; fi
+    sleep 0.1
+  done
+done
+echo "cluster status: curl http://127.0.0.1:7071/cluster   (Ctrl-C stops the cluster)"
+wait
