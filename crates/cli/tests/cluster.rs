@@ -48,7 +48,7 @@ fn write_config(dir: &Path, m: &Member, all: &[Member]) -> std::path::PathBuf {
         })
         .collect();
     let text = format!(
-        "node_id = {}\ndata_dir = \"{}\"\npartitions = {PARTITIONS}\nhttp_addr = \"{}:{}\"\n\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nsnapshot_every_entries = 2000\n\n[cluster]\ncluster_id = \"test\"\nsecret = \"a-test-secret-of-enough-length\"\nlisten_addr = \"{}:{}\"\nmembers = [{}]\n",
+        "node_id = {}\ndata_dir = \"{}\"\npartitions = {PARTITIONS}\nhttp_addr = \"{}:{}\"\n\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nsnapshot_every_entries = 2000\n\n[entities]\ntest_types = true\npassivate_after_ms = 200\n\n[cluster]\ncluster_id = \"test\"\nsecret = \"a-test-secret-of-enough-length\"\nlisten_addr = \"{}:{}\"\nmembers = [{}]\n",
         m.id,
         dir.join(format!("node{}", m.id)).display(),
         m.ip,
@@ -209,6 +209,69 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
             }
         }));
     }
+    // single activation across leader changes: probe visits (idempotent, retried until
+    // acknowledged) through any node; each visit runs once, never overlapping another
+    let probe_acked: Arc<Mutex<HashMap<usize, u64>>> = Arc::default();
+    let overlaps = Arc::new(AtomicU64::new(0));
+    for c in 0..2u64 {
+        let (http, urls, stop, probe_acked, overlaps) = (
+            http.clone(),
+            urls.clone(),
+            stop.clone(),
+            probe_acked.clone(),
+            overlaps.clone(),
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (100 + c));
+        clients.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let probe = rng.gen_range(0..4usize);
+                let key = format!("p{c}-{n}");
+                n += 1;
+                let mut node = rng.gen_range(0..urls.len());
+                let since = Instant::now();
+                loop {
+                    assert!(
+                        since.elapsed() < Duration::from_secs(60),
+                        "probe visit {key} not acknowledged"
+                    );
+                    let r = http
+                        .post(format!(
+                            "{}{BASE}/entities/probe/q{probe}?op=visit",
+                            urls[node]
+                        ))
+                        .header("Idempotency-Key", &key)
+                        .send()
+                        .await;
+                    if matches!(&r, Ok(resp) if resp.status() == 202) {
+                        *probe_acked.lock().unwrap().entry(probe).or_default() += 1;
+                        break;
+                    }
+                    node = (node + 1) % urls.len();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if n % 20 == 0 {
+                    // a call reports the overlaps the answering node has seen
+                    if let Ok(r) = http
+                        .post(format!(
+                            "{}{BASE}/entities/probe/q{probe}/call?op=visit",
+                            urls[node]
+                        ))
+                        .send()
+                        .await
+                    {
+                        if let Ok(v) = r.json::<serde_json::Value>().await {
+                            overlaps
+                                .fetch_max(v["overlaps"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                            if v["visits"].is_u64() {
+                                *probe_acked.lock().unwrap().entry(probe).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // kill -9 the node leading the most partitions
@@ -294,6 +357,32 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
             assert_eq!(v.as_i64(), Some(*sum), "counter k{counter} via {url}");
         }
     }
+    let probe_acked = probe_acked.lock().unwrap().clone();
+    for (probe, visits) in &probe_acked {
+        let v: serde_json::Value = http
+            .get(format!("{}{BASE}/entities/probe/q{probe}", urls[0]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            v.as_u64(),
+            Some(*visits),
+            "probe q{probe}: every acknowledged visit exactly once"
+        );
+    }
+    assert_eq!(
+        overlaps.load(Ordering::Relaxed),
+        0,
+        "two operations overlapped on one entity"
+    );
+    eprintln!(
+        "{} probes exact ({} visits)",
+        probe_acked.len(),
+        probe_acked.values().sum::<u64>()
+    );
     eprintln!(
         "{} counters exact on all nodes; {} retries; recovery after leader kill {recovery:?}",
         acked.len(),

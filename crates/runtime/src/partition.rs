@@ -114,8 +114,10 @@ pub(crate) async fn leader_loop(
         return;
     };
     loop {
-        let leading = partitions.is_leader(p);
-        if leading && handles[p as usize].processor().is_none() {
+        let start = handles[p as usize].processor().is_none()
+            && partitions.is_leader(p)
+            && caught_up(&partitions, p).await;
+        if start {
             let shared = Arc::new(Shared {
                 partition: p,
                 partitions: partitions.clone(),
@@ -169,6 +171,8 @@ pub(crate) async fn leader_loop(
         tokio::select! {
             _ = stop.notified() => return,
             changed = metrics.changed() => if changed.is_err() { return },
+            // a leader whose barrier failed tries again even if nothing changes
+            _ = tokio::time::sleep(Duration::from_millis(100)), if partitions.is_leader(p) => {}
         }
     }
 }
@@ -179,6 +183,21 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// A new leader's state machine may not yet have applied every entry committed before its term
+/// (openraft applies them once the term's first entry commits). Actors activated before that
+/// would read a stale state and overwrite newer committed state with it: a lost update. So the
+/// runtime starts only after a linearizable read barrier: leadership confirmed by a quorum and
+/// everything committed so far applied here.
+async fn caught_up(partitions: &Partitions, p: PartitionId) -> bool {
+    match partitions.read(p).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(partition = p, error = %e, "leader not caught up yet");
+            false
+        }
     }
 }
 
