@@ -2,11 +2,11 @@
 # Starts a local 3-node perdure cluster on 127.0.0.1-3 (HTTP :7071, peers :7171), data under
 # ./perdure-cluster/, logs in ./perdure-cluster/nodeN.log. Ctrl-C stops all three.
 #   bash deploy/local-cluster.sh            # build (release) and start
-#   PERDURE_BIN=target/debug/perdure bash deploy/local-cluster.sh
+#   NODE_BIN=target/debug/perdure bash deploy/local-cluster.sh   (an existing binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${PERDURE_BIN:-target/release/perdure}
-if [ -z "${PERDURE_BIN:-}" ]; then
+BIN=${NODE_BIN:-target/release/perdure}
+if [ -z "${NODE_BIN:-}" ]; then
   cargo build --release --bin perdure
 fi
 mkdir -p perdure-cluster

@@ -4,7 +4,8 @@
 //! Environment variables name a key in upper case with `__` between levels:
 //! `PERDURE_DATA_DIR=/var/lib/perdure`, `PERDURE_RAFT__HEARTBEAT_INTERVAL_MS=50`. A value is read
 //! as a TOML integer, float or boolean when it parses as one, and as a string otherwise.
-//! `PERDURE_LOG`, `PERDURE_LOG_FORMAT` and `PERDURE_URL` (the CLI client's server) are not node
+//! `PERDURE_LOG`, `PERDURE_LOG_FORMAT`, `PERDURE_URL` (the CLI client's server) and
+//! `PERDURE_TEST_SEED` (replays a test run; inherited by the nodes tests start) are not node
 //! settings and are skipped.
 
 use perdure_types::config::{ConfigError, NodeConfig};
@@ -69,7 +70,7 @@ pub fn load(
             continue;
         };
         // Not node settings: the log filter and the CLI client's server address.
-        if rest.is_empty() || matches!(rest, "LOG" | "LOG_FORMAT" | "URL") {
+        if rest.is_empty() || matches!(rest, "LOG" | "LOG_FORMAT" | "URL" | "TEST_SEED") {
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
@@ -162,6 +163,7 @@ mod tests {
                 ("PERDURE_RAFT__ELECTION_TIMEOUT_MIN_MS", "300"),
                 ("HOME", "/root"),
                 ("PERDURE_URL", "http://127.0.0.1:9"),
+                ("PERDURE_TEST_SEED", "42"),
             ]),
             vec![("data_dir".into(), Value::String("/from/flag".into()))],
         )

@@ -320,6 +320,31 @@ impl PartitionState {
     }
 
     fn apply_command(&self, txn: &mut Txn<'_>, cmd: &Command) -> Result<Vec<OpResult>> {
+        // A command that remembers an id seen before was applied before: it applies nothing at
+        // all, not even the ids before the duplicate (or those would look applied when their
+        // effects were not).
+        let mut seen = false;
+        let mut dup = Vec::with_capacity(cmd.ops.len());
+        for op in &cmd.ops {
+            let d = match op {
+                Op::RememberId { entity, id, .. } => txn.get(&keys::id(entity, id))?.is_some(),
+                _ => false,
+            };
+            seen |= d;
+            dup.push(d);
+        }
+        if seen {
+            return Ok(dup
+                .into_iter()
+                .map(|d| {
+                    if d {
+                        OpResult::Duplicate
+                    } else {
+                        OpResult::Skipped
+                    }
+                })
+                .collect());
+        }
         let mut out = Vec::with_capacity(cmd.ops.len());
         let mut skip = false;
         for op in &cmd.ops {
