@@ -819,6 +819,29 @@ mod tests {
             vec![OpResult::Duplicate, OpResult::Skipped]
         );
         assert_eq!(st.inbox(&e("a")).unwrap().len(), 1);
+        // a new id before a seen one is not remembered either: the command applies nothing
+        let mixed = vec![
+            Op::RememberId {
+                entity: e("a"),
+                id: "req-new".into(),
+                expires_at: 1000,
+            },
+            Op::RememberId {
+                entity: e("a"),
+                id: "req-1".into(),
+                expires_at: 1000,
+            },
+            Op::Enqueue {
+                entity: e("a"),
+                message: vec![9],
+            },
+        ];
+        assert_eq!(
+            apply(&st, 20, mixed),
+            vec![OpResult::Skipped, OpResult::Duplicate, OpResult::Skipped]
+        );
+        assert!(!st.remembers_id(&e("a"), "req-new").unwrap());
+        assert_eq!(st.inbox(&e("a")).unwrap().len(), 1);
         // expiry forgets it; the same id is then new again
         apply(
             &st,
