@@ -377,7 +377,10 @@ impl EntityState {
                     .map(|_| Vec::new())
                     .map_err(Error::from)
             } else {
-                shared.proposer.propose(Command { ops }).await
+                shared
+                    .proposer
+                    .propose(Command::new(ops).fenced(shared.term))
+                    .await
             };
             let _ = me.cast(EntityMsg::Committed(result));
         });

@@ -67,6 +67,9 @@ impl PartitionMetrics {
 /// What every actor and service of one partition shares.
 pub(crate) struct Shared {
     pub partition: PartitionId,
+    /// The Raft term this leadership started in: every command this runtime proposes is fenced
+    /// to it, so none can take effect under a later leadership.
+    pub term: u64,
     pub partitions: Arc<Partitions>,
     pub registry: Registry,
     pub config: EntitiesConfig,
@@ -114,12 +117,15 @@ pub(crate) async fn leader_loop(
         return;
     };
     loop {
-        let start = handles[p as usize].processor().is_none()
-            && partitions.is_leader(p)
-            && caught_up(&partitions, p).await;
-        if start {
+        let term = if handles[p as usize].processor().is_none() && partitions.is_leader(p) {
+            caught_up(&partitions, p).await
+        } else {
+            None
+        };
+        if let Some(term) = term {
             let shared = Arc::new(Shared {
                 partition: p,
+                term,
                 partitions: partitions.clone(),
                 registry: registry.clone(),
                 config: config.clone(),
@@ -191,12 +197,16 @@ impl Drop for AbortOnDrop {
 /// would read a stale state and overwrite newer committed state with it: a lost update. So the
 /// runtime starts only after a linearizable read barrier: leadership confirmed by a quorum and
 /// everything committed so far applied here.
-async fn caught_up(partitions: &Partitions, p: PartitionId) -> bool {
+async fn caught_up(partitions: &Partitions, p: PartitionId) -> Option<u64> {
+    let term = |p| partitions.metrics(p).ok().map(|m| m.borrow().current_term);
+    let before = term(p)?;
     match partitions.read(p).await {
-        Ok(_) => true,
+        // the same leadership before and after the barrier: its term fences our commands
+        Ok(_) if term(p) == Some(before) && partitions.is_leader(p) => Some(before),
+        Ok(_) => None,
         Err(e) => {
             tracing::debug!(partition = p, error = %e, "leader not caught up yet");
-            false
+            None
         }
     }
 }
@@ -312,19 +322,22 @@ async fn deliver(
     if dest == p {
         // Same partition: receive and acknowledge atomically.
         ops.push(Op::AckOutbox { dest, upto });
-        let results = shared.proposer.propose(Command { ops }).await?;
+        let results = shared
+            .proposer
+            .propose(Command::new(ops).fenced(shared.term))
+            .await?;
         check_received(&results, p, dest)?;
     } else {
         if !ops.is_empty() {
             let results = handles[dest as usize]
                 .proposer
-                .propose(Command { ops })
+                .propose(Command::new(ops))
                 .await?;
             check_received(&results, p, dest)?;
         }
         shared
             .proposer
-            .propose(Command::single(Op::AckOutbox { dest, upto }))
+            .propose(Command::single(Op::AckOutbox { dest, upto }).fenced(shared.term))
             .await?;
     }
     shared.metrics.delivered.fetch_add(n, Ordering::Relaxed);
@@ -376,7 +389,11 @@ async fn timer_loop(shared: Arc<Shared>) {
                         message: t.message,
                     });
                 }
-                match shared.proposer.propose(Command { ops }).await {
+                match shared
+                    .proposer
+                    .propose(Command::new(ops).fenced(shared.term))
+                    .await
+                {
                     Ok(_) => {
                         shared.metrics.timers_fired.fetch_add(n, Ordering::Relaxed);
                         shared.outbox_notify.notify_one();

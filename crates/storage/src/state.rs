@@ -294,7 +294,15 @@ impl PartitionState {
                     results: proposal
                         .commands
                         .iter()
-                        .map(|c| self.apply_command(&mut txn, c))
+                        .map(|c| {
+                            if c.fence_term
+                                .is_some_and(|t| t != entry.log_id.leader_id.term)
+                            {
+                                Ok(vec![OpResult::Skipped; c.ops.len()])
+                            } else {
+                                self.apply_command(&mut txn, c)
+                            }
+                        })
                         .collect::<Result<_>>()?,
                 },
                 EntryPayload::Membership(m) => {
@@ -670,7 +678,7 @@ mod tests {
     fn apply(st: &PartitionState, index: u64, ops: Vec<Op>) -> Vec<OpResult> {
         let entry = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Command { ops }.into()),
+            payload: EntryPayload::Normal(Command::new(ops).into()),
         };
         let mut m = StoredMembership::default();
         let mut r = st.apply(&[entry], &mut m).unwrap();
@@ -865,6 +873,36 @@ mod tests {
             apply(&st, 5, cmd(3)),
             vec![OpResult::Done, OpResult::Enqueued(2)]
         );
+    }
+
+    #[test]
+    fn a_command_fenced_to_another_term_applies_nothing() {
+        let (st, _d) = state();
+        let entry = |term, index, cmd: Command| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(cmd.into()),
+        };
+        let set = |v: &[u8]| {
+            Command::single(Op::SetState {
+                entity: e("f"),
+                state: v.to_vec(),
+            })
+        };
+        let mut m = StoredMembership::default();
+        // stamped with term 3, appended in term 3: applies
+        let r = st
+            .apply(&[entry(3, 1, set(b"a").fenced(3))], &mut m)
+            .unwrap();
+        assert_eq!(r[0].results[0], vec![OpResult::Done]);
+        // stamped with term 3, appended in term 4 (a later leadership): nothing happens
+        let r = st
+            .apply(&[entry(4, 2, set(b"b").fenced(3))], &mut m)
+            .unwrap();
+        assert_eq!(r[0].results[0], vec![OpResult::Skipped]);
+        assert_eq!(st.state(&e("f")).unwrap(), Some(b"a".to_vec()));
+        // not fenced: applies in any term
+        st.apply(&[entry(4, 3, set(b"c"))], &mut m).unwrap();
+        assert_eq!(st.state(&e("f")).unwrap(), Some(b"c".to_vec()));
     }
 
     #[test]

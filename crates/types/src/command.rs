@@ -20,12 +20,32 @@ pub type Millis = u64;
 pub struct Command {
     /// Applied in order, all in one batch.
     pub ops: Vec<Op>,
+    /// Fencing by Raft term: when set, the command applies only if the log entry carrying it was
+    /// appended in this term; otherwise every op answers [`OpResult::Skipped`]. A leader's
+    /// runtime stamps its commands with the term it started in, so a command computed under one
+    /// leadership can never take effect under a later one (for example after sitting in a queue
+    /// while leadership was lost and won again), whatever state it was computed from.
+    pub fence_term: Option<u64>,
 }
 
 impl Command {
-    /// A command of one op.
+    /// A command of one op, not fenced.
     pub fn single(op: Op) -> Self {
-        Self { ops: vec![op] }
+        Self::new(vec![op])
+    }
+
+    /// A command of `ops`, not fenced.
+    pub fn new(ops: Vec<Op>) -> Self {
+        Self {
+            ops,
+            fence_term: None,
+        }
+    }
+
+    /// The same command, fenced to `term`.
+    pub fn fenced(mut self, term: u64) -> Self {
+        self.fence_term = Some(term);
+        self
     }
 }
 
