@@ -38,6 +38,24 @@ impl Member {
 }
 
 fn write_config(dir: &Path, m: &Member, all: &[Member]) -> std::path::PathBuf {
+    write_config_with(
+        dir,
+        m,
+        all,
+        "test",
+        "a-test-secret-of-enough-length",
+        PARTITIONS,
+    )
+}
+
+fn write_config_with(
+    dir: &Path,
+    m: &Member,
+    all: &[Member],
+    cluster_id: &str,
+    secret: &str,
+    partitions: usize,
+) -> std::path::PathBuf {
     let members: Vec<String> = all
         .iter()
         .map(|o| {
@@ -48,7 +66,7 @@ fn write_config(dir: &Path, m: &Member, all: &[Member]) -> std::path::PathBuf {
         })
         .collect();
     let text = format!(
-        "node_id = {}\ndata_dir = \"{}\"\npartitions = {PARTITIONS}\nhttp_addr = \"{}:{}\"\n\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nsnapshot_every_entries = 2000\n\n[entities]\ntest_types = true\npassivate_after_ms = 200\n\n[cluster]\ncluster_id = \"test\"\nsecret = \"a-test-secret-of-enough-length\"\nlisten_addr = \"{}:{}\"\nmembers = [{}]\n",
+        "node_id = {}\ndata_dir = \"{}\"\npartitions = {partitions}\nhttp_addr = \"{}:{}\"\n\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nsnapshot_every_entries = 2000\n\n[entities]\ntest_types = true\npassivate_after_ms = 200\n\n[cluster]\ncluster_id = \"{cluster_id}\"\nsecret = \"{secret}\"\nlisten_addr = \"{}:{}\"\nmembers = [{}]\n",
         m.id,
         dir.join(format!("node{}", m.id)).display(),
         m.ip,
@@ -389,4 +407,126 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
         retries.load(Ordering::Relaxed)
     );
     drop(nodes);
+}
+
+/// A node with the wrong secret, another cluster id or another partition count is refused by its
+/// peers with an error that says which; the cluster does not form around it (and nothing is
+/// written); once its config is fixed, it forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for (what, cluster_id, secret, partitions, expect) in [
+        (
+            "wrong secret",
+            "test",
+            "another-secret-of-enough-length",
+            PARTITIONS,
+            "secret",
+        ),
+        (
+            "other cluster id",
+            "other",
+            "a-test-secret-of-enough-length",
+            PARTITIONS,
+            "cluster id",
+        ),
+        (
+            "other partition count",
+            "test",
+            "a-test-secret-of-enough-length",
+            4,
+            "partition count",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let members: Vec<Member> = (1..=3)
+            .map(|i| {
+                let ip = format!("127.0.0.{i}");
+                Member {
+                    id: i,
+                    http: free_port(&ip),
+                    peer: free_port(&ip),
+                    ip,
+                }
+            })
+            .collect();
+        let mut configs: Vec<_> = members[..2]
+            .iter()
+            .map(|m| write_config(dir.path(), m, &members))
+            .collect();
+        configs.push(write_config_with(
+            dir.path(),
+            &members[2],
+            &members,
+            cluster_id,
+            secret,
+            partitions,
+        ));
+        let mut nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
+        // node 1 sees node 3 down, and says why
+        let t = Instant::now();
+        let reason = loop {
+            let v: serde_json::Value = match http
+                .get(format!("{}/cluster", members[0].url()))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            let m3 = v["members"]
+                .as_array()
+                .and_then(|ms| ms.iter().find(|m| m["node_id"] == 3).cloned());
+            if let Some(m3) = m3 {
+                if m3["up"] == false && m3["error"].as_str().is_some_and(|e| e.contains(expect)) {
+                    break m3["error"].as_str().unwrap().to_string();
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{what}: node 1 never reported node 3's problem: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        eprintln!("{what}: node 1 says about node 3: {reason}");
+        // the cluster does not form around it: bootstrap waits for every member
+        let r = http
+            .get(format!("{}/readyz", members[0].url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{what}: formed without node 3");
+        // fixed config: it forms, and serves
+        nodes.0[2].take().map(|mut c| {
+            c.kill().unwrap();
+            c.wait().unwrap()
+        });
+        if partitions != PARTITIONS {
+            // its data directory was created with the wrong count: it refuses another, so start fresh
+            std::fs::remove_dir_all(dir.path().join("node3")).unwrap();
+        }
+        let fixed = write_config(dir.path(), &members[2], &members);
+        nodes.0[2] = Some(start(&fixed));
+        for m in &members {
+            assert!(
+                ready(&http, &m.url(), Duration::from_secs(30)).await,
+                "{what}: node {} not ready after the fix",
+                m.id
+            );
+        }
+        let r = http
+            .post(format!(
+                "{}{BASE}/entities/counter/x/call?op=add",
+                members[2].url()
+            ))
+            .json(&1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{what}: the fixed cluster does not serve");
+        drop(nodes);
+    }
 }
