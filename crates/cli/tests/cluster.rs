@@ -269,10 +269,12 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 if n % 20 == 0 {
-                    // a call reports the overlaps the answering node has seen
+                    // a call reports the overlaps the answering node has seen; it goes to an
+                    // uncounted probe: a call has no idempotency key, so when its node dies
+                    // mid-call its outcome is unknown and it cannot be counted either way
                     if let Ok(r) = http
                         .post(format!(
-                            "{}{BASE}/entities/probe/q{probe}/call?op=visit",
+                            "{}{BASE}/entities/probe/check{probe}/call?op=visit",
                             urls[node]
                         ))
                         .send()
@@ -281,9 +283,6 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
                         if let Ok(v) = r.json::<serde_json::Value>().await {
                             overlaps
                                 .fetch_max(v["overlaps"].as_u64().unwrap_or(0), Ordering::Relaxed);
-                            if v["visits"].is_u64() {
-                                *probe_acked.lock().unwrap().entry(probe).or_default() += 1;
-                            }
                         }
                     }
                 }

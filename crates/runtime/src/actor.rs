@@ -425,10 +425,11 @@ impl EntityState {
                 .iter()
                 .any(|r| matches!(r, OpResult::Duplicate | OpResult::Skipped))
             {
-                // This actor checked every key against committed state: a duplicate at apply time
-                // means someone else wrote for this entity. Refuse to go on with a stale state.
+                // Nothing of the batch took effect: a command fenced out (proposed under another
+                // leadership) answers Skipped, and a duplicate id at apply time means someone
+                // else wrote for this entity. Refuse to go on with a possibly stale state.
                 Err(Error::Unavailable(format!(
-                    "{}: concurrent writer detected; reactivating",
+                    "{}: the batch did not take effect (leadership changed or a concurrent writer); retry",
                     self.entity
                 )))
             } else {

@@ -272,6 +272,119 @@ impl NodeConfig {
                 "must be at least 1",
             ));
         }
+        self.validate_entities_and_http()?;
+        self.validate_cluster()
+    }
+
+    fn validate_entities_and_http(&self) -> Result<(), ConfigError> {
+        let e = &self.entities;
+        if e.passivate_after_ms == 0 {
+            return Err(ConfigError::new(
+                "entities.passivate_after_ms",
+                "must be at least 1",
+            ));
+        }
+        if e.idempotency_window_ms < 1000 {
+            return Err(ConfigError::new(
+                "entities.idempotency_window_ms",
+                "must be at least 1000 (1 s)",
+            ));
+        }
+        if e.max_batch_ops == 0 {
+            return Err(ConfigError::new(
+                "entities.max_batch_ops",
+                "must be at least 1",
+            ));
+        }
+        let h = &self.http;
+        if h.max_body_bytes < 1024 || h.max_body_bytes > (256 << 20) {
+            return Err(ConfigError::new(
+                "http.max_body_bytes",
+                "must be between 1 KiB and 256 MiB",
+            ));
+        }
+        if h.max_batch_signals == 0 {
+            return Err(ConfigError::new(
+                "http.max_batch_signals",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        if c.cluster_id.is_empty() || c.cluster_id.len() > 64 {
+            return Err(ConfigError::new(
+                "cluster.cluster_id",
+                "must be 1 to 64 characters",
+            ));
+        }
+        if c.listen_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "cluster.listen_addr",
+                format!("{:?} is not HOST:PORT with a numeric host", c.listen_addr),
+            ));
+        }
+        if c.replication_factor == 0 {
+            return Err(ConfigError::new(
+                "cluster.replication_factor",
+                "must be at least 1",
+            ));
+        }
+        if c.rpc_timeout_ms < 10 {
+            return Err(ConfigError::new(
+                "cluster.rpc_timeout_ms",
+                "must be at least 10",
+            ));
+        }
+        if c.members.is_empty() {
+            return Ok(());
+        }
+        if c.secret.len() < 16 {
+            return Err(ConfigError::new(
+                "cluster.secret",
+                "must be at least 16 characters when cluster.members is set",
+            ));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for m in &c.members {
+            if !ids.insert(m.node_id) {
+                return Err(ConfigError::new(
+                    "cluster.members",
+                    format!("node_id {} is listed twice", m.node_id),
+                ));
+            }
+            for (what, a) in [("addr", &m.addr), ("http_addr", &m.http_addr)] {
+                if a.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(ConfigError::new(
+                        "cluster.members",
+                        format!("member {}: {what} {a:?} is not HOST:PORT", m.node_id),
+                    ));
+                }
+            }
+        }
+        if !ids.contains(&self.node_id) {
+            return Err(ConfigError::new(
+                "cluster.members",
+                format!(
+                    "this node (node_id = {}) is not among the members",
+                    self.node_id
+                ),
+            ));
+        }
+        if c.members.len() as u32 > c.replication_factor {
+            return Err(ConfigError::new(
+                "cluster.members",
+                format!(
+                    "{} members but cluster.replication_factor = {}: clusters with more members \
+                     than replicas per partition are not supported yet (every node must hold \
+                     every partition until membership changes and placement-aware routing land)",
+                    c.members.len(),
+                    c.replication_factor
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -283,6 +396,45 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         NodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn entity_and_http_settings_are_checked() {
+        let mut c = NodeConfig::default();
+        c.entities.passivate_after_ms = 0;
+        assert_eq!(c.validate().unwrap_err().key, "entities.passivate_after_ms");
+        c.entities = EntitiesConfig::default();
+        c.http.max_body_bytes = 10;
+        assert_eq!(c.validate().unwrap_err().key, "http.max_body_bytes");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let member = |id: u64| MemberConfig {
+            node_id: id,
+            addr: format!("127.0.0.{id}:7171"),
+            http_addr: format!("127.0.0.{id}:7071"),
+        };
+        let mut c = NodeConfig::default();
+        c.cluster.members = vec![member(1), member(2), member(3)];
+        assert_eq!(c.validate().unwrap_err().key, "cluster.secret");
+        c.cluster.secret = "sixteen-chars-at-least".into();
+        c.validate().unwrap();
+        c.cluster.members.push(member(4));
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "cluster.members");
+        assert!(e.reason.contains("not supported yet"), "{e}");
+        c.cluster.members = vec![member(2), member(3)];
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .reason
+            .contains("not among the members"));
+        c.cluster.members = vec![member(1), member(1)];
+        assert!(c.validate().unwrap_err().reason.contains("twice"));
+        c.cluster.members = vec![member(1)];
+        c.cluster.listen_addr = "nowhere".into();
+        assert_eq!(c.validate().unwrap_err().key, "cluster.listen_addr");
     }
 
     #[test]
