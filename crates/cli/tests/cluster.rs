@@ -529,3 +529,102 @@ async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
         drop(nodes);
     }
 }
+
+/// Sum of `forwarded_requests` over the nodes.
+async fn forwarded(http: &reqwest::Client, members: &[Member]) -> u64 {
+    let mut n = 0;
+    for m in members {
+        let v: serde_json::Value = http
+            .get(format!("{}/cluster", m.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        n += v["forwarded_requests"].as_u64().unwrap();
+    }
+    n
+}
+
+/// The Rust client learns the routing table and sends entity requests straight to the leaders:
+/// the nodes forward (almost) nothing for it, while a client without routing, talking to one
+/// node, has most of its requests forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_sends_straight_to_leaders() {
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<Member> = (1..=3)
+        .map(|i| {
+            let ip = format!("127.0.0.{i}");
+            Member {
+                id: i,
+                http: free_port(&ip),
+                peer: free_port(&ip),
+                ip,
+            }
+        })
+        .collect();
+    let configs: Vec<_> = members
+        .iter()
+        .map(|m| write_config(dir.path(), m, &members))
+        .collect();
+    let _nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for m in &members {
+        assert!(ready(&http, &m.url(), Duration::from_secs(30)).await);
+    }
+    // right after bootstrap node 1 leads everything; wait until the balancer spread leaders
+    let t = Instant::now();
+    loop {
+        let view = leaders(&http, &members[1].url()).await.unwrap_or_default();
+        let total: usize = view.values().sum();
+        if total == PARTITIONS && view.get(&1).copied().unwrap_or(0) <= PARTITIONS / 2 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "leaders never spread: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let plain = perdure_client::Client::builder(&members[0].url())
+        .routing(false)
+        .build()
+        .unwrap();
+    let routed = perdure_client::Client::builder(&members[0].url())
+        .build()
+        .unwrap();
+    assert!(routed.routing());
+    let before = forwarded(&http, &members).await;
+    for i in 0..150 {
+        plain
+            .signal("counter", &format!("plain{i}"), "add", None)
+            .await
+            .unwrap();
+    }
+    let by_plain = forwarded(&http, &members).await - before;
+    let before = forwarded(&http, &members).await;
+    for i in 0..150 {
+        routed
+            .signal("counter", &format!("routed{i}"), "add", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            routed.get("counter", &format!("routed{i}")).await.unwrap(),
+            Some(serde_json::json!(1))
+        );
+    }
+    let by_routed = forwarded(&http, &members).await - before;
+    eprintln!("forwarded: {by_plain} of 150 signals without routing, {by_routed} of 300 requests with routing");
+    assert!(
+        by_plain >= 50,
+        "a node leads every partition? ({by_plain} forwarded)"
+    );
+    assert!(
+        by_routed * 10 <= by_plain,
+        "the routing client was forwarded {by_routed} times"
+    );
+}

@@ -49,7 +49,25 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     retry: RetryPolicy,
+    /// Whether entity requests go straight to their partition's leader.
+    routing: bool,
+    /// The routing table, learned from `GET /cluster`.
+    routes: std::sync::Arc<std::sync::RwLock<Routes>>,
 }
+
+/// Where each partition's leader answers, as the cluster last said.
+#[derive(Debug, Default)]
+struct Routes {
+    /// Per partition, the leader's base URL (`None`: unknown, use the base URL).
+    leaders: Vec<Option<Url>>,
+    /// When the table was last fetched.
+    fetched: Option<std::time::Instant>,
+    /// Set when a request failed in a way a stale table could explain.
+    stale: bool,
+}
+
+/// Least time between two fetches of the routing table.
+const ROUTES_MIN_AGE: Duration = Duration::from_millis(250);
 
 /// Builds a [`Client`] with a timeout and a retry policy.
 #[derive(Debug, Clone)]
@@ -58,6 +76,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     retry: RetryPolicy,
+    routing: bool,
 }
 
 impl ClientBuilder {
@@ -76,6 +95,13 @@ impl ClientBuilder {
     /// The retry policy. Default [`RetryPolicy::default`].
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Send entity requests straight to their partition's leader (default `true`); `false`
+    /// sends everything to the base URL, whose node forwards.
+    pub fn routing(mut self, on: bool) -> Self {
+        self.routing = on;
         self
     }
 
@@ -117,6 +143,8 @@ impl ClientBuilder {
                 attempts: self.retry.attempts.max(1),
                 ..self.retry
             },
+            routing: self.routing,
+            routes: Default::default(),
         })
     }
 }
@@ -167,6 +195,97 @@ impl Client {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
+            routing: true,
+        }
+    }
+
+    /// The URL of `segments` under the API's base path on the node leading entity
+    /// `name`/`key`'s partition, when the routing table knows it; else under the base URL.
+    fn entity_url(&self, name: &str, key: &str, segments: &[&str]) -> Url {
+        let mut url = self
+            .routed_base(name, key)
+            .unwrap_or_else(|| self.base.clone());
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(BASE).extend(segments);
+        }
+        url
+    }
+
+    fn routed_base(&self, name: &str, key: &str) -> Option<Url> {
+        if !self.routing {
+            return None;
+        }
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let n = routes.leaders.len() as u32;
+        if n == 0 {
+            return None;
+        }
+        let id = perdure_types::EntityId::new(name, key).ok()?;
+        routes.leaders[perdure_types::partition::partition_of(&id, n) as usize].clone()
+    }
+
+    /// Fetches the routing table if it was never fetched, or is stale and old enough.
+    async fn ensure_routes(&self) {
+        if !self.routing {
+            return;
+        }
+        {
+            let r = self.routes.read().unwrap_or_else(|p| p.into_inner());
+            let due = match r.fetched {
+                None => true,
+                Some(t) => r.stale && t.elapsed() >= ROUTES_MIN_AGE,
+            };
+            if !due {
+                return;
+            }
+        }
+        let leaders = self.fetch_routes().await.unwrap_or_default();
+        tracing::debug!(partitions = leaders.len(), "routing table fetched");
+        let mut r = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        r.leaders = leaders;
+        r.fetched = Some(std::time::Instant::now());
+        r.stale = false;
+    }
+
+    /// Each partition's leader URL from `GET /cluster` (empty for a single node, or when the
+    /// answer does not describe a cluster: requests then go to the base URL).
+    async fn fetch_routes(&self) -> Option<Vec<Option<Url>>> {
+        let mut url = self.base.clone();
+        url.set_path("/cluster");
+        let v: Value = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let members: std::collections::HashMap<u64, Url> = v["members"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| {
+                let addr = m["http_addr"].as_str().filter(|a| !a.is_empty())?;
+                let url = Url::parse(&format!("{}://{addr}/", self.base.scheme())).ok()?;
+                Some((m["node_id"].as_u64()?, url))
+            })
+            .collect();
+        if members.len() < 2 {
+            return Some(Vec::new());
+        }
+        Some(
+            v["partitions"]
+                .as_array()?
+                .iter()
+                .map(|p| p["leader"].as_u64().and_then(|l| members.get(&l).cloned()))
+                .collect(),
+        )
+    }
+
+    fn mark_routes_stale(&self) {
+        if self.routing {
+            self.routes.write().unwrap_or_else(|p| p.into_inner()).stale = true;
         }
     }
 
@@ -206,6 +325,12 @@ impl Client {
                 }
                 Err(e) => Err(e),
             };
+            if let Ok(r) = &outcome {
+                if r.headers.contains_key("x-perdure-forwarded") {
+                    // the node had to forward: the leader moved since the table was learned
+                    self.mark_routes_stale();
+                }
+            }
             let failure = match &outcome {
                 Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
                     Failure::Status(r.status.as_u16())
@@ -216,6 +341,9 @@ impl Client {
             if attempt >= self.retry.attempts || !retry::retryable(kind, failure) {
                 return outcome.map_err(Error::Transport);
             }
+            // a leader that moved or died explains the failure: learn the table again
+            self.mark_routes_stale();
+            self.ensure_routes().await;
             let wait = self.retry.backoff(attempt);
             tracing::debug!(
                 ?failure,
@@ -262,9 +390,10 @@ impl Client {
                 "the idempotency key is empty".into(),
             ));
         }
-        let url = self.url(&["entities", name, key]);
+        self.ensure_routes().await;
         let r = self
             .send(Kind::Idempotent, || {
+                let url = self.entity_url(name, key, &["entities", name, key]);
                 let req = self
                     .request(Method::POST, &url)
                     .query(&[("op", op)])
@@ -286,9 +415,10 @@ impl Client {
     ) -> Result<Value, Error> {
         perdure_types::EntityId::new(name, key)?;
         check_op(op)?;
-        let url = self.url(&["entities", name, key, "call"]);
+        self.ensure_routes().await;
         let r = self
             .send(Kind::Call, || {
+                let url = self.entity_url(name, key, &["entities", name, key, "call"]);
                 let req = self.request(Method::POST, &url).query(&[("op", op)]);
                 with_input(req, input.as_ref())
             })
@@ -299,9 +429,14 @@ impl Client {
     /// The committed state of entity `name`/`key`, `None` when it does not exist.
     pub async fn get(&self, name: &str, key: &str) -> Result<Option<Value>, Error> {
         perdure_types::EntityId::new(name, key)?;
-        let url = self.url(&["entities", name, key]);
+        self.ensure_routes().await;
         let r = self
-            .send(Kind::Idempotent, || self.request(Method::GET, &url))
+            .send(Kind::Idempotent, || {
+                self.request(
+                    Method::GET,
+                    &self.entity_url(name, key, &["entities", name, key]),
+                )
+            })
             .await?;
         if r.status == StatusCode::NOT_FOUND {
             let e = Error::from_response(404, &r.body);
@@ -322,6 +457,13 @@ impl Client {
             .send(Kind::Idempotent, || self.request(Method::GET, &url))
             .await?;
         decode(&success(r)?)
+    }
+
+    /// Whether entity requests go straight to their partition's leader (default on): the client
+    /// learns the routing table from `GET /cluster` at first use and again when a request fails
+    /// in a way a moved leader explains. Off, every request goes to the base URL, which forwards.
+    pub fn routing(&self) -> bool {
+        self.routing
     }
 
     /// A page of at most `top` (server default 100, at most 1000) entities of type `name`,

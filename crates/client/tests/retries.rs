@@ -115,8 +115,11 @@ async fn start(script: Vec<Answer>) -> (Client, Log) {
     (client(&url), log)
 }
 
+/// A client of the scripted server alone (routing off: the script answers every request, so a
+/// routing-table fetch would consume one of its answers).
 fn client(url: &str) -> Client {
     Client::builder(url)
+        .routing(false)
         .timeout(Duration::from_millis(500))
         .retry(RetryPolicy {
             attempts: 4,
@@ -230,6 +233,7 @@ async fn a_call_is_retried_when_the_connection_was_refused() {
         l.local_addr().unwrap().port()
     };
     let c = Client::builder(&format!("http://127.0.0.1:{port}"))
+        .routing(false)
         .retry(RetryPolicy {
             attempts: 8,
             initial_backoff: Duration::from_millis(50),

@@ -153,6 +153,8 @@ pub struct Runtime {
     registry: Registry,
     handles: Arc<Vec<PartitionHandle>>,
     local: Arc<forward::Local>,
+    /// Requests this node forwarded to another node's leader.
+    forwarded: std::sync::atomic::AtomicU64,
     stop: Vec<Arc<Notify>>,
     loops: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -229,6 +231,7 @@ impl Runtime {
             registry,
             handles,
             local,
+            forwarded: Default::default(),
             stop,
             loops: std::sync::Mutex::new(loops),
         })
@@ -264,6 +267,22 @@ impl Runtime {
         self.handles.iter().map(|h| h.metrics.active()).sum()
     }
 
+    /// Requests this node has forwarded to other nodes' leaders (a client that routes by itself
+    /// keeps this near zero).
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn forward(
+        &self,
+        leader: perdure_types::NodeId,
+        req: forward::ForwardRequest,
+    ) -> Result<forward::ForwardReply, Error> {
+        self.forwarded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        forward::forward(&self.partitions, leader, req).await
+    }
+
     /// The node to forward partition `p`'s requests to, when this node does not serve it.
     fn remote_leader(&self, p: u32) -> Result<Option<perdure_types::NodeId>, Error> {
         if self.local.serves(p) {
@@ -291,7 +310,7 @@ impl Runtime {
                 req.input.as_ref(),
                 req.idempotency_key,
             );
-            return match forward::forward(&self.partitions, leader, fwd).await? {
+            return match self.forward(leader, fwd).await? {
                 forward::ForwardReply::Signal(o) => Ok(o),
                 _ => Ok(SignalOutcome::Accepted),
             };
@@ -330,7 +349,7 @@ impl Runtime {
         let p = self.partitions.partition_of(&entity);
         if let Some(leader) = self.remote_leader(p)? {
             let fwd = forward::call_request(entity, operation, input.as_ref());
-            return match forward::forward(&self.partitions, leader, fwd).await? {
+            return match self.forward(leader, fwd).await? {
                 forward::ForwardReply::Call(v) => forward::parse(&v),
                 _ => Ok(Value::Null),
             };
@@ -356,7 +375,7 @@ impl Runtime {
                 let fwd = forward::ForwardRequest::Get {
                     entity: entity.clone(),
                 };
-                match forward::forward(&self.partitions, l, fwd).await? {
+                match self.forward(l, fwd).await? {
                     forward::ForwardReply::Get(v) => v.as_deref().map(forward::parse).transpose(),
                     _ => Ok(None),
                 }
@@ -383,7 +402,7 @@ impl Runtime {
                         after: after.map(str::to_string),
                         limit: want as u32,
                     };
-                    match forward::forward(&self.partitions, l, fwd).await? {
+                    match self.forward(l, fwd).await? {
                         forward::ForwardReply::Entities(v) => v
                             .into_iter()
                             .map(|(k, s)| Ok((k, forward::parse(&s)?)))

@@ -5,7 +5,7 @@ use super::extract::{EntityName, EntityPath, JsonBody, OptionalJson, QueryParams
 use super::{App, CONTINUATION_HEADER};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::Json;
 use perdure_runtime::{SignalOutcome, SignalRequest};
 use perdure_types::EntityId;
@@ -79,6 +79,24 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     check_idempotency_key(s.to_string()).map(Some).map_err(bad)
 }
 
+/// Set on entity responses from a node that does not lead the entity's partition (it forwarded
+/// the request): a routing client learns its table is out of date.
+pub const FORWARDED_HEADER: &str = "x-perdure-forwarded";
+
+/// `x-perdure-forwarded: true` when this node does not lead `entity`'s partition.
+fn forwarded_header(
+    app: &App,
+    entity: &perdure_types::EntityId,
+) -> AppendHeaders<Vec<(&'static str, &'static str)>> {
+    let partitions = app.runtime.partitions();
+    let leads = partitions.is_leader(partitions.partition_of(entity));
+    AppendHeaders(if leads {
+        Vec::new()
+    } else {
+        vec![(FORWARDED_HEADER, "true")]
+    })
+}
+
 /// `POST /entities/{name}/{key}?op=OP`: signal; 202 once durable.
 pub async fn signal(
     State(app): State<App>,
@@ -86,9 +104,10 @@ pub async fn signal(
     QueryParams(q): QueryParams<OpQuery>,
     headers: HeaderMap,
     OptionalJson(input): OptionalJson,
-) -> Result<(StatusCode, Json<SignalAck>), ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let operation = q.operation()?;
     let idempotency_key = idempotency_key(&headers)?;
+    let routed = forwarded_header(&app, &entity);
     app.runtime
         .registry()
         .check(&entity, &operation, input.as_ref())?;
@@ -101,7 +120,7 @@ pub async fn signal(
             idempotency_key,
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(outcome.into())))
+    Ok((StatusCode::ACCEPTED, routed, Json(SignalAck::from(outcome))))
 }
 
 /// `POST /entities/{name}/{key}/call?op=OP`: run an operation, answer its result.
@@ -110,22 +129,23 @@ pub async fn call(
     EntityPath(entity): EntityPath,
     QueryParams(q): QueryParams<OpQuery>,
     OptionalJson(input): OptionalJson,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let operation = q.operation()?;
     app.runtime
         .registry()
         .check(&entity, &operation, input.as_ref())?;
+    let routed = forwarded_header(&app, &entity);
     let result = app.runtime.call(entity, &operation, input).await?;
-    Ok(Json(result))
+    Ok((routed, Json(result)))
 }
 
 /// `GET /entities/{name}/{key}`: the committed state, 404 if none.
 pub async fn get(
     State(app): State<App>,
     EntityPath(entity): EntityPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     match app.runtime.get(&entity).await? {
-        Some(state) => Ok(Json(state)),
+        Some(state) => Ok((forwarded_header(&app, &entity), Json(state))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "entity_not_found",

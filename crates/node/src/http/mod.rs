@@ -94,8 +94,11 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /cluster`: members (pinged now) and every partition's replicas, leader and role as this
 /// node sees them.
-async fn cluster(State(app): State<App>) -> Json<perdure_cluster::formation::ClusterStatus> {
-    Json(app.runtime.partitions().status().await)
+async fn cluster(State(app): State<App>) -> Json<serde_json::Value> {
+    let status = app.runtime.partitions().status().await;
+    let mut v = serde_json::to_value(status).unwrap_or_default();
+    v["forwarded_requests"] = json!(app.runtime.forwarded());
+    Json(v)
 }
 
 /// `GET /readyz`: 200 when every partition has a leader and this node's entity runtime runs on
