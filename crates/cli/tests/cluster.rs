@@ -37,6 +37,21 @@ impl Member {
     }
 }
 
+/// Three members on 127.0.0.1-3 with free ports.
+fn three_members() -> Vec<Member> {
+    (1..=3)
+        .map(|i| {
+            let ip = format!("127.0.0.{i}");
+            Member {
+                id: i,
+                http: free_port(&ip),
+                peer: free_port(&ip),
+                ip,
+            }
+        })
+        .collect()
+}
+
 fn write_config(dir: &Path, m: &Member, all: &[Member]) -> std::path::PathBuf {
     write_config_with(
         dir,
@@ -141,17 +156,7 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
         .unwrap_or_else(|| rand::thread_rng().gen());
     eprintln!("cluster test seed {seed}");
     let dir = tempfile::tempdir().unwrap();
-    let members: Vec<Member> = (1..=3)
-        .map(|i| {
-            let ip = format!("127.0.0.{i}");
-            Member {
-                id: i,
-                http: free_port(&ip),
-                peer: free_port(&ip),
-                ip,
-            }
-        })
-        .collect();
+    let members = three_members();
     let configs: Vec<_> = members
         .iter()
         .map(|m| write_config(dir.path(), m, &members))
@@ -441,17 +446,7 @@ async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let members: Vec<Member> = (1..=3)
-            .map(|i| {
-                let ip = format!("127.0.0.{i}");
-                Member {
-                    id: i,
-                    http: free_port(&ip),
-                    peer: free_port(&ip),
-                    ip,
-                }
-            })
-            .collect();
+        let members = three_members();
         let mut configs: Vec<_> = members[..2]
             .iter()
             .map(|m| write_config(dir.path(), m, &members))
@@ -553,17 +548,7 @@ async fn forwarded(http: &reqwest::Client, members: &[Member]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_sends_straight_to_leaders() {
     let dir = tempfile::tempdir().unwrap();
-    let members: Vec<Member> = (1..=3)
-        .map(|i| {
-            let ip = format!("127.0.0.{i}");
-            Member {
-                id: i,
-                http: free_port(&ip),
-                peer: free_port(&ip),
-                ip,
-            }
-        })
-        .collect();
+    let members = three_members();
     let configs: Vec<_> = members
         .iter()
         .map(|m| write_config(dir.path(), m, &members))
