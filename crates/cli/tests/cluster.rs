@@ -613,3 +613,62 @@ async fn the_client_sends_straight_to_leaders() {
         "the routing client was forwarded {by_routed} times"
     );
 }
+
+/// Entity-to-entity signals cross nodes: a relay on one partition signals counters on every
+/// partition, whose leaders are spread over the three nodes; each counter ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_signals_reach_partitions_led_by_other_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = three_members();
+    let configs: Vec<_> = members
+        .iter()
+        .map(|m| write_config(dir.path(), m, &members))
+        .collect();
+    let _nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for m in &members {
+        assert!(ready(&http, &m.url(), Duration::from_secs(30)).await);
+    }
+    // wait until leaders are spread, so destinations are led by other nodes than the relay's
+    let t = Instant::now();
+    loop {
+        let view = leaders(&http, &members[1].url()).await.unwrap_or_default();
+        let total: usize = view.values().sum();
+        if total == PARTITIONS && view.len() == 3 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "leaders never spread: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let client = perdure_client::Client::new(&members[0].url()).unwrap();
+    for round in 1..=5 {
+        for t in 0..16 {
+            let input = serde_json::json!({"to": format!("x{t}"), "amount": round});
+            client
+                .signal("relay", "r", "send", Some(input))
+                .await
+                .unwrap();
+        }
+    }
+    for t in 0..16 {
+        let key = format!("x{t}");
+        let t0 = Instant::now();
+        loop {
+            let v = client.get("counter", &key).await.unwrap();
+            if v == Some(serde_json::json!(15)) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "counter {key} is {v:?}, want 15"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -8,6 +8,7 @@ use crate::partition::{self, PartitionHandle};
 use crate::{Error, SignalOutcome};
 use perdure_cluster::transport::{Handler, RemoteError, RemoteErrorCode};
 use perdure_cluster::Partitions;
+use perdure_types::command::{Command, Op, OpResult};
 use perdure_types::{codec, EntityId, NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,6 +41,11 @@ pub(crate) enum ForwardRequest {
         after: Option<String>,
         limit: u32,
     },
+    /// Propose a command to `partition` on its leader (outbox delivery to another node).
+    Propose {
+        partition: PartitionId,
+        command: Command,
+    },
 }
 
 /// Its answer.
@@ -49,6 +55,7 @@ pub(crate) enum ForwardReply {
     Call(String),
     Get(Option<String>),
     Entities(Vec<(String, String)>),
+    Proposed(Vec<OpResult>),
     /// `kind`: 0 unavailable, 1 operation failed, 2 bad request.
     Error {
         kind: u8,
@@ -132,6 +139,27 @@ impl Local {
             .collect())
     }
 
+    /// Proposes `command` to partition `p`, which this node must lead, then wakes the entities
+    /// it delivered inbox messages to.
+    async fn propose_here(&self, p: PartitionId, command: Command) -> Result<Vec<OpResult>, Error> {
+        if !self.serves(p) {
+            return Err(Error::Unavailable(format!(
+                "partition {p} is not led by this node"
+            )));
+        }
+        let targets: Vec<EntityId> = command
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Receive { entity, .. } => Some(entity.clone()),
+                _ => None,
+            })
+            .collect();
+        let results = self.handles[p as usize].proposer.propose(command).await?;
+        partition::wake_inboxes(&self.handles, p, targets);
+        Ok(results)
+    }
+
     async fn serve(&self, req: ForwardRequest) -> Result<ForwardReply, Error> {
         Ok(match req {
             ForwardRequest::Signal {
@@ -166,6 +194,9 @@ impl Local {
                     Reply::Call(v) => ForwardReply::Call(v.to_string()),
                     Reply::Signal(_) => ForwardReply::Call("null".into()),
                 }
+            }
+            ForwardRequest::Propose { partition, command } => {
+                ForwardReply::Proposed(self.propose_here(partition, command).await?)
             }
             ForwardRequest::Get { entity } => {
                 ForwardReply::Get(self.get(&entity).await?.map(|v| v.to_string()))
@@ -218,6 +249,36 @@ impl Handler for ForwardService {
                 message: e.to_string(),
             })
         })
+    }
+}
+
+/// Proposes `command` to partition `p` wherever its leader is: here, or forwarded to the
+/// leader, which wakes the receiving entities itself.
+pub(crate) async fn propose_at(
+    local: &Local,
+    p: PartitionId,
+    command: Command,
+) -> Result<Vec<OpResult>, Error> {
+    if local.serves(p) {
+        return local.propose_here(p, command).await;
+    }
+    let leader = match local.partitions.leader(p) {
+        Some(l) if l != local.partitions.node_id() => l,
+        _ => {
+            return Err(Error::Unavailable(format!(
+                "partition {p} has no reachable leader"
+            )))
+        }
+    };
+    let req = ForwardRequest::Propose {
+        partition: p,
+        command,
+    };
+    match forward(&local.partitions, leader, req).await? {
+        ForwardReply::Proposed(results) => Ok(results),
+        other => Err(Error::Unavailable(format!(
+            "unexpected answer to a forwarded proposal: {other:?}"
+        ))),
     }
 }
 

@@ -204,6 +204,10 @@ impl Runtime {
                 })
                 .collect(),
         );
+        let local = Arc::new(forward::Local {
+            partitions: partitions.clone(),
+            handles: handles.clone(),
+        });
         let mut stop = Vec::new();
         let mut loops = Vec::new();
         for p in 0..n {
@@ -214,14 +218,10 @@ impl Runtime {
                 partitions.clone(),
                 registry.clone(),
                 config.clone(),
-                handles.clone(),
+                local.clone(),
                 s,
             )));
         }
-        let local = Arc::new(forward::Local {
-            partitions: partitions.clone(),
-            handles: handles.clone(),
-        });
         partitions.dispatcher().register(
             forward::KIND_FORWARD,
             Arc::new(forward::ForwardService(local.clone())),

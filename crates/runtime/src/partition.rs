@@ -12,6 +12,7 @@
 
 use crate::actor::EntityMsg;
 use crate::envelope::Envelope;
+use crate::forward::{self, Local};
 use crate::processor::{Processor, ProcessorMsg};
 use crate::proposer::Proposer;
 use crate::{Error, Registry};
@@ -110,9 +111,10 @@ pub(crate) async fn leader_loop(
     partitions: Arc<Partitions>,
     registry: Registry,
     config: EntitiesConfig,
-    handles: Arc<Vec<PartitionHandle>>,
+    local: Arc<Local>,
     stop: Arc<Notify>,
 ) {
+    let handles = local.handles.clone();
     let Ok(mut metrics) = partitions.metrics(p) else {
         return;
     };
@@ -141,7 +143,7 @@ pub(crate) async fn leader_loop(
                         .write()
                         .unwrap_or_else(|e| e.into_inner()) = Some(actor.clone());
                     tracing::info!(partition = p, "leading: entity runtime started");
-                    let services = tokio::spawn(services(shared, actor.clone(), handles.clone()));
+                    let services = tokio::spawn(services(shared, actor.clone(), local.clone()));
                     // Hold leadership until it goes or we stop.
                     let stopped = loop {
                         tokio::select! {
@@ -212,12 +214,8 @@ async fn caught_up(partitions: &Partitions, p: PartitionId) -> Option<u64> {
 }
 
 /// The leader-only background services of one partition.
-async fn services(
-    shared: Arc<Shared>,
-    processor: ActorRef<ProcessorMsg>,
-    handles: Arc<Vec<PartitionHandle>>,
-) {
-    let outbox = AbortOnDrop(tokio::spawn(outbox_loop(shared.clone(), handles)));
+async fn services(shared: Arc<Shared>, processor: ActorRef<ProcessorMsg>, local: Arc<Local>) {
+    let outbox = AbortOnDrop(tokio::spawn(outbox_loop(shared.clone(), local)));
     let timers = AbortOnDrop(tokio::spawn(timer_loop(shared.clone())));
     let mut last_expiry = std::time::Instant::now();
     loop {
@@ -258,7 +256,7 @@ async fn services(
 }
 
 /// Delivers this partition's outbox, in order, exactly once per message.
-async fn outbox_loop(shared: Arc<Shared>, handles: Arc<Vec<PartitionHandle>>) {
+async fn outbox_loop(shared: Arc<Shared>, local: Arc<Local>) {
     let p = shared.partition;
     loop {
         let pending = match shared.partitions.local_state(p).and_then(|s| {
@@ -283,7 +281,7 @@ async fn outbox_loop(shared: Arc<Shared>, handles: Arc<Vec<PartitionHandle>>) {
             by_dest.entry(dest).or_default().push((seq, msg));
         }
         for (dest, msgs) in by_dest {
-            if let Err(e) = deliver(&shared, &handles, dest, msgs).await {
+            if let Err(e) = deliver(&shared, &local, dest, msgs).await {
                 tracing::debug!(partition = p, dest, error = %e, "outbox delivery deferred");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -293,24 +291,24 @@ async fn outbox_loop(shared: Arc<Shared>, handles: Arc<Vec<PartitionHandle>>) {
 
 async fn deliver(
     shared: &Shared,
-    handles: &[PartitionHandle],
+    local: &Local,
     dest: PartitionId,
     msgs: Vec<(u64, Vec<u8>)>,
 ) -> Result<(), Error> {
     let p = shared.partition;
     let upto = msgs.last().map(|m| m.0).unwrap_or(0);
-    let mut targets = BTreeSet::new();
     let mut ops = Vec::with_capacity(msgs.len() + 1);
     for (seq, message) in msgs {
-        let entity = match Envelope::decode(&message) {
-            Ok(env) => env.target,
-            Err(e) => {
-                // Cannot be routed: acknowledge past it rather than block the outbox forever.
-                tracing::error!(partition = p, seq, error = %e, "unreadable outbox message dropped");
-                continue;
-            }
-        };
-        targets.insert(entity.clone());
+        // The receiver accepts sequence numbers without gaps, so no message can be skipped: an
+        // unreadable one (only damaged storage makes one) stops this destination, loudly.
+        let entity = Envelope::decode(&message)
+            .map_err(|e| {
+                tracing::error!(partition = p, dest, seq, error = %e, "unreadable outbox message");
+                Error::Unavailable(format!(
+                    "outbox message {seq} of partition {p} is unreadable: {e}"
+                ))
+            })?
+            .target;
         ops.push(Op::Receive {
             source: p,
             seq,
@@ -322,31 +320,30 @@ async fn deliver(
     if dest == p {
         // Same partition: receive and acknowledge atomically.
         ops.push(Op::AckOutbox { dest, upto });
-        let results = shared
-            .proposer
-            .propose(Command::new(ops).fenced(shared.term))
-            .await?;
-        check_received(&results, p, dest)?;
+        let command = Command::new(ops).fenced(shared.term);
+        check_received(&forward::propose_at(local, dest, command).await?, p, dest)?;
     } else {
-        if !ops.is_empty() {
-            let results = handles[dest as usize]
-                .proposer
-                .propose(Command::new(ops))
-                .await?;
-            check_received(&results, p, dest)?;
-        }
+        // The destination's leader may be another node: propose there, then acknowledge here.
+        let results = forward::propose_at(local, dest, Command::new(ops)).await?;
+        check_received(&results, p, dest)?;
         shared
             .proposer
             .propose(Command::single(Op::AckOutbox { dest, upto }).fenced(shared.term))
             .await?;
     }
     shared.metrics.delivered.fetch_add(n, Ordering::Relaxed);
-    if let Some(proc_) = handles[dest as usize].processor() {
-        for e in targets {
+    Ok(())
+}
+
+/// Tells the entities of partition `p` that received inbox messages to run them, when this node
+/// runs `p` (otherwise its leader's periodic inbox scan finds them).
+pub(crate) fn wake_inboxes(handles: &[PartitionHandle], p: PartitionId, entities: Vec<EntityId>) {
+    if let Some(proc_) = handles.get(p as usize).and_then(|h| h.processor()) {
+        let unique: BTreeSet<EntityId> = entities.into_iter().collect();
+        for e in unique {
             let _ = proc_.cast(ProcessorMsg::Deliver(e, EntityMsg::ProcessInbox));
         }
     }
-    Ok(())
 }
 
 fn check_received(
