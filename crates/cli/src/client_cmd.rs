@@ -15,7 +15,8 @@ pub struct ClientFlags {
 
 impl ClientFlags {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.url)?)
+        // one request per command: learning the routing table first would only add a request
+        Ok(Client::builder(&self.url).routing(false).build()?)
     }
 }
 

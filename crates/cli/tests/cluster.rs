@@ -553,7 +553,7 @@ async fn the_client_sends_straight_to_leaders() {
         .iter()
         .map(|m| write_config(dir.path(), m, &members))
         .collect();
-    let _nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
+    let mut nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -561,17 +561,35 @@ async fn the_client_sends_straight_to_leaders() {
     for m in &members {
         assert!(ready(&http, &m.url(), Duration::from_secs(30)).await);
     }
-    // right after bootstrap node 1 leads everything; wait until the balancer spread leaders
+    // right after bootstrap node 1 leads everything; wait until the balancer is done: every
+    // partition led by its preferred leader (after that, leaders stay put)
     let t = Instant::now();
     loop {
-        let view = leaders(&http, &members[1].url()).await.unwrap_or_default();
-        let total: usize = view.values().sum();
-        if total == PARTITIONS && view.get(&1).copied().unwrap_or(0) <= PARTITIONS / 2 {
+        let v: serde_json::Value = http
+            .get(format!("{}/cluster", members[1].url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let settled = v["partitions"].as_array().is_some_and(|ps| {
+            ps.len() == PARTITIONS
+                && ps.iter().all(|p| {
+                    let preferred = perdure_types::placement::replicas(
+                        p["partition"].as_u64().unwrap() as u32,
+                        &[1, 2, 3],
+                        3,
+                    )[0];
+                    p["leader"].as_u64() == Some(preferred)
+                })
+        });
+        if settled {
             break;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(40),
-            "leaders never spread: {view:?}"
+            t.elapsed() < Duration::from_secs(60),
+            "leaders never settled: {v}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -580,6 +598,7 @@ async fn the_client_sends_straight_to_leaders() {
         .build()
         .unwrap();
     let routed = perdure_client::Client::builder(&members[0].url())
+        .attempts(12)
         .build()
         .unwrap();
     assert!(routed.routing());
@@ -612,6 +631,22 @@ async fn the_client_sends_straight_to_leaders() {
         by_routed * 10 <= by_plain,
         "the routing client was forwarded {by_routed} times"
     );
+
+    // its base node dies: it learns the table from the other members and keeps working
+    let mut base = nodes.0[0].take().unwrap();
+    base.kill().unwrap();
+    base.wait().unwrap();
+    for i in 0..60 {
+        let key = format!("after{i}");
+        routed
+            .signal("counter", &key, "add", None)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(
+            routed.get("counter", &key).await.unwrap(),
+            Some(serde_json::json!(1))
+        );
+    }
 }
 
 /// Entity-to-entity signals cross nodes: a relay on one partition signals counters on every

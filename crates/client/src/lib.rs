@@ -64,6 +64,8 @@ struct Routes {
     fetched: Option<std::time::Instant>,
     /// Set when a request failed in a way a stale table could explain.
     stale: bool,
+    /// Every member's base URL, as last learned: where to ask when the base URL's node is down.
+    members: Vec<Url>,
 }
 
 /// Least time between two fetches of the routing table.
@@ -229,8 +231,9 @@ impl Client {
         if !self.routing {
             return;
         }
-        {
-            let r = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        // Claim the refresh (single flight): others go on with the table they have.
+        let sources = {
+            let mut r = self.routes.write().unwrap_or_else(|p| p.into_inner());
             let due = match r.fetched {
                 None => true,
                 Some(t) => r.stale && t.elapsed() >= ROUTES_MIN_AGE,
@@ -238,23 +241,43 @@ impl Client {
             if !due {
                 return;
             }
+            r.fetched = Some(std::time::Instant::now());
+            r.stale = false;
+            let mut sources = vec![self.base.clone()];
+            sources.extend(r.members.iter().filter(|m| **m != self.base).cloned());
+            sources
+        };
+        // Ask the base URL's node, then the other members it named before (it may be the one
+        // that died); a failed fetch keeps the table as it was.
+        for source in sources {
+            if let Some((leaders, members)) = self.fetch_routes(&source).await {
+                tracing::debug!(partitions = leaders.len(), %source, "routing table fetched");
+                let mut r = self.routes.write().unwrap_or_else(|p| p.into_inner());
+                r.leaders = leaders;
+                r.members = members;
+                return;
+            }
         }
-        let leaders = self.fetch_routes().await.unwrap_or_default();
-        tracing::debug!(partitions = leaders.len(), "routing table fetched");
-        let mut r = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        r.leaders = leaders;
-        r.fetched = Some(std::time::Instant::now());
-        r.stale = false;
+        // nothing answered: try again soon
+        self.mark_routes_stale();
     }
 
-    /// Each partition's leader URL from `GET /cluster` (empty for a single node, or when the
-    /// answer does not describe a cluster: requests then go to the base URL).
-    async fn fetch_routes(&self) -> Option<Vec<Option<Url>>> {
-        let mut url = self.base.clone();
-        url.set_path("/cluster");
+    /// The URL of `GET /cluster` on the node at `base`, keeping `base`'s path.
+    fn cluster_url(base: &Url) -> Url {
+        let mut url = base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("cluster");
+        }
+        url
+    }
+
+    /// Each partition's leader URL and the members' URLs from `GET /cluster` on `source` (no
+    /// leaders for a single node: requests then go to the base URL); `None` when it does not
+    /// answer with a cluster description.
+    async fn fetch_routes(&self, source: &Url) -> Option<(Vec<Option<Url>>, Vec<Url>)> {
         let v: Value = self
             .http
-            .get(url)
+            .get(Self::cluster_url(source))
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -267,20 +290,23 @@ impl Client {
             .iter()
             .filter_map(|m| {
                 let addr = m["http_addr"].as_str().filter(|a| !a.is_empty())?;
+                let addr: std::net::SocketAddr = addr.parse().ok()?;
+                if addr.ip().is_unspecified() {
+                    return None; // 0.0.0.0 is where it listens, not where to reach it
+                }
                 let url = Url::parse(&format!("{}://{addr}/", self.base.scheme())).ok()?;
                 Some((m["node_id"].as_u64()?, url))
             })
             .collect();
         if members.len() < 2 {
-            return Some(Vec::new());
+            return Some((Vec::new(), Vec::new()));
         }
-        Some(
-            v["partitions"]
-                .as_array()?
-                .iter()
-                .map(|p| p["leader"].as_u64().and_then(|l| members.get(&l).cloned()))
-                .collect(),
-        )
+        let leaders = v["partitions"]
+            .as_array()?
+            .iter()
+            .map(|p| p["leader"].as_u64().and_then(|l| members.get(&l).cloned()))
+            .collect();
+        Some((leaders, members.into_values().collect()))
     }
 
     fn mark_routes_stale(&self) {
@@ -338,11 +364,12 @@ impl Client {
                 Ok(_) => return outcome.map_err(Error::Transport),
                 Err(e) => Failure::of(e),
             };
+            // a leader that moved or died explains the failure: learn the table again (also when
+            // this attempt is the last, so the next request goes to the right node)
+            self.mark_routes_stale();
             if attempt >= self.retry.attempts || !retry::retryable(kind, failure) {
                 return outcome.map_err(Error::Transport);
             }
-            // a leader that moved or died explains the failure: learn the table again
-            self.mark_routes_stale();
             self.ensure_routes().await;
             let wait = self.retry.backoff(attempt);
             tracing::debug!(
@@ -361,7 +388,8 @@ impl Client {
     }
 
     /// Signals `op` with `input` to entity `name`/`key`; returns once the signal is durable.
-    /// A fresh idempotency key is made and sent with every attempt, so retries apply it once.
+    /// One fresh idempotency key is made for the signal and sent, the same, with every attempt, so
+    /// retries apply it once.
     pub async fn signal(
         &self,
         name: &str,
@@ -451,8 +479,7 @@ impl Client {
     /// The cluster as the node sees it (`GET /cluster`): members with their health, and every
     /// partition's replicas, leader and role.
     pub async fn cluster_status(&self) -> Result<Value, Error> {
-        let mut url = self.base.clone();
-        url.set_path("/cluster");
+        let url = Self::cluster_url(&self.base);
         let r = self
             .send(Kind::Idempotent, || self.request(Method::GET, &url))
             .await?;
