@@ -43,8 +43,10 @@ pub enum Error {
 }
 
 /// Starts a node on `listener`, serves the HTTP API until `shutdown` completes, then stops
-/// cleanly: the server drains its connections (at most [`SHUTDOWN_GRACE`]), the runtime stops,
-/// then every group stops and the write-ahead log is drained and closed.
+/// cleanly: in-flight requests get [`SHUTDOWN_GRACE`] to finish, then the runtime stops under
+/// those still running and connections still open after a second grace are closed; then every
+/// group stops and the write-ahead log is drained and closed. Nothing acknowledged is affected:
+/// an unfinished request was never answered.
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
@@ -96,7 +98,15 @@ pub async fn run(
                     );
                     runtime.shutdown().await;
                     runtime_stopped = true;
-                    server.await
+                    // a request stuck on something the runtime does not cancel (a stalled
+                    // upload, a forwarded request) must not keep storage from closing
+                    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!("connections still open after a second grace; closing them");
+                            Ok(())
+                        }
+                    }
                 }
             }
         }

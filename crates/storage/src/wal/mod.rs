@@ -4,7 +4,7 @@
 //! The promise: a write's completion (its [`Done`] callback, or the return of [`Wal::write`] /
 //! [`Wal::write_blocking`]) is reported only after `fdatasync` returned for every byte of it.
 //!
-//! - **Layout**: segment files `{seq:020}.wal` in one directory, each starting with a 24-byte
+//! - **Layout**: segment files `{seq:020}.wal` in one directory, each starting with a 32-byte
 //!   header (layout below) followed by checksummed frames, one record each. The header
 //!   records the previous segment's final length, so a segment cut short at a record boundary
 //!   is detected.
