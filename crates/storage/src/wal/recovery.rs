@@ -26,8 +26,6 @@ struct Scanned {
     valid_end: u64,
     /// File length.
     file_len: u64,
-    /// The header itself is incomplete (only possible for the last segment).
-    short: bool,
     /// Why the scan stopped before the end of the file (only possible for the last segment).
     tail: Option<String>,
     /// The previous segment's final length, from the header.
@@ -55,7 +53,7 @@ pub(crate) fn recover(
     // a segment cut short exactly at a record boundary, which its own scan cannot see.
     for pair in scanned.windows(2) {
         let (s, next) = (&pair[0], &pair[1]);
-        if !next.short && s.file_len != next.prev_len {
+        if s.file_len != next.prev_len {
             return Err(Error::Corrupt {
                 path: s.path.clone(),
                 offset: s.file_len.min(next.prev_len),
@@ -75,16 +73,8 @@ pub(crate) fn recover(
     if !tmps.is_empty() {
         sync_dir(dir)?;
     }
-    let mut reuse_seq = None;
     if let Some(last) = scanned.last() {
-        if last.short {
-            tracing::warn!(file = %last.path.display(), bytes = last.file_len,
-                "deleting a write-ahead log segment whose header never fully reached the disk (it holds no record)");
-            std::fs::remove_file(&last.path).map_err(|e| Error::io(&last.path, "delete", e))?;
-            sync_dir(dir)?;
-            reuse_seq = Some(last.seq);
-            scanned.pop();
-        } else if let Some(damage) = &last.tail {
+        if let Some(damage) = &last.tail {
             tracing::warn!(file = %last.path.display(), offset = last.valid_end,
                 dropped = last.file_len - last.valid_end, %damage,
                 "write-ahead log ends in a torn or damaged record (a write cut short by a crash); truncating it");
@@ -128,7 +118,7 @@ pub(crate) fn recover(
     let (file, path, len) = match active {
         Some((path, len)) => (open_for_append(&path)?, path, len),
         None => {
-            let seq = reuse_seq.unwrap_or(1);
+            let seq = 1;
             let (file, len) = create_segment(dir, seq, 0, &[])?;
             segments.push_back(SegmentInfo {
                 seq,
@@ -257,27 +247,16 @@ fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
     };
     let prev_len = match check_header(&bytes, seq) {
         Ok(Header::Valid { prev_len }) => prev_len,
-        Ok(Header::Short) if last => {
-            return Ok(Scanned {
-                seq,
-                path,
-                records: Vec::new(),
-                max_entries: HashMap::new(),
-                valid_end: 0,
-                file_len,
-                short: true,
-                tail: None,
-                prev_len: 0,
-            })
-        }
         Ok(Header::Short) => {
+            // A segment is renamed into place only after its header is synced, so a short one
+            // is damage, not a crash: refuse (deleting it could drop the latest vote it heads).
             return Err(corrupt(
                 bytes.len(),
                 format!(
-                    "segment of {} bytes is shorter than its header, yet later segments exist",
+                    "segment of {} bytes is shorter than its header (segments appear only once their header is on disk: this is damage, not a crash)",
                     bytes.len()
                 ),
-            ))
+            ));
         }
         Err(HeaderError::Format(reason)) => return Err(Error::Format { path, reason }),
         Err(HeaderError::Corrupt { offset, reason }) => {
@@ -322,7 +301,6 @@ fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
                 max_entries,
                 valid_end: at as u64,
                 file_len,
-                short: false,
                 tail: Some(damage),
                 prev_len,
             });
@@ -339,7 +317,6 @@ fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
         max_entries,
         valid_end: at as u64,
         file_len,
-        short: false,
         tail: None,
         prev_len,
     })

@@ -240,7 +240,14 @@ impl Writer {
         for (partition, index) in purges {
             self.watermarks.insert(partition, index);
         }
-        self.delete_purged()
+        // The batch is durable. Dropping purged segments cannot lose anything: a failure leaves
+        // the segment in place to be retried after the next batch, so it neither fails this
+        // batch (whose records ARE durable) nor stops the log.
+        if let Err(e) = self.delete_purged() {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "deleting a purged write-ahead log segment failed; will retry");
+        }
+        Ok(())
     }
 
     /// Writes the buffer to the active segment and fdatasyncs it.
