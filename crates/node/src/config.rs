@@ -74,7 +74,12 @@ pub fn load(
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
-        set(&mut table, &key, scalar(&value));
+        let value = if default_is_string(&key) {
+            Value::String(value)
+        } else {
+            scalar(&value)
+        };
+        set(&mut table, &key, value);
         env_keys.push(name);
     }
     if !env_keys.is_empty() {
@@ -99,6 +104,21 @@ fn check(table: &Table, origin: &str) -> Result<(), Error> {
             origin: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
         })
+}
+
+/// Whether the default config holds a string at dotted `key` (so `PERDURE_CLUSTER__SECRET=1234`
+/// stays the string it must be).
+fn default_is_string(key: &str) -> bool {
+    let Ok(defaults) = Table::try_from(NodeConfig::default()) else {
+        return false;
+    };
+    let mut v: Option<&Value> = None;
+    let mut t = Some(&defaults);
+    for part in key.split('.') {
+        v = t.and_then(|t| t.get(part));
+        t = v.and_then(Value::as_table);
+    }
+    matches!(v, Some(Value::String(_)))
 }
 
 /// An environment value as TOML: integer, float, boolean, else string.
@@ -172,6 +192,23 @@ mod tests {
         assert_eq!(c.raft.heartbeat_interval_ms, 50);
         assert_eq!(c.raft.election_timeout_min_ms, 300);
         assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+    }
+
+    #[test]
+    fn string_settings_from_the_environment_stay_strings() {
+        let c = load(
+            None,
+            env(&[
+                ("PERDURE_DATA_DIR", "2024"),
+                ("PERDURE_CLUSTER__SECRET", "1234567890123456"),
+                ("PERDURE_PARTITIONS", "8"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("2024"));
+        assert_eq!(c.cluster.secret, "1234567890123456");
+        assert_eq!(c.partitions, 8);
     }
 
     #[test]
