@@ -110,7 +110,11 @@ impl Local {
 
     pub async fn get(&self, entity: &EntityId) -> Result<Option<Value>, Error> {
         let p = self.partitions.partition_of(entity);
-        let state = self.partitions.read(p).await?;
+        let state = if crate::chaos_bug::stale_reads() {
+            self.partitions.local_state(p)? // the injected bug (chaos_bug.rs): no barrier
+        } else {
+            self.partitions.read(p).await?
+        };
         match state
             .state(entity)
             .map_err(|e| Error::Unavailable(e.to_string()))?

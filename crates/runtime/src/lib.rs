@@ -14,6 +14,7 @@
 
 mod actor;
 pub mod builtin;
+mod chaos_bug;
 pub mod entity;
 mod envelope;
 pub mod error;
@@ -194,6 +195,7 @@ impl Runtime {
         registry: Registry,
         config: EntitiesConfig,
     ) -> Result<Self, Error> {
+        chaos_bug::stale_reads(); // read the chaos-test switch once, at start-up (logs when on)
         let n = partitions.count();
         let handles: Arc<Vec<PartitionHandle>> = Arc::new(
             (0..n)
@@ -368,6 +370,9 @@ impl Runtime {
     pub async fn get(&self, entity: &EntityId) -> Result<Option<Value>, Error> {
         self.registry.get(entity.name())?;
         let p = self.partitions.partition_of(entity);
+        if chaos_bug::stale_reads() {
+            return self.local.get(entity).await; // the injected bug: no forwarding, no barrier
+        }
         match self.partitions.read(p).await {
             Err(perdure_cluster::Error::NotLeader {
                 leader: Some(l), ..

@@ -6,7 +6,11 @@
 //!   state counts the signals it sent.
 //! - `probe`: `visit` records entering and leaving in a process-wide table and counts an overlap
 //!   if another operation on the same entity is running; its state is the number of visits, and it
-//!   answers `{"visits": n, "overlaps": total overlaps seen by this process}`.
+//!   answers `{"visits": n, "overlaps": total overlaps seen by this process, "seq": n,
+//!   "start_us": .., "end_us": .., "pid": ..}`: `seq` is the visit's per-entity sequence number
+//!   (the count it leaves), `start_us`/`end_us` the wall-clock microseconds (Unix epoch) at which
+//!   the operation entered and left, `pid` the node's process id (so the chaos harness can tell
+//!   which node's clock a time comes from).
 
 use crate::entity::{Context, EntityType, OperationError};
 use perdure_types::EntityId;
@@ -64,6 +68,14 @@ pub fn probe_overlaps() -> u64 {
     OVERLAPS.load(Ordering::SeqCst)
 }
 
+/// Microseconds since the Unix epoch on this node's wall clock (0 if it is before 1970).
+fn wall_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 /// The `probe` test type.
 #[derive(Debug, Default)]
 pub struct Probe;
@@ -76,6 +88,7 @@ impl EntityType for Probe {
         &["visit"]
     }
     fn execute(&self, ctx: &mut Context<'_>) -> Result<Option<Value>, OperationError> {
+        let start_us = wall_micros();
         let key = ctx.entity().to_string();
         if !running()
             .lock()
@@ -92,6 +105,13 @@ impl EntityType for Probe {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
-        Ok(Some(json!({"visits": n + 1, "overlaps": probe_overlaps()})))
+        Ok(Some(json!({
+            "visits": n + 1,
+            "overlaps": probe_overlaps(),
+            "seq": n + 1,
+            "start_us": start_us,
+            "end_us": wall_micros(),
+            "pid": std::process::id(),
+        })))
     }
 }
