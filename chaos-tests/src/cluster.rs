@@ -245,6 +245,7 @@ impl NodeProc {
         })?;
         let st = Command::new("kill")
             .args([sig, &pid.to_string()])
+            .stderr(Stdio::null())
             .status()
             .map_err(|e| ClusterError::Process {
                 node: self.spec.id,
@@ -306,6 +307,7 @@ impl Drop for NodeProc {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-CONT", &c.id().to_string()])
+                .stderr(Stdio::null())
                 .status();
             let _ = c.kill();
             let _ = c.wait();

@@ -381,6 +381,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
                     detail: String::new(),
                     error: None,
                     heal_error: None,
+                    effect: None,
                 };
                 let heal = match r {
                     Ok((targets, detail, heal)) => {
@@ -426,16 +427,19 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 let healed = rec.now_ms();
                 record.healed_ms = Some(healed);
                 println!(
-                    "[{:>5.1}s] heal {}/{}{}",
+                    "[{:>5.1}s] heal {}/{}: {}",
                     healed as f64 / 1000.0,
                     f.nemesis,
                     f.variant,
-                    h.as_ref()
-                        .err()
-                        .map(|e| format!(" FAILED: {e}"))
-                        .unwrap_or_default()
+                    match &h {
+                        Ok(e) => e.clone(),
+                        Err(e) => format!("FAILED: {e}"),
+                    }
                 );
-                record.heal_error = h.err();
+                match h {
+                    Ok(e) => record.effect = Some(e),
+                    Err(e) => record.heal_error = Some(e),
+                }
                 *current.lock().unwrap_or_else(|p| p.into_inner()) = "none".into();
                 records
                     .lock()

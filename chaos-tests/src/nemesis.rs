@@ -122,6 +122,8 @@ pub struct FaultRecord {
     pub error: Option<String>,
     /// Why its heal failed.
     pub heal_error: Option<String>,
+    /// What the heal observed (for network faults: packets the rules dropped).
+    pub effect: Option<String>,
 }
 
 /// How to undo an applied fault.
@@ -173,8 +175,12 @@ pub async fn ready(http: &reqwest::Client, url: &str, within: Duration) -> bool 
     false
 }
 
+/// The node's start-up error from its log, else its last `lines` lines.
 fn tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    if let Some(e) = text.lines().find(|l| l.starts_with("Error:")) {
+        return e.to_string();
+    }
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join(" | ")
 }
@@ -419,8 +425,12 @@ pub async fn remove_added(
     result
 }
 
-/// Undoes an applied fault.
-pub async fn heal(heal: Heal, cl: &Mutex<Cluster>, http: &reqwest::Client) -> Result<(), String> {
+/// Undoes an applied fault; returns what it observed (e.g. packets dropped).
+pub async fn heal(
+    heal: Heal,
+    cl: &Mutex<Cluster>,
+    http: &reqwest::Client,
+) -> Result<String, String> {
     match heal {
         Heal::Restart(ids) => {
             let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
@@ -428,7 +438,7 @@ pub async fn heal(heal: Heal, cl: &Mutex<Cluster>, http: &reqwest::Client) -> Re
                 let i = c.index(id).ok_or("no such node")?;
                 c.start(i, None)?;
             }
-            Ok(())
+            Ok("restarted".into())
         }
         Heal::Resume(ids) => {
             let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
@@ -436,21 +446,26 @@ pub async fn heal(heal: Heal, cl: &Mutex<Cluster>, http: &reqwest::Client) -> Re
                 let i = c.index(id).ok_or("no such node")?;
                 c.nodes[i].resume().map_err(|e| e.to_string())?;
             }
-            Ok(())
+            Ok("resumed".into())
         }
         Heal::Net => {
             let c = cl.lock().unwrap_or_else(|p| p.into_inner());
             match &c.net {
-                Some(n) => n.heal().map_err(|e| e.to_string()),
-                None => Ok(()),
+                Some(n) => n
+                    .heal()
+                    .map(|dropped| format!("the rules dropped {dropped} packets"))
+                    .map_err(|e| e.to_string()),
+                None => Ok(String::new()),
             }
         }
         Heal::Unskew(id) => {
             let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
             let i = c.index(id).ok_or("no such node")?;
             c.kill(i)?;
-            c.start(i, None).map(|_| ())
+            c.start(i, None).map(|_| "restarted with the real clock".into())
         }
-        Heal::Membership(id) => remove_added(cl, http, id).await,
+        Heal::Membership(id) => remove_added(cl, http, id)
+            .await
+            .map(|_| format!("removed node {id}")),
     }
 }

@@ -258,9 +258,24 @@ impl Net {
         Ok(())
     }
 
-    /// Removes every fault rule (marking stays).
-    pub fn heal(&self) -> Result<(), NetError> {
-        iptables(&["-F", &self.fault]).map(|_| ())
+    /// Removes every fault rule (marking stays); returns how many packets the rules dropped
+    /// (evidence that the fault took effect).
+    pub fn heal(&self) -> Result<u64, NetError> {
+        let dropped = self.dropped();
+        iptables(&["-F", &self.fault])?;
+        Ok(dropped)
+    }
+
+    /// Packets dropped by the fault rules now in place.
+    pub fn dropped(&self) -> u64 {
+        iptables(&["-L", &self.fault, "-v", "-n", "-x"])
+            .map(|s| {
+                s.lines()
+                    .skip(2)
+                    .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// The fault rules now in place (for the report).
