@@ -462,7 +462,8 @@ pub async fn heal(
             let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
             let i = c.index(id).ok_or("no such node")?;
             c.kill(i)?;
-            c.start(i, None).map(|_| "restarted with the real clock".into())
+            c.start(i, None)
+                .map(|_| "restarted with the real clock".into())
         }
         Heal::Membership(id) => remove_added(cl, http, id)
             .await

@@ -113,7 +113,7 @@ pub struct Fault {
 /// time (each requested nemesis in a seeded order, cycling), each followed by a quiet stretch, and
 /// a quiet end.
 pub fn schedule(seed: u64, nemeses: &[Nemesis], nodes: usize, duration_ms: u64) -> Vec<Fault> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_73);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
     let mut out = Vec::new();
     if nemeses.is_empty() {
         return out;

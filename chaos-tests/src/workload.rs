@@ -169,6 +169,7 @@ pub fn client(url: &str, routing: bool) -> anyhow::Result<Client> {
 }
 
 /// One operation: records it, runs it, records the outcome; returns the ok value.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_op(
     rec: &Recorder,
     c: &Client,
