@@ -88,12 +88,13 @@ impl NodeSpec {
     }
 
     /// Writes this node's config: `members` (the whole cluster as this node should know it),
-    /// test entity types on, short Raft timeouts.
+    /// every partition on `replication_factor` of them, test entity types on, short Raft
+    /// timeouts.
     pub fn write_config(
         &self,
         members: &[NodeSpec],
+        replication_factor: usize,
         partitions: u32,
-        extra: &str,
     ) -> Result<(), ClusterError> {
         let members: Vec<String> = members.iter().map(NodeSpec::member_entry).collect();
         let text = format!(
@@ -101,7 +102,7 @@ impl NodeSpec {
              [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\n\
              [entities]\ntest_types = true\n\n\
              [cluster]\ncluster_id = \"chaos\"\nsecret = \"chaos-harness-secret-0123456789\"\nlisten_addr = \"{}:{}\"\n\
-             members = [{}]\n{extra}",
+             replication_factor = {replication_factor}\nmembers = [{}]\n",
             self.id,
             self.data_dir.display(),
             self.ip,

@@ -309,9 +309,9 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
         for s in &specs {
             if args.nodes > 1 {
-                s.write_config(&specs, args.partitions, "")?;
+                s.write_config(&specs, args.nodes, args.partitions)?;
             } else {
-                s.write_config(&[], args.partitions, "")?;
+                s.write_config(&[], 1, args.partitions)?;
             }
             c.register(s.id, s.peer_port).map_err(anyhow::Error::msg)?;
         }
@@ -324,11 +324,13 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .build()?;
     let urls: Vec<String> = specs.iter().map(NodeSpec::url).collect();
     let formed = Instant::now();
-    for u in &urls {
-        if !nemesis::ready(&http, u, Duration::from_secs(60)).await {
+    for s in &specs {
+        if !nemesis::ready(&http, &s.url(), Duration::from_secs(60)).await {
             bail!(
-                "node {u} not ready within 60 s (see {})",
-                node_dir.display()
+                "node {} ({}) not ready within 60 s: {}",
+                s.id,
+                s.url(),
+                nemesis::tail(&s.log, 3)
             );
         }
     }

@@ -176,7 +176,7 @@ pub async fn ready(http: &reqwest::Client, url: &str, within: Duration) -> bool 
 }
 
 /// The node's start-up error from its log, else its last `lines` lines.
-fn tail(path: &std::path::Path, lines: usize) -> String {
+pub fn tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     if let Some(e) = text.lines().find(|l| l.starts_with("Error:")) {
         return e.to_string();
@@ -341,7 +341,7 @@ pub async fn apply(
                 let spec = NodeSpec::new(id, c.ip_base, &c.dir).map_err(|e| e.to_string())?;
                 let mut members = c.specs();
                 members.push(spec.clone());
-                spec.write_config(&members, c.partitions, "")
+                spec.write_config(&members, c.initial, c.partitions)
                     .map_err(|e| e.to_string())?;
                 c.register(id, spec.peer_port)?;
                 c.nodes.push(NodeProc::new(spec.clone()));
