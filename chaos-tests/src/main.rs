@@ -127,6 +127,7 @@ fn emergency_cleanup() {
             .status();
     }
     net::remove_chains(std::process::id());
+    net::remove_cgroups(std::process::id());
 }
 
 fn main() -> anyhow::Result<()> {

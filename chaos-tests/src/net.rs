@@ -93,8 +93,42 @@ pub fn remove_chains(pid: u32) {
     }
 }
 
-/// Removes chains left by harness runs whose process is gone (a `kill -9` of the harness).
+/// Removes the cgroup folders of harness process `pid` (retrying briefly while killed
+/// processes leave them).
+pub fn remove_cgroups(pid: u32) {
+    let Ok(root) = cgroup2_root() else { return };
+    let dir = root.join(format!("perdure-chaos-{pid}"));
+    for _ in 0..20 {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Removes chains and cgroups left by harness runs whose process is gone (a `kill -9` of the
+/// harness).
 pub fn remove_stale_chains() {
+    if let Ok(root) = cgroup2_root() {
+        for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_prefix("perdure-chaos-")
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    remove_cgroups(pid);
+                }
+            }
+        }
+    }
     let Ok(rules) = iptables(&["-S"]) else { return };
     for line in rules.lines() {
         if let Some(pid) = line
@@ -288,13 +322,6 @@ impl Net {
     /// Removes the chains and (once the processes are gone) the cgroup folders.
     pub fn teardown(&self) {
         remove_chains(self.pid);
-        if let Ok(rd) = std::fs::read_dir(&self.cgroup_dir) {
-            for e in rd.flatten() {
-                if e.path().is_dir() {
-                    let _ = std::fs::remove_dir(e.path());
-                }
-            }
-        }
-        let _ = std::fs::remove_dir(&self.cgroup_dir);
+        remove_cgroups(self.pid);
     }
 }
