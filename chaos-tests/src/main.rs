@@ -305,6 +305,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         ip_base: args.ip_base,
         initial: args.nodes,
         cgroups: Default::default(),
+        next_id: args.nodes as u64 + 1,
     }));
     {
         let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());

@@ -37,6 +37,8 @@ pub struct Cluster {
     pub initial: usize,
     /// Each registered node's cgroup folder.
     pub cgroups: HashMap<u64, PathBuf>,
+    /// The id the next added node gets (a removed id may never join again).
+    pub next_id: u64,
 }
 
 impl Cluster {
@@ -337,7 +339,8 @@ pub async fn apply(
         Nemesis::Membership => {
             let (spec, url0) = {
                 let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
-                let id = c.nodes.iter().map(|n| n.spec.id).max().unwrap_or(0) + 1;
+                let id = c.next_id;
+                c.next_id += 1;
                 let spec = NodeSpec::new(id, c.ip_base, &c.dir).map_err(|e| e.to_string())?;
                 let mut members = c.specs();
                 members.push(spec.clone());
@@ -381,6 +384,27 @@ pub async fn apply(
     }
 }
 
+/// Whether some partition still lists `id` among its replicas, as the first answering node says.
+async fn hosts_replicas(http: &reqwest::Client, urls: &[String], id: u64) -> Option<bool> {
+    for url in urls {
+        let Ok(r) = http.get(format!("{url}/cluster")).send().await else {
+            continue;
+        };
+        let Ok(v) = r.json::<serde_json::Value>().await else {
+            continue;
+        };
+        let listed = v["partitions"].as_array().into_iter().flatten().any(|p| {
+            ["replicas", "voters", "learners"].iter().any(|k| {
+                p[*k]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(id)))
+            })
+        });
+        return Some(listed);
+    }
+    None
+}
+
 /// Removes a node added by the membership nemesis (also after a failed add).
 pub async fn remove_added(
     cl: &Mutex<Cluster>,
@@ -392,26 +416,63 @@ pub async fn remove_added(
         c.nodes[..c.initial].iter().map(|n| n.spec.url()).collect()
     };
     let mut result = Err("no node answered the removal".to_string());
-    for url in &urls {
-        match http
-            .delete(format!(
-                "{url}/runtime/webhooks/durabletask/cluster/members/{id}"
-            ))
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => {
-                result = Ok(());
+    // `DELETE /cluster/members/{id}` (as built on main), or under the API base; a 503 (the
+    // metadata group has no leader right now) is tried again for a while
+    let t = Instant::now();
+    'attempts: while t.elapsed() < Duration::from_secs(20) {
+        for url in &urls {
+            for path in [
+                format!("{url}/cluster/members/{id}"),
+                format!("{url}/runtime/webhooks/durabletask/cluster/members/{id}"),
+            ] {
+                match http.delete(&path).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        result = Ok(());
+                        break 'attempts;
+                    }
+                    Ok(r)
+                        if r.status() == reqwest::StatusCode::NOT_FOUND
+                            || r.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED =>
+                    {
+                        result = Err(format!(
+                            "DELETE {path} answered {} (no membership removal in this build)",
+                            r.status()
+                        ));
+                    }
+                    Ok(r) => {
+                        let status = r.status();
+                        let body = r.text().await.unwrap_or_default();
+                        result = Err(format!("DELETE {path} answered {status}: {body}"));
+                        if status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                            break 'attempts;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        result = Err(format!("DELETE {path}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+        if matches!(&result, Err(e) if e.contains("no membership removal")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if result.is_ok() {
+        // let the replicas move off the removed node before it goes
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if !hosts_replicas(http, &urls, id).await.unwrap_or(true) {
                 break;
             }
-            Ok(r) => {
-                result = Err(format!(
-                    "DELETE .../cluster/members/{id} answered {} (membership removal not supported by this build?)",
-                    r.status()
-                ));
-                break;
-            }
-            Err(e) => result = Err(format!("DELETE .../cluster/members/{id}: {e}")),
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if hosts_replicas(http, &urls, id).await.unwrap_or(false) {
+            result = Err(format!(
+                "node {id} removed, but it still holds replicas after 30 s"
+            ));
         }
     }
     let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());

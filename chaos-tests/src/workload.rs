@@ -23,6 +23,9 @@ fn keys(workload: &str) -> u64 {
     }
 }
 
+/// Operations of one worker after which it appends to fresh list keys.
+const LIST_GENERATION_OPS: u64 = 400;
+
 /// The process id of the final reads.
 pub const FINAL_PROCESS: u64 = 1_000_000;
 
@@ -246,7 +249,14 @@ pub async fn worker(
         n += 1;
         let unique = w * 1_000_000 + n;
         let wl = workloads[rng.gen_range(0..workloads.len())].clone();
-        let key = format!("{}{}", &wl[..1], rng.gen_range(0..keys(&wl)));
+        let k = rng.gen_range(0..keys(&wl));
+        // a list's whole state is rewritten by every append: move to fresh list keys as the
+        // run goes on (per worker, by its own operation count), so lists stay short
+        let key = if wl == "list" {
+            format!("l{}-{k}", n / LIST_GENERATION_OPS)
+        } else {
+            format!("{}{k}", &wl[..1])
+        };
         let (f, input) = match wl.as_str() {
             "register" => match rng.gen_range(0..10) {
                 0..=3 => (
