@@ -503,8 +503,7 @@ impl crate::Partitions {
     ) -> PartitionStatus {
         let me = self.node_id();
         let local = self
-            .raft(p)
-            .ok()
+            .any_group(p)
             .map(|r| r.metrics().borrow().clone())
             .filter(|m| m.membership_config.membership().get_node(&me).is_some());
         let view = match (&local, view) {

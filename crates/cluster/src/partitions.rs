@@ -303,6 +303,11 @@ impl Partitions {
         self.groups.get(p as usize).ok_or(Error::NoSuchPartition(p))
     }
 
+    /// The Raft handle of any group, the metadata group (index `count`) included.
+    pub(crate) fn any_group(&self, g: PartitionId) -> Option<&Raft<TypeConfig>> {
+        self.groups.get(g as usize).map(|g| &g.raft)
+    }
+
     /// The Raft handle of a partition (metrics, membership changes).
     pub fn raft(&self, p: PartitionId) -> Result<&Raft<TypeConfig>, Error> {
         Ok(&self.group(p)?.raft)
