@@ -194,7 +194,7 @@ enum DebugCmd {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERDURE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -223,6 +223,12 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         })
     }
 }
+
+/// The default log filter: openraft's per-RPC replication, vote and read-confirmation errors
+/// repeat for every RPC to a down peer (hundreds a second); the transport reports each outage
+/// once instead. `PERDURE_LOG=info,openraft=warn` shows them.
+const DEFAULT_LOG: &str =
+    "info,openraft=warn,openraft::replication=off,openraft::engine=error,openraft::core::raft_core=off";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

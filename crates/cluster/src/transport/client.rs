@@ -264,6 +264,9 @@ impl Slot {
     fn connected(&self, addr: &str, conn: Arc<Conn>) {
         let mut state = lock(&self.state);
         if state.addr.as_deref() == Some(addr) {
+            if state.failures > 0 {
+                tracing::info!(peer = self.node, peer_addr = %addr, after_failures = state.failures, "transport: peer reachable again");
+            }
             state.conn = Some(conn);
             state.failures = 0;
             state.retry_at = None;
@@ -273,6 +276,11 @@ impl Slot {
 
     fn failed(&self, failure: Failure) {
         let mut state = lock(&self.state);
+        if state.failures == 0 {
+            // once per outage; openraft's own per-RPC errors are off by default (see the CLI)
+            let (Failure::Unreachable(reason) | Failure::Refused(reason)) = &failure;
+            tracing::warn!(peer = self.node, %reason, "transport: peer unreachable (retrying with backoff)");
+        }
         state.failures = state.failures.saturating_add(1);
         let backoff = BACKOFF_MIN
             .saturating_mul(1 << state.failures.min(16).saturating_sub(1))
