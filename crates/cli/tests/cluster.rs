@@ -588,3 +588,59 @@ async fn entity_signals_reach_partitions_led_by_other_nodes() {
         }
     }
 }
+
+/// A node whose seeds do not answer founds nothing and says, on `/readyz`, which seeds it waits
+/// for; once they start, the cluster forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let members = three_members();
+    let configs: Vec<_> = members
+        .iter()
+        .map(|m| write_config(dir.path(), m, &members))
+        .collect();
+    let mut nodes = Nodes(vec![Some(start(&configs[0]))]);
+    let url = members[0].url();
+    let t = Instant::now();
+    let said = loop {
+        if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
+            assert_eq!(r.status(), 503, "ready without its seeds");
+            let body = r.text().await.unwrap();
+            if body.contains("waits for seeds")
+                && body.contains("node 2")
+                && body.contains("node 3")
+            {
+                break body;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "never said which seeds it waits for"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("alone, node 1 says: {said}");
+    let v: serde_json::Value = http
+        .get(format!("{url}/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["membership_version"], 0, "founded alone: {v}");
+    for c in &configs[1..] {
+        nodes.0.push(Some(start(c)));
+    }
+    for m in &members {
+        assert!(
+            ready(&http, &m.url(), Duration::from_secs(30)).await,
+            "node {} not ready once its seeds run",
+            m.id
+        );
+    }
+}

@@ -309,6 +309,31 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
         child.wait().unwrap();
     }
 
+    // restarted, the removed node does not rejoin, and says why
+    nodes.lock().unwrap().0[1] = Some(start(&configs[1]));
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{}/readyz", all[1].url())).send().await {
+            let (code, body) = (r.status(), r.text().await.unwrap_or_default());
+            if body.contains("was removed") {
+                assert_eq!(code, 503);
+                eprintln!("the removed node, restarted, says: {body}");
+                break;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the removed node never said it was removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = status(&http, &url1).await.unwrap();
+    assert_eq!(
+        v["members"].as_array().map(Vec::len),
+        Some(3),
+        "the removed node rejoined: {v}"
+    );
+
     // exact, through every remaining node
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= COUNTERS / 2);

@@ -152,6 +152,7 @@ async fn bootstrap(ctx: Ctx) {
         let local = ctx.membership();
         let meta_here = ctx.meta().is_initialized().await.unwrap_or(true);
         if meta_here && local.member(me).is_some() {
+            *ctx.formation.write().unwrap_or_else(|p| p.into_inner()) = None;
             if local.bootstrapped {
                 return;
             }
@@ -161,10 +162,10 @@ async fn bootstrap(ctx: Ctx) {
             }
         }
         if meta_here && local.removed.contains(&me) {
-            tracing::error!(
-                node_id = me,
-                "this node was removed from the cluster; it serves nothing (stop it)"
-            );
+            let what =
+                format!("node {me} was removed from the cluster; it serves nothing (stop it)");
+            tracing::error!("{what}");
+            *ctx.formation.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
             return;
         }
         // ask the seeds and known members what they hold
@@ -194,9 +195,14 @@ async fn bootstrap(ctx: Ctx) {
                 Err(e) => waiting_for.push(format!("node {n} ({e})")),
             }
         }
-        if let Some((n, cluster)) = running {
+        let say = |what: String| {
+            *ctx.formation.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
+        };
+        let waiting = if let Some((n, cluster)) = running {
             if cluster.removed.contains(&me) {
-                tracing::error!(node_id = me, "this node was removed from the cluster and may not join again; start it with a new node_id and an empty data directory");
+                let what = format!("node {me} was removed from the cluster and may not join again; start it with a new node_id and an empty data directory");
+                tracing::error!("{what}");
+                say(what);
                 return;
             }
             if cluster.member(me).is_none() {
@@ -207,17 +213,25 @@ async fn bootstrap(ctx: Ctx) {
                             tracing::info!(via = n, "joined the cluster; replicas move here now")
                         }
                         Err(MetaError::Refused(reason)) => {
-                            tracing::error!(%reason, "the cluster refused this node");
+                            let what = format!("the cluster refused node {me}: {reason}");
+                            tracing::error!("{what}");
+                            say(what);
                             return;
                         }
                         Err(e) => tracing::info!(error = %e, "joining: will retry"),
                     }
                 }
             }
+            format!("joining the running cluster (via node {n}); waiting for its membership")
         } else if waiting_for.is_empty() && founder && !meta_here {
             found(&ctx).await;
             continue;
-        }
+        } else if waiting_for.is_empty() {
+            "formation waits for the founder (the lowest seed id) to found the cluster".to_string()
+        } else {
+            format!("formation waits for seeds: {}", waiting_for.join(", "))
+        };
+        say(waiting);
         if said.elapsed() > Duration::from_secs(30) {
             tracing::info!(waiting_for = ?waiting_for, waited_ms = started.elapsed().as_millis() as u64,
                 "formation: waiting for the cluster (founding needs every seed to answer; joining needs a running member)");

@@ -103,6 +103,8 @@ pub(crate) struct Ctx {
     pub change_lock: Arc<tokio::sync::Mutex<()>>,
     /// Replica-set changes this node has completed as a leader.
     pub moves: Arc<AtomicU64>,
+    /// What formation waits for now (`None` once this node is part of a formed cluster).
+    pub formation: Arc<RwLock<Option<String>>>,
 }
 
 impl std::fmt::Debug for Ctx {

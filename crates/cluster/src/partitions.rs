@@ -192,6 +192,9 @@ impl Partitions {
                 hints: Arc::new(std::sync::RwLock::new(vec![None; partitions as usize])),
                 change_lock: Arc::default(),
                 moves: Arc::default(),
+                formation: Arc::new(std::sync::RwLock::new(Some(
+                    "cluster formation is starting".into(),
+                ))),
             }
         });
         if let Some(ctx) = &ctx {
@@ -382,20 +385,28 @@ impl Partitions {
         Ok(self.group(p)?.raft.metrics())
     }
 
-    /// Waits until every partition has a leader known here, or `timeout` passes.
+    /// Waits until every partition has a leader known here and this node is part of a formed
+    /// cluster (not founding, joining, or removed), or `timeout` passes.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         let started = Instant::now();
         loop {
             let missing: Vec<PartitionId> = (0..self.count())
                 .filter(|&p| self.leader(p).is_none())
                 .collect();
-            if missing.is_empty() {
+            let formation = self.ctx.as_ref().and_then(|c| {
+                c.formation
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            });
+            if missing.is_empty() && formation.is_none() {
                 return Ok(());
             }
             if started.elapsed() >= timeout {
                 return Err(Error::NotReady {
                     waited_ms: started.elapsed().as_millis() as u64,
                     partitions: missing,
+                    formation,
                 });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
