@@ -1,6 +1,6 @@
 //! Membership changes under load, with real `perdure` processes on 127.0.0.1-4: a 4th node joins
-//! a running 3-node cluster (it starts with its own config naming the members as seeds), then
-//! node 2 is removed. After each change, the partitions whose voters changed are exactly those
+//! a running 3-node cluster (it starts with its own config naming the members as seeds) while
+//! node 3 is down; node 3 returns and serves; then node 2 is removed. After each change, the partitions whose voters changed are exactly those
 //! whose replica set by placement changed (counted against the ideal), every group ends with
 //! its placement's voters, and every counter ends exactly at the sum of its acknowledged adds.
 
@@ -227,7 +227,17 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    // a 4th node joins under load
+    // node 3 goes down (kill -9): it will miss the whole join
+    targets.lock().unwrap().retain(|u| *u != all[2].url());
+    {
+        let mut ns = nodes.lock().unwrap();
+        let mut child = ns.0[2].take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // a 4th node joins under load, with node 3 down
     nodes.lock().unwrap().0.push(Some(start(&configs[3])));
     let joined = Instant::now();
     let four: BTreeSet<u64> = [1, 2, 3, 4].into();
@@ -256,6 +266,14 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
         "node 4 never ready"
     );
     targets.lock().unwrap().push(all[3].url());
+    // node 3 returns: its copy of the partitions it lost meanwhile is stale (it still finds
+    // itself a voter there); it learns the membership, asks the hosts for those leaders, serves
+    nodes.lock().unwrap().0[2] = Some(start(&configs[2]));
+    assert!(
+        ready(&http, &all[2].url(), Duration::from_secs(30)).await,
+        "node 3 never ready after missing the join"
+    );
+    targets.lock().unwrap().push(all[2].url());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // node 2 is removed under load; clients stop using it first

@@ -74,16 +74,21 @@ pub(crate) fn serve_peers(
     })
 }
 
-async fn info(ctx: &Ctx) -> ClusterInfo {
+fn info(ctx: &Ctx) -> ClusterInfo {
     let partitions = ctx.partitions();
-    let mut initialized = Vec::with_capacity(partitions as usize);
-    for r in &ctx.rafts[..partitions as usize] {
-        initialized.push(r.is_initialized().await.unwrap_or(true));
-    }
+    // as openraft defines it (a log or a vote), read from metrics: no call into each group
+    let initialized = |r: &openraft::Raft<perdure_storage::TypeConfig>| {
+        let m = r.metrics();
+        let m = m.borrow();
+        m.last_log_index.is_some() || m.vote != openraft::Vote::default()
+    };
     ClusterInfo {
         node_id: ctx.node_id,
-        initialized,
-        meta_initialized: ctx.meta().is_initialized().await.unwrap_or(true),
+        initialized: ctx.rafts[..partitions as usize]
+            .iter()
+            .map(initialized)
+            .collect(),
+        meta_initialized: initialized(ctx.meta()),
         membership: ctx.membership(),
         views: (0..partitions).map(|p| ctx.view(p)).collect(),
         moves: ctx.moves.load(std::sync::atomic::Ordering::Relaxed),
@@ -101,7 +106,7 @@ impl Handler for InfoService {
     ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
         let ctx = self.0.clone();
         Box::pin(async move {
-            codec::encode(&info(&ctx).await).map_err(|e| RemoteError {
+            codec::encode(&info(&ctx)).map_err(|e| RemoteError {
                 code: RemoteErrorCode::Handler,
                 message: e.to_string(),
             })
@@ -441,7 +446,7 @@ impl crate::Partitions {
             let member = member.clone();
             async move {
                 let got = if member.node_id == me {
-                    Ok(info(&ctx).await)
+                    Ok(info(&ctx))
                 } else {
                     ctx.peers
                         .call::<(), ClusterInfo>(

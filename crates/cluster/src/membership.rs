@@ -97,6 +97,9 @@ pub(crate) struct Ctx {
     pub seeds: Vec<MemberConfig>,
     pub rf: u32,
     pub membership: Arc<watch::Sender<Membership>>,
+    /// Every group's replica set by placement over the current members (the seeds until the
+    /// membership is known), recomputed when it changes.
+    pub table: Arc<RwLock<Vec<Vec<NodeId>>>>,
     /// Leaders of partitions this node does not host, as their hosts report them: (leader, term).
     pub hints: Arc<RwLock<Vec<LeaderHint>>>,
     /// Serializes membership changes on the metadata leader.
@@ -142,7 +145,21 @@ impl Ctx {
 
     /// Group `g`'s replica set by placement over the current members.
     pub fn replicas(&self, g: PartitionId) -> Vec<NodeId> {
-        perdure_types::placement::replicas(g, &self.member_ids(), self.rf)
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(g as usize)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Recomputes every group's replica set (after the membership changed).
+    pub fn refresh_table(&self) {
+        let ids = self.member_ids();
+        let table = (0..=self.partitions())
+            .map(|g| perdure_types::placement::replicas(g, &ids, self.rf))
+            .collect();
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
     /// Reads the membership from the local copy of the metadata group's state.
@@ -157,24 +174,30 @@ impl Ctx {
         }
     }
 
-    /// Whether this node is a voter or learner of group `g`'s current configuration.
+    /// Whether this node hosts group `g`: it is a voter or learner of the group's configuration
+    /// as known here AND placement over the current members keeps it there. A node that missed
+    /// the configuration change removing it (it was down) still finds itself in its stale copy;
+    /// placement tells it to ask the hosting members instead.
     pub fn hosts(&self, g: PartitionId) -> bool {
-        self.rafts.get(g as usize).is_some_and(|r| {
+        let in_config = self.rafts.get(g as usize).is_some_and(|r| {
             r.metrics()
                 .borrow()
                 .membership_config
                 .membership()
                 .get_node(&self.node_id)
                 .is_some()
-        })
+        });
+        in_config && (g == self.partitions() || self.replicas(g).contains(&self.node_id))
     }
 
     /// The view of group `g` from here, if this node hosts it.
     pub fn view(&self, g: PartitionId) -> Option<GroupView> {
+        if !self.hosts(g) {
+            return None;
+        }
         let raft = self.rafts.get(g as usize)?;
         let m = raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
-        membership.get_node(&self.node_id)?;
         Some(GroupView {
             leader: m.current_leader,
             term: m.current_term,
@@ -346,6 +369,7 @@ pub(crate) async fn follow(ctx: Ctx) {
                         *cur = m;
                         true
                     });
+                    ctx.refresh_table();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the membership in the metadata group is unreadable")

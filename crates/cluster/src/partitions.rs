@@ -192,12 +192,14 @@ impl Partitions {
                 hints: Arc::new(std::sync::RwLock::new(vec![None; partitions as usize])),
                 change_lock: Arc::default(),
                 moves: Arc::default(),
+                table: Arc::default(),
                 formation: Arc::new(std::sync::RwLock::new(Some(
                     "cluster formation is starting".into(),
                 ))),
             }
         });
         if let Some(ctx) = &ctx {
+            ctx.refresh_table();
             tasks.extend(crate::formation::start(ctx.clone(), &dispatcher));
         }
         Ok(Self {
