@@ -279,12 +279,20 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     // node 2 is removed under load; clients stop using it first
     targets.lock().unwrap().retain(|u| *u != all[1].url());
     let removed = Instant::now();
-    let r = http
-        .delete(format!("{url1}/cluster/members/2"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    // (503 while the metadata group elects a leader: retried, as a client does)
+    loop {
+        let r = http
+            .delete(format!("{url1}/cluster/members/2"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 && removed.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        break;
+    }
     let left: BTreeSet<u64> = [1, 3, 4].into();
     let (after_remove, _) = wait_settled(&http, &url1, &left, "removal").await;
     let (m_remove, ideal_remove) = (

@@ -45,6 +45,8 @@ pub struct ClusterInfo {
     pub membership: Membership,
     /// Per partition: the group as that node sees it, for those it hosts.
     pub views: Vec<Option<GroupView>>,
+    /// The metadata group as that node sees it.
+    pub meta_view: Option<GroupView>,
     /// Replica-set changes that node completed as a leader.
     pub moves: u64,
 }
@@ -91,6 +93,7 @@ fn info(ctx: &Ctx) -> ClusterInfo {
         meta_initialized: initialized(ctx.meta()),
         membership: ctx.membership(),
         views: (0..partitions).map(|p| ctx.view(p)).collect(),
+        meta_view: ctx.view(partitions),
         moves: ctx.moves.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
@@ -118,8 +121,13 @@ impl Handler for InfoService {
 pub(crate) fn start(ctx: Ctx, dispatcher: &Dispatcher) -> Vec<JoinHandle<()>> {
     dispatcher.register(KIND_CLUSTER_INFO, Arc::new(InfoService(ctx.clone())));
     dispatcher.register(KIND_META, Arc::new(MetaService(ctx.clone())));
+    dispatcher.register(
+        membership::KIND_ELECT,
+        Arc::new(membership::ElectService(ctx.clone())),
+    );
     vec![
         tokio::spawn(membership::follow(ctx.clone())),
+        tokio::spawn(membership::gate_elections(ctx.clone())),
         tokio::spawn(bootstrap(ctx.clone())),
         tokio::spawn(membership::reconcile(ctx.clone())),
         tokio::spawn(membership::track_leaders(ctx.clone())),

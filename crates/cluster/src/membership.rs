@@ -34,6 +34,10 @@ use tokio::sync::watch;
 /// Transport request kind: a membership change for the metadata group's leader.
 pub const KIND_META: u16 = 4;
 
+/// Transport request kind: "call an election for group G" (a leader leaving the group hands
+/// leadership over).
+pub const KIND_ELECT: u16 = 5;
+
 /// A learner within this many entries of the leader's log counts as caught up.
 const CAUGHT_UP_LAG: u64 = 256;
 
@@ -106,6 +110,9 @@ pub(crate) struct Ctx {
     pub change_lock: Arc<tokio::sync::Mutex<()>>,
     /// Replica-set changes this node has completed as a leader.
     pub moves: Arc<AtomicU64>,
+    /// How long a started node holds back timeout elections for groups that have a leader
+    /// elsewhere, waiting to hear from it.
+    pub election_gate: Duration,
     /// What formation waits for now (`None` once this node is part of a formed cluster).
     pub formation: Arc<RwLock<Option<String>>>,
 }
@@ -345,6 +352,120 @@ impl Handler for MetaService {
     }
 }
 
+/// Serves [`KIND_ELECT`]: calls an election for the group if this node is a follower voter of it.
+pub(crate) struct ElectService(pub Ctx);
+
+impl Handler for ElectService {
+    fn handle(
+        &self,
+        _from: NodeId,
+        _kind: u16,
+        body: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
+        let ctx = self.0.clone();
+        Box::pin(async move {
+            let err = |e: &dyn std::fmt::Display| RemoteError {
+                code: RemoteErrorCode::Handler,
+                message: e.to_string(),
+            };
+            let g: PartitionId = codec::decode(&body).map_err(|e| err(&e))?;
+            let raft = ctx
+                .rafts
+                .get(g as usize)
+                .ok_or_else(|| err(&"no such group"))?;
+            let m = raft.metrics().borrow().clone();
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == ctx.node_id);
+            let go = voter && m.state == ServerState::Follower;
+            if go {
+                tracing::info!(group = g, "taking over leadership from a leaving leader");
+                raft.trigger().elect().await.map_err(|e| err(&e))?;
+            }
+            codec::encode(&go).map_err(|e| err(&e))
+        })
+    }
+}
+
+/// Re-enables timeout elections, held back at start: at once for groups no other member knows
+/// a leader of (a cluster starting cold elects as usual), for the others after
+/// [`Ctx::election_gate`] (time for their leader to reach this node), or as soon as the group
+/// moved past the reported leader's term. A restarted replica thereby
+/// rejoins as a follower instead of deposing the leader with an inflated term (openraft 0.9 has
+/// no pre-vote).
+pub(crate) async fn gate_elections(ctx: Ctx) {
+    let started = tokio::time::Instant::now();
+    let me = ctx.node_id;
+    let mut asked: BTreeSet<NodeId> = ctx.seeds.iter().map(|m| m.node_id).collect();
+    asked.extend(ctx.member_ids());
+    asked.remove(&me);
+    let asks = asked.iter().map(|&n| {
+        let peers = ctx.peers.clone();
+        async move {
+            peers
+                .call::<(), crate::formation::ClusterInfo>(
+                    n,
+                    crate::formation::KIND_CLUSTER_INFO,
+                    &(),
+                    Some(Duration::from_millis(800)),
+                )
+                .await
+                .ok()
+        }
+    });
+    let infos: Vec<_> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    // per group: the highest term at which another member reports a leader
+    let reported = |g: usize| {
+        infos
+            .iter()
+            .filter_map(|i| {
+                let v = if g == ctx.partitions() as usize {
+                    i.meta_view.as_ref()
+                } else {
+                    i.views.get(g).and_then(Option::as_ref)
+                };
+                v.filter(|v| v.leader.is_some_and(|l| l != me))
+                    .map(|v| v.term)
+            })
+            .max()
+    };
+    let mut waiting: Vec<(usize, u64)> = Vec::new();
+    for (g, raft) in ctx.rafts.iter().enumerate() {
+        match reported(g) {
+            Some(term) => waiting.push((g, term)),
+            None => raft.runtime_config().elect(true),
+        }
+    }
+    let held = waiting.len();
+    while !waiting.is_empty() && started.elapsed() < ctx.election_gate {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // a group that moved past the reported term had an election meanwhile: back to normal
+        waiting.retain(|&(g, term)| {
+            let moved_on = ctx.rafts[g].metrics().borrow().current_term > term;
+            if moved_on {
+                ctx.rafts[g].runtime_config().elect(true);
+            }
+            !moved_on
+        });
+    }
+    for &(g, _) in &waiting {
+        ctx.rafts[g].runtime_config().elect(true);
+    }
+    if held > 0 {
+        tracing::info!(
+            held,
+            waited_ms = started.elapsed().as_millis() as u64,
+            "timeout elections enabled (held back while the groups had leaders elsewhere)"
+        );
+    }
+}
+
 /// Keeps [`Ctx::membership`] equal to the metadata group's applied state, and peers' addresses
 /// current.
 pub(crate) async fn follow(ctx: Ctx) {
@@ -399,6 +520,8 @@ fn target(ctx: &Ctx, m: &Membership, g: PartitionId) -> (BTreeSet<NodeId>, BTree
 
 /// Moves replicas of the groups this node leads toward placement over the current members.
 pub(crate) async fn reconcile(ctx: Ctx) {
+    // per group: leadership handoffs tried before leaving it
+    let mut handoffs: BTreeMap<PartitionId, u32> = BTreeMap::new();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let m = ctx.membership();
@@ -411,7 +534,7 @@ pub(crate) async fn reconcile(ctx: Ctx) {
             if metrics.state != ServerState::Leader {
                 continue;
             }
-            if let Err(e) = reconcile_group(&ctx, &m, g, raft, &metrics).await {
+            if let Err(e) = reconcile_group(&ctx, &mut handoffs, &m, g, raft, &metrics).await {
                 tracing::info!(group = g, error = %e, "moving replicas: will retry");
             }
         }
@@ -420,6 +543,7 @@ pub(crate) async fn reconcile(ctx: Ctx) {
 
 async fn reconcile_group(
     ctx: &Ctx,
+    handoffs: &mut BTreeMap<PartitionId, u32>,
     m: &Membership,
     g: PartitionId,
     raft: &Raft<TypeConfig>,
@@ -470,6 +594,33 @@ async fn reconcile_group(
             tracing::debug!(group = g, ?lagging, "new replicas still catching up");
             return Ok(());
         }
+        // a leader placement drops hands leadership to a caught-up voter that stays first: the
+        // group then changes leader by one quick election instead of waiting out an election
+        // timeout after this leader steps down (a few tries, then it replaces anyway)
+        if !want_voters.contains(&ctx.node_id) && *handoffs.get(&g).unwrap_or(&0) < 3 {
+            let heir = ctx.replicas(g).into_iter().find(|n| {
+                voters.contains(n)
+                    && metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(n).cloned().flatten())
+                        .is_some_and(|l| Some(l.index) == metrics.last_log_index)
+            });
+            if let Some(heir) = heir {
+                *handoffs.entry(g).or_default() += 1;
+                tracing::info!(
+                    group = g,
+                    to = heir,
+                    "handing leadership over before leaving the group"
+                );
+                ctx.peers
+                    .call::<PartitionId, bool>(heir, KIND_ELECT, &g, Some(Duration::from_secs(1)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+        }
+        handoffs.remove(&g);
         let is_meta = g == ctx.partitions();
         tracing::info!(group = g, from = ?voters, to = ?want_voters, "replacing the voters");
         raft.change_membership(

@@ -99,6 +99,10 @@ async fn start_groups(
             state,
         });
         if !single {
+            // no election on a timeout until this node knows whether its group has a leader
+            // (`membership::gate_elections`): a restarted replica would otherwise campaign with
+            // a higher term before the leader reaches it, and depose a healthy leader
+            raft.runtime_config().elect(false);
             // cluster mode: formation (crate::formation) initializes groups, once
             continue;
         }
@@ -149,6 +153,7 @@ impl Partitions {
             }
         }
         let dispatcher = Dispatcher::default();
+        let _ = dispatcher.peers.set(peers.clone());
         let mut tasks = Vec::new();
         if !c.members.is_empty() {
             let listener = tokio::net::TcpListener::bind(&c.listen_addr)
@@ -193,6 +198,8 @@ impl Partitions {
                 change_lock: Arc::default(),
                 moves: Arc::default(),
                 table: Arc::default(),
+                election_gate: Duration::from_millis(config.raft.election_timeout_max_ms * 3)
+                    .max(Duration::from_secs(2)),
                 formation: Arc::new(std::sync::RwLock::new(Some(
                     "cluster formation is starting".into(),
                 ))),

@@ -87,6 +87,18 @@ impl Peers {
         }
     }
 
+    /// Lets the next request to `node` try to connect at once, even while backing off after
+    /// failures (the peer was just seen alive, e.g. it connected to this node).
+    pub fn retry_now(&self, node: NodeId) {
+        if let Some(slot) = lock(&self.inner.slots).get(&node) {
+            let mut state = lock(&slot.state);
+            if state.conn.is_none() && state.retry_at.is_some() {
+                tracing::debug!(node, "transport: peer seen alive, retrying at once");
+                state.retry_at = None;
+            }
+        }
+    }
+
     /// Forgets `node`: closes its connection; requests to it fail until an address is set again.
     pub fn remove(&self, node: NodeId) {
         lock(&self.inner.slots).remove(&node);
