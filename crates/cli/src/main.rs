@@ -154,6 +154,14 @@ enum ClusterCmd {
         #[command(flatten)]
         client: client_cmd::ClientFlags,
     },
+    /// Removes a member for good; its replicas move to the other members (watch `cluster
+    /// status`). To add a node, start it with its own config listing the members as seeds.
+    Remove {
+        /// The node id to remove.
+        node_id: u64,
+        #[command(flatten)]
+        client: client_cmd::ClientFlags,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,7 +194,7 @@ enum DebugCmd {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERDURE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -215,6 +223,12 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         })
     }
 }
+
+/// The default log filter: openraft's per-RPC replication, vote and read-confirmation errors
+/// repeat for every RPC to a down peer (hundreds a second); the transport reports each outage
+/// once instead. `PERDURE_LOG=info,openraft=warn` shows them.
+const DEFAULT_LOG: &str =
+    "info,openraft=warn,openraft::replication=off,openraft::engine=error,openraft::core::raft_core=off";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -259,6 +273,9 @@ fn main() -> anyhow::Result<()> {
             Cmd::Get { entity, client } => client_cmd::get(&client, &entity).await,
             Cmd::Cluster(ClusterCmd::Status { client }) => {
                 client_cmd::cluster_status(&client).await
+            }
+            Cmd::Cluster(ClusterCmd::Remove { node_id, client }) => {
+                client_cmd::remove_member(&client, node_id).await
             }
             Cmd::List {
                 name,
