@@ -40,6 +40,13 @@ enum Cmd {
     Check {
         /// The history file.
         history: PathBuf,
+        /// Search steps per key for the linearizability checker.
+        #[arg(long, default_value_t = checker::linearizable::DEFAULT_STEP_BUDGET)]
+        lin_steps: u64,
+        /// Clock-skewed node pids (the report's `skewed_pids`), left out of the probe's overlap
+        /// check.
+        #[arg(long, value_delimiter = ',')]
+        skewed_pids: Vec<u64>,
     },
 }
 
@@ -140,13 +147,17 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { history } => {
+        Cmd::Check {
+            history,
+            lin_steps,
+            skewed_pids,
+        } => {
             let events = history::read_jsonl(&history)?;
             let results = run_checkers(
                 &events,
                 &all_workloads(),
-                &HashSet::new(),
-                checker::linearizable::DEFAULT_STEP_BUDGET,
+                &skewed_pids.into_iter().collect(),
+                lin_steps,
             );
             println!("{}", serde_json::to_string_pretty(&results)?);
             if results.iter().all(CheckResult::passed) {

@@ -26,6 +26,9 @@ fn keys(workload: &str) -> u64 {
 /// Operations of one worker after which it appends to fresh list keys.
 const LIST_GENERATION_OPS: u64 = 400;
 
+/// Operations of one worker after which it uses fresh register keys.
+const REGISTER_GENERATION_OPS: u64 = 800;
+
 /// The process id of the final reads.
 pub const FINAL_PROCESS: u64 = 1_000_000;
 
@@ -254,6 +257,9 @@ pub async fn worker(
         // run goes on (per worker, by its own operation count), so lists stay short
         let key = if wl == "list" {
             format!("l{}-{k}", n / LIST_GENERATION_OPS)
+        } else if wl == "register" {
+            // fresh register keys too: per-key histories stay small enough to search
+            format!("r{}-{k}", n / REGISTER_GENERATION_OPS)
         } else {
             format!("{}{k}", &wl[..1])
         };
