@@ -466,7 +466,10 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     // progress, one line a second, until the duration is over
     let started = Instant::now();
-    while started.elapsed() < args.duration {
+    // past the duration only while a fault is still being applied or healed (bounded)
+    while started.elapsed() < args.duration
+        || (!nem.is_finished() && started.elapsed() < args.duration + Duration::from_secs(90))
+    {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (ok, fail, info, inv) = rec.counts();
         println!(
@@ -476,7 +479,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         );
     }
     stop.store(true, Ordering::Relaxed);
-    nem.abort(); // the schedule ends before the duration; a fault still running is healed below
+    nem.abort(); // only if it overran by 90 s; a fault still in force is healed below
     let _ = nem.await;
     for w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
