@@ -688,7 +688,16 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let count = |k: EventType| events.iter().filter(|e| e.kind == k).count();
     let checks_ok = results.iter().all(CheckResult::passed);
-    let harness_ok = recovered
+    let failed_heals: Vec<String> = records
+        .iter()
+        .filter_map(|r| {
+            r.heal_error
+                .as_ref()
+                .map(|e| format!("{}/{}: {e}", r.fault.nemesis, r.fault.variant))
+        })
+        .collect();
+    let harness_ok = failed_heals.is_empty()
+        && recovered
         && final_failures.is_empty()
         && panics.is_empty()
         && never_applied.is_empty()
@@ -716,6 +725,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         "nemeses_never_applied": never_applied,
         "recovery": {"recovered": recovered, "ms": recovery_ms, "healed_at_ms": heal_ms, "workload_end_ms": workload_end_ms, "problems": heal_problems},
         "final_failures": final_failures,
+        "failed_heals": failed_heals,
         "panics": panics,
         "ops": {
             "invoked": count(EventType::Invoke),
@@ -799,7 +809,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     {
         println!("  heal problem: {p}");
     }
-    for p in final_failures.iter().chain(panics.iter()) {
+    for p in final_failures.iter().chain(panics.iter()).chain(failed_heals.iter()) {
         println!("  problem: {p}");
     }
     if !never_applied.is_empty() {

@@ -354,7 +354,7 @@ pub async fn apply(
             };
             let _ = url0;
             let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(15) {
+            while t.elapsed() < Duration::from_secs(45) {
                 let running = {
                     let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
                     let i = c.index(spec.id).ok_or("added node vanished")?;
@@ -376,7 +376,7 @@ pub async fn apply(
                 }
             }
             Err(format!(
-                "membership: the added node {} never became ready within 15 s: {}",
+                "membership: the added node {} never became ready within 45 s: {}",
                 spec.id,
                 tail(&spec.log, 3)
             ))
@@ -463,7 +463,7 @@ pub async fn remove_added(
     if result.is_ok() {
         // let the replicas move off the removed node before it goes
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
+        while t.elapsed() < Duration::from_secs(60) {
             if !hosts_replicas(http, &urls, id).await.unwrap_or(true) {
                 break;
             }
@@ -471,7 +471,7 @@ pub async fn remove_added(
         }
         if hosts_replicas(http, &urls, id).await.unwrap_or(false) {
             result = Err(format!(
-                "node {id} removed, but it still holds replicas after 30 s"
+                "node {id} removed, but it still holds replicas after 60 s"
             ));
         }
     }
