@@ -809,7 +809,11 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     {
         println!("  heal problem: {p}");
     }
-    for p in final_failures.iter().chain(panics.iter()).chain(failed_heals.iter()) {
+    for p in final_failures
+        .iter()
+        .chain(panics.iter())
+        .chain(failed_heals.iter())
+    {
         println!("  problem: {p}");
     }
     if !never_applied.is_empty() {
