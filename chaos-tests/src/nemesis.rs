@@ -105,6 +105,13 @@ impl Cluster {
     }
 }
 
+/// Runs blocking process and iptables work off the async workers' way (a `kill -9` reaps,
+/// a stop waits up to its grace): without it one blocked worker thread stalled every client
+/// worker of the run for seconds (seen as a 5 s throughput hole at each membership removal).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 /// What happened to one scheduled fault.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultRecord {
@@ -225,15 +232,18 @@ pub async fn apply(
                 }
                 _ => (vec![random], "random".to_string()),
             };
-            let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
-            for t in &targets {
-                let i = c.index(*t).ok_or("no such node")?;
-                if fault.nemesis == Nemesis::Kill {
-                    c.kill(i)?;
-                } else {
-                    c.nodes[i].pause().map_err(|e| e.to_string())?;
+            blocking(|| {
+                let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
+                for t in &targets {
+                    let i = c.index(*t).ok_or("no such node")?;
+                    if fault.nemesis == Nemesis::Kill {
+                        c.kill(i)?;
+                    } else {
+                        c.nodes[i].pause().map_err(|e| e.to_string())?;
+                    }
                 }
-            }
+                Ok::<(), String>(())
+            })?;
             let verb = if fault.nemesis == Nemesis::Kill {
                 "kill -9"
             } else {
@@ -272,47 +282,52 @@ pub async fn apply(
                     (vec![vec![random], rest], format!("isolate {random}"))
                 }
             };
-            let c = cl.lock().unwrap_or_else(|p| p.into_inner());
-            let net = c.net.as_ref().ok_or_else(|| {
-                format!(
-                    "no network control: {}",
-                    c.net_error.clone().unwrap_or_default()
-                )
-            })?;
-            let what = if fault.variant == "bridge" {
-                let (a, b) = (shuffled[0], shuffled[1]);
-                net.cut(a, b).map_err(|e| e.to_string())?;
-                format!("cut the link {a} <-> {b} only (others see both)")
-            } else if fault.variant == "ring" {
-                let n = shuffled.len();
-                let mut cut = Vec::new();
-                for i in 0..n {
-                    for j in i + 1..n {
-                        let adjacent = j == i + 1 || (i == 0 && j == n - 1);
-                        if !adjacent {
-                            net.cut(shuffled[i], shuffled[j])
-                                .map_err(|e| e.to_string())?;
-                            cut.push((shuffled[i], shuffled[j]));
+            let what = blocking(|| {
+                let c = cl.lock().unwrap_or_else(|p| p.into_inner());
+                let net = c.net.as_ref().ok_or_else(|| {
+                    format!(
+                        "no network control: {}",
+                        c.net_error.clone().unwrap_or_default()
+                    )
+                })?;
+                let what = if fault.variant == "bridge" {
+                    let (a, b) = (shuffled[0], shuffled[1]);
+                    net.cut(a, b).map_err(|e| e.to_string())?;
+                    format!("cut the link {a} <-> {b} only (others see both)")
+                } else if fault.variant == "ring" {
+                    let n = shuffled.len();
+                    let mut cut = Vec::new();
+                    for i in 0..n {
+                        for j in i + 1..n {
+                            let adjacent = j == i + 1 || (i == 0 && j == n - 1);
+                            if !adjacent {
+                                net.cut(shuffled[i], shuffled[j])
+                                    .map_err(|e| e.to_string())?;
+                                cut.push((shuffled[i], shuffled[j]));
+                            }
                         }
                     }
-                }
-                format!("ring {shuffled:?}: each node reaches only its neighbours")
-            } else {
-                net.partition(&groups).map_err(|e| e.to_string())?;
-                what
-            };
+                    format!("ring {shuffled:?}: each node reaches only its neighbours")
+                } else {
+                    net.partition(&groups).map_err(|e| e.to_string())?;
+                    what
+                };
+                Ok::<String, String>(what)
+            })?;
             Ok((ids.clone(), what, Heal::Net))
         }
         Nemesis::Loss => {
             let p = if fault.variant == "loss-30" { 0.3 } else { 0.1 };
-            let c = cl.lock().unwrap_or_else(|p| p.into_inner());
-            let net = c.net.as_ref().ok_or_else(|| {
-                format!(
-                    "no network control: {}",
-                    c.net_error.clone().unwrap_or_default()
-                )
+            blocking(|| {
+                let c = cl.lock().unwrap_or_else(|p| p.into_inner());
+                let net = c.net.as_ref().ok_or_else(|| {
+                    format!(
+                        "no network control: {}",
+                        c.net_error.clone().unwrap_or_default()
+                    )
+                })?;
+                net.loss(p).map_err(|e| e.to_string())
             })?;
-            net.loss(p).map_err(|e| e.to_string())?;
             Ok((
                 ids.clone(),
                 format!("drop {:.0}% of node-to-node packets", p * 100.0),
@@ -326,10 +341,12 @@ pub async fn apply(
             } else {
                 format!("+{secs}s")
             };
-            let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
-            let i = c.index(random).ok_or("no such node")?;
-            c.kill(i)?;
-            c.start(i, Some(offset.clone()))?;
+            blocking(|| {
+                let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
+                let i = c.index(random).ok_or("no such node")?;
+                c.kill(i)?;
+                c.start(i, Some(offset.clone()))
+            })?;
             Ok((
                 vec![random],
                 format!("restart {random} under libfaketime {offset} (wall clock only)"),
@@ -337,7 +354,7 @@ pub async fn apply(
             ))
         }
         Nemesis::Membership => {
-            let (spec, url0) = {
+            let (spec, url0) = blocking(|| {
                 let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
                 let id = c.next_id;
                 c.next_id += 1;
@@ -350,8 +367,8 @@ pub async fn apply(
                 c.nodes.push(NodeProc::new(spec.clone()));
                 let i = c.nodes.len() - 1;
                 c.start(i, None)?;
-                (spec, urls.first().cloned().unwrap_or_default())
-            };
+                Ok::<_, String>((spec, urls.first().cloned().unwrap_or_default()))
+            })?;
             let _ = url0;
             let t = Instant::now();
             while t.elapsed() < Duration::from_secs(45) {
@@ -475,14 +492,16 @@ pub async fn remove_added(
             ));
         }
     }
-    let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(i) = c.index(id) {
-        if let Some(pid) = c.nodes[i].pid() {
-            PIDS.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+    blocking(|| {
+        let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = c.index(id) {
+            if let Some(pid) = c.nodes[i].pid() {
+                PIDS.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+            }
+            c.nodes[i].stop(Duration::from_secs(5));
+            c.nodes.remove(i);
         }
-        c.nodes[i].stop(Duration::from_secs(5));
-        c.nodes.remove(i);
-    }
+    });
     result
 }
 
@@ -492,7 +511,12 @@ pub async fn heal(
     cl: &Mutex<Cluster>,
     http: &reqwest::Client,
 ) -> Result<String, String> {
-    match heal {
+    if let Heal::Membership(id) = heal {
+        return remove_added(cl, http, id)
+            .await
+            .map(|_| format!("removed node {id}"));
+    }
+    blocking(|| match heal {
         Heal::Restart(ids) => {
             let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
             for id in ids {
@@ -526,8 +550,6 @@ pub async fn heal(
             c.start(i, None)
                 .map(|_| "restarted with the real clock".into())
         }
-        Heal::Membership(id) => remove_added(cl, http, id)
-            .await
-            .map(|_| format!("removed node {id}")),
-    }
+        Heal::Membership(_) => unreachable!("handled above"),
+    })
 }
