@@ -112,6 +112,23 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
+/// Runs `f` on the run's network (blocking), or says why there is none.
+fn with_net<T>(
+    cl: &Mutex<Cluster>,
+    f: impl FnOnce(&Net) -> Result<T, perdure_chaos::net::NetError>,
+) -> Result<T, String> {
+    blocking(|| {
+        let c = cl.lock().unwrap_or_else(|p| p.into_inner());
+        let net = c.net.as_ref().ok_or_else(|| {
+            format!(
+                "no network control: {}",
+                c.net_error.clone().unwrap_or_default()
+            )
+        })?;
+        f(net).map_err(|e| e.to_string())
+    })
+}
+
 /// What happened to one scheduled fault.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultRecord {
@@ -282,52 +299,32 @@ pub async fn apply(
                     (vec![vec![random], rest], format!("isolate {random}"))
                 }
             };
-            let what = blocking(|| {
-                let c = cl.lock().unwrap_or_else(|p| p.into_inner());
-                let net = c.net.as_ref().ok_or_else(|| {
-                    format!(
-                        "no network control: {}",
-                        c.net_error.clone().unwrap_or_default()
-                    )
-                })?;
-                let what = if fault.variant == "bridge" {
+            let what = with_net(cl, |net| {
+                Ok(if fault.variant == "bridge" {
                     let (a, b) = (shuffled[0], shuffled[1]);
-                    net.cut(a, b).map_err(|e| e.to_string())?;
+                    net.cut(a, b)?;
                     format!("cut the link {a} <-> {b} only (others see both)")
                 } else if fault.variant == "ring" {
                     let n = shuffled.len();
-                    let mut cut = Vec::new();
                     for i in 0..n {
                         for j in i + 1..n {
                             let adjacent = j == i + 1 || (i == 0 && j == n - 1);
                             if !adjacent {
-                                net.cut(shuffled[i], shuffled[j])
-                                    .map_err(|e| e.to_string())?;
-                                cut.push((shuffled[i], shuffled[j]));
+                                net.cut(shuffled[i], shuffled[j])?;
                             }
                         }
                     }
                     format!("ring {shuffled:?}: each node reaches only its neighbours")
                 } else {
-                    net.partition(&groups).map_err(|e| e.to_string())?;
+                    net.partition(&groups)?;
                     what
-                };
-                Ok::<String, String>(what)
+                })
             })?;
             Ok((ids.clone(), what, Heal::Net))
         }
         Nemesis::Loss => {
             let p = if fault.variant == "loss-30" { 0.3 } else { 0.1 };
-            blocking(|| {
-                let c = cl.lock().unwrap_or_else(|p| p.into_inner());
-                let net = c.net.as_ref().ok_or_else(|| {
-                    format!(
-                        "no network control: {}",
-                        c.net_error.clone().unwrap_or_default()
-                    )
-                })?;
-                net.loss(p).map_err(|e| e.to_string())
-            })?;
+            with_net(cl, |net| net.loss(p))?;
             Ok((
                 ids.clone(),
                 format!("drop {:.0}% of node-to-node packets", p * 100.0),
