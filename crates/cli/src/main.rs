@@ -2,6 +2,7 @@
 //! clients of a node's HTTP API; other subcommands are tools.
 
 mod client_cmd;
+mod logging;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -183,16 +184,6 @@ enum DebugCmd {
     },
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PERDURE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed at once (before the node starts),
 /// so a signal that arrives during start-up still stops the node cleanly.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
@@ -218,7 +209,12 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    // `serve` logs as its config says; other commands use the defaults (and the environment)
+    let serve_config = match &cli.command {
+        Cmd::Serve(flags) => Some(flags.load()?),
+        _ => None,
+    };
+    logging::init(&serve_config.as_ref().map(|c| c.log.clone()).unwrap_or_default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -226,7 +222,10 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Cmd::Serve(flags) => {
-                let config = flags.load()?;
+                let config = match serve_config {
+                    Some(c) => c,
+                    None => flags.load()?,
+                };
                 let shutdown = shutdown_signal()?;
                 let listener = tokio::net::TcpListener::bind(&config.http_addr)
                     .await
