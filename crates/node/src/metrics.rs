@@ -94,6 +94,15 @@ impl Outcome {
         }
     }
 
+    /// The outcome of an API error code (batch items carry a code, not a status).
+    pub fn of_code(code: &str) -> Self {
+        match code {
+            "operation_failed" => Outcome::Failed,
+            "unavailable" | "internal" => Outcome::Unavailable,
+            _ => Outcome::Rejected,
+        }
+    }
+
     /// The outcome an HTTP status stands for.
     pub fn of_status(status: StatusCode) -> Self {
         if status.is_success() {
@@ -123,6 +132,18 @@ struct TypeHandles {
     read: OpHandles,
     /// A known type with an unknown operation.
     other_op: [OpHandles; 2],
+}
+
+/// The resolved metrics of one (kind, type, operation): see [`OpMetrics::resolve`].
+#[derive(Debug, Clone, Copy)]
+pub struct OpRef<'a>(&'a OpHandles);
+
+impl OpRef<'_> {
+    /// Counts one request with `outcome` and its latency.
+    pub fn record(self, outcome: Outcome, elapsed: Duration) {
+        self.0.outcomes[outcome as usize].inc();
+        self.0.latency.observe(elapsed.as_secs_f64());
+    }
 }
 
 /// Entity operation counters and latency, resolved at start for every registered type and
@@ -212,6 +233,11 @@ impl OpMetrics {
             OpKind::Signal => t.signal.get(op).unwrap_or(&t.other_op[0]),
             OpKind::Call => t.call.get(op).unwrap_or(&t.other_op[1]),
         }
+    }
+
+    /// The handles of one (kind, type, operation), resolved once for several records.
+    pub fn resolve(&self, kind: OpKind, type_name: &str, op: &str) -> OpRef<'_> {
+        OpRef(self.handles(kind, type_name, op))
     }
 
     /// Counts one operation request of entity type `type_name` and its latency.

@@ -40,7 +40,8 @@ impl Proposer {
                     }
                 }
                 let partitions = partitions.clone();
-                tokio::spawn(async move {
+                let span = tracing::debug_span!("propose", partition = p, commands = batch.len());
+                tokio::spawn(tracing::Instrument::instrument(async move {
                     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
                     let n = commands.len();
                     match partitions.propose_many(p, Proposal { commands }).await {
@@ -67,7 +68,7 @@ impl Proposer {
                         }
                     }
                     drop(permit);
-                });
+                }, span));
             }
         });
         Self { tx }
