@@ -81,6 +81,31 @@ async fn ready(http: &reqwest::Client, url: &str) -> bool {
     false
 }
 
+/// Waits until every partition is led by its preferred leader (the first of its replicas), so
+/// leader balancing does not move leaders during the test.
+async fn balanced(http: &reqwest::Client, url: &str) {
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{url}/cluster")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                let parts = v["partitions"].as_array().cloned().unwrap_or_default();
+                if parts.len() == PARTITIONS
+                    && parts
+                        .iter()
+                        .all(|p| !p["leader"].is_null() && p["leader"] == p["replicas"][0])
+                {
+                    return;
+                }
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "leaders not balanced within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Starts three `perdure serve` processes on 127.0.0.1-3 and waits until each is ready.
 async fn cluster(http: &reqwest::Client) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
@@ -126,6 +151,7 @@ async fn cluster(http: &reqwest::Client) -> Cluster {
     for u in &urls {
         assert!(ready(http, u).await, "{u} not ready within 60 s");
     }
+    balanced(http, &urls[0]).await;
     Cluster {
         addrs: ms.iter().map(|(_, ip, h, _)| format!("{ip}:{h}")).collect(),
         urls,

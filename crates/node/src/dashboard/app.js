@@ -109,18 +109,32 @@ async function loadTypes() {
   const sel = $("entity-type");
   sel.replaceChildren(...(r.ok ? r.body.types : []).map((t) => el("option", { value: t.name }, t.name)));
 }
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+// a 503 is expected for a moment while a partition changes leader: try again a few times
+async function getRetrying(url) {
+  let r;
+  for (let i = 0; i < 5; i++) {
+    r = await getJson(url);
+    if (r.status !== 503) break;
+    await sleep(500);
+  }
+  return r;
+}
 async function listEntities(type) {
-  const r = await getJson(BASE + "/entities/" + encodeURIComponent(type) + "?top=100");
+  const r = await getRetrying(BASE + "/entities/" + encodeURIComponent(type) + "?top=100");
   const ul = $("entity-list");
   if (!r.ok) { ul.replaceChildren(el("li", { class: "muted" }, "error " + r.status)); return; }
+  const current = /entity=[^/]+\/(.*)$/.exec(location.hash);
+  const selected = current ? decodeURIComponent(current[1]) : null;
   const items = r.body.entities.map((e) => el("li", { "data-key": e.key, onclick: () => showEntity(type, e.key) }, e.key));
+  for (const li of items) li.classList.toggle("sel", li.dataset.key === selected);
   ul.replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "no " + type + " entities")]));
   if (r.body.continuation) ul.append(el("li", { class: "muted" }, "… more"));
 }
 async function showEntity(type, key) {
   location.hash = "entity=" + encodeURIComponent(type) + "/" + encodeURIComponent(key);
   for (const li of $("entity-list").children) li.classList.toggle("sel", li.dataset.key === key);
-  const r = await getJson(BASE + "/entities/" + encodeURIComponent(type) + "/" + encodeURIComponent(key));
+  const r = await getRetrying(BASE + "/entities/" + encodeURIComponent(type) + "/" + encodeURIComponent(key));
   $("entity-title").textContent = type + "/" + key;
   $("entity-title").className = "";
   $("entity-state").textContent = r.ok ? JSON.stringify(r.body, null, 2) : (r.status === 404 ? "(no state)" : "error " + r.status + ": " + JSON.stringify(r.body));
