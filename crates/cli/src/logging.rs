@@ -11,7 +11,10 @@ fn filter(config: &LogConfig) -> EnvFilter {
         .or_else(|_| EnvFilter::try_from_default_env())
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|e| {
-            eprintln!("log.level {:?} is not a valid filter ({e}); using the default", config.level);
+            eprintln!(
+                "log.level {:?} is not a valid filter ({e}); using the default",
+                config.level
+            );
             EnvFilter::new(LogConfig::default().level)
         })
 }

@@ -214,7 +214,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve(flags) => Some(flags.load()?),
         _ => None,
     };
-    logging::init(&serve_config.as_ref().map(|c| c.log.clone()).unwrap_or_default());
+    logging::init(
+        &serve_config
+            .as_ref()
+            .map(|c| c.log.clone())
+            .unwrap_or_default(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

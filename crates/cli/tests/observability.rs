@@ -169,13 +169,17 @@ fn load(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..8)
         .map(|w| {
-            let (http, urls, stop, acked) = (http.clone(), urls.to_vec(), stop.clone(), acked.clone());
+            let (http, urls, stop, acked) =
+                (http.clone(), urls.to_vec(), stop.clone(), acked.clone());
             tokio::spawn(async move {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) && i < 125_000 {
                     let url = &urls[(w + i as usize) % urls.len()];
                     let r = http
-                        .post(format!("{url}{BASE}/entities/counter/load-{}?op=add", i % 64))
+                        .post(format!(
+                            "{url}{BASE}/entities/counter/load-{}?op=add",
+                            i % 64
+                        ))
                         .body("1")
                         .send()
                         .await;
@@ -203,7 +207,10 @@ async fn query(http: &reqwest::Client, prom: &str, expr: &str) -> Vec<Value> {
         status.is_success() && body["status"] == "success",
         "query failed: {expr}\n{status} {body}"
     );
-    body["data"]["result"].as_array().cloned().unwrap_or_default()
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Polls `expr` until `ok` accepts its result (at most `within`).
@@ -220,7 +227,10 @@ async fn eventually(
         if ok(&r) {
             return r;
         }
-        assert!(t.elapsed() < within, "{expr} never satisfied the test: {r:?}");
+        assert!(
+            t.elapsed() < within,
+            "{expr} never satisfied the test: {r:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -291,10 +301,7 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
         ] {
             assert!(text.contains(name), "{u}/metrics lacks {name}");
         }
-        assert!(
-            !text.contains("load-"),
-            "an entity key leaked into a label"
-        );
+        assert!(!text.contains("load-"), "an entity key leaked into a label");
         let mut check = Command::new(&promtool)
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -304,7 +311,12 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
             .unwrap();
         {
             use std::io::Write;
-            check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            check
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
         }
         let out = check.wait_with_output().unwrap();
         assert!(
@@ -344,7 +356,10 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
         .unwrap()]);
     let t = Instant::now();
     while !matches!(http.get(format!("{prom}/-/ready")).send().await, Ok(r) if r.status() == 200) {
-        assert!(t.elapsed() < Duration::from_secs(60), "Prometheus not ready");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "Prometheus not ready"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let within = Duration::from_secs(90);
@@ -360,7 +375,10 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
         |r| r.len() == 1 && value(&r[0]) > 0.0,
     )
     .await;
-    eprintln!("Prometheus sees {:.0} ops/s over the cluster", value(&rate[0]));
+    eprintln!(
+        "Prometheus sees {:.0} ops/s over the cluster",
+        value(&rate[0])
+    );
     // every node leads some partitions, all partitions are led exactly once
     eventually(
         &http,
@@ -449,7 +467,10 @@ async fn the_web_dashboard_renders_members_partitions_and_an_entity_in_chromium(
     let http = client();
     let c = cluster(&http).await;
     let r = http
-        .post(format!("{}{BASE}/entities/counter/dashboard-demo?op=add", c.urls[1]))
+        .post(format!(
+            "{}{BASE}/entities/counter/dashboard-demo?op=add",
+            c.urls[1]
+        ))
         .body("42")
         .send()
         .await
@@ -464,11 +485,10 @@ async fn the_web_dashboard_renders_members_partitions_and_an_entity_in_chromium(
     let profile = c.dir.path().join("chromium");
     let bin2 = bin.clone();
     let (profile2, page2) = (profile.clone(), page.clone());
-    let dom = tokio::task::spawn_blocking(move || {
-        chromium(&bin2, &profile2, &["--dump-dom", &page2])
-    })
-    .await
-    .unwrap();
+    let dom =
+        tokio::task::spawn_blocking(move || chromium(&bin2, &profile2, &["--dump-dom", &page2]))
+            .await
+            .unwrap();
     let html = String::from_utf8_lossy(&dom.stdout).into_owned();
     assert!(
         dom.status.success(),

@@ -189,9 +189,10 @@ impl OpMetrics {
         };
         let mut types = HashMap::new();
         for name in runtime.registry().names() {
-            let t = runtime.registry().get(name).map_err(|e| {
-                prometheus::Error::Msg(format!("entity type {name} vanished: {e}"))
-            })?;
+            let t = runtime
+                .registry()
+                .get(name)
+                .map_err(|e| prometheus::Error::Msg(format!("entity type {name} vanished: {e}")))?;
             let ops = t.operations();
             types.insert(
                 name,
@@ -358,7 +359,12 @@ pub struct NodeMetrics {
     partition_labels: Vec<String>,
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
     let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(g.clone()))?;
     Ok(g)
@@ -383,7 +389,10 @@ impl NodeMetrics {
         let partitions = runtime.partitions().clone();
         let node_id = partitions.node_id().to_string();
         let info = IntGaugeVec::new(
-            Opts::new("perdure_node_info", "This node's id and version (always 1)."),
+            Opts::new(
+                "perdure_node_info",
+                "This node's id and version (always 1).",
+            ),
             &["node_id", "version"],
         )?;
         r.register(Box::new(info.clone()))?;
@@ -523,7 +532,9 @@ impl NodeMetrics {
         r.register(Box::new(store.fsync_seconds.clone()))?;
         r.register(Box::new(store.snapshot_build_seconds.clone()))?;
         #[cfg(target_os = "linux")]
-        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let ops = Arc::new(OpMetrics::new(&r, &runtime)?);
         let partition_labels: Vec<String> =
             (0..partitions.count()).map(|p| p.to_string()).collect();
@@ -578,7 +589,9 @@ impl NodeMetrics {
             led += usize::from(leading);
             let applied = m.last_applied.map(|l| l.index);
             let committed = store.committed_index(p).max(applied);
-            s.term.with_label_values(&[label]).set(m.current_term as i64);
+            s.term
+                .with_label_values(&[label])
+                .set(m.current_term as i64);
             s.last_log
                 .with_label_values(&[label])
                 .set(m.last_log_index.map_or(-1, |i| i as i64));
@@ -597,7 +610,9 @@ impl NodeMetrics {
                 .with_label_values(&[label])
                 .set(m.snapshot.map_or(-1, |l| l.index as i64));
             let (inbox, outbox) = match partitions.local_state(p) {
-                Ok(state) if leading => (state.inbox_depth(DEPTH_CAP), state.outbox_depth(DEPTH_CAP)),
+                Ok(state) if leading => {
+                    (state.inbox_depth(DEPTH_CAP), state.outbox_depth(DEPTH_CAP))
+                }
                 _ => (0, 0),
             };
             s.inbox.with_label_values(&[label]).set(inbox as i64);
@@ -764,7 +779,10 @@ pub async fn track(State(m): State<Arc<NodeMetrics>>, mut req: Request, next: Ne
 pub async fn metrics(State(m): State<Arc<NodeMetrics>>) -> Response {
     match m.render() {
         Ok(body) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             body,
         )
             .into_response(),

@@ -292,6 +292,10 @@ fn the_openapi_file_describes_every_route() {
         "  /runtime/webhooks/durabletask/entities:batch:",
         "  /healthz:",
         "  /readyz:",
+        "  /metrics:",
+        "  /:",
+        "  /dashboard/stats:",
+        "  /dashboard/types:",
     ] {
         assert!(spec.contains(&format!("\n{route}\n")), "{route} missing");
     }

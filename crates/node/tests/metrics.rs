@@ -55,21 +55,37 @@ async fn operations_are_counted_per_node_with_bounded_labels() {
 
     let text = metrics(&a).await;
     let ops = |labels: &str| {
-        sample(&text, &format!("perdure_entity_operations_total{{{labels}}}")).unwrap_or(0.0)
+        sample(
+            &text,
+            &format!("perdure_entity_operations_total{{{labels}}}"),
+        )
+        .unwrap_or(0.0)
     };
     assert_eq!(
         ops(r#"kind="signal",operation="add",outcome="ok",type="counter""#),
         4.0,
         "{text}"
     );
-    assert_eq!(ops(r#"kind="call",operation="get",outcome="ok",type="counter""#), 1.0);
+    assert_eq!(
+        ops(r#"kind="call",operation="get",outcome="ok",type="counter""#),
+        1.0
+    );
     assert_eq!(
         ops(r#"kind="call",operation="other",outcome="rejected",type="counter""#),
         1.0
     );
-    assert_eq!(ops(r#"kind="read",operation="state",outcome="ok",type="counter""#), 1.0);
-    assert_eq!(ops(r#"kind="read",operation="other",outcome="rejected",type="other""#), 1.0);
-    assert_eq!(ops(r#"kind="signal",operation="set",outcome="ok",type="register""#), 1.0);
+    assert_eq!(
+        ops(r#"kind="read",operation="state",outcome="ok",type="counter""#),
+        1.0
+    );
+    assert_eq!(
+        ops(r#"kind="read",operation="other",outcome="rejected",type="other""#),
+        1.0
+    );
+    assert_eq!(
+        ops(r#"kind="signal",operation="set",outcome="ok",type="register""#),
+        1.0
+    );
     assert_eq!(
         ops(r#"kind="signal",operation="other",outcome="rejected",type="counter""#),
         1.0
@@ -93,15 +109,21 @@ async fn operations_are_counted_per_node_with_bounded_labels() {
         Some(3.0)
     );
     assert!(
-        sample(&text, r#"perdure_entity_operation_duration_seconds_count{kind="signal",type="counter"}"#)
-            .unwrap()
+        sample(
+            &text,
+            r#"perdure_entity_operation_duration_seconds_count{kind="signal",type="counter"}"#
+        )
+        .unwrap()
             >= 4.0
     );
     assert!(sample(&text, "perdure_wal_fsync_duration_seconds_count").unwrap() > 0.0);
     assert!(sample(&text, "perdure_wal_written_bytes_total").unwrap() > 0.0);
     assert_eq!(sample(&text, "perdure_partitions_led"), Some(4.0));
     assert_eq!(
-        sample(&text, r#"perdure_partition_role{partition="0",role="leader"}"#),
+        sample(
+            &text,
+            r#"perdure_partition_role{partition="0",role="leader"}"#
+        ),
         Some(1.0)
     );
     assert!(sample(&text, "perdure_actors_active").unwrap() >= 1.0);
@@ -121,7 +143,10 @@ async fn operations_are_counted_per_node_with_bounded_labels() {
     let (s, _, stats) = json(a.http.get(format!("{}/dashboard/stats", a.url))).await;
     assert_eq!(s, 200);
     assert!(stats["operations"]["ok"].as_u64().unwrap() >= 7, "{stats}");
-    assert!(stats["operations"]["rejected"].as_u64().unwrap() >= 4, "{stats}");
+    assert!(
+        stats["operations"]["rejected"].as_u64().unwrap() >= 4,
+        "{stats}"
+    );
     assert_eq!(stats["partitions_led"], 4);
     a.stop().await;
     b.stop().await;
@@ -133,13 +158,30 @@ async fn the_dashboard_is_served_and_metrics_can_be_turned_off() {
     let mut config = test_config(dir.path());
     config.metrics.enabled = false;
     let node = Node::start_with(config).await;
-    let r = node.http.get(format!("{}/", node.url)).send().await.unwrap();
+    let r = node
+        .http
+        .get(format!("{}/", node.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let page = r.text().await.unwrap();
-    assert!(page.contains("/dashboard/app.js") && !page.contains("http://") && !page.contains("https://"));
+    assert!(
+        page.contains("/dashboard/app.js")
+            && !page.contains("http://")
+            && !page.contains("https://")
+    );
     for asset in ["/dashboard/app.js", "/dashboard/style.css"] {
-        let r = node.http.get(format!("{}{asset}", node.url)).send().await.unwrap();
+        let r = node
+            .http
+            .get(format!("{}{asset}", node.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{asset}");
     }
     let (s, _, types) = json(node.http.get(format!("{}/dashboard/types", node.url))).await;
@@ -153,7 +195,12 @@ async fn the_dashboard_is_served_and_metrics_can_be_turned_off() {
         let (s, _, _) = json(node.http.get(format!("{}{off}", node.url))).await;
         assert_eq!(s, 404, "{off} with metrics.enabled = false");
     }
-    let (s, _, _) = json(node.http.post(node.api("/entities/counter/x?op=add")).body("1")).await;
+    let (s, _, _) = json(
+        node.http
+            .post(node.api("/entities/counter/x?op=add"))
+            .body("1"),
+    )
+    .await;
     assert_eq!(s, 202);
     node.stop().await;
 }

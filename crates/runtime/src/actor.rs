@@ -376,29 +376,32 @@ impl EntityState {
             operations = taken,
             ops = ops.len(),
         );
-        tokio::spawn(tracing::Instrument::instrument(async move {
-            let started = Instant::now();
-            let result = if ops.is_empty() {
-                // Nothing to write (reads, duplicates): still answer only as a confirmed leader.
-                shared
-                    .partitions
-                    .read(shared.partition)
-                    .await
-                    .map(|_| Vec::new())
-                    .map_err(Error::from)
-            } else {
-                shared
-                    .proposer
-                    .propose(Command::new(ops).fenced(shared.term))
-                    .await
-            };
-            tracing::debug!(
-                ok = result.is_ok(),
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "batch committed; replying"
-            );
-            let _ = me.cast(EntityMsg::Committed(result));
-        }, span));
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let started = Instant::now();
+                let result = if ops.is_empty() {
+                    // Nothing to write (reads, duplicates): still answer only as a confirmed leader.
+                    shared
+                        .partitions
+                        .read(shared.partition)
+                        .await
+                        .map(|_| Vec::new())
+                        .map_err(Error::from)
+                } else {
+                    shared
+                        .proposer
+                        .propose(Command::new(ops).fenced(shared.term))
+                        .await
+                };
+                tracing::debug!(
+                    ok = result.is_ok(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "batch committed; replying"
+                );
+                let _ = me.cast(EntityMsg::Committed(result));
+            },
+            span,
+        ));
     }
 
     /// Turns an operation's outgoing signals into outbox and timer ops.

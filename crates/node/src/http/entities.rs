@@ -294,7 +294,11 @@ pub async fn batch(
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(req.signals.len());
     let mut valid = Vec::new();
     // each signal counts as an entity operation (its own type, operation and outcome)
-    let mut measured = Vec::with_capacity(if metrics.is_some() { req.signals.len() } else { 0 });
+    let mut measured = Vec::with_capacity(if metrics.is_some() {
+        req.signals.len()
+    } else {
+        0
+    });
     for item in req.signals {
         if let Some(m) = metrics {
             measured.push(m.resolve(crate::metrics::OpKind::Signal, &item.name, &item.op));
