@@ -437,7 +437,7 @@ fn artifacts() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     let dir = target.join("artifacts");
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    dir.canonicalize().unwrap_or(dir)
 }
 
 fn chromium(bin: &Path, profile: &Path, args: &[&str]) -> std::process::Output {
