@@ -69,6 +69,16 @@ pub async fn cluster_status(flags: &ClientFlags) -> anyhow::Result<()> {
     print(&v)
 }
 
+/// `perdure cluster remove NODE_ID`
+pub async fn remove_member(flags: &ClientFlags, node_id: u64) -> anyhow::Result<()> {
+    let v = flags
+        .client()?
+        .remove_member(node_id)
+        .await
+        .with_context(|| format!("removing node {node_id}"))?;
+    print(&v)
+}
+
 /// `perdure signal NAME/KEY OP [INPUT] [--idempotency-key K]`
 pub async fn signal(
     flags: &ClientFlags,

@@ -155,6 +155,14 @@ enum ClusterCmd {
         #[command(flatten)]
         client: client_cmd::ClientFlags,
     },
+    /// Removes a member for good; its replicas move to the other members (watch `cluster
+    /// status`). To add a node, start it with its own config listing the members as seeds.
+    Remove {
+        /// The node id to remove.
+        node_id: u64,
+        #[command(flatten)]
+        client: client_cmd::ClientFlags,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,6 +271,9 @@ fn main() -> anyhow::Result<()> {
             Cmd::Get { entity, client } => client_cmd::get(&client, &entity).await,
             Cmd::Cluster(ClusterCmd::Status { client }) => {
                 client_cmd::cluster_status(&client).await
+            }
+            Cmd::Cluster(ClusterCmd::Remove { node_id, client }) => {
+                client_cmd::remove_member(&client, node_id).await
             }
             Cmd::List {
                 name,

@@ -4,10 +4,12 @@
 //! catches up, and leaders rebalance; every counter ends exactly at the sum of its acknowledged
 //! adds, read through every node.
 
+mod cluster_support;
+
+use cluster_support::{leaders, ready, start, three_members, write_config_with, Member, Nodes};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,42 +17,6 @@ use std::time::{Duration, Instant};
 const BASE: &str = "/runtime/webhooks/durabletask";
 const PARTITIONS: usize = 8;
 const COUNTERS: usize = 16;
-
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Member {
-    id: u64,
-    ip: String,
-    http: u16,
-    peer: u16,
-}
-
-impl Member {
-    fn url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.http)
-    }
-}
-
-/// Three members on 127.0.0.1-3 with free ports.
-fn three_members() -> Vec<Member> {
-    (1..=3)
-        .map(|i| {
-            let ip = format!("127.0.0.{i}");
-            Member {
-                id: i,
-                http: free_port(&ip),
-                peer: free_port(&ip),
-                ip,
-            }
-        })
-        .collect()
-}
 
 fn write_config(dir: &Path, m: &Member, all: &[Member]) -> std::path::PathBuf {
     write_config_with(
@@ -61,91 +27,6 @@ fn write_config(dir: &Path, m: &Member, all: &[Member]) -> std::path::PathBuf {
         "a-test-secret-of-enough-length",
         PARTITIONS,
     )
-}
-
-fn write_config_with(
-    dir: &Path,
-    m: &Member,
-    all: &[Member],
-    cluster_id: &str,
-    secret: &str,
-    partitions: usize,
-) -> std::path::PathBuf {
-    let members: Vec<String> = all
-        .iter()
-        .map(|o| {
-            format!(
-                "{{ node_id = {}, addr = \"{}:{}\", http_addr = \"{}:{}\" }}",
-                o.id, o.ip, o.peer, o.ip, o.http
-            )
-        })
-        .collect();
-    let text = format!(
-        "node_id = {}\ndata_dir = \"{}\"\npartitions = {partitions}\nhttp_addr = \"{}:{}\"\n\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nsnapshot_every_entries = 2000\n\n[entities]\ntest_types = true\npassivate_after_ms = 200\n\n[cluster]\ncluster_id = \"{cluster_id}\"\nsecret = \"{secret}\"\nlisten_addr = \"{}:{}\"\nmembers = [{}]\n",
-        m.id,
-        dir.join(format!("node{}", m.id)).display(),
-        m.ip,
-        m.http,
-        m.ip,
-        m.peer,
-        members.join(", ")
-    );
-    let path = dir.join(format!("node{}.toml", m.id));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// The nodes; killed when dropped, so a failing test leaves no process behind.
-struct Nodes(Vec<Option<Child>>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for child in self.0.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn start(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_perdure"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("PERDURE_LOG", "error,openraft=off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-async fn ready(http: &reqwest::Client, url: &str, within: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < within {
-        if matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-/// Partitions each node leads, as `url` sees it.
-async fn leaders(http: &reqwest::Client, url: &str) -> Option<HashMap<u64, usize>> {
-    let v: serde_json::Value = http
-        .get(format!("{url}/cluster"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let mut count = HashMap::new();
-    for p in v["partitions"].as_array()? {
-        if let Some(l) = p["leader"].as_u64() {
-            *count.entry(l).or_insert(0) += 1;
-        }
-    }
-    Some(count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -705,5 +586,61 @@ async fn entity_signals_reach_partitions_led_by_other_nodes() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// A node whose seeds do not answer founds nothing and says, on `/readyz`, which seeds it waits
+/// for; once they start, the cluster forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let members = three_members();
+    let configs: Vec<_> = members
+        .iter()
+        .map(|m| write_config(dir.path(), m, &members))
+        .collect();
+    let mut nodes = Nodes(vec![Some(start(&configs[0]))]);
+    let url = members[0].url();
+    let t = Instant::now();
+    let said = loop {
+        if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
+            assert_eq!(r.status(), 503, "ready without its seeds");
+            let body = r.text().await.unwrap();
+            if body.contains("waits for seeds")
+                && body.contains("node 2")
+                && body.contains("node 3")
+            {
+                break body;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "never said which seeds it waits for"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("alone, node 1 says: {said}");
+    let v: serde_json::Value = http
+        .get(format!("{url}/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["membership_version"], 0, "founded alone: {v}");
+    for c in &configs[1..] {
+        nodes.0.push(Some(start(c)));
+    }
+    for m in &members {
+        assert!(
+            ready(&http, &m.url(), Duration::from_secs(30)).await,
+            "node {} not ready once its seeds run",
+            m.id
+        );
     }
 }

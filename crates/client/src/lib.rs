@@ -486,6 +486,19 @@ impl Client {
         decode(&success(r)?)
     }
 
+    /// Removes member `node_id` from the cluster for good (`DELETE /cluster/members/{id}`);
+    /// answers the new membership. Its replicas then move to the other members.
+    pub async fn remove_member(&self, node_id: u64) -> Result<Value, Error> {
+        let mut url = Self::cluster_url(&self.base);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.push("members").push(&node_id.to_string());
+        }
+        let r = self
+            .send(Kind::Idempotent, || self.request(Method::DELETE, &url))
+            .await?;
+        decode(&success(r)?)
+    }
+
     /// Whether entity requests go straight to their partition's leader (default on): the client
     /// learns the routing table from `GET /cluster` at first use and again when a request fails
     /// in a way a moved leader explains. Off, every request goes to the base URL, which forwards.

@@ -30,12 +30,14 @@ pub enum Error {
     /// openraft refused the configuration.
     #[error("raft configuration: {0}")]
     Config(String),
-    /// Waiting for the partitions to elect leaders took too long.
-    #[error("partitions without a leader after {waited_ms} ms: {partitions:?}")]
+    /// Waiting for the partitions to elect leaders (or for cluster formation) took too long.
+    #[error("not ready after {waited_ms} ms: partitions without a leader: {partitions:?}{}", formation.as_deref().map(|f| format!("; {f}")).unwrap_or_default())]
     NotReady {
         /// How long we waited.
         waited_ms: u64,
         /// Those still without a leader.
         partitions: Vec<PartitionId>,
+        /// What cluster formation waits for, if it waits.
+        formation: Option<String>,
     },
 }

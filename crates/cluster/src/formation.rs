@@ -1,21 +1,27 @@
-//! Forming a cluster from its members' configs, and keeping its leaders spread.
+//! Forming a cluster from its members' configs, joining one, and keeping its leaders spread.
 //!
-//! - **Bootstrap, once**: each partition's replica set comes from placement over the configured
-//!   members. The lowest node id of a replica set initializes that partition's group, and only
-//!   after EVERY other member has answered that it holds no such partition: a node whose data
+//! - **Founding, once**: the lowest node id among the configured seeds founds the cluster, and
+//!   only after EVERY seed has answered that it holds no metadata group: a node whose data
 //!   directory was wiped, restarting into a running cluster, finds its peers initialized and
-//!   waits to be caught up instead of founding a second cluster. Until all members answer, it
-//!   waits (and says so).
-//! - **Leader balancing**: each partition's preferred leader is the first of its replica set.
-//!   A preferred leader that follows, is caught up, and has seen the partition stable for a
+//!   waits to be caught up instead of founding a second cluster. The founder initializes the
+//!   metadata group, records the seeds as the members, initializes every partition's group (its
+//!   replica set by placement over the seeds), then marks founding done; each step is
+//!   idempotent, so a founder restarted midway finishes it. No other node ever initializes a
+//!   group.
+//! - **Joining**: a node that finds a running cluster (a seed answers with a membership) that
+//!   does not list it asks to join; the metadata leader adds it, and the groups placement now
+//!   assigns to it move there ([`crate::membership`]). A removed node id may not join again.
+//! - **Leader balancing**: each group's preferred leader is the first of its replica set.
+//!   A preferred leader that follows, is caught up, and has seen the group stable for a
 //!   while, calls an election for itself; so leaders spread evenly and move back to a node that
 //!   returns. At most one such election per node per round, to keep disruption small.
 
+use crate::membership::{self, Ctx, GroupView, MetaChange, MetaError, MetaService, KIND_META};
 use crate::raft_net::Dispatcher;
-use crate::transport::{self, Handler, Peers, RemoteError, RemoteErrorCode, TransportConfig};
-use openraft::{BasicNode, Raft, ServerState};
-use perdure_storage::TypeConfig;
+use crate::transport::{self, Handler, RemoteError, RemoteErrorCode, TransportConfig};
+use openraft::{BasicNode, ServerState};
 use perdure_types::config::MemberConfig;
+use perdure_types::membership::Membership;
 use perdure_types::{codec, placement, NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +39,16 @@ pub struct ClusterInfo {
     pub node_id: NodeId,
     /// Per partition: whether its group on that node is initialized.
     pub initialized: Vec<bool>,
+    /// Whether its copy of the metadata group is initialized.
+    pub meta_initialized: bool,
+    /// The membership as applied there (empty before it knows one).
+    pub membership: Membership,
+    /// Per partition: the group as that node sees it, for those it hosts.
+    pub views: Vec<Option<GroupView>>,
+    /// The metadata group as that node sees it.
+    pub meta_view: Option<GroupView>,
+    /// Replica-set changes that node completed as a leader.
+    pub moves: u64,
 }
 
 /// Accepts peers on `listener` until aborted.
@@ -60,10 +76,29 @@ pub(crate) fn serve_peers(
     })
 }
 
-struct InfoService {
-    node_id: NodeId,
-    rafts: Vec<Raft<TypeConfig>>,
+fn info(ctx: &Ctx) -> ClusterInfo {
+    let partitions = ctx.partitions();
+    // as openraft defines it (a log or a vote), read from metrics: no call into each group
+    let initialized = |r: &openraft::Raft<perdure_storage::TypeConfig>| {
+        let m = r.metrics();
+        let m = m.borrow();
+        m.last_log_index.is_some() || m.vote != openraft::Vote::default()
+    };
+    ClusterInfo {
+        node_id: ctx.node_id,
+        initialized: ctx.rafts[..partitions as usize]
+            .iter()
+            .map(initialized)
+            .collect(),
+        meta_initialized: initialized(ctx.meta()),
+        membership: ctx.membership(),
+        views: (0..partitions).map(|p| ctx.view(p)).collect(),
+        meta_view: ctx.view(partitions),
+        moves: ctx.moves.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
+
+struct InfoService(Ctx);
 
 impl Handler for InfoService {
     fn handle(
@@ -72,18 +107,9 @@ impl Handler for InfoService {
         _kind: u16,
         _body: Vec<u8>,
     ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-        let rafts = self.rafts.clone();
-        let node_id = self.node_id;
+        let ctx = self.0.clone();
         Box::pin(async move {
-            let mut initialized = Vec::with_capacity(rafts.len());
-            for r in &rafts {
-                initialized.push(r.is_initialized().await.unwrap_or(true));
-            }
-            codec::encode(&ClusterInfo {
-                node_id,
-                initialized,
-            })
-            .map_err(|e| RemoteError {
+            codec::encode(&info(&ctx)).map_err(|e| RemoteError {
                 code: RemoteErrorCode::Handler,
                 message: e.to_string(),
             })
@@ -91,146 +117,239 @@ impl Handler for InfoService {
     }
 }
 
-/// Registers the cluster-info service and starts bootstrap and leader balancing.
-pub(crate) fn start(
-    node_id: NodeId,
-    rafts: Vec<Raft<TypeConfig>>,
-    peers: Peers,
-    dispatcher: &Dispatcher,
-    members: Vec<MemberConfig>,
-    rf: u32,
-) -> Vec<JoinHandle<()>> {
+/// Registers the cluster services and starts formation, membership and balancing tasks.
+pub(crate) fn start(ctx: Ctx, dispatcher: &Dispatcher) -> Vec<JoinHandle<()>> {
+    dispatcher.register(KIND_CLUSTER_INFO, Arc::new(InfoService(ctx.clone())));
+    dispatcher.register(KIND_META, Arc::new(MetaService(ctx.clone())));
     dispatcher.register(
-        KIND_CLUSTER_INFO,
-        Arc::new(InfoService {
-            node_id,
-            rafts: rafts.clone(),
-        }),
+        membership::KIND_ELECT,
+        Arc::new(membership::ElectService(ctx.clone())),
     );
     vec![
-        tokio::spawn(bootstrap(
-            node_id,
-            rafts.clone(),
-            peers,
-            members.clone(),
-            rf,
-        )),
-        tokio::spawn(balance_leaders(node_id, rafts, members, rf)),
+        tokio::spawn(membership::follow(ctx.clone())),
+        tokio::spawn(membership::gate_elections(ctx.clone())),
+        tokio::spawn(bootstrap(ctx.clone())),
+        tokio::spawn(membership::reconcile(ctx.clone())),
+        tokio::spawn(membership::track_leaders(ctx.clone())),
+        tokio::spawn(balance_leaders(ctx)),
     ]
 }
 
-fn ids(members: &[MemberConfig]) -> Vec<NodeId> {
-    members.iter().map(|m| m.node_id).collect()
+/// Initial voters of group `g` at founding: its replicas by placement over the founding
+/// members, plus the founder (which must be one to initialize it; reconciling drops it later).
+fn founding_voters(ctx: &Ctx, g: PartitionId) -> BTreeMap<NodeId, BasicNode> {
+    let ids: Vec<NodeId> = ctx.seeds.iter().map(|m| m.node_id).collect();
+    let addr: BTreeMap<NodeId, &str> = ctx
+        .seeds
+        .iter()
+        .map(|m| (m.node_id, m.addr.as_str()))
+        .collect();
+    let mut voters = placement::replicas(g, &ids, ctx.rf);
+    if !voters.contains(&ctx.node_id) {
+        voters.push(ctx.node_id);
+    }
+    voters
+        .into_iter()
+        .map(|n| (n, BasicNode::new(addr.get(&n).copied().unwrap_or_default())))
+        .collect()
 }
 
-async fn bootstrap(
-    node_id: NodeId,
-    rafts: Vec<Raft<TypeConfig>>,
-    peers: Peers,
-    members: Vec<MemberConfig>,
-    rf: u32,
-) {
-    let ids = ids(&members);
-    let mut todo: Vec<PartitionId> = Vec::new();
-    for (p, raft) in rafts.iter().enumerate() {
-        let reps = placement::replicas(p as PartitionId, &ids, rf);
-        if reps.iter().min() == Some(&node_id) && !raft.is_initialized().await.unwrap_or(true) {
-            todo.push(p as PartitionId);
-        }
-    }
-    if todo.is_empty() {
-        return;
-    }
+/// Founds the cluster (once, by the lowest seed id, after every seed answered that it holds
+/// nothing), or joins a running one, or finishes an interrupted founding.
+async fn bootstrap(ctx: Ctx) {
+    let me = ctx.node_id;
+    let founder = ctx.seeds.iter().map(|m| m.node_id).min() == Some(me);
     let started = Instant::now();
-    let mut said = false;
+    let mut said = Instant::now() - Duration::from_secs(3600);
     loop {
-        let mut waiting_for = Vec::new();
-        let mut taken: BTreeSet<PartitionId> = BTreeSet::new();
-        for &m in ids.iter().filter(|&&m| m != node_id) {
-            match peers
-                .call::<(), ClusterInfo>(m, KIND_CLUSTER_INFO, &(), None)
-                .await
-            {
-                Ok(info) => taken.extend(
-                    todo.iter()
-                        .copied()
-                        .filter(|&p| info.initialized.get(p as usize).copied().unwrap_or(false)),
-                ),
-                Err(e) => waiting_for.push(format!("node {m} ({e})")),
+        let local = ctx.membership();
+        let meta_here = ctx.meta().is_initialized().await.unwrap_or(true);
+        if meta_here && local.member(me).is_some() {
+            *ctx.formation.write().unwrap_or_else(|p| p.into_inner()) = None;
+            if local.bootstrapped {
+                return;
+            }
+            if founder {
+                found_partitions(&ctx).await;
+                continue;
             }
         }
-        if waiting_for.is_empty() {
-            let addr: BTreeMap<NodeId, String> = members
-                .iter()
-                .map(|m| (m.node_id, m.addr.clone()))
-                .collect();
-            let mut n = 0;
-            for &p in &todo {
-                if taken.contains(&p) {
-                    continue;
+        if meta_here && local.removed.contains(&me) {
+            let what =
+                format!("node {me} was removed from the cluster; it serves nothing (stop it)");
+            tracing::error!("{what}");
+            *ctx.formation.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
+            return;
+        }
+        // ask the seeds and known members what they hold
+        let mut asked: BTreeSet<NodeId> = ctx.seeds.iter().map(|m| m.node_id).collect();
+        asked.extend(local.ids());
+        asked.remove(&me);
+        let mut waiting_for = Vec::new();
+        let mut running: Option<(NodeId, Membership)> = None;
+        for &n in &asked {
+            match ctx
+                .peers
+                .call::<(), ClusterInfo>(n, KIND_CLUSTER_INFO, &(), Some(Duration::from_secs(1)))
+                .await
+            {
+                Ok(info) if info.meta_initialized => {
+                    if !info.membership.members.is_empty()
+                        && running
+                            .as_ref()
+                            .is_none_or(|(_, m)| m.version < info.membership.version)
+                    {
+                        running = Some((n, info.membership));
+                    } else if running.is_none() {
+                        waiting_for.push(format!("node {n} (founding in progress)"));
+                    }
                 }
-                let raft = &rafts[p as usize];
-                if raft.is_initialized().await.unwrap_or(true) {
-                    continue;
-                }
-                let nodes: BTreeMap<NodeId, BasicNode> = placement::replicas(p, &ids, rf)
-                    .into_iter()
-                    .map(|n| (n, BasicNode::new(&addr[&n])))
-                    .collect();
-                match raft.initialize(nodes).await {
-                    Ok(()) => n += 1,
-                    Err(e) => {
-                        tracing::warn!(partition = p, error = %e, "initializing the partition group failed")
+                Ok(_) => {}
+                Err(e) => waiting_for.push(format!("node {n} ({e})")),
+            }
+        }
+        let say = |what: String| {
+            *ctx.formation.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
+        };
+        let waiting = if let Some((n, cluster)) = running {
+            if cluster.removed.contains(&me) {
+                let what = format!("node {me} was removed from the cluster and may not join again; start it with a new node_id and an empty data directory");
+                tracing::error!("{what}");
+                say(what);
+                return;
+            }
+            if cluster.member(me).is_none() {
+                let mine = ctx.seeds.iter().find(|m| m.node_id == me).cloned();
+                if let Some(mine) = mine {
+                    match membership::ask(&ctx, n, MetaChange::Join(mine)).await {
+                        Ok(_) => {
+                            tracing::info!(via = n, "joined the cluster; replicas move here now")
+                        }
+                        Err(MetaError::Refused(reason)) => {
+                            let what = format!("the cluster refused node {me}: {reason}");
+                            tracing::error!("{what}");
+                            say(what);
+                            return;
+                        }
+                        Err(e) => tracing::info!(error = %e, "joining: will retry"),
                     }
                 }
             }
-            tracing::info!(
-                initialized = n,
-                already_initialized_elsewhere = taken.len(),
-                waited_ms = started.elapsed().as_millis() as u64,
-                "cluster bootstrap done"
-            );
-            return;
-        }
-        if !said || started.elapsed() > Duration::from_secs(30) {
-            tracing::info!(waiting_for = ?waiting_for, "bootstrap waits until every member answers");
-            said = true;
+            format!("joining the running cluster (via node {n}); waiting for its membership")
+        } else if waiting_for.is_empty() && founder && !meta_here {
+            found(&ctx).await;
+            continue;
+        } else if waiting_for.is_empty() {
+            "formation waits for the founder (the lowest seed id) to found the cluster".to_string()
+        } else {
+            format!("formation waits for seeds: {}", waiting_for.join(", "))
+        };
+        say(waiting);
+        if said.elapsed() > Duration::from_secs(30) {
+            tracing::info!(waiting_for = ?waiting_for, waited_ms = started.elapsed().as_millis() as u64,
+                "formation: waiting for the cluster (founding needs every seed to answer; joining needs a running member)");
+            said = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-async fn balance_leaders(
-    node_id: NodeId,
-    rafts: Vec<Raft<TypeConfig>>,
-    members: Vec<MemberConfig>,
-    rf: u32,
-) {
-    let ids = ids(&members);
-    let preferred: Vec<PartitionId> = (0..rafts.len() as PartitionId)
-        .filter(|&p| placement::replicas(p, &ids, rf).first() == Some(&node_id))
-        .collect();
-    // how long each partition has looked stable (same leader) from here
+/// Founds the cluster: the metadata group, the founding members, then every partition.
+async fn found(ctx: &Ctx) {
+    let meta = ctx.partitions();
+    let voters = founding_voters(ctx, meta);
+    match ctx.meta().initialize(voters).await {
+        Ok(()) => {
+            tracing::info!(seeds = ?ctx.seeds.iter().map(|m| m.node_id).collect::<Vec<_>>(), "founding the cluster")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "initializing the metadata group failed");
+            return;
+        }
+    }
+    found_partitions(ctx).await;
+}
+
+/// The founder's part after the metadata group exists: the member list, each partition's group,
+/// then the mark that founding is done. Every step is idempotent, so a founder restarted midway
+/// finishes it.
+async fn found_partitions(ctx: &Ctx) {
+    let started = Instant::now();
+    loop {
+        match ctx.change(MetaChange::Found(ctx.seeds.clone())).await {
+            Ok(_) => break,
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    tracing::warn!(error = %e, "founding: recording the members still fails");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let mut n = 0;
+    for p in 0..ctx.partitions() {
+        let raft = &ctx.rafts[p as usize];
+        if raft.is_initialized().await.unwrap_or(true) {
+            continue;
+        }
+        match raft.initialize(founding_voters(ctx, p)).await {
+            Ok(()) => n += 1,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "initializing the partition group failed")
+            }
+        }
+    }
+    loop {
+        match ctx.change(MetaChange::Bootstrapped).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "founding: marking done");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    tracing::info!(
+        initialized = n,
+        took_ms = started.elapsed().as_millis() as u64,
+        "cluster founded"
+    );
+}
+
+async fn balance_leaders(ctx: Ctx) {
+    let me = ctx.node_id;
+    // how long each group has looked stable (same leader) from here
     let mut stable_since: BTreeMap<PartitionId, (Option<NodeId>, Instant)> = BTreeMap::new();
     loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        for &p in &preferred {
-            let m = rafts[p as usize].metrics().borrow().clone();
+        if !ctx.membership().bootstrapped {
+            continue;
+        }
+        for g in 0..=ctx.partitions() {
+            if ctx.replicas(g).first() != Some(&me) {
+                continue;
+            }
+            let m = ctx.rafts[g as usize].metrics().borrow().clone();
             let entry = stable_since
-                .entry(p)
+                .entry(g)
                 .or_insert((m.current_leader, Instant::now()));
             if entry.0 != m.current_leader {
                 *entry = (m.current_leader, Instant::now());
             }
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == me);
             let caught_up =
                 m.last_log_index.is_some() && m.last_applied.map(|l| l.index) == m.last_log_index;
             if m.state == ServerState::Follower
-                && m.current_leader.is_some_and(|l| l != node_id)
+                && voter
+                && m.current_leader.is_some_and(|l| l != me)
                 && caught_up
                 && entry.1.elapsed() >= Duration::from_secs(3)
             {
-                tracing::info!(partition = p, from = ?m.current_leader, "taking back leadership as preferred leader");
-                let _ = rafts[p as usize].trigger().elect().await;
+                tracing::info!(group = g, from = ?m.current_leader, "taking back leadership as preferred leader");
+                let _ = ctx.rafts[g as usize].trigger().elect().await;
                 entry.1 = Instant::now();
                 break; // one per round
             }
@@ -252,6 +371,10 @@ pub struct MemberStatus {
     /// What went wrong when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Partitions it leads (as it says).
+    pub leading: usize,
+    /// Replica-set changes it completed as a leader since it started.
+    pub moves: u64,
 }
 
 /// One partition as this node sees it.
@@ -259,11 +382,15 @@ pub struct MemberStatus {
 pub struct PartitionStatus {
     /// The partition.
     pub partition: PartitionId,
-    /// Its replica set by placement, preferred leader first.
+    /// Its replica set by placement over the current members, preferred leader first.
     pub replicas: Vec<NodeId>,
-    /// Its leader, if known here.
+    /// The voters of its group now (differs from `replicas` while replicas move).
+    pub voters: Vec<NodeId>,
+    /// Learners of its group now (new replicas catching up).
+    pub learners: Vec<NodeId>,
+    /// Its leader, if known.
     pub leader: Option<NodeId>,
-    /// This node's role in its group.
+    /// This node's role in its group (`-` when it does not host it).
     pub role: String,
     /// The current term.
     pub term: u64,
@@ -278,78 +405,159 @@ pub struct PartitionStatus {
 pub struct ClusterStatus {
     /// This node.
     pub node_id: NodeId,
+    /// The membership version (0 in single-node mode or before founding).
+    pub membership_version: u64,
+    /// Node ids removed from the cluster.
+    pub removed: Vec<NodeId>,
     /// Members (this node alone in single-node mode).
     pub members: Vec<MemberStatus>,
+    /// The metadata group, which holds the membership.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<PartitionStatus>,
     /// Every partition.
     pub partitions: Vec<PartitionStatus>,
 }
 
 impl crate::Partitions {
-    /// The cluster as this node sees it; members are pinged (bounded by a short timeout).
+    /// The cluster as this node sees it; members are asked (bounded by a short timeout) and
+    /// partitions this node does not host are described by the members that do.
     pub async fn status(&self) -> ClusterStatus {
         let me = self.node_id();
-        let members: Vec<MemberConfig> = if self.members().is_empty() {
-            Vec::new()
-        } else {
-            self.members().to_vec()
+        let Some(ctx) = self.ctx() else {
+            return ClusterStatus {
+                node_id: me,
+                membership_version: 0,
+                removed: Vec::new(),
+                members: vec![MemberStatus {
+                    node_id: me,
+                    addr: String::new(),
+                    http_addr: String::new(),
+                    up: true,
+                    error: None,
+                    leading: self.leading(),
+                    moves: 0,
+                }],
+                metadata: None,
+                partitions: (0..self.count())
+                    .map(|p| self.local_status(p, vec![me], None))
+                    .collect(),
+            };
         };
-        let pings = members.iter().map(|m| {
-            let peers = self.peers().clone();
-            let m = m.clone();
+        let m = ctx.membership();
+        let listed: Vec<MemberConfig> = if m.members.is_empty() {
+            ctx.seeds.clone()
+        } else {
+            m.members.clone()
+        };
+        let asks = listed.iter().map(|member| {
+            let ctx = ctx.clone();
+            let member = member.clone();
             async move {
-                let (up, error) = if m.node_id == me {
-                    (true, None)
+                let got = if member.node_id == me {
+                    Ok(info(&ctx))
                 } else {
-                    match peers
+                    ctx.peers
                         .call::<(), ClusterInfo>(
-                            m.node_id,
+                            member.node_id,
                             KIND_CLUSTER_INFO,
                             &(),
-                            Some(Duration::from_millis(300)),
+                            Some(Duration::from_millis(500)),
                         )
                         .await
-                    {
-                        Ok(_) => (true, None),
-                        Err(e) => (false, Some(e.to_string())),
-                    }
+                        .map_err(|e| e.to_string())
                 };
-                MemberStatus {
-                    node_id: m.node_id,
-                    addr: m.addr,
-                    http_addr: m.http_addr,
-                    up,
-                    error,
-                }
+                (member, got)
             }
         });
-        let mut members: Vec<MemberStatus> = futures::future::join_all(pings).await;
-        if members.is_empty() {
+        let answers = futures::future::join_all(asks).await;
+        // per partition: the best view (the leader's own, else the highest term)
+        let mut views: Vec<Option<((bool, u64), GroupView)>> = vec![None; self.count() as usize];
+        let mut members = Vec::new();
+        for (member, got) in answers {
+            let (up, error, leading, moves) = match &got {
+                Ok(info) => {
+                    for (p, v) in info.views.iter().enumerate() {
+                        let (Some(v), Some(slot)) = (v, views.get_mut(p)) else {
+                            continue;
+                        };
+                        let rank = (v.leader == Some(info.node_id), v.term);
+                        if slot.as_ref().is_none_or(|(r, _)| rank > *r) {
+                            *slot = Some((rank, v.clone()));
+                        }
+                    }
+                    let leading = info
+                        .views
+                        .iter()
+                        .flatten()
+                        .filter(|v| v.leader == Some(info.node_id))
+                        .count();
+                    (true, None, leading, info.moves)
+                }
+                Err(e) => (false, Some(e.clone()), 0, 0),
+            };
             members.push(MemberStatus {
-                node_id: me,
-                addr: String::new(),
-                http_addr: String::new(),
-                up: true,
-                error: None,
+                node_id: member.node_id,
+                addr: member.addr,
+                http_addr: member.http_addr,
+                up,
+                error,
+                leading,
+                moves,
             });
         }
         let partitions = (0..self.count())
-            .filter_map(|p| {
-                let m = self.metrics(p).ok()?.borrow().clone();
-                Some(PartitionStatus {
-                    partition: p,
-                    replicas: self.replicas(p),
-                    leader: m.current_leader,
-                    role: format!("{:?}", m.state),
-                    term: m.current_term,
-                    last_log_index: m.last_log_index,
-                    applied_index: m.last_applied.map(|l| l.index),
-                })
+            .map(|p| {
+                let view = views[p as usize].take().map(|(_, v)| v);
+                self.local_status(p, ctx.replicas(p), view)
             })
             .collect();
+        let meta = ctx.partitions();
         ClusterStatus {
             node_id: me,
+            membership_version: m.version,
+            removed: m.removed.clone(),
             members,
+            metadata: Some(self.local_status(meta, ctx.replicas(meta), None)),
             partitions,
+        }
+    }
+
+    fn local_status(
+        &self,
+        p: PartitionId,
+        replicas: Vec<NodeId>,
+        view: Option<GroupView>,
+    ) -> PartitionStatus {
+        let me = self.node_id();
+        let local = self
+            .any_group(p)
+            .map(|r| r.metrics().borrow().clone())
+            .filter(|m| m.membership_config.membership().get_node(&me).is_some());
+        let view = match (&local, view) {
+            (Some(m), v) if v.is_none() || m.current_leader == Some(me) => {
+                let ms = m.membership_config.membership();
+                GroupView {
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    voters: ms.voter_ids().collect(),
+                    learners: ms.learner_ids().collect(),
+                    joint: ms.get_joint_config().len() > 1,
+                }
+            }
+            (_, v) => v.unwrap_or_default(),
+        };
+        PartitionStatus {
+            partition: p,
+            replicas,
+            voters: view.voters,
+            learners: view.learners,
+            leader: view.leader,
+            role: local
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |m| format!("{:?}", m.state)),
+            term: view.term,
+            last_log_index: local.as_ref().and_then(|m| m.last_log_index),
+            applied_index: local.and_then(|m| m.last_applied.map(|l| l.index)),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod formation;
+pub mod membership;
 pub mod partitions;
 pub mod raft_net;
 pub mod transport;

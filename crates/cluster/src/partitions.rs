@@ -1,5 +1,6 @@
 //! [`Partitions`]: the Raft groups of one node.
 
+use crate::membership::{Ctx, MetaChange, MetaError};
 use crate::raft_net::{Dispatcher, TransportNetwork};
 use crate::transport::{Peers, TransportConfig};
 use crate::Error;
@@ -9,6 +10,7 @@ use perdure_storage::state::PartitionState;
 use perdure_storage::{NodeStore, TypeConfig};
 use perdure_types::command::{Command, OpResult, Proposal, ProposalResult};
 use perdure_types::config::NodeConfig;
+use perdure_types::membership::Membership;
 use perdure_types::{partition, EntityId, NodeId, PartitionId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,9 +32,8 @@ pub struct Partitions {
     peers: Peers,
     /// What this node serves to its peers.
     dispatcher: Dispatcher,
-    /// The cluster's members (empty: single node) and the replication factor.
-    members: Vec<perdure_types::config::MemberConfig>,
-    replication_factor: u32,
+    /// What the cluster tasks share (membership, leader hints); `None` in single-node mode.
+    ctx: Option<Ctx>,
     /// Background tasks (transport server, formation, leader balancing), stopped at shutdown.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -48,8 +49,13 @@ impl std::fmt::Debug for Partitions {
 
 fn raft_config(config: &NodeConfig, partition: PartitionId) -> Result<openraft::Config, Error> {
     let r = &config.raft;
+    let cluster_name = if partition == config.partitions {
+        "perdure-meta".to_string()
+    } else {
+        format!("perdure-p{partition}")
+    };
     openraft::Config {
-        cluster_name: format!("perdure-p{partition}"),
+        cluster_name,
         heartbeat_interval: r.heartbeat_interval_ms,
         election_timeout_min: r.election_timeout_min_ms,
         election_timeout_max: r.election_timeout_max_ms,
@@ -61,7 +67,8 @@ fn raft_config(config: &NodeConfig, partition: PartitionId) -> Result<openraft::
     .map_err(|e| Error::Config(e.to_string()))
 }
 
-/// Starts every partition's group, pushing each onto `groups` as it starts.
+/// Starts every partition's group (and, in cluster mode, the metadata group after them), pushing
+/// each onto `groups` as it starts.
 async fn start_groups(
     config: &NodeConfig,
     store: &mut NodeStore,
@@ -70,7 +77,8 @@ async fn start_groups(
 ) -> Result<(), Error> {
     let node = BasicNode::new(&config.http_addr);
     let single = config.cluster.members.is_empty();
-    for p in 0..store.partitions() {
+    let groups_total = store.partitions() + u32::from(!single);
+    for p in 0..groups_total {
         let (log, sm) = store.open_partition(p)?;
         let state = sm.reader();
         let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable {
@@ -91,6 +99,10 @@ async fn start_groups(
             state,
         });
         if !single {
+            // no election on a timeout until this node knows whether its group has a leader
+            // (`membership::gate_elections`): a restarted replica would otherwise campaign with
+            // a higher term before the leader reaches it, and depose a healthy leader
+            raft.runtime_config().elect(false);
             // cluster mode: formation (crate::formation) initializes groups, once
             continue;
         }
@@ -141,6 +153,7 @@ impl Partitions {
             }
         }
         let dispatcher = Dispatcher::default();
+        let _ = dispatcher.peers.set(peers.clone());
         let mut tasks = Vec::new();
         if !c.members.is_empty() {
             let listener = tokio::net::TcpListener::bind(&c.listen_addr)
@@ -171,28 +184,40 @@ impl Partitions {
         dispatcher
             .raft
             .set(groups.iter().map(|g| g.raft.clone()).collect());
-        let mut me = Self {
+        let ctx = (!c.members.is_empty()).then(|| {
+            let partitions = store.partitions();
+            Ctx {
+                node_id: config.node_id,
+                rafts: groups.iter().map(|g| g.raft.clone()).collect(),
+                meta_state: groups[partitions as usize].state.clone(),
+                peers: peers.clone(),
+                seeds: c.members.clone(),
+                rf: c.replication_factor,
+                membership: Arc::new(tokio::sync::watch::channel(Default::default()).0),
+                hints: Arc::new(std::sync::RwLock::new(vec![None; partitions as usize])),
+                change_lock: Arc::default(),
+                moves: Arc::default(),
+                table: Arc::default(),
+                election_gate: Duration::from_millis(config.raft.election_timeout_max_ms * 3)
+                    .max(Duration::from_secs(2)),
+                formation: Arc::new(std::sync::RwLock::new(Some(
+                    "cluster formation is starting".into(),
+                ))),
+            }
+        });
+        if let Some(ctx) = &ctx {
+            ctx.refresh_table();
+            tasks.extend(crate::formation::start(ctx.clone(), &dispatcher));
+        }
+        Ok(Self {
             node_id: config.node_id,
             groups,
             store,
             peers,
             dispatcher,
-            members: c.members.clone(),
-            replication_factor: c.replication_factor,
+            ctx,
             tasks,
-        };
-        if !me.members.is_empty() {
-            let rafts: Vec<_> = me.groups.iter().map(|g| g.raft.clone()).collect();
-            me.tasks.extend(crate::formation::start(
-                config.node_id,
-                rafts,
-                me.peers.clone(),
-                &me.dispatcher,
-                me.members.clone(),
-                me.replication_factor,
-            ));
-        }
-        Ok(me)
+        })
     }
 
     /// Connections to the other nodes.
@@ -205,28 +230,71 @@ impl Partitions {
         &self.dispatcher
     }
 
-    /// The cluster's members (empty in single-node mode).
-    pub fn members(&self) -> &[perdure_types::config::MemberConfig] {
-        &self.members
+    pub(crate) fn ctx(&self) -> Option<&Ctx> {
+        self.ctx.as_ref()
+    }
+
+    /// The cluster's members as replicated (the configured seeds until this node learns it;
+    /// empty in single-node mode).
+    pub fn members(&self) -> Vec<perdure_types::config::MemberConfig> {
+        match &self.ctx {
+            None => Vec::new(),
+            Some(ctx) => {
+                let m = ctx.membership();
+                if m.members.is_empty() {
+                    ctx.seeds.clone()
+                } else {
+                    m.members
+                }
+            }
+        }
+    }
+
+    /// The replicated membership (`None` in single-node mode).
+    pub fn membership(&self) -> Option<Membership> {
+        self.ctx.as_ref().map(Ctx::membership)
+    }
+
+    /// Removes member `id` from the cluster for good: its replicas move to the other members.
+    pub async fn remove_member(&self, id: NodeId) -> Result<Membership, MetaError> {
+        match &self.ctx {
+            None => Err(MetaError::Refused(
+                "a single node has no members to remove".into(),
+            )),
+            Some(ctx) => ctx.change(MetaChange::Remove(id)).await,
+        }
     }
 
     /// The replica set of partition `p` by placement (this node alone in single-node mode).
     pub fn replicas(&self, p: PartitionId) -> Vec<NodeId> {
-        if self.members.is_empty() {
-            return vec![self.node_id];
+        match &self.ctx {
+            None => vec![self.node_id],
+            Some(ctx) => ctx.replicas(p),
         }
-        let ids: Vec<NodeId> = self.members.iter().map(|m| m.node_id).collect();
-        perdure_types::placement::replicas(p, &ids, self.replication_factor)
     }
 
-    /// The leader of partition `p` as this node knows it.
+    /// Whether this node is a voter or learner of partition `p`'s group now.
+    pub fn hosts(&self, p: PartitionId) -> bool {
+        match &self.ctx {
+            None => p < self.count(),
+            Some(ctx) => ctx.hosts(p),
+        }
+    }
+
+    /// The leader of partition `p` as this node knows it: from its own group when it hosts the
+    /// partition, else as the hosting members last reported it.
     pub fn leader(&self, p: PartitionId) -> Option<NodeId> {
-        self.group(p).ok()?.raft.metrics().borrow().current_leader
+        if self.hosts(p) {
+            return self.group(p).ok()?.raft.metrics().borrow().current_leader;
+        }
+        let ctx = self.ctx.as_ref()?;
+        let hints = ctx.hints.read().unwrap_or_else(|p| p.into_inner());
+        hints.get(p as usize).copied().flatten().map(|(l, _)| l)
     }
 
     /// Number of partitions.
     pub fn count(&self) -> u32 {
-        self.groups.len() as u32
+        self.store.partitions()
     }
 
     /// This node's id.
@@ -240,7 +308,16 @@ impl Partitions {
     }
 
     fn group(&self, p: PartitionId) -> Result<&Group, Error> {
+        // the metadata group (index `count`) is reached through `ctx`, not as a partition
+        if p >= self.count() {
+            return Err(Error::NoSuchPartition(p));
+        }
         self.groups.get(p as usize).ok_or(Error::NoSuchPartition(p))
+    }
+
+    /// The Raft handle of any group, the metadata group (index `count`) included.
+    pub(crate) fn any_group(&self, g: PartitionId) -> Option<&Raft<TypeConfig>> {
+        self.groups.get(g as usize).map(|g| &g.raft)
     }
 
     /// The Raft handle of a partition (metrics, membership changes).
@@ -267,7 +344,7 @@ impl Partitions {
         match group.raft.client_write(proposal).instrument(span).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(not_leader(p, f.leader_id))
+                Err(not_leader(p, self.leader_or(p, f.leader_id)))
             }
             Err(e) => Err(unavailable(p, e)),
         }
@@ -280,9 +357,19 @@ impl Partitions {
         match group.raft.ensure_linearizable().await {
             Ok(_) => Ok(group.state.clone()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(not_leader(p, f.leader_id))
+                Err(not_leader(p, self.leader_or(p, f.leader_id)))
             }
             Err(e) => Err(unavailable(p, e)),
+        }
+    }
+
+    /// Where a partition's leader is, given what its group said: the group's word when this
+    /// node hosts it, else the hosting members' (a group this node left keeps a stale leader).
+    fn leader_or(&self, p: PartitionId, said: Option<NodeId>) -> Option<NodeId> {
+        if self.hosts(p) {
+            said
+        } else {
+            self.leader(p)
         }
     }
 
@@ -307,24 +394,28 @@ impl Partitions {
         Ok(self.group(p)?.raft.metrics())
     }
 
-    /// Waits until every partition has a leader, or `timeout` passes.
+    /// Waits until every partition has a leader known here and this node is part of a formed
+    /// cluster (not founding, joining, or removed), or `timeout` passes.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         let started = Instant::now();
         loop {
-            let missing: Vec<PartitionId> = self
-                .groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| g.raft.metrics().borrow().current_leader.is_none())
-                .map(|(p, _)| p as PartitionId)
+            let missing: Vec<PartitionId> = (0..self.count())
+                .filter(|&p| self.leader(p).is_none())
                 .collect();
-            if missing.is_empty() {
+            let formation = self.ctx.as_ref().and_then(|c| {
+                c.formation
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            });
+            if missing.is_empty() && formation.is_none() {
                 return Ok(());
             }
             if started.elapsed() >= timeout {
                 return Err(Error::NotReady {
                     waited_ms: started.elapsed().as_millis() as u64,
                     partitions: missing,
+                    formation,
                 });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -333,7 +424,7 @@ impl Partitions {
 
     /// Number of partitions this node leads.
     pub fn leading(&self) -> usize {
-        self.groups
+        self.groups[..self.count() as usize]
             .iter()
             .filter(|g| g.raft.metrics().borrow().state == ServerState::Leader)
             .count()

@@ -261,6 +261,8 @@ impl RaftService {
 pub struct Dispatcher {
     /// The Raft service.
     pub raft: RaftService,
+    /// This node's outgoing connections, told when a peer connects in (set once).
+    pub peers: Arc<OnceLock<Peers>>,
     others: Arc<std::sync::RwLock<std::collections::HashMap<u16, Arc<dyn Handler>>>>,
 }
 
@@ -298,6 +300,12 @@ impl Dispatcher {
 }
 
 impl Handler for Dispatcher {
+    fn peer_connected(&self, from: NodeId) {
+        if let Some(peers) = self.peers.get() {
+            peers.retry_now(from);
+        }
+    }
+
     fn handle(
         &self,
         from: NodeId,

@@ -40,12 +40,13 @@ impl NodeStore {
         let mut recovered: HashMap<u32, PartitionLog> = HashMap::new();
         let n = records.len();
         for r in &records {
-            if r.partition >= partitions {
+            // group `partitions` is the cluster's metadata group
+            if r.partition > partitions {
                 return Err(Error::Corrupt {
                     path: wal_dir,
                     offset: 0,
                     reason: format!(
-                        "a record of partition {} in a node with {partitions} partitions",
+                        "a record of group {} in a node with {partitions} partitions",
                         r.partition
                     ),
                 });
@@ -98,10 +99,11 @@ impl NodeStore {
         self.datadir.meta().partitions
     }
 
-    /// The log store and state machine of `partition`. Call once per partition.
+    /// The log store and state machine of `partition`. Call once per partition. Group
+    /// [`Self::partitions`] (one past the last partition) is the cluster's metadata group.
     pub fn open_partition(&mut self, partition: u32) -> Result<(LogStore, StateMachine)> {
         assert!(
-            partition < self.partitions(),
+            partition <= self.partitions(),
             "partition {partition} out of range"
         );
         let log = self.recovered.remove(&partition).unwrap_or_default();

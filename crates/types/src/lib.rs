@@ -10,6 +10,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod ids;
+pub mod membership;
 pub mod partition;
 pub mod placement;
 

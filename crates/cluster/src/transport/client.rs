@@ -87,6 +87,18 @@ impl Peers {
         }
     }
 
+    /// Lets the next request to `node` try to connect at once, even while backing off after
+    /// failures (the peer was just seen alive, e.g. it connected to this node).
+    pub fn retry_now(&self, node: NodeId) {
+        if let Some(slot) = lock(&self.inner.slots).get(&node) {
+            let mut state = lock(&slot.state);
+            if state.conn.is_none() && state.retry_at.is_some() {
+                tracing::debug!(node, "transport: peer seen alive, retrying at once");
+                state.retry_at = None;
+            }
+        }
+    }
+
     /// Forgets `node`: closes its connection; requests to it fail until an address is set again.
     pub fn remove(&self, node: NodeId) {
         lock(&self.inner.slots).remove(&node);
@@ -264,6 +276,9 @@ impl Slot {
     fn connected(&self, addr: &str, conn: Arc<Conn>) {
         let mut state = lock(&self.state);
         if state.addr.as_deref() == Some(addr) {
+            if state.failures > 0 {
+                tracing::info!(peer = self.node, peer_addr = %addr, after_failures = state.failures, "transport: peer reachable again");
+            }
             state.conn = Some(conn);
             state.failures = 0;
             state.retry_at = None;
@@ -273,6 +288,11 @@ impl Slot {
 
     fn failed(&self, failure: Failure) {
         let mut state = lock(&self.state);
+        if state.failures == 0 {
+            // once per outage; openraft's own per-RPC errors are off by default (see the CLI)
+            let (Failure::Unreachable(reason) | Failure::Refused(reason)) = &failure;
+            tracing::warn!(peer = self.node, %reason, "transport: peer unreachable (retrying with backoff)");
+        }
         state.failures = state.failures.saturating_add(1);
         let backoff = BACKOFF_MIN
             .saturating_mul(1 << state.failures.min(16).saturating_sub(1))

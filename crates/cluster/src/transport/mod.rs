@@ -67,6 +67,10 @@ pub trait Handler: Send + Sync + 'static {
         kind: u16,
         body: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>>;
+
+    /// Peer `from` just completed a handshake with this node (it is up: a connection to it that
+    /// is backing off may retry at once).
+    fn peer_connected(&self, _from: NodeId) {}
 }
 
 /// A [`Handler`] made of a closure (see [`handler_fn`]).

@@ -110,6 +110,7 @@ async fn connection(
         }
     };
     tracing::debug!("transport: peer connected");
+    handler.peer_connected(from);
     let (tx, rx) = mpsc::unbounded_channel();
     let reason = tokio::select! {
         written = wire::write_loop(rx, wr) => match written {

@@ -8,6 +8,7 @@
 //! | `GET {BASE}/entities/{name}?top=N&continuation=T` | a page of entities |
 //! | `POST {BASE}/entities:batch` | many signals, one result each |
 //! | `GET /cluster` | members and their health, partitions with replicas and leaders |
+//! | `DELETE /cluster/members/{id}` | removes a member for good; its replicas move to the others |
 //! | `GET /healthz`, `GET /readyz` | process alive; every partition has a leader and its entity runtime runs |
 //!
 //! Every error is JSON `{"error":{"code":"...","message":"..."}}`.
@@ -58,6 +59,10 @@ pub fn router(runtime: Arc<Runtime>, http: HttpConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/cluster", get(cluster))
+        .route(
+            "/cluster/members/{id}",
+            axum::routing::delete(remove_member),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -100,6 +105,34 @@ async fn cluster(State(app): State<App>) -> Json<serde_json::Value> {
     let mut v = serde_json::to_value(status).unwrap_or_default();
     v["forwarded_requests"] = json!(app.runtime.forwarded());
     Json(v)
+}
+
+/// `DELETE /cluster/members/{id}`: removes member `id` from the cluster for good (200 with the new
+/// membership). Its replicas move to the remaining members in the background (watch
+/// `GET /cluster`); 409 when refused (not a member, already removed, too few members left), 503
+/// when the metadata group has no leader now.
+async fn remove_member(
+    State(app): State<App>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad_node_id", format!("{id:?} is not a node id")))?;
+    let span = tracing::info_span!("remove_member", node_id = id);
+    let removed = tracing::Instrument::instrument(app.runtime.partitions().remove_member(id), span);
+    match removed.await {
+        Ok(m) => Ok(Json(serde_json::to_value(m).unwrap_or_default())),
+        Err(perdure_cluster::membership::MetaError::Refused(reason)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "membership_change_refused",
+            reason,
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )),
+    }
 }
 
 /// `GET /readyz`: 200 when every partition has a leader and this node's entity runtime runs on

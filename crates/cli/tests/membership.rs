@@ -1,0 +1,414 @@
+//! Membership changes under load, with real `perdure` processes on 127.0.0.1-4: a 4th node joins
+//! a running 3-node cluster (it starts with its own config naming the members as seeds) while
+//! node 3 is down; node 3 returns and serves; then node 2 is removed. After each change, the partitions whose voters changed are exactly those
+//! whose replica set by placement changed (counted against the ideal), every group ends with
+//! its placement's voters, and every counter ends exactly at the sum of its acknowledged adds.
+
+mod cluster_support;
+
+use cluster_support::{member, ready, start, write_config_with, Member, Nodes};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BASE: &str = "/runtime/webhooks/durabletask";
+const PARTITIONS: usize = 16;
+const COUNTERS: usize = 24;
+const SECRET: &str = "a-test-secret-of-enough-length";
+
+async fn status(http: &reqwest::Client, url: &str) -> Option<Value> {
+    http.get(format!("{url}/cluster"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+fn ids(v: &Value) -> BTreeSet<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// Per partition: its voters, once every group (and the metadata group) has exactly its
+/// placement's voters, no learners and a leader, over `members`.
+fn settled(v: &Value, members: &BTreeSet<u64>) -> Option<Vec<BTreeSet<u64>>> {
+    let listed: BTreeSet<u64> = v["members"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| m["node_id"].as_u64())
+        .collect();
+    if &listed != members {
+        return None;
+    }
+    let mut groups: Vec<&Value> = v["partitions"].as_array()?.iter().collect();
+    groups.push(&v["metadata"]);
+    let last = groups.len() - 1;
+    let mut voters = Vec::new();
+    for (i, g) in groups.into_iter().enumerate() {
+        let (reps, vs) = (ids(&g["replicas"]), ids(&g["voters"]));
+        // partitions have no learners once settled; the metadata group has every other member
+        let learners = if i == last {
+            members.difference(&reps).copied().collect()
+        } else {
+            BTreeSet::new()
+        };
+        if reps.is_empty() || reps != vs || ids(&g["learners"]) != learners {
+            return None;
+        }
+        if !reps.is_subset(members) || g["leader"].as_u64().is_none() {
+            return None;
+        }
+        voters.push(vs);
+    }
+    voters.pop(); // the metadata group
+    Some(voters)
+}
+
+async fn wait_settled(
+    http: &reqwest::Client,
+    url: &str,
+    members: &BTreeSet<u64>,
+    what: &str,
+) -> (Vec<BTreeSet<u64>>, Value) {
+    let t = Instant::now();
+    let mut last = Value::Null;
+    loop {
+        if let Some(v) = status(http, url).await {
+            if let Some(voters) = settled(&v, members) {
+                eprintln!("{what}: settled in {:?}", t.elapsed());
+                return (voters, v);
+            }
+            last = v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "{what}: replicas never settled on {members:?}: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The partitions (of `PARTITIONS`) whose replica set by placement differs between the members
+/// `a` and `b`, computed here independently of the nodes (the pinned placement function:
+/// rendezvous hashing with FNV-1a and SplitMix64, see `perdure_types::placement`).
+fn ideal_moves(a: &[u64], b: &[u64]) -> usize {
+    (0..PARTITIONS as u32)
+        .filter(|&p| {
+            let x: BTreeSet<u64> = perdure_types::placement::replicas(p, a, 3)
+                .into_iter()
+                .collect();
+            let y: BTreeSet<u64> = perdure_types::placement::replicas(p, b, 3)
+                .into_iter()
+                .collect();
+            x != y
+        })
+        .count()
+}
+
+fn moved(before: &[BTreeSet<u64>], after: &[BTreeSet<u64>]) -> usize {
+    before.iter().zip(after).filter(|(a, b)| a != b).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
+    let seed: u64 = std::env::var("PERDURE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("membership test seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let all: Vec<Member> = (1..=4).map(member).collect();
+    let config = |m: &Member, seeds: &[Member]| {
+        write_config_with(dir.path(), m, seeds, "test", SECRET, PARTITIONS)
+    };
+    // nodes 1-3 know each other; node 4 knows them all and itself
+    let configs: Vec<_> = all
+        .iter()
+        .map(|m| {
+            if m.id <= 3 {
+                config(m, &all[..3])
+            } else {
+                config(m, &all)
+            }
+        })
+        .collect();
+    let nodes = Arc::new(Mutex::new(Nodes(
+        configs[..3].iter().map(|c| Some(start(c))).collect(),
+    )));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for m in &all[..3] {
+        assert!(
+            ready(&http, &m.url(), Duration::from_secs(30)).await,
+            "node {} never ready",
+            m.id
+        );
+    }
+    let url1 = all[0].url();
+    let three: BTreeSet<u64> = [1, 2, 3].into();
+    let (before, _) = wait_settled(&http, &url1, &three, "formed").await;
+
+    // load: idempotent adds through the nodes clients may use now, retried until acknowledged
+    let targets: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new(all[..3].iter().map(Member::url).collect()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<HashMap<usize, i64>>> = Arc::default();
+    let (retries, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
+    for c in 0..6u64 {
+        let (http, targets, stop, acked, retries, sent) = (
+            http.clone(),
+            targets.clone(),
+            stop.clone(),
+            acked.clone(),
+            retries.clone(),
+            sent.clone(),
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (c + 1));
+        clients.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let counter = rng.gen_range(0..COUNTERS);
+                let amount: i64 = rng.gen_range(1..=9);
+                let key = format!("c{c}-{n}");
+                n += 1;
+                let since = Instant::now();
+                loop {
+                    assert!(
+                        since.elapsed() < Duration::from_secs(60),
+                        "signal {key} not acknowledged within 60 s"
+                    );
+                    let url = {
+                        let t = targets.lock().unwrap();
+                        t[rng.gen_range(0..t.len())].clone()
+                    };
+                    let r = http
+                        .post(format!("{url}{BASE}/entities/counter/k{counter}?op=add"))
+                        .header("Idempotency-Key", &key)
+                        .json(&amount)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(resp) if resp.status() == 202 => {
+                            *acked.lock().unwrap().entry(counter).or_default() += amount;
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(resp) if resp.status().is_client_error() => {
+                            panic!("{url}: {}", resp.status())
+                        }
+                        other => {
+                            if std::env::var("PERDURE_TEST_VERBOSE").is_ok() {
+                                let what = match other {
+                                    Ok(r) => format!(
+                                        "{} {}",
+                                        r.status(),
+                                        r.text().await.unwrap_or_default()
+                                    ),
+                                    Err(e) => e.to_string(),
+                                };
+                                eprintln!("retry {url}: {what}");
+                            }
+                            retries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // node 3 goes down (kill -9): it will miss the whole join
+    targets.lock().unwrap().retain(|u| *u != all[2].url());
+    {
+        let mut ns = nodes.lock().unwrap();
+        let mut child = ns.0[2].take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // a 4th node joins under load, with node 3 down
+    nodes.lock().unwrap().0.push(Some(start(&configs[3])));
+    let joined = Instant::now();
+    let four: BTreeSet<u64> = [1, 2, 3, 4].into();
+    let (after_join, _) = wait_settled(&http, &url1, &four, "join").await;
+    let (m_join, ideal_join) = (
+        moved(&before, &after_join),
+        ideal_moves(&[1, 2, 3], &[1, 2, 3, 4]),
+    );
+    eprintln!(
+        "join: {m_join} of {PARTITIONS} partitions moved (ideal {ideal_join}; rf/n = 3/4 -> {}) in {:?}",
+        PARTITIONS * 3 / 4,
+        joined.elapsed()
+    );
+    assert_eq!(
+        m_join, ideal_join,
+        "the partitions that moved are those whose replica set changed"
+    );
+    for (p, (b, a)) in before.iter().zip(&after_join).enumerate() {
+        assert!(
+            b.difference(a).count() <= 1 && a.difference(b).all(|&n| n == 4),
+            "partition {p}: {b:?} -> {a:?}: a join only hands slots to the new node"
+        );
+    }
+    assert!(
+        ready(&http, &all[3].url(), Duration::from_secs(30)).await,
+        "node 4 never ready"
+    );
+    targets.lock().unwrap().push(all[3].url());
+    // node 3 returns: its copy of the partitions it lost meanwhile is stale (it still finds
+    // itself a voter there); it learns the membership, asks the hosts for those leaders, serves
+    nodes.lock().unwrap().0[2] = Some(start(&configs[2]));
+    assert!(
+        ready(&http, &all[2].url(), Duration::from_secs(30)).await,
+        "node 3 never ready after missing the join"
+    );
+    targets.lock().unwrap().push(all[2].url());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // node 2 is removed under load; clients stop using it first
+    targets.lock().unwrap().retain(|u| *u != all[1].url());
+    let removed = Instant::now();
+    // (503 while the metadata group elects a leader: retried, as a client does)
+    loop {
+        let r = http
+            .delete(format!("{url1}/cluster/members/2"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 && removed.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        break;
+    }
+    let left: BTreeSet<u64> = [1, 3, 4].into();
+    let (after_remove, _) = wait_settled(&http, &url1, &left, "removal").await;
+    let (m_remove, ideal_remove) = (
+        moved(&after_join, &after_remove),
+        ideal_moves(&[1, 2, 3, 4], &[1, 3, 4]),
+    );
+    eprintln!(
+        "removal: {m_remove} of {PARTITIONS} partitions moved (ideal {ideal_remove}) in {:?}",
+        removed.elapsed()
+    );
+    assert_eq!(m_remove, ideal_remove);
+    for (p, (b, a)) in after_join.iter().zip(&after_remove).enumerate() {
+        assert!(!a.contains(&2), "partition {p} still on node 2: {a:?}");
+        assert!(
+            b == a || b.contains(&2),
+            "partition {p} moved without losing node 2: {b:?} -> {a:?}"
+        );
+    }
+    // removing it again, or going below the replication factor, is refused and changes nothing
+    for id in [2, 3] {
+        let r = http
+            .delete(format!("{url1}/cluster/members/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409, "removing {id}");
+        let body = r.text().await.unwrap();
+        eprintln!("removing node {id} again/below rf: {body}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    // the removed node can be stopped: nothing depends on it
+    {
+        let mut ns = nodes.lock().unwrap();
+        let mut child = ns.0[1].take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    // restarted, the removed node does not rejoin, and says why
+    nodes.lock().unwrap().0[1] = Some(start(&configs[1]));
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{}/readyz", all[1].url())).send().await {
+            let (code, body) = (r.status(), r.text().await.unwrap_or_default());
+            if body.contains("was removed") {
+                assert_eq!(code, 503);
+                eprintln!("the removed node, restarted, says: {body}");
+                break;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the removed node never said it was removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = status(&http, &url1).await.unwrap();
+    assert_eq!(
+        v["members"].as_array().map(Vec::len),
+        Some(3),
+        "the removed node rejoined: {v}"
+    );
+
+    // exact, through every remaining node
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= COUNTERS / 2);
+    for m in all.iter().filter(|m| m.id != 2) {
+        for (counter, sum) in &acked {
+            let mut v = Value::Null;
+            for _ in 0..100 {
+                match http
+                    .get(format!("{}{BASE}/entities/counter/k{counter}", m.url()))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        v = r.json().await.unwrap();
+                        break;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            assert_eq!(
+                v.as_i64(),
+                Some(*sum),
+                "counter k{counter} via node {}",
+                m.id
+            );
+        }
+    }
+    // and the 4-node placement spreads leaders: each remaining node leads some partition
+    let t = Instant::now();
+    loop {
+        let v = status(&http, &url1).await.unwrap_or_default();
+        let leading: BTreeSet<u64> = v["partitions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["leader"].as_u64()).collect())
+            .unwrap_or_default();
+        if leading == left {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "leaders never spread over {left:?}: {leading:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "{} adds acknowledged, {} retries; {} counters exact on nodes 1, 3, 4",
+        sent.load(Ordering::Relaxed),
+        retries.load(Ordering::Relaxed),
+        acked.len()
+    );
+    drop(nodes);
+}

@@ -1,0 +1,693 @@
+//! Membership: the metadata group, joins and removals, moving replicas, and where leaders are.
+//!
+//! - **The metadata group** is one more Raft group next to the partitions (group id = the
+//!   partition count). Its state holds the [`Membership`]; its voters come from placement like a
+//!   partition's, and every other member follows it as a learner, so each member reads the
+//!   membership locally ([`Ctx::membership`]).
+//! - **Changes** (join, remove) run on the metadata group's leader, one at a time, after a read
+//!   barrier, as one command fenced to the leader's term; any member forwards them there (one hop).
+//! - **Reconciling**: the leader of each group compares the group's Raft membership with
+//!   placement over the current members. A node that placement adds is added as a learner and
+//!   caught up (by snapshot when the log was purged); once it is close to the leader's log the
+//!   voter set is replaced (joint consensus), which drops the replica that placement removed. A
+//!   leader that removes itself steps down once the new configuration commits. So only the
+//!   groups whose replica set changes move, one learner catch-up each.
+//! - **Leaders elsewhere**: a node answers requests for partitions it does not host by
+//!   forwarding them; it learns their leaders from the members that host them (polled).
+
+use crate::transport::{Handler, Peers, RemoteError, RemoteErrorCode};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
+use perdure_storage::state::PartitionState;
+use perdure_storage::TypeConfig;
+use perdure_types::command::{Command, Op, OpResult, Proposal};
+use perdure_types::config::MemberConfig;
+use perdure_types::membership::{ChangeError, Membership};
+use perdure_types::{codec, NodeId, PartitionId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Transport request kind: a membership change for the metadata group's leader.
+pub const KIND_META: u16 = 4;
+
+/// Transport request kind: "call an election for group G" (a leader leaving the group hands
+/// leadership over).
+pub const KIND_ELECT: u16 = 5;
+
+/// A learner within this many entries of the leader's log counts as caught up.
+const CAUGHT_UP_LAG: u64 = 256;
+
+/// A change of the membership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MetaChange {
+    /// The founding members (only while the membership is still empty).
+    Found(Vec<MemberConfig>),
+    /// Every partition's group exists.
+    Bootstrapped,
+    /// A node joins (or updates its addresses).
+    Join(MemberConfig),
+    /// A member leaves for good.
+    Remove(NodeId),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MetaRequest {
+    change: MetaChange,
+    /// Sent by a member that is not the leader: the receiver must not forward again.
+    forwarded: bool,
+}
+
+/// Why a membership change did not happen.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum MetaError {
+    /// The change is not allowed (the membership is unchanged).
+    #[error("{0}")]
+    Refused(String),
+    /// No leader could take it now; retry.
+    #[error("membership change not possible now: {0}; retry")]
+    Unavailable(String),
+}
+
+/// One partition as a node that hosts it sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// Its leader, if known.
+    pub leader: Option<NodeId>,
+    /// The current term.
+    pub term: u64,
+    /// Voters of the group's current configuration.
+    pub voters: Vec<NodeId>,
+    /// Learners of the group's current configuration.
+    pub learners: Vec<NodeId>,
+    /// Whether a configuration change is half done (joint consensus).
+    pub joint: bool,
+}
+
+/// A partition's leader as its hosts report it: (leader, term).
+pub(crate) type LeaderHint = Option<(NodeId, u64)>;
+
+/// Everything a node's background tasks share.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub node_id: NodeId,
+    /// Data partitions, then the metadata group at index `partitions`.
+    pub rafts: Vec<Raft<TypeConfig>>,
+    pub meta_state: PartitionState,
+    pub peers: Peers,
+    pub seeds: Vec<MemberConfig>,
+    pub rf: u32,
+    pub membership: Arc<watch::Sender<Membership>>,
+    /// Every group's replica set by placement over the current members (the seeds until the
+    /// membership is known), recomputed when it changes.
+    pub table: Arc<RwLock<Vec<Vec<NodeId>>>>,
+    /// Leaders of partitions this node does not host, as their hosts report them: (leader, term).
+    pub hints: Arc<RwLock<Vec<LeaderHint>>>,
+    /// Serializes membership changes on the metadata leader.
+    pub change_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Replica-set changes this node has completed as a leader.
+    pub moves: Arc<AtomicU64>,
+    /// How long a started node holds back timeout elections for groups that have a leader
+    /// elsewhere, waiting to hear from it.
+    pub election_gate: Duration,
+    /// What formation waits for now (`None` once this node is part of a formed cluster).
+    pub formation: Arc<RwLock<Option<String>>>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    /// Number of data partitions (the metadata group's id).
+    pub fn partitions(&self) -> PartitionId {
+        (self.rafts.len() - 1) as PartitionId
+    }
+
+    pub fn meta(&self) -> &Raft<TypeConfig> {
+        &self.rafts[self.partitions() as usize]
+    }
+
+    /// The membership as applied here.
+    pub fn membership(&self) -> Membership {
+        self.membership.borrow().clone()
+    }
+
+    /// Member ids, or the seeds' before the membership is known here.
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        let m = self.membership.borrow();
+        if m.members.is_empty() {
+            self.seeds.iter().map(|s| s.node_id).collect()
+        } else {
+            m.ids()
+        }
+    }
+
+    /// Group `g`'s replica set by placement over the current members.
+    pub fn replicas(&self, g: PartitionId) -> Vec<NodeId> {
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(g as usize)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Recomputes every group's replica set (after the membership changed).
+    pub fn refresh_table(&self) {
+        let ids = self.member_ids();
+        let table = (0..=self.partitions())
+            .map(|g| perdure_types::placement::replicas(g, &ids, self.rf))
+            .collect();
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
+    /// Reads the membership from the local copy of the metadata group's state.
+    fn read_local(&self) -> Result<Membership, String> {
+        match self
+            .meta_state
+            .state(&Membership::entity())
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(Membership::default()),
+            Some(bytes) => codec::decode(&bytes).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Whether this node hosts group `g`: it is a voter or learner of the group's configuration
+    /// as known here AND placement over the current members keeps it there. A node that missed
+    /// the configuration change removing it (it was down) still finds itself in its stale copy;
+    /// placement tells it to ask the hosting members instead.
+    pub fn hosts(&self, g: PartitionId) -> bool {
+        let in_config = self.rafts.get(g as usize).is_some_and(|r| {
+            r.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&self.node_id)
+                .is_some()
+        });
+        in_config && (g == self.partitions() || self.replicas(g).contains(&self.node_id))
+    }
+
+    /// The view of group `g` from here, if this node hosts it.
+    pub fn view(&self, g: PartitionId) -> Option<GroupView> {
+        if !self.hosts(g) {
+            return None;
+        }
+        let raft = self.rafts.get(g as usize)?;
+        let m = raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        Some(GroupView {
+            leader: m.current_leader,
+            term: m.current_term,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            joint: membership.get_joint_config().len() > 1,
+        })
+    }
+
+    /// Applies `change` on the metadata leader, wherever it is.
+    pub async fn change(&self, change: MetaChange) -> Result<Membership, MetaError> {
+        self.change_at(change, false).await
+    }
+
+    async fn change_at(
+        &self,
+        change: MetaChange,
+        forwarded: bool,
+    ) -> Result<Membership, MetaError> {
+        let m = self.meta().metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return self.change_here(change).await;
+        }
+        if forwarded {
+            return Err(MetaError::Unavailable(format!(
+                "node {} does not lead the metadata group",
+                self.node_id
+            )));
+        }
+        let Some(leader) = m.current_leader.filter(|&l| l != self.node_id) else {
+            return Err(MetaError::Unavailable(
+                "the metadata group has no leader known here".into(),
+            ));
+        };
+        let req = MetaRequest {
+            change,
+            forwarded: true,
+        };
+        self.peers
+            .call::<MetaRequest, Result<Membership, MetaError>>(leader, KIND_META, &req, None)
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("asking node {leader}: {e}")))?
+    }
+
+    async fn change_here(&self, change: MetaChange) -> Result<Membership, MetaError> {
+        let _one_at_a_time = self.change_lock.lock().await;
+        let raft = self.meta();
+        match raft.ensure_linearizable().await {
+            Ok(_) => {}
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                return Err(MetaError::Unavailable("leadership moved".into()))
+            }
+            Err(e) => return Err(MetaError::Unavailable(e.to_string())),
+        }
+        let term = raft.metrics().borrow().current_term;
+        let current = self.read_local().map_err(MetaError::Unavailable)?;
+        let refused = |e: ChangeError| MetaError::Refused(e.to_string());
+        let next = match &change {
+            MetaChange::Found(members) if current.members.is_empty() => Some(Membership {
+                members: {
+                    let mut m = members.clone();
+                    m.sort_by_key(|m| m.node_id);
+                    m
+                },
+                version: current.version + 1,
+                ..current.clone()
+            }),
+            MetaChange::Found(_) => None,
+            MetaChange::Bootstrapped if !current.bootstrapped => Some(Membership {
+                bootstrapped: true,
+                version: current.version + 1,
+                ..current.clone()
+            }),
+            MetaChange::Bootstrapped => None,
+            MetaChange::Join(m) => current.join(m.clone()).map_err(refused)?,
+            MetaChange::Remove(id) => Some(current.remove(*id, self.rf).map_err(refused)?),
+        };
+        let Some(next) = next else {
+            return Ok(current);
+        };
+        let state = codec::encode(&next).map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        let command = Command::single(Op::SetState {
+            entity: Membership::entity(),
+            state,
+        })
+        .fenced(term);
+        match raft.client_write(Proposal::from(command)).await {
+            Ok(resp) => {
+                let skipped = resp
+                    .data
+                    .results
+                    .first()
+                    .and_then(|r| r.first())
+                    .is_some_and(|r| matches!(r, OpResult::Skipped));
+                if skipped {
+                    return Err(MetaError::Unavailable("leadership moved".into()));
+                }
+                tracing::info!(?change, version = next.version, members = ?next.ids(), "membership changed");
+                Ok(next)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(MetaError::Unavailable("leadership moved".into()))
+            }
+            Err(e) => Err(MetaError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+/// Asks member `via` to put `change` to the metadata leader (it forwards it there).
+pub(crate) async fn ask(
+    ctx: &Ctx,
+    via: NodeId,
+    change: MetaChange,
+) -> Result<Membership, MetaError> {
+    let req = MetaRequest {
+        change,
+        forwarded: false,
+    };
+    ctx.peers
+        .call::<MetaRequest, Result<Membership, MetaError>>(via, KIND_META, &req, None)
+        .await
+        .map_err(|e| MetaError::Unavailable(format!("asking node {via}: {e}")))?
+}
+
+/// Serves [`KIND_META`] requests.
+pub(crate) struct MetaService(pub Ctx);
+
+impl Handler for MetaService {
+    fn handle(
+        &self,
+        _from: NodeId,
+        _kind: u16,
+        body: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
+        let ctx = self.0.clone();
+        Box::pin(async move {
+            let err = |e: &dyn std::fmt::Display| RemoteError {
+                code: RemoteErrorCode::Handler,
+                message: e.to_string(),
+            };
+            let req: MetaRequest = codec::decode(&body).map_err(|e| err(&e))?;
+            let reply = ctx.change_at(req.change, req.forwarded).await;
+            codec::encode(&reply).map_err(|e| err(&e))
+        })
+    }
+}
+
+/// Serves [`KIND_ELECT`]: calls an election for the group if this node is a follower voter of it.
+pub(crate) struct ElectService(pub Ctx);
+
+impl Handler for ElectService {
+    fn handle(
+        &self,
+        _from: NodeId,
+        _kind: u16,
+        body: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
+        let ctx = self.0.clone();
+        Box::pin(async move {
+            let err = |e: &dyn std::fmt::Display| RemoteError {
+                code: RemoteErrorCode::Handler,
+                message: e.to_string(),
+            };
+            let g: PartitionId = codec::decode(&body).map_err(|e| err(&e))?;
+            let raft = ctx
+                .rafts
+                .get(g as usize)
+                .ok_or_else(|| err(&"no such group"))?;
+            let m = raft.metrics().borrow().clone();
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == ctx.node_id);
+            let go = voter && m.state == ServerState::Follower;
+            if go {
+                tracing::info!(group = g, "taking over leadership from a leaving leader");
+                raft.trigger().elect().await.map_err(|e| err(&e))?;
+            }
+            codec::encode(&go).map_err(|e| err(&e))
+        })
+    }
+}
+
+/// Re-enables timeout elections, held back at start: at once for groups no other member knows
+/// a leader of (a cluster starting cold elects as usual), for the others after
+/// [`Ctx::election_gate`] (time for their leader to reach this node), or as soon as the group
+/// moved past the reported leader's term. A restarted replica thereby
+/// rejoins as a follower instead of deposing the leader with an inflated term (openraft 0.9 has
+/// no pre-vote).
+pub(crate) async fn gate_elections(ctx: Ctx) {
+    let started = tokio::time::Instant::now();
+    let me = ctx.node_id;
+    let mut asked: BTreeSet<NodeId> = ctx.seeds.iter().map(|m| m.node_id).collect();
+    asked.extend(ctx.member_ids());
+    asked.remove(&me);
+    let asks = asked.iter().map(|&n| {
+        let peers = ctx.peers.clone();
+        async move {
+            peers
+                .call::<(), crate::formation::ClusterInfo>(
+                    n,
+                    crate::formation::KIND_CLUSTER_INFO,
+                    &(),
+                    Some(Duration::from_millis(800)),
+                )
+                .await
+                .ok()
+        }
+    });
+    let infos: Vec<_> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    // per group: the highest term at which another member reports a leader
+    let reported = |g: usize| {
+        infos
+            .iter()
+            .filter_map(|i| {
+                let v = if g == ctx.partitions() as usize {
+                    i.meta_view.as_ref()
+                } else {
+                    i.views.get(g).and_then(Option::as_ref)
+                };
+                v.filter(|v| v.leader.is_some_and(|l| l != me))
+                    .map(|v| v.term)
+            })
+            .max()
+    };
+    let mut waiting: Vec<(usize, u64)> = Vec::new();
+    for (g, raft) in ctx.rafts.iter().enumerate() {
+        match reported(g) {
+            Some(term) => waiting.push((g, term)),
+            None => raft.runtime_config().elect(true),
+        }
+    }
+    let held = waiting.len();
+    while !waiting.is_empty() && started.elapsed() < ctx.election_gate {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // a group that moved past the reported term had an election meanwhile: back to normal
+        waiting.retain(|&(g, term)| {
+            let moved_on = ctx.rafts[g].metrics().borrow().current_term > term;
+            if moved_on {
+                ctx.rafts[g].runtime_config().elect(true);
+            }
+            !moved_on
+        });
+    }
+    for &(g, _) in &waiting {
+        ctx.rafts[g].runtime_config().elect(true);
+    }
+    if held > 0 {
+        tracing::info!(
+            held,
+            waited_ms = started.elapsed().as_millis() as u64,
+            "timeout elections enabled (held back while the groups had leaders elsewhere)"
+        );
+    }
+}
+
+/// Keeps [`Ctx::membership`] equal to the metadata group's applied state, and peers' addresses
+/// current.
+pub(crate) async fn follow(ctx: Ctx) {
+    let mut metrics = ctx.meta().metrics();
+    let mut applied = None;
+    loop {
+        let now = metrics.borrow_and_update().last_applied;
+        if now != applied {
+            applied = now;
+            match ctx.read_local() {
+                Ok(m) => {
+                    for member in &m.members {
+                        if member.node_id != ctx.node_id {
+                            ctx.peers.set_address(member.node_id, member.addr.clone());
+                        }
+                    }
+                    ctx.membership.send_if_modified(|cur| {
+                        if *cur == m {
+                            return false;
+                        }
+                        tracing::info!(version = m.version, members = ?m.ids(), removed = ?m.removed, "membership applied");
+                        *cur = m;
+                        true
+                    });
+                    ctx.refresh_table();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the membership in the metadata group is unreadable")
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The target configuration of group `g`: voters, and learners (only the metadata group has:
+/// every other member).
+fn target(ctx: &Ctx, m: &Membership, g: PartitionId) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+    let voters: BTreeSet<NodeId> = m.replicas(g, ctx.rf).into_iter().collect();
+    let learners = if g == ctx.partitions() {
+        m.ids()
+            .into_iter()
+            .filter(|n| !voters.contains(n))
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    (voters, learners)
+}
+
+/// Moves replicas of the groups this node leads toward placement over the current members.
+pub(crate) async fn reconcile(ctx: Ctx) {
+    // per group: leadership handoffs tried before leaving it
+    let mut handoffs: BTreeMap<PartitionId, u32> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let m = ctx.membership();
+        if !m.bootstrapped || m.members.is_empty() {
+            continue;
+        }
+        for g in 0..=ctx.partitions() {
+            let raft = &ctx.rafts[g as usize];
+            let metrics = raft.metrics().borrow().clone();
+            if metrics.state != ServerState::Leader {
+                continue;
+            }
+            if let Err(e) = reconcile_group(&ctx, &mut handoffs, &m, g, raft, &metrics).await {
+                tracing::info!(group = g, error = %e, "moving replicas: will retry");
+            }
+        }
+    }
+}
+
+async fn reconcile_group(
+    ctx: &Ctx,
+    handoffs: &mut BTreeMap<PartitionId, u32>,
+    m: &Membership,
+    g: PartitionId,
+    raft: &Raft<TypeConfig>,
+    metrics: &RaftMetrics<NodeId, BasicNode>,
+) -> Result<(), String> {
+    let config = metrics.membership_config.membership();
+    if config.get_joint_config().len() > 1 {
+        return Ok(()); // a change is half done; openraft finishes it
+    }
+    let voters: BTreeSet<NodeId> = config.voter_ids().collect();
+    let learners: BTreeSet<NodeId> = config.learner_ids().collect();
+    let (want_voters, want_learners) = target(ctx, m, g);
+    if voters == want_voters && learners == want_learners {
+        return Ok(());
+    }
+    let addr = |n: NodeId| m.member(n).map(|x| BasicNode::new(&x.addr));
+    // 1. every node placement wants, as a learner first
+    let missing: BTreeMap<NodeId, BasicNode> = want_voters
+        .iter()
+        .chain(&want_learners)
+        .filter(|n| !voters.contains(n) && !learners.contains(n))
+        .filter_map(|&n| Some((n, addr(n)?)))
+        .collect();
+    if !missing.is_empty() {
+        tracing::info!(group = g, learners = ?missing.keys().collect::<Vec<_>>(), "adding replicas as learners");
+        raft.change_membership(ChangeMembers::AddNodes(missing), true)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(()); // next round: once they caught up
+    }
+    // 2. once the new voters caught up, replace the voter set (joint consensus)
+    if voters != want_voters {
+        let last = metrics.last_log_index.unwrap_or(0);
+        let lagging: Vec<NodeId> = want_voters
+            .iter()
+            .copied()
+            .filter(|n| !voters.contains(n))
+            .filter(|n| {
+                let matched = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(n).cloned().flatten())
+                    .map(|l| l.index);
+                matched.is_none_or(|i| i + CAUGHT_UP_LAG < last)
+            })
+            .collect();
+        if !lagging.is_empty() {
+            tracing::debug!(group = g, ?lagging, "new replicas still catching up");
+            return Ok(());
+        }
+        // a leader placement drops hands leadership to a caught-up voter that stays first: the
+        // group then changes leader by one quick election instead of waiting out an election
+        // timeout after this leader steps down (a few tries, then it replaces anyway)
+        if !want_voters.contains(&ctx.node_id) && *handoffs.get(&g).unwrap_or(&0) < 3 {
+            let heir = ctx.replicas(g).into_iter().find(|n| {
+                voters.contains(n)
+                    && metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(n).cloned().flatten())
+                        .is_some_and(|l| Some(l.index) == metrics.last_log_index)
+            });
+            if let Some(heir) = heir {
+                *handoffs.entry(g).or_default() += 1;
+                tracing::info!(
+                    group = g,
+                    to = heir,
+                    "handing leadership over before leaving the group"
+                );
+                ctx.peers
+                    .call::<PartitionId, bool>(heir, KIND_ELECT, &g, Some(Duration::from_secs(1)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+        }
+        handoffs.remove(&g);
+        let is_meta = g == ctx.partitions();
+        tracing::info!(group = g, from = ?voters, to = ?want_voters, "replacing the voters");
+        raft.change_membership(
+            ChangeMembers::ReplaceAllVoters(want_voters.clone()),
+            is_meta,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        ctx.moves.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    // 3. learners placement no longer wants
+    let extra: BTreeSet<NodeId> = learners.difference(&want_learners).copied().collect();
+    if !extra.is_empty() {
+        tracing::info!(group = g, learners = ?extra, "removing learners");
+        raft.change_membership(ChangeMembers::RemoveNodes(extra), false)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Learns, from the members hosting them, the leaders of the partitions this node does not host.
+pub(crate) async fn track_leaders(ctx: Ctx) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let partitions = ctx.partitions();
+        let foreign: Vec<PartitionId> = (0..partitions).filter(|&p| !ctx.hosts(p)).collect();
+        if foreign.is_empty() {
+            continue;
+        }
+        let others: Vec<NodeId> = ctx
+            .member_ids()
+            .into_iter()
+            .filter(|&n| n != ctx.node_id)
+            .collect();
+        let asks = others.iter().map(|&n| {
+            let peers = ctx.peers.clone();
+            async move {
+                peers
+                    .call::<(), crate::formation::ClusterInfo>(
+                        n,
+                        crate::formation::KIND_CLUSTER_INFO,
+                        &(),
+                        Some(Duration::from_millis(500)),
+                    )
+                    .await
+                    .ok()
+            }
+        });
+        let infos: Vec<_> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut best: Vec<LeaderHint> = vec![None; partitions as usize];
+        for info in &infos {
+            for &p in &foreign {
+                if let Some(Some(v)) = info.views.get(p as usize) {
+                    if let Some(l) = v.leader {
+                        if best[p as usize].is_none_or(|(_, t)| v.term > t) {
+                            best[p as usize] = Some((l, v.term));
+                        }
+                    }
+                }
+            }
+        }
+        *ctx.hints.write().unwrap_or_else(|p| p.into_inner()) = best;
+    }
+}
