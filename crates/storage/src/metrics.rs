@@ -46,7 +46,7 @@ pub struct StoreMetrics {
 }
 
 impl StoreMetrics {
-    /// Fresh measurements for `partitions` partitions around the WAL's fsync histogram.
+    /// Fresh measurements for `partitions` groups around the WAL's fsync histogram.
     pub(crate) fn new(partitions: u32, fsync_seconds: Histogram) -> Self {
         Self {
             fsync_seconds,

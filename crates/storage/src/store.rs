@@ -67,7 +67,9 @@ impl NodeStore {
         );
         let state_path = datadir.state_dir();
         let db = open_sled(&state_path)?;
-        let metrics = crate::metrics::StoreMetrics::new(partitions, wal.fsync_seconds().clone());
+        // one more group than partitions: the cluster's metadata group
+        let metrics =
+            crate::metrics::StoreMetrics::new(partitions + 1, wal.fsync_seconds().clone());
         Ok(Self {
             datadir,
             wal,
