@@ -316,7 +316,10 @@ impl Runtime {
         self.registry
             .check(&req.entity, &req.operation, req.input.as_ref())?;
         let span = tracing::debug_span!("signal", entity = %req.entity, op = %req.operation);
-        let _e = span.enter();
+        tracing::Instrument::instrument(self.signal_checked(req), span).await
+    }
+
+    async fn signal_checked(&self, req: SignalRequest) -> Result<SignalOutcome, Error> {
         let p = self.partitions.partition_of(&req.entity);
         if let Some(leader) = self.remote_leader(p).await? {
             let fwd = forward::signal_request(
@@ -360,7 +363,15 @@ impl Runtime {
     ) -> Result<Value, Error> {
         self.registry.check(&entity, operation, input.as_ref())?;
         let span = tracing::debug_span!("call", entity = %entity, op = %operation);
-        let _e = span.enter();
+        tracing::Instrument::instrument(self.call_checked(entity, operation, input), span).await
+    }
+
+    async fn call_checked(
+        &self,
+        entity: EntityId,
+        operation: &str,
+        input: Option<Value>,
+    ) -> Result<Value, Error> {
         let p = self.partitions.partition_of(&entity);
         if let Some(leader) = self.remote_leader(p).await? {
             let fwd = forward::call_request(entity, operation, input.as_ref());
