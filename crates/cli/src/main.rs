@@ -2,6 +2,7 @@
 //! clients of a node's HTTP API; other subcommands are tools.
 
 mod client_cmd;
+mod logging;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -191,16 +192,6 @@ enum DebugCmd {
     },
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PERDURE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed at once (before the node starts),
 /// so a signal that arrives during start-up still stops the node cleanly.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
@@ -224,15 +215,19 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     }
 }
 
-/// The default log filter: openraft's per-RPC replication, vote and read-confirmation errors
-/// repeat for every RPC to a down peer (hundreds a second); the transport reports each outage
-/// once instead. `PERDURE_LOG=info,openraft=warn` shows them.
-const DEFAULT_LOG: &str =
-    "info,openraft=warn,openraft::replication=off,openraft::engine=error,openraft::core::raft_core=off";
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    // `serve` logs as its config says; other commands use the defaults (and the environment)
+    let serve_config = match &cli.command {
+        Cmd::Serve(flags) => Some(flags.load()?),
+        _ => None,
+    };
+    logging::init(
+        &serve_config
+            .as_ref()
+            .map(|c| c.log.clone())
+            .unwrap_or_default(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -240,7 +235,10 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Cmd::Serve(flags) => {
-                let config = flags.load()?;
+                let config = match serve_config {
+                    Some(c) => c,
+                    None => flags.load()?,
+                };
                 let shutdown = shutdown_signal()?;
                 let listener = tokio::net::TcpListener::bind(&config.http_addr)
                     .await

@@ -435,6 +435,11 @@ impl Partitions {
         self.store.wal().stats()
     }
 
+    /// Storage measurements for metrics: fsync latency, snapshot builds, commit indexes.
+    pub fn store_metrics(&self) -> perdure_storage::metrics::StoreMetrics {
+        self.store.metrics()
+    }
+
     /// Stops every group, then closes storage after draining the write-ahead log. Returns once
     /// the data directory is released (a new `start` on it may follow at once).
     pub async fn shutdown(self) {

@@ -5,7 +5,9 @@
 //! over it.
 
 pub mod config;
+pub mod dashboard;
 pub mod http;
+pub mod metrics;
 
 use perdure_cluster::Partitions;
 use perdure_runtime::{Registry, Runtime};
@@ -73,7 +75,11 @@ pub async fn run(
     };
     let readiness = tokio::spawn(log_when_ready(runtime.clone(), config.clone(), started));
 
-    let app = http::router(runtime.clone(), config.http.clone());
+    let (app, observer) = observability(
+        http::router(runtime.clone(), config.http.clone()),
+        &runtime,
+        &config,
+    );
     tracing::info!("listening on http://{addr}");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app)
@@ -113,6 +119,10 @@ pub async fn run(
     };
     readiness.abort();
     let _ = readiness.await;
+    if let Some((stop, task)) = observer {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     if !runtime_stopped {
         runtime.shutdown().await;
     }
@@ -120,6 +130,38 @@ pub async fn run(
     stop_partitions(partitions).await?;
     tracing::info!("stopped");
     served.map_err(|source| Error::Serve { addr, source })
+}
+
+/// The stop signal and task of the leadership sampler of [`metrics::NodeMetrics`].
+type Observer = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Adds the web dashboard (`/`) and, with `metrics.enabled`, `GET /metrics` and the
+/// measuring middleware to `api`.
+fn observability(
+    api: axum::Router,
+    runtime: &Arc<Runtime>,
+    config: &NodeConfig,
+) -> (axum::Router, Option<Observer>) {
+    let app = api.merge(dashboard::router(runtime.clone()));
+    if !config.metrics.enabled {
+        return (app, None);
+    }
+    let m = match metrics::NodeMetrics::new(runtime.clone()) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics could not be set up; serving without them");
+            return (app, None);
+        }
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(m.clone().watch_leaders(stopped));
+    let app = app
+        .merge(metrics::router(m.clone()))
+        .layer(axum::middleware::from_fn_with_state(m, metrics::track));
+    (app, Some((stop, task)))
 }
 
 /// Logs once every partition has a leader (or warns that they do not yet).

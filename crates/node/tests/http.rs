@@ -26,7 +26,7 @@ async fn unknown_routes_and_methods_answer_json() {
     for path in [
         "/nope",
         "/runtime/webhooks/durabletask/orchestrators/x",
-        "/",
+        "/dashboard/nope",
     ] {
         let (s, _, body) = json(node.http.get(format!("{}{path}", node.url))).await;
         assert_eq!(s, 404, "{path}");
@@ -292,6 +292,10 @@ fn the_openapi_file_describes_every_route() {
         "  /runtime/webhooks/durabletask/entities:batch:",
         "  /healthz:",
         "  /readyz:",
+        "  /metrics:",
+        "  /:",
+        "  /dashboard/stats:",
+        "  /dashboard/types:",
     ] {
         assert!(spec.contains(&format!("\n{route}\n")), "{route} missing");
     }

@@ -367,23 +367,41 @@ impl EntityState {
         });
         let me = myself.clone();
         let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let result = if ops.is_empty() {
-                // Nothing to write (reads, duplicates): still answer only as a confirmed leader.
-                shared
-                    .partitions
-                    .read(shared.partition)
-                    .await
-                    .map(|_| Vec::new())
-                    .map_err(Error::from)
-            } else {
-                shared
-                    .proposer
-                    .propose(Command::new(ops).fenced(shared.term))
-                    .await
-            };
-            let _ = me.cast(EntityMsg::Committed(result));
-        });
+        // request -> partition -> commit -> reply: the commit of this batch, with its entity and
+        // partition (the HTTP request span carries the same two fields)
+        let span = tracing::debug_span!(
+            "commit",
+            entity = %self.entity,
+            partition = self.shared.partition,
+            operations = taken,
+            ops = ops.len(),
+        );
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let started = Instant::now();
+                let result = if ops.is_empty() {
+                    // Nothing to write (reads, duplicates): still answer only as a confirmed leader.
+                    shared
+                        .partitions
+                        .read(shared.partition)
+                        .await
+                        .map(|_| Vec::new())
+                        .map_err(Error::from)
+                } else {
+                    shared
+                        .proposer
+                        .propose(Command::new(ops).fenced(shared.term))
+                        .await
+                };
+                tracing::debug!(
+                    ok = result.is_ok(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "batch committed; replying"
+                );
+                let _ = me.cast(EntityMsg::Committed(result));
+            },
+            span,
+        ));
     }
 
     /// Turns an operation's outgoing signals into outbox and timer ops.

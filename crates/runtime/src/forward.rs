@@ -95,6 +95,14 @@ impl Local {
         input: Option<Value>,
     ) -> Result<Reply, Error> {
         let p = self.partitions.partition_of(&entity);
+        // this node won leadership and its entity runtime is starting (read barrier): wait
+        let since = std::time::Instant::now();
+        while !self.serves(p)
+            && self.partitions.is_leader(p)
+            && since.elapsed() < crate::LEADER_WAIT
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let (tx, rx) = oneshot::channel();
         let work = Work {
             kind,

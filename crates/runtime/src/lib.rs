@@ -148,6 +148,10 @@ pub enum SignalOutcome {
 
 pub use perdure_types::api::{EntityPage, EntitySummary};
 
+/// How long a request waits for its partition to have a leader (known here, or this node's
+/// runtime started) before it fails with `Unavailable`.
+pub const LEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// The entity runtime of one node.
 pub struct Runtime {
     partitions: Arc<Partitions>,
@@ -286,15 +290,26 @@ impl Runtime {
     }
 
     /// The node to forward partition `p`'s requests to, when this node does not serve it.
-    fn remote_leader(&self, p: u32) -> Result<Option<perdure_types::NodeId>, Error> {
-        if self.local.serves(p) {
-            return Ok(None);
-        }
-        match self.partitions.leader(p) {
-            Some(l) if l != self.partitions.node_id() => Ok(Some(l)),
-            _ => Err(Error::Unavailable(format!(
-                "partition {p} has no leader reachable from this node; retry"
-            ))),
+    /// While the partition has no leader known here, or this node won leadership and its entity
+    /// runtime is starting, waits (up to [`LEADER_WAIT`]) instead of failing at once: a leader
+    /// change usually completes within that.
+    async fn remote_leader(&self, p: u32) -> Result<Option<perdure_types::NodeId>, Error> {
+        let since = std::time::Instant::now();
+        loop {
+            if self.local.serves(p) {
+                return Ok(None);
+            }
+            match self.partitions.leader(p) {
+                Some(l) if l != self.partitions.node_id() => return Ok(Some(l)),
+                _ if since.elapsed() < LEADER_WAIT => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                _ => {
+                    return Err(Error::Unavailable(format!(
+                        "partition {p} has no leader reachable from this node; retry"
+                    )))
+                }
+            }
         }
     }
 
@@ -303,9 +318,12 @@ impl Runtime {
         self.registry
             .check(&req.entity, &req.operation, req.input.as_ref())?;
         let span = tracing::debug_span!("signal", entity = %req.entity, op = %req.operation);
-        let _e = span.enter();
+        tracing::Instrument::instrument(self.signal_checked(req), span).await
+    }
+
+    async fn signal_checked(&self, req: SignalRequest) -> Result<SignalOutcome, Error> {
         let p = self.partitions.partition_of(&req.entity);
-        if let Some(leader) = self.remote_leader(p)? {
+        if let Some(leader) = self.remote_leader(p).await? {
             let fwd = forward::signal_request(
                 req.entity,
                 &req.operation,
@@ -347,9 +365,17 @@ impl Runtime {
     ) -> Result<Value, Error> {
         self.registry.check(&entity, operation, input.as_ref())?;
         let span = tracing::debug_span!("call", entity = %entity, op = %operation);
-        let _e = span.enter();
+        tracing::Instrument::instrument(self.call_checked(entity, operation, input), span).await
+    }
+
+    async fn call_checked(
+        &self,
+        entity: EntityId,
+        operation: &str,
+        input: Option<Value>,
+    ) -> Result<Value, Error> {
         let p = self.partitions.partition_of(&entity);
-        if let Some(leader) = self.remote_leader(p)? {
+        if let Some(leader) = self.remote_leader(p).await? {
             let fwd = forward::call_request(entity, operation, input.as_ref());
             return match self.forward(leader, fwd).await? {
                 forward::ForwardReply::Call(v) => forward::parse(&v),

@@ -40,34 +40,39 @@ impl Proposer {
                     }
                 }
                 let partitions = partitions.clone();
-                tokio::spawn(async move {
-                    let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
-                    let n = commands.len();
-                    match partitions.propose_many(p, Proposal { commands }).await {
-                        Ok(r) if r.results.len() == n => {
-                            for (reply, ops) in replies.into_iter().zip(r.results) {
-                                let _ = reply.send(Ok(ops));
+                let span = tracing::debug_span!("propose", partition = p, commands = batch.len());
+                tokio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        let (commands, replies): (Vec<Command>, Vec<Reply>) =
+                            batch.into_iter().unzip();
+                        let n = commands.len();
+                        match partitions.propose_many(p, Proposal { commands }).await {
+                            Ok(r) if r.results.len() == n => {
+                                for (reply, ops) in replies.into_iter().zip(r.results) {
+                                    let _ = reply.send(Ok(ops));
+                                }
+                            }
+                            Ok(r) => {
+                                let e = format!(
+                                    "partition {p}: {} results for {n} commands",
+                                    r.results.len()
+                                );
+                                tracing::error!("{e}");
+                                for reply in replies {
+                                    let _ = reply.send(Err(Error::Unavailable(e.clone())));
+                                }
+                            }
+                            Err(e) => {
+                                let msg = e.to_string();
+                                for reply in replies {
+                                    let _ = reply.send(Err(Error::Unavailable(msg.clone())));
+                                }
                             }
                         }
-                        Ok(r) => {
-                            let e = format!(
-                                "partition {p}: {} results for {n} commands",
-                                r.results.len()
-                            );
-                            tracing::error!("{e}");
-                            for reply in replies {
-                                let _ = reply.send(Err(Error::Unavailable(e.clone())));
-                            }
-                        }
-                        Err(e) => {
-                            let msg = e.to_string();
-                            for reply in replies {
-                                let _ = reply.send(Err(Error::Unavailable(msg.clone())));
-                            }
-                        }
-                    }
-                    drop(permit);
-                });
+                        drop(permit);
+                    },
+                    span,
+                ));
             }
         });
         Self { tx }

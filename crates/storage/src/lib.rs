@@ -8,10 +8,12 @@
 //! - [`state_machine`]: openraft's state machine over `state` and `snapshot`.
 //! - [`datadir`]: the directory's identity (partition count, node), lock and layout.
 //! - [`store`]: opens and recovers all of it.
+//! - [`metrics`]: measurements the node exports (fsync latency, snapshot builds, commit index).
 
 pub mod datadir;
 pub mod error;
 pub mod log_store;
+pub mod metrics;
 pub mod raft_types;
 pub mod snapshot;
 pub mod state;

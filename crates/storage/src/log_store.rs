@@ -101,6 +101,8 @@ pub struct LogStore {
     partition: u32,
     wal: Wal,
     log: Arc<Mutex<PartitionLog>>,
+    /// Where the last committed index is published for metrics (see [`crate::metrics`]).
+    commit_gauge: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl LogStore {
@@ -110,7 +112,15 @@ impl LogStore {
             partition,
             wal,
             log: Arc::new(Mutex::new(recovered)),
+            commit_gauge: None,
         }
+    }
+
+    /// Publishes the committed index to `gauge` from now on (starting with the recovered one).
+    pub fn with_commit_gauge(mut self, gauge: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        crate::metrics::set_committed(&gauge, self.log().committed.map(|c| c.index));
+        self.commit_gauge = Some(gauge);
+        self
     }
 
     /// The id of the last entry, or of the last purged one when the log is empty.
@@ -198,6 +208,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let rec = self.record(RecordKind::Committed, 0, self.encode(&committed)?);
         self.wal.submit(vec![rec], None);
         self.log().committed = committed;
+        if let Some(g) = &self.commit_gauge {
+            crate::metrics::set_committed(g, committed.map(|c| c.index));
+        }
         Ok(())
     }
 

@@ -117,6 +117,8 @@ pub struct SnapshotStore {
     dir: PathBuf,
     /// Serializes saves and purges (a build may race an install).
     lock: Mutex<()>,
+    /// Where snapshot builds are timed, if the node measures them (see [`crate::metrics`]).
+    build_seconds: Option<prometheus::Histogram>,
 }
 
 fn ordinal(meta: &SnapshotMeta) -> u64 {
@@ -130,7 +132,21 @@ impl SnapshotStore {
         Ok(Self {
             dir,
             lock: Mutex::new(()),
+            build_seconds: None,
         })
+    }
+
+    /// Times every snapshot built for this partition into `histogram` (seconds).
+    pub fn with_build_histogram(mut self, histogram: prometheus::Histogram) -> Self {
+        self.build_seconds = Some(histogram);
+        self
+    }
+
+    /// Records that a snapshot was built in `seconds`.
+    pub fn observe_build(&self, seconds: f64) {
+        if let Some(h) = &self.build_seconds {
+            h.observe(seconds);
+        }
     }
 
     /// Durably saves an encoded snapshot and deletes older ones. A snapshot older than the

@@ -545,6 +545,18 @@ impl PartitionState {
         Ok(out)
     }
 
+    /// Messages waiting in this partition's entity inboxes, counted up to `cap` (for metrics:
+    /// bounded work at scrape time).
+    pub fn inbox_depth(&self, cap: usize) -> usize {
+        self.tree.scan_prefix([b'i']).keys().take(cap).count()
+    }
+
+    /// Messages waiting in this partition's outbox (not yet acknowledged by their destination),
+    /// counted up to `cap`.
+    pub fn outbox_depth(&self, cap: usize) -> usize {
+        self.tree.scan_prefix([b'o']).keys().take(cap).count()
+    }
+
     /// The oldest pending outbox messages over all destinations: `(dest, seq, message)` in
     /// (destination, sequence) order, at most `limit`.
     pub fn outbox_pending(&self, limit: usize) -> Result<Vec<(PartitionId, u64, Vec<u8>)>> {

@@ -105,8 +105,10 @@ fn write_snapshot(
         last_membership: membership,
         snapshot_id: format!("p{partition}-{}-{millis}", ordinal(applied)),
     };
+    let started = std::time::Instant::now();
     let bytes = snapshot::encode(partition, &meta, pairs)?;
     store.save(&meta, &bytes)?;
+    store.observe_build(started.elapsed().as_secs_f64());
     Ok((meta, bytes))
 }
 

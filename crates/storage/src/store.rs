@@ -25,6 +25,8 @@ pub struct NodeStore {
     recovered: HashMap<u32, PartitionLog>,
     /// One clone per live [`PartitionState`] handle.
     open_states: std::sync::Arc<()>,
+    /// Measurements the node exports.
+    metrics: crate::metrics::StoreMetrics,
 }
 
 impl NodeStore {
@@ -65,6 +67,9 @@ impl NodeStore {
         );
         let state_path = datadir.state_dir();
         let db = open_sled(&state_path)?;
+        // one more group than partitions: the cluster's metadata group
+        let metrics =
+            crate::metrics::StoreMetrics::new(partitions + 1, wal.fsync_seconds().clone());
         Ok(Self {
             datadir,
             wal,
@@ -72,7 +77,13 @@ impl NodeStore {
             state_path,
             recovered,
             open_states: Default::default(),
+            metrics,
         })
+    }
+
+    /// The measurements the node exports (fsync latency, snapshot builds, commit index).
+    pub fn metrics(&self) -> crate::metrics::StoreMetrics {
+        self.metrics.clone()
     }
 
     /// The data directory.
@@ -98,7 +109,8 @@ impl NodeStore {
             "partition {partition} out of range"
         );
         let log = self.recovered.remove(&partition).unwrap_or_default();
-        let log_store = LogStore::new(partition, self.wal.clone(), log);
+        let log_store = LogStore::new(partition, self.wal.clone(), log)
+            .with_commit_gauge(self.metrics.committed[partition as usize].clone());
         let tree = self
             .db
             .open_tree(format!("p{partition:05}"))
@@ -112,7 +124,8 @@ impl NodeStore {
             self.state_path.clone(),
             self.open_states.clone(),
         );
-        let snapshots = SnapshotStore::open(self.datadir.snapshot_dir(partition))?;
+        let snapshots = SnapshotStore::open(self.datadir.snapshot_dir(partition))?
+            .with_build_histogram(self.metrics.snapshot_build_seconds.clone());
         let sm = StateMachine::open(state, snapshots)?;
         let log_end = log_store.last_log_id();
         if sm.applied() > log_end {

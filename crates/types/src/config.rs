@@ -53,6 +53,10 @@ pub struct NodeConfig {
     pub http: HttpConfig,
     /// Cluster settings (empty `members`: a single node).
     pub cluster: ClusterConfig,
+    /// Metrics (`GET /metrics`) settings.
+    pub metrics: MetricsConfig,
+    /// Logging settings.
+    pub log: LogConfig,
 }
 
 impl Default for NodeConfig {
@@ -67,6 +71,60 @@ impl Default for NodeConfig {
             entities: EntitiesConfig::default(),
             http: HttpConfig::default(),
             cluster: ClusterConfig::default(),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Metrics settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Measure and serve Prometheus metrics at `GET /metrics`. Off: nothing is measured on the
+    /// request path and `/metrics` answers 404 (for comparing throughput). Default true.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line (with the span fields), for log collectors.
+    Json,
+}
+
+/// The default log filter (see [`LogConfig::level`]).
+pub const DEFAULT_LOG_LEVEL: &str = "info,openraft=warn,openraft::replication=off,openraft::engine=error,openraft::core::raft_core=off";
+
+/// Logging settings. The environment overrides them: `PERDURE_LOG` (or else `RUST_LOG`) replaces
+/// `level`, `PERDURE_LOG_FORMAT` replaces `format`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level (`info`) or directives (`info,openraft=warn,perdure_runtime=debug`).
+    /// Default `info,openraft=warn` with openraft's per-RPC replication, vote and
+    /// read-confirmation errors off: they repeat for every RPC to a down peer (hundreds a
+    /// second), and the transport reports each outage once instead (`info,openraft=warn` shows
+    /// them).
+    pub level: String,
+    /// `plain` or `json`. Default `plain`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: DEFAULT_LOG_LEVEL.into(),
+            format: LogFormat::Plain,
         }
     }
 }

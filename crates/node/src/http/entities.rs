@@ -89,7 +89,9 @@ fn forwarded_header(
     entity: &perdure_types::EntityId,
 ) -> AppendHeaders<Vec<(&'static str, &'static str)>> {
     let partitions = app.runtime.partitions();
-    let leads = partitions.is_leader(partitions.partition_of(entity));
+    let p = partitions.partition_of(entity);
+    tracing::Span::current().record("partition", p);
+    let leads = partitions.is_leader(p);
     AppendHeaders(if leads {
         Vec::new()
     } else {
@@ -272,8 +274,11 @@ fn batch_request(app: &App, item: BatchItem) -> Result<SignalRequest, ApiError> 
 /// `POST /entities:batch`: many signals in one request; one result each, in order.
 pub async fn batch(
     State(app): State<App>,
+    metrics: Option<axum::Extension<std::sync::Arc<crate::metrics::OpMetrics>>>,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
+    let started = std::time::Instant::now();
+    let metrics = metrics.as_ref().map(|m| m.0.as_ref());
     let max = app.http.max_batch_signals as usize;
     if req.signals.len() > max {
         return Err(ApiError::new(
@@ -288,7 +293,16 @@ pub async fn batch(
     tracing::Span::current().record("signals", req.signals.len());
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(req.signals.len());
     let mut valid = Vec::new();
+    // each signal counts as an entity operation (its own type, operation and outcome)
+    let mut measured = Vec::with_capacity(if metrics.is_some() {
+        req.signals.len()
+    } else {
+        0
+    });
     for item in req.signals {
+        if let Some(m) = metrics {
+            measured.push(m.resolve(crate::metrics::OpKind::Signal, &item.name, &item.op));
+        }
         match batch_request(&app, item) {
             Ok(r) => {
                 valid.push(r);
@@ -314,6 +328,14 @@ pub async fn batch(
                 },
             })
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let elapsed = started.elapsed();
+    for (m, r) in measured.into_iter().zip(&results) {
+        let outcome = match r {
+            BatchResult::Ack(_) => crate::metrics::Outcome::Ok,
+            BatchResult::Error { error } => crate::metrics::Outcome::of_code(error.code),
+        };
+        m.record(outcome, elapsed);
+    }
     Ok(Json(BatchResponse { results }))
 }

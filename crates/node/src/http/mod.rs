@@ -88,6 +88,7 @@ fn request_span(req: &Request) -> tracing::Span {
         route = %route,
         entity_name = tracing::field::Empty,
         entity_key = tracing::field::Empty,
+        partition = tracing::field::Empty,
         signals = tracing::field::Empty,
     )
 }

@@ -245,6 +245,12 @@ impl Wal {
         self.inner.shared.stats()
     }
 
+    /// The latency histogram of this log's `fdatasync` calls, in seconds (registered by the node
+    /// in its metrics registry; see [`crate::metrics`]).
+    pub fn fsync_seconds(&self) -> &prometheus::Histogram {
+        &self.inner.shared.fsync_seconds
+    }
+
     /// Drains queued work, syncs, stops the writer thread. Later submits fail with
     /// [`Error::WalClosed`]. Also done on drop of the last handle. Called from a [`Done`]
     /// callback, it stops the log without waiting for the writer thread.

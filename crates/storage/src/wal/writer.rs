@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     wake: Condvar,
     stats: Mutex<WalStats>,
     pub(crate) inject_failure: AtomicBool,
+    /// `fdatasync` latency (see [`crate::metrics`]).
+    pub(crate) fsync_seconds: prometheus::Histogram,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,6 +56,7 @@ impl Shared {
             wake: Condvar::new(),
             stats: Mutex::new(WalStats::default()),
             inject_failure: AtomicBool::new(false),
+            fsync_seconds: crate::metrics::fsync_histogram(),
         }
     }
 
@@ -265,9 +268,13 @@ impl Writer {
         self.file
             .write_all(&self.buf)
             .map_err(|e| Error::io(&self.path, "write", e))?;
+        let synced = std::time::Instant::now();
         self.file
             .sync_data()
             .map_err(|e| Error::io(&self.path, "fdatasync", e))?;
+        self.shared
+            .fsync_seconds
+            .observe(synced.elapsed().as_secs_f64());
         let n = self.buf.len() as u64;
         self.len += n;
         self.buf.clear();

@@ -1,0 +1,539 @@
+//! Observability against a real 3-node cluster of the `perdure` binary on 127.0.0.1-3:
+//!
+//! - `promtool check metrics` accepts every node's `/metrics`;
+//! - a real Prometheus scrapes the three nodes under load: every node is `up`, our series carry
+//!   the load, and every PromQL expression of the Grafana dashboard (`deploy/grafana/perdure.json`)
+//!   evaluates without error;
+//! - the web dashboard at `/` renders in a real headless Chromium: members, partitions and an
+//!   entity's state are in the DOM; a screenshot is kept under `target/artifacts/`.
+//!
+//! The external tools come from Debian's `prometheus` and `chromium` packages (`.ci/run` installs
+//! them). Without them a test prints why and passes, unless `PERDURE_REQUIRE_TOOLS=1` (set by CI),
+//! where it fails.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BASE: &str = "/runtime/webhooks/durabletask";
+const PARTITIONS: usize = 8;
+
+/// The path of `tool` on `PATH`; `None` (after printing why) when it is missing and tools are
+/// not required; a panic when `PERDURE_REQUIRE_TOOLS=1`.
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var("PERDURE_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "`{name}` is not installed and PERDURE_REQUIRE_TOOLS=1 (apt-get install prometheus chromium)"
+        );
+        eprintln!("SKIPPED: `{name}` is not installed (apt-get install prometheus chromium)");
+    }
+    found
+}
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Child processes killed when dropped, so a failing test leaves none behind.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running 3-node cluster.
+struct Cluster {
+    /// `http://127.0.0.N:PORT` of each node.
+    urls: Vec<String>,
+    /// `127.0.0.N:PORT` of each node.
+    addrs: Vec<String>,
+    _nodes: Children,
+    dir: tempfile::TempDir,
+}
+
+async fn ready(http: &reqwest::Client, url: &str) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        if matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Waits until every partition is led by its preferred leader (the first of its replicas), so
+/// leader balancing does not move leaders during the test.
+async fn balanced(http: &reqwest::Client, url: &str) {
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{url}/cluster")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                let parts = v["partitions"].as_array().cloned().unwrap_or_default();
+                if parts.len() == PARTITIONS
+                    && parts
+                        .iter()
+                        .all(|p| !p["leader"].is_null() && p["leader"] == p["replicas"][0])
+                {
+                    return;
+                }
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "leaders not balanced within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts three `perdure serve` processes on 127.0.0.1-3 and waits until each is ready.
+async fn cluster(http: &reqwest::Client) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let ms: Vec<(u64, String, u16, u16)> = (1..=3)
+        .map(|i| {
+            let ip = format!("127.0.0.{i}");
+            (i, ip.clone(), free_port(&ip), free_port(&ip))
+        })
+        .collect();
+    let members: Vec<String> = ms
+        .iter()
+        .map(|(id, ip, h, p)| {
+            format!("{{ node_id = {id}, addr = \"{ip}:{p}\", http_addr = \"{ip}:{h}\" }}")
+        })
+        .collect();
+    let mut nodes = Children(Vec::new());
+    for (id, ip, h, p) in &ms {
+        let text = format!(
+            "node_id = {id}\ndata_dir = \"{}\"\npartitions = {PARTITIONS}\nhttp_addr = \"{ip}:{h}\"\n\n\
+             [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\
+             snapshot_every_entries = 500\n\n[cluster]\ncluster_id = \"obs\"\nsecret = \"an-observability-test-secret\"\n\
+             listen_addr = \"{ip}:{p}\"\nmembers = [{}]\n",
+            dir.path().join(format!("node{id}")).display(),
+            members.join(", ")
+        );
+        let config = dir.path().join(format!("node{id}.toml"));
+        std::fs::write(&config, text).unwrap();
+        nodes.0.push(
+            Command::new(env!("CARGO_BIN_EXE_perdure"))
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env("PERDURE_LOG", "error,openraft=off")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let urls: Vec<String> = ms
+        .iter()
+        .map(|(_, ip, h, _)| format!("http://{ip}:{h}"))
+        .collect();
+    for u in &urls {
+        assert!(ready(http, u).await, "{u} not ready within 60 s");
+    }
+    balanced(http, &urls[0]).await;
+    Cluster {
+        addrs: ms.iter().map(|(_, ip, h, _)| format!("{ip}:{h}")).collect(),
+        urls,
+        _nodes: nodes,
+        dir,
+    }
+}
+
+/// Signals counters through every node until `stop` is set (at most 1 000 000 requests).
+fn load(
+    http: &reqwest::Client,
+    urls: &[String],
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..8)
+        .map(|w| {
+            let (http, urls, stop, acked) =
+                (http.clone(), urls.to_vec(), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) && i < 125_000 {
+                    let url = &urls[(w + i as usize) % urls.len()];
+                    let r = http
+                        .post(format!(
+                            "{url}{BASE}/entities/counter/load-{}?op=add",
+                            i % 64
+                        ))
+                        .body("1")
+                        .send()
+                        .await;
+                    if matches!(r, Ok(r) if r.status() == 202) {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Runs a Prometheus HTTP API query; panics on a query error (with the expression).
+async fn query(http: &reqwest::Client, prom: &str, expr: &str) -> Vec<Value> {
+    let r = http
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", expr)])
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("query {expr}: {e}"));
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        status.is_success() && body["status"] == "success",
+        "query failed: {expr}\n{status} {body}"
+    );
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls `expr` until `ok` accepts its result (at most `within`).
+async fn eventually(
+    http: &reqwest::Client,
+    prom: &str,
+    expr: &str,
+    within: Duration,
+    ok: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let t = Instant::now();
+    loop {
+        let r = query(http, prom, expr).await;
+        if ok(&r) {
+            return r;
+        }
+        assert!(
+            t.elapsed() < within,
+            "{expr} never satisfied the test: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn value(sample: &Value) -> f64 {
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Every `expr` of the dashboard's panels.
+fn dashboard_queries() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/perdure.json");
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            out.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(out.len() >= 10, "the dashboard has {} queries", out.len());
+    out
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
+    let (Some(promtool), Some(prometheus)) = (tool("promtool"), tool("prometheus")) else {
+        return;
+    };
+    let http = client();
+    let c = cluster(&http).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let workers = load(&http, &c.urls, stop.clone(), acked.clone());
+
+    // 1. our exposition passes promtool's checks, on every node
+    for u in &c.urls {
+        let text = http
+            .get(format!("{u}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for name in [
+            "perdure_entity_operations_total",
+            "perdure_entity_operation_duration_seconds_bucket",
+            "perdure_http_requests_total",
+            "perdure_partition_role",
+            "perdure_partition_apply_lag_entries",
+            "perdure_raft_leader_changes_total",
+            "perdure_wal_fsync_duration_seconds_bucket",
+            "perdure_wal_written_bytes_total",
+            "perdure_snapshot_build_duration_seconds_count",
+            "perdure_forwarded_requests_total",
+            "perdure_actors_active",
+            "perdure_inbox_messages",
+            "process_resident_memory_bytes",
+        ] {
+            assert!(text.contains(name), "{u}/metrics lacks {name}");
+        }
+        assert!(!text.contains("load-"), "an entity key leaked into a label");
+        let mut check = Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            check
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics on {u}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // 2. a real Prometheus scrapes the three nodes
+    let port = free_port("127.0.0.1");
+    let prom = format!("http://127.0.0.1:{port}");
+    let config = c.dir.path().join("prometheus.yml");
+    let targets: Vec<String> = c.addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: perdure\n    \
+             metrics_path: /metrics\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let _prom = Children(vec![Command::new(&prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            c.dir.path().join("prometheus-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()]);
+    let t = Instant::now();
+    while !matches!(http.get(format!("{prom}/-/ready")).send().await, Ok(r) if r.status() == 200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "Prometheus not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let within = Duration::from_secs(90);
+    eventually(&http, &prom, "up{job=\"perdure\"}", within, |r| {
+        r.len() == 3 && r.iter().all(|s| value(s) == 1.0)
+    })
+    .await;
+    let rate = eventually(
+        &http,
+        &prom,
+        "sum(rate(perdure_entity_operations_total{outcome=\"ok\"}[10s]))",
+        within,
+        |r| r.len() == 1 && value(&r[0]) > 0.0,
+    )
+    .await;
+    eprintln!(
+        "Prometheus sees {:.0} ops/s over the cluster",
+        value(&rate[0])
+    );
+    // every node leads some partitions, all partitions are led exactly once
+    eventually(
+        &http,
+        &prom,
+        "sum(perdure_partition_role{role=\"leader\"})",
+        within,
+        |r| r.len() == 1 && value(&r[0]) == PARTITIONS as f64,
+    )
+    .await;
+    eventually(
+        &http,
+        &prom,
+        "sum(rate(perdure_wal_fsync_duration_seconds_count[10s])) > 0",
+        within,
+        |r| r.len() == 1,
+    )
+    .await;
+    // wait until the 1m windows of the dashboard hold at least two samples of every node
+    eventually(
+        &http,
+        &prom,
+        "count(rate(perdure_entity_operations_total[1m]))",
+        within,
+        |r| r.len() == 1 && value(&r[0]) > 0.0,
+    )
+    .await;
+
+    // 3. every dashboard query evaluates; the throughput ones carry the load
+    let mut empty = Vec::new();
+    for expr in dashboard_queries() {
+        let r = query(&http, &prom, &expr).await;
+        if r.is_empty() {
+            empty.push(expr);
+        }
+    }
+    eprintln!("dashboard queries without data now (no errors, nothing to show): {empty:#?}");
+    for must in [
+        "sum(rate(perdure_entity_operations_total{outcome=\"ok\"}[1m]))",
+        "up{job=\"perdure\"}",
+        "process_resident_memory_bytes{job=\"perdure\"}",
+    ] {
+        assert!(!empty.iter().any(|e| e == must), "{must} has no data");
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(acked.load(Ordering::Relaxed) > 0);
+}
+
+/// The directory screenshots are kept in: `target/artifacts/` of the workspace.
+fn artifacts() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.canonicalize().unwrap_or(dir)
+}
+
+fn chromium(bin: &Path, profile: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1400,1200",
+            "--virtual-time-budget=6000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_dashboard_renders_members_partitions_and_an_entity_in_chromium() {
+    let Some(bin) = tool("chromium").or_else(|| tool("chromium-browser")) else {
+        return;
+    };
+    let http = client();
+    let c = cluster(&http).await;
+    let r = http
+        .post(format!(
+            "{}{BASE}/entities/counter/dashboard-demo?op=add",
+            c.urls[1]
+        ))
+        .body("42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let workers = load(&http, &c.urls, stop.clone(), acked.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let page = format!("{}/#entity=counter/dashboard-demo", c.urls[0]);
+    let profile = c.dir.path().join("chromium");
+    let bin2 = bin.clone();
+    let (profile2, page2) = (profile.clone(), page.clone());
+    let dom =
+        tokio::task::spawn_blocking(move || chromium(&bin2, &profile2, &["--dump-dom", &page2]))
+            .await
+            .unwrap();
+    let html = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(
+        dom.status.success(),
+        "chromium --dump-dom: {}\n{}",
+        dom.status,
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    for n in 1..=3 {
+        assert!(
+            html.contains(&format!("data-node=\"{n}\"")),
+            "member {n} missing from the dashboard:\n{html}"
+        );
+    }
+    for p in 0..PARTITIONS {
+        assert!(
+            html.contains(&format!("data-partition=\"{p}\"")),
+            "partition {p} missing from the dashboard:\n{html}"
+        );
+    }
+    assert!(
+        html.contains("<pre id=\"entity-state\">42</pre>"),
+        "the entity's state is not shown:\n{html}"
+    );
+    assert!(
+        html.contains("data-key=\"dashboard-demo\""),
+        "the entity list lacks the entity:\n{html}"
+    );
+    assert!(html.contains(">ready<"), "readiness not shown:\n{html}");
+
+    let shot = artifacts().join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let arg = format!("--screenshot={}", shot.display());
+    let out = tokio::task::spawn_blocking(move || chromium(&bin, &profile, &[&arg, &page]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success() && shot.is_file(),
+        "chromium --screenshot: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+}

@@ -1,0 +1,164 @@
+// perdure's web dashboard: polls this node's /cluster, /readyz and /dashboard/stats, and browses
+// entities through the entity API. No dependencies.
+"use strict";
+const BASE = "/runtime/webhooks/durabletask";
+const $ = (id) => document.getElementById(id);
+const el = (tag, attrs, ...kids) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  return e;
+};
+const fmtMs = (s) => (s == null ? "–" : s < 0.001 ? (s * 1e6).toFixed(0) + " µs" : s < 1 ? (s * 1e3).toFixed(1) + " ms" : s.toFixed(2) + " s");
+const fmtRate = (r) => (r == null ? "–" : r >= 1000 ? (r / 1000).toFixed(1) + "k" : r.toFixed(r < 10 ? 1 : 0));
+
+async function getJson(url) {
+  const r = await fetch(url, { cache: "no-store" });
+  const body = await r.text();
+  let v = null;
+  try { v = body ? JSON.parse(body) : null; } catch (_) { v = body; }
+  return { ok: r.ok, status: r.status, body: v };
+}
+
+// --- cluster ---------------------------------------------------------------------------------
+async function refreshCluster() {
+  const [c, ready] = await Promise.all([getJson("/cluster"), getJson("/readyz")]);
+  const badge = $("ready");
+  badge.textContent = ready.ok ? "ready" : "not ready";
+  badge.className = "badge " + (ready.ok ? "up" : "down");
+  if (!c.ok) return;
+  const s = c.body;
+  $("node").textContent = "node " + s.node_id;
+  const leads = {};
+  for (const p of s.partitions) if (p.leader != null) leads[p.leader] = (leads[p.leader] || 0) + 1;
+  const members = s.members && s.members.length ? s.members : [{ node_id: s.node_id, http_addr: location.host, addr: "(single node)", up: true }];
+  const mb = $("members").tBodies[0];
+  mb.replaceChildren(...members.map((m) => el("tr", { "data-node": m.node_id },
+    el("td", {}, m.node_id == s.node_id ? m.node_id + " (this)" : m.node_id),
+    el("td", {}, el("a", { href: "http://" + m.http_addr + "/" }, m.http_addr)),
+    el("td", {}, m.addr),
+    el("td", { class: m.up ? "up" : "down", title: m.error || "" }, m.up ? "up" : "down"),
+    el("td", {}, leads[m.node_id] || 0))));
+  const pb = $("partitions").tBodies[0];
+  pb.replaceChildren(...s.partitions.map((p) => el("tr", { "data-partition": p.partition },
+    el("td", {}, p.partition),
+    el("td", {}, (p.replicas || []).join(", ")),
+    el("td", { class: p.leader == s.node_id ? "leader" : "" }, p.leader == null ? "none" : p.leader),
+    el("td", {}, p.role),
+    el("td", {}, p.term),
+    el("td", {}, p.applied_index == null ? "–" : p.applied_index))));
+}
+
+// --- live stats ------------------------------------------------------------------------------
+let prev = null;
+const history = [];
+function quantile(buckets, q) {
+  // buckets: [[le, cumulative]] of one interval
+  const total = buckets.length ? buckets[buckets.length - 1][1] : 0;
+  if (!total) return null;
+  const rank = q * total;
+  let lastLe = 0, lastC = 0;
+  for (const [le, c] of buckets) {
+    if (c >= rank) return lastLe + (le - lastLe) * ((rank - lastC) / Math.max(1, c - lastC));
+    lastLe = le; lastC = c;
+  }
+  return lastLe;
+}
+function drawSpark() {
+  const cv = $("spark"), g = cv.getContext("2d");
+  g.clearRect(0, 0, cv.width, cv.height);
+  if (history.length < 2) return;
+  const max = Math.max(1, ...history);
+  g.strokeStyle = "#2f5fd0"; g.lineWidth = 2; g.beginPath();
+  history.forEach((v, i) => {
+    const x = (i / (60 - 1)) * cv.width, y = cv.height - 4 - (v / max) * (cv.height - 12);
+    i ? g.lineTo(x, y) : g.moveTo(x, y);
+  });
+  g.stroke();
+  g.fillStyle = "#6b7385"; g.font = "11px sans-serif"; g.fillText("max " + fmtRate(max) + " ops/s (last 60 s)", 6, 12);
+}
+async function refreshStats() {
+  const r = await getJson("/dashboard/stats");
+  if (!r.ok) { $("metrics-note").textContent = "metrics are disabled on this node (metrics.enabled = false)"; return; }
+  const s = r.body;
+  $("led").textContent = s.partitions_led;
+  $("actors").textContent = s.actors_active;
+  if (prev) {
+    const dt = Math.max(0.001, (s.at_ms - prev.at_ms) / 1000);
+    const ok = s.operations.ok - prev.operations.ok;
+    const errs = (s.operations.failed + s.operations.unavailable) - (prev.operations.failed + prev.operations.unavailable);
+    const all = ok + errs + (s.operations.rejected - prev.operations.rejected);
+    const rate = all / dt;
+    $("ops-rate").textContent = fmtRate(rate);
+    $("err-rate").textContent = fmtRate(errs / dt);
+    const delta = s.latency.buckets.map(([le, c], i) => [le, c - prev.latency.buckets[i][1]]);
+    $("p50").textContent = fmtMs(quantile(delta, 0.5));
+    $("p99").textContent = fmtMs(quantile(delta, 0.99));
+    history.push(rate); if (history.length > 60) history.shift();
+    drawSpark();
+  }
+  prev = s;
+  $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+}
+
+// --- entity browser --------------------------------------------------------------------------
+async function loadTypes() {
+  const r = await getJson("/dashboard/types");
+  const sel = $("entity-type");
+  sel.replaceChildren(...(r.ok ? r.body.types : []).map((t) => el("option", { value: t.name }, t.name)));
+}
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+// a 503 is expected for a moment while a partition changes leader: try again a few times
+async function getRetrying(url) {
+  let r;
+  for (let i = 0; i < 5; i++) {
+    r = await getJson(url);
+    if (r.status !== 503) break;
+    await sleep(500);
+  }
+  return r;
+}
+async function listEntities(type) {
+  const r = await getRetrying(BASE + "/entities/" + encodeURIComponent(type) + "?top=100");
+  const ul = $("entity-list");
+  if (!r.ok) { ul.replaceChildren(el("li", { class: "muted" }, "error " + r.status)); return; }
+  const current = /entity=[^/]+\/(.*)$/.exec(location.hash);
+  const selected = current ? decodeURIComponent(current[1]) : null;
+  const items = r.body.entities.map((e) => el("li", { "data-key": e.key, onclick: () => showEntity(type, e.key) }, e.key));
+  for (const li of items) li.classList.toggle("sel", li.dataset.key === selected);
+  ul.replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "no " + type + " entities")]));
+  if (r.body.continuation) ul.append(el("li", { class: "muted" }, "… more"));
+}
+async function showEntity(type, key) {
+  location.hash = "entity=" + encodeURIComponent(type) + "/" + encodeURIComponent(key);
+  for (const li of $("entity-list").children) li.classList.toggle("sel", li.dataset.key === key);
+  const r = await getRetrying(BASE + "/entities/" + encodeURIComponent(type) + "/" + encodeURIComponent(key));
+  $("entity-title").textContent = type + "/" + key;
+  $("entity-title").className = "";
+  $("entity-state").textContent = r.ok ? JSON.stringify(r.body, null, 2) : (r.status === 404 ? "(no state)" : "error " + r.status + ": " + JSON.stringify(r.body));
+}
+$("entity-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const type = $("entity-type").value, key = $("entity-key").value.trim();
+  listEntities(type);
+  if (key) showEntity(type, key);
+});
+$("entity-type").addEventListener("change", () => listEntities($("entity-type").value));
+
+async function start() {
+  await loadTypes();
+  const m = /entity=([^/]+)\/(.*)$/.exec(location.hash);
+  if (m) {
+    const type = decodeURIComponent(m[1]), key = decodeURIComponent(m[2]);
+    $("entity-type").value = type; $("entity-key").value = key;
+    await Promise.all([listEntities(type), showEntity(type, key)]);
+  } else if ($("entity-type").value) {
+    await listEntities($("entity-type").value);
+  }
+  const tick = (f, ms) => { const run = () => f().catch((e) => console.warn(e)); run(); setInterval(run, ms); };
+  tick(refreshCluster, 2000);
+  tick(refreshStats, 1000);
+}
+start();
