@@ -60,9 +60,12 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// A node on `127.0.0.{ip_base + id}` with free ports, files under `dir`.
+    /// A node on `127.0.0.{ip_base + id}` (past .255 on into 127.0.1.x ...) with free ports,
+    /// files under `dir`.
     pub fn new(id: u64, ip_base: u8, dir: &Path) -> Result<Self, ClusterError> {
-        let ip = format!("127.0.0.{}", u64::from(ip_base) + id);
+        // 127.0.0.x for the first few hundred ids, then on through 127/8 (all loopback)
+        let n = u64::from(ip_base) + id;
+        let ip = format!("127.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
         Ok(NodeSpec {
             id,
             http_port: free_port(&ip)?,
