@@ -382,8 +382,12 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             http.clone(),
         );
         tokio::spawn(async move {
+            let mut last_heal_ms = 0u64;
             for f in plan {
-                let wait = f.at_ms.saturating_sub(rec.now_ms());
+                // on schedule, but at least 2 s after the previous heal (a membership heal can
+                // overrun its window; the next fault must still find a healed, quiet cluster)
+                let due = f.at_ms.max(last_heal_ms + 2_000);
+                let wait = due.saturating_sub(rec.now_ms());
                 tokio::time::sleep(Duration::from_millis(wait)).await;
                 let applied_ms = rec.now_ms();
                 let r = nemesis::apply(&f, &cluster, &http).await;
@@ -440,6 +444,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 tokio::time::sleep(Duration::from_millis(f.duration_ms)).await;
                 let h = nemesis::heal(heal, &cluster, &http).await;
                 let healed = rec.now_ms();
+                last_heal_ms = healed;
                 record.healed_ms = Some(healed);
                 println!(
                     "[{:>5.1}s] heal {}/{}: {}",
