@@ -11,10 +11,10 @@
 //! - **Joining**: a node that finds a running cluster (a seed answers with a membership) that
 //!   does not list it asks to join; the metadata leader adds it, and the groups placement now
 //!   assigns to it move there ([`crate::membership`]). A removed node id may not join again.
-//! - **Leader balancing**: each group's preferred leader is the first of its replica set.
-//!   A preferred leader that follows, is caught up, and has seen the group stable for a
-//!   while, calls an election for itself; so leaders spread evenly and move back to a node that
-//!   returns. At most one such election per node per round, to keep disruption small.
+//! - **Leader balancing**: each group's preferred leader is the first of its replica set. A node
+//!   leading fewer than its fair share (groups / members) calls an election for one group it is
+//!   preferred for, caught up, and has seen stable for a while; so leaders spread and move back to
+//!   a node that returns. One attempt at a time; a failed one backs that group off.
 
 use crate::membership::{self, Ctx, GroupView, MetaChange, MetaError, MetaService, KIND_META};
 use crate::raft_net::Dispatcher;
@@ -315,16 +315,53 @@ async fn found_partitions(ctx: &Ctx) {
     );
 }
 
+/// How a node takes back leadership of the groups it is preferred for. openraft 0.9 has no
+/// leadership transfer: the preferred node calls an election, which deposes the leader and costs
+/// the group about an election timeout, and under load it often fails (the old leader, with the
+/// longest log, wins again). So the balancer only restores a fair share: a node that leads fewer
+/// than `groups / members` takes back one group at a time, and a group whose attempt failed waits
+/// longer before the next (10 s doubling to 5 min).
 async fn balance_leaders(ctx: Ctx) {
     let me = ctx.node_id;
     // how long each group has looked stable (same leader) from here
     let mut stable_since: BTreeMap<PartitionId, (Option<NodeId>, Instant)> = BTreeMap::new();
+    // per group: failed attempts in a row, and no attempt before
+    let mut backoff: BTreeMap<PartitionId, (u32, Instant)> = BTreeMap::new();
+    let mut last_attempt: Option<(PartitionId, Instant)> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         if !ctx.membership().bootstrapped {
             continue;
         }
-        for g in 0..=ctx.partitions() {
+        let groups = ctx.partitions() + 1;
+        let members = ctx.member_ids().len().max(1) as u32;
+        let leading = ctx
+            .rafts
+            .iter()
+            .filter(|r| r.metrics().borrow().state == ServerState::Leader)
+            .count() as u32;
+        // the previous attempt: won, or failed (back off that group)
+        if let Some((g, at)) = last_attempt {
+            if ctx.rafts[g as usize].metrics().borrow().state == ServerState::Leader {
+                backoff.remove(&g);
+                last_attempt = None;
+            } else if at.elapsed() >= Duration::from_secs(5) {
+                let e = backoff.entry(g).or_insert((0, Instant::now()));
+                e.0 += 1;
+                let wait = Duration::from_secs(10 * (1u64 << e.0.min(5).saturating_sub(1)));
+                e.1 = Instant::now() + wait.min(Duration::from_secs(300));
+                tracing::info!(
+                    group = g,
+                    retry_in_s = wait.as_secs(),
+                    "taking back leadership failed; backing off"
+                );
+                last_attempt = None;
+            }
+        }
+        if last_attempt.is_some() || leading >= groups / members {
+            continue;
+        }
+        for g in 0..groups {
             if ctx.replicas(g).first() != Some(&me) {
                 continue;
             }
@@ -334,6 +371,12 @@ async fn balance_leaders(ctx: Ctx) {
                 .or_insert((m.current_leader, Instant::now()));
             if entry.0 != m.current_leader {
                 *entry = (m.current_leader, Instant::now());
+            }
+            if backoff
+                .get(&g)
+                .is_some_and(|(_, until)| Instant::now() < *until)
+            {
+                continue;
             }
             let voter = m
                 .membership_config
@@ -348,10 +391,11 @@ async fn balance_leaders(ctx: Ctx) {
                 && caught_up
                 && entry.1.elapsed() >= Duration::from_secs(3)
             {
-                tracing::info!(group = g, from = ?m.current_leader, "taking back leadership as preferred leader");
+                tracing::info!(group = g, from = ?m.current_leader, leading, fair = groups / members, "taking back leadership as preferred leader");
                 let _ = ctx.rafts[g as usize].trigger().elect().await;
                 entry.1 = Instant::now();
-                break; // one per round
+                last_attempt = Some((g, Instant::now()));
+                break; // one at a time
             }
         }
     }
