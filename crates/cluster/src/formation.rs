@@ -315,16 +315,25 @@ async fn found_partitions(ctx: &Ctx) {
     );
 }
 
+/// What the balancer saw of one group.
+struct Stable {
+    leader: Option<NodeId>,
+    leader_since: Instant,
+    log: Option<u64>,
+    log_since: Instant,
+}
+
 /// How a node takes back leadership of the groups it is preferred for. openraft 0.9 has no
 /// leadership transfer: the preferred node calls an election, which deposes the leader and costs
 /// the group about an election timeout, and under load it often fails (the old leader, with the
-/// longest log, wins again). So the balancer only restores a fair share: a node that leads fewer
-/// than `groups / members` takes back one group at a time, and a group whose attempt failed waits
+/// longest log, wins again). So the balancer takes back an idle group (no new entries for 3 s:
+/// the move costs nothing) it is preferred for, but a busy one only while it leads fewer than its
+/// fair share (`groups / members`), one group at a time; a group whose attempt failed waits
 /// longer before the next (10 s doubling to 5 min).
 async fn balance_leaders(ctx: Ctx) {
     let me = ctx.node_id;
-    // how long each group has looked stable (same leader) from here
-    let mut stable_since: BTreeMap<PartitionId, (Option<NodeId>, Instant)> = BTreeMap::new();
+    // per group, from here: since when the leader is the same, and since when its log is too
+    let mut stable_since: BTreeMap<PartitionId, Stable> = BTreeMap::new();
     // per group: failed attempts in a row, and no attempt before
     let mut backoff: BTreeMap<PartitionId, (u32, Instant)> = BTreeMap::new();
     let mut last_attempt: Option<(PartitionId, Instant)> = None;
@@ -358,20 +367,30 @@ async fn balance_leaders(ctx: Ctx) {
                 last_attempt = None;
             }
         }
-        if last_attempt.is_some() || leading >= groups / members {
+        if last_attempt.is_some() {
             continue;
         }
+        let below_fair_share = leading < groups / members;
         for g in 0..groups {
             if ctx.replicas(g).first() != Some(&me) {
                 continue;
             }
             let m = ctx.rafts[g as usize].metrics().borrow().clone();
-            let entry = stable_since
-                .entry(g)
-                .or_insert((m.current_leader, Instant::now()));
-            if entry.0 != m.current_leader {
-                *entry = (m.current_leader, Instant::now());
+            let now = Instant::now();
+            let entry = stable_since.entry(g).or_insert(Stable {
+                leader: m.current_leader,
+                leader_since: now,
+                log: m.last_log_index,
+                log_since: now,
+            });
+            if entry.leader != m.current_leader {
+                (entry.leader, entry.leader_since) = (m.current_leader, now);
             }
+            if entry.log != m.last_log_index {
+                (entry.log, entry.log_since) = (m.last_log_index, now);
+            }
+            let settled = Duration::from_secs(3);
+            let idle = entry.log_since.elapsed() >= settled;
             if backoff
                 .get(&g)
                 .is_some_and(|(_, until)| Instant::now() < *until)
@@ -389,11 +408,12 @@ async fn balance_leaders(ctx: Ctx) {
                 && voter
                 && m.current_leader.is_some_and(|l| l != me)
                 && caught_up
-                && entry.1.elapsed() >= Duration::from_secs(3)
+                && entry.leader_since.elapsed() >= settled
+                && (idle || below_fair_share)
             {
-                tracing::info!(group = g, from = ?m.current_leader, leading, fair = groups / members, "taking back leadership as preferred leader");
+                tracing::info!(group = g, from = ?m.current_leader, leading, idle, "taking back leadership as preferred leader");
                 let _ = ctx.rafts[g as usize].trigger().elect().await;
-                entry.1 = Instant::now();
+                entry.leader_since = Instant::now();
                 last_attempt = Some((g, Instant::now()));
                 break; // one at a time
             }
