@@ -590,7 +590,7 @@ async fn entity_signals_reach_partitions_led_by_other_nodes() {
 }
 
 /// A node whose seeds do not answer founds nothing and says, on `/readyz`, which seeds it waits
-/// for; once they start, the cluster forms.
+/// for; once they start, the cluster forms. Then a cluster node stops cleanly on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
     let http = reqwest::Client::builder()
@@ -643,4 +643,35 @@ async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
             m.id
         );
     }
+
+    // SIGTERM stops a cluster node cleanly: nothing still holds its storage when it closes
+    let mut node1 = nodes.0[0].take().unwrap();
+    node1.kill().unwrap();
+    node1.wait().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_perdure"))
+        .args(["serve", "--config"])
+        .arg(&configs[0])
+        .env("PERDURE_LOG", "warn,openraft=off")
+        .env("PERDURE_LOG_FORMAT", "plain")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        ready(&http, &url, Duration::from_secs(30)).await,
+        "node 1 not ready again"
+    );
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}\n{log}");
+    assert!(
+        !log.contains("still referenced"),
+        "storage was still in use when the node closed it:\n{log}"
+    );
 }

@@ -444,20 +444,36 @@ impl Partitions {
     /// the data directory is released (a new `start` on it may follow at once).
     pub async fn shutdown(self) {
         let Self {
+            node_id: _,
             groups,
             store,
+            peers,
+            dispatcher,
+            ctx,
             tasks,
-            ..
         } = self;
-        for t in &tasks {
+        for t in tasks {
             t.abort();
+            let _ = t.await; // dropped: what the task held (cluster context, state handles) too
         }
+        // the cluster services registered on the dispatcher hold the cluster context, which
+        // holds state handles: gone before storage is released
+        for kind in [
+            crate::formation::KIND_CLUSTER_INFO,
+            crate::membership::KIND_META,
+            crate::membership::KIND_ELECT,
+        ] {
+            dispatcher.unregister(kind);
+        }
+        drop(ctx);
         for (p, g) in groups.iter().enumerate() {
             if let Err(e) = g.raft.shutdown().await {
                 tracing::warn!(partition = p, error = %e, "raft group did not stop cleanly");
             }
         }
         drop(groups);
+        drop(dispatcher);
+        drop(peers);
         release(store).await;
     }
 }
