@@ -8,7 +8,7 @@
 //!   entity's state are in the DOM; a screenshot is kept under `target/artifacts/`.
 //!
 //! The external tools come from Debian's `prometheus` and `chromium` packages (`.ci/run` installs
-//! them). Without them a test prints why and passes, unless `PERDURE_REQUIRE_TOOLS=1` (set by CI),
+//! them). Without them a test prints why and passes, unless `PERDURE_TEST_REQUIRE_TOOLS=1` (set by CI),
 //! where it fails.
 
 use serde_json::Value;
@@ -22,7 +22,7 @@ const BASE: &str = "/runtime/webhooks/durabletask";
 const PARTITIONS: usize = 8;
 
 /// The path of `tool` on `PATH`; `None` (after printing why) when it is missing and tools are
-/// not required; a panic when `PERDURE_REQUIRE_TOOLS=1`.
+/// not required; a panic when `PERDURE_TEST_REQUIRE_TOOLS=1`.
 fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -30,10 +30,10 @@ fn tool(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let required = std::env::var("PERDURE_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        let required = std::env::var("PERDURE_TEST_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
         assert!(
             !required,
-            "`{name}` is not installed and PERDURE_REQUIRE_TOOLS=1 (apt-get install prometheus chromium)"
+            "`{name}` is not installed and PERDURE_TEST_REQUIRE_TOOLS=1 (apt-get install prometheus chromium)"
         );
         eprintln!("SKIPPED: `{name}` is not installed (apt-get install prometheus chromium)");
     }
