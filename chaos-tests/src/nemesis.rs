@@ -430,15 +430,12 @@ pub async fn remove_added(
         c.nodes[..c.initial].iter().map(|n| n.spec.url()).collect()
     };
     let mut result = Err("no node answered the removal".to_string());
-    // `DELETE /cluster/members/{id}` (as built on main), or under the API base; a 503 (the
-    // metadata group has no leader right now) is tried again for a while
+    // `DELETE /cluster/members/{id}`; a 503 (the metadata group has no leader right now) is
+    // tried again for a while
     let t = Instant::now();
     'attempts: while t.elapsed() < Duration::from_secs(20) {
         for url in &urls {
-            for path in [
-                format!("{url}/cluster/members/{id}"),
-                format!("{url}/runtime/webhooks/durabletask/cluster/members/{id}"),
-            ] {
+            for path in [format!("{url}/cluster/members/{id}")] {
                 match http.delete(&path).send().await {
                     Ok(r) if r.status().is_success() => {
                         result = Ok(());
