@@ -7,6 +7,11 @@
 //! `--batch N` each request carries N signals through the batch endpoint. Every signal carries an
 //! idempotency key. At the end the counters are read back: the applied sum must equal the
 //! acknowledged signals (applied operations are counted, not accepted ones).
+//!
+//! `--target restate` drives the peer (`benches/peers/restate.sh`) the same way: each request is
+//! a Restate ingress call `POST /Counter/{key}/add` with an `idempotency-key`, answered once the
+//! add ran and is durable (like a perdure signal, answered once applied and durable); the
+//! counters are read back with `GET /Counter/{key}/get`.
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -18,12 +23,25 @@ use std::time::{Duration, Instant};
 
 const BASE: &str = "/runtime/webhooks/durabletask";
 
+/// What the generator drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// A perdure node's HTTP API (`counter` entities).
+    Perdure,
+    /// A Restate server's ingress with the `Counter` object of `benches/peers/restate-counter`.
+    Restate,
+}
+
 /// Options of one load run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// The node's HTTP address.
+    /// The node's HTTP address (Restate: its ingress, e.g. `http://127.0.0.1:18080`).
     #[arg(long, default_value = "http://127.0.0.1:7071")]
     pub url: String,
+    /// What to drive.
+    #[arg(long, value_enum, default_value_t = Target::Perdure)]
+    pub target: Target,
     /// Number of counters (1 = one hot key).
     #[arg(long, default_value_t = 10_000)]
     pub keys: u32,
@@ -52,6 +70,7 @@ pub struct LoadArgs {
 
 struct Shared {
     http: reqwest::Client,
+    target: Target,
     url: String,
     prefix: String,
     keys: u32,
@@ -66,6 +85,25 @@ struct Shared {
 impl Shared {
     /// Sends one request (of `batch` signals); answers how many signals were acknowledged.
     async fn send(&self) -> anyhow::Result<u64> {
+        if self.target == Target::Restate {
+            let k = rand::thread_rng().gen_range(0..self.keys);
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let resp = self
+                .http
+                .post(format!("{}/Counter/{}{k}/add", self.url, self.prefix))
+                .header("idempotency-key", format!("{}-{id}", self.prefix))
+                .json(&1)
+                .send()
+                .await?;
+            if resp.status() != 200 {
+                bail!(
+                    "status {}: {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                );
+            }
+            return Ok(1);
+        }
         if self.batch <= 1 {
             let k = rand::thread_rng().gen_range(0..self.keys);
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -151,16 +189,27 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let ready = http.get(format!("{}/readyz", args.url)).send().await;
+    if args.target == Target::Restate && args.batch > 1 {
+        bail!("--batch applies to perdure only (Restate's ingress takes one call per request)");
+    }
+    let ready = match args.target {
+        Target::Perdure => http.get(format!("{}/readyz", args.url)).send().await,
+        Target::Restate => {
+            http.get(format!("{}/Counter/{prefix}ready/get", args.url))
+                .send()
+                .await
+        }
+    };
     if !matches!(&ready, Ok(r) if r.status().is_success()) {
         bail!(
-            "{} is not ready ({:?}); start a node with `perdure serve`",
+            "{} is not ready ({:?}); start a node with `perdure serve` (or the peer with `bash benches/peers/restate.sh start`)",
             args.url,
             ready.map(|r| r.status())
         );
     }
     let shared = Arc::new(Shared {
         http,
+        target: args.target,
         url: args.url.clone(),
         prefix: prefix.clone(),
         keys: args.keys.max(1),
@@ -176,8 +225,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         None => format!("closed loop, {} in flight", args.concurrency),
     };
     eprintln!(
-        "load: {} counter(s) (prefix {prefix}), {} signal(s)/request, {mode}; warm-up {} s, measure {} s",
-        args.keys, args.batch, args.warmup, args.seconds
+        "load on {:?}: {} counter(s) (prefix {prefix}), {} signal(s)/request, {mode}; warm-up {} s, measure {} s",
+        args.target, args.keys, args.batch, args.warmup, args.seconds
     );
     let deadline = Instant::now() + Duration::from_secs_f64(args.warmup + args.seconds);
     let mut workers = Vec::new();
@@ -261,7 +310,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     );
     if let Some(path) = &args.json {
         let v = json!({
-            "keys": args.keys, "batch": args.batch, "concurrency": args.concurrency, "rate": args.rate,
+            "target": args.target, "keys": args.keys, "batch": args.batch, "concurrency": args.concurrency, "rate": args.rate,
             "seconds": secs, "signals_per_sec": measured as f64 / secs,
             "latency_ms": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": h.max() as f64 / 1000.0},
             "errors": shared.errors.load(Ordering::Relaxed), "acknowledged": total, "applied": applied,
@@ -280,8 +329,27 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sums the run's counters through the list endpoint.
+/// Sums the run's counters: through perdure's list endpoint, or one `get` per Restate counter.
 async fn applied_sum(s: &Shared) -> anyhow::Result<u64> {
+    if s.target == Target::Restate {
+        use futures::StreamExt;
+        let values: Vec<anyhow::Result<u64>> = futures::stream::iter(0..s.keys)
+            .map(|k| async move {
+                let v: serde_json::Value = s
+                    .http
+                    .get(format!("{}/Counter/{}{k}/get", s.url, s.prefix))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                v.as_u64().context("a counter's value")
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        return values.into_iter().sum();
+    }
     let mut sum = 0u64;
     let mut cont: Option<String> = None;
     loop {
