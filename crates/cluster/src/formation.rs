@@ -37,16 +37,13 @@ pub const KIND_CLUSTER_INFO: u16 = 2;
 pub struct ClusterInfo {
     /// The node.
     pub node_id: NodeId,
-    /// Per partition: whether its group on that node is initialized.
-    pub initialized: Vec<bool>,
     /// Whether its copy of the metadata group is initialized.
     pub meta_initialized: bool,
     /// The membership as applied there (empty before it knows one).
     pub membership: Membership,
-    /// Per partition: the group as that node sees it, for those it hosts.
+    /// Per group (the partitions, then the metadata group): the group as that node sees it,
+    /// for those it hosts.
     pub views: Vec<Option<GroupView>>,
-    /// The metadata group as that node sees it.
-    pub meta_view: Option<GroupView>,
     /// Replica-set changes that node completed as a leader.
     pub moves: u64,
 }
@@ -76,24 +73,35 @@ pub(crate) fn serve_peers(
     })
 }
 
-fn info(ctx: &Ctx) -> ClusterInfo {
-    let partitions = ctx.partitions();
-    // as openraft defines it (a log or a vote), read from metrics: no call into each group
-    let initialized = |r: &openraft::Raft<perdure_storage::TypeConfig>| {
-        let m = r.metrics();
-        let m = m.borrow();
-        m.last_log_index.is_some() || m.vote != openraft::Vote::default()
-    };
+impl ClusterInfo {
+    /// Group `g` as that node sees it, if it hosts it.
+    pub fn view(&self, g: PartitionId) -> Option<&GroupView> {
+        self.views.get(g as usize).and_then(Option::as_ref)
+    }
+}
+
+/// The leader of group `g` that `infos` report at the highest term, other than `except`.
+pub(crate) fn reported_leader(
+    infos: &[ClusterInfo],
+    g: PartitionId,
+    except: NodeId,
+) -> Option<(NodeId, u64)> {
+    infos
+        .iter()
+        .filter_map(|i| i.view(g))
+        .filter_map(|v| Some((v.leader.filter(|&l| l != except)?, v.term)))
+        .max_by_key(|&(_, term)| term)
+}
+
+pub(crate) fn info(ctx: &Ctx) -> ClusterInfo {
+    // initialized as openraft defines it (a log or a vote), read from metrics
+    let meta = ctx.meta().metrics();
+    let meta = meta.borrow();
     ClusterInfo {
         node_id: ctx.node_id,
-        initialized: ctx.rafts[..partitions as usize]
-            .iter()
-            .map(initialized)
-            .collect(),
-        meta_initialized: initialized(ctx.meta()),
+        meta_initialized: meta.last_log_index.is_some() || meta.vote != openraft::Vote::default(),
         membership: ctx.membership(),
-        views: (0..partitions).map(|p| ctx.view(p)).collect(),
-        meta_view: ctx.view(partitions),
+        views: (0..=ctx.partitions()).map(|g| ctx.view(g)).collect(),
         moves: ctx.moves.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
@@ -165,7 +173,7 @@ async fn bootstrap(ctx: Ctx) {
         let local = ctx.membership();
         let meta_here = ctx.meta().is_initialized().await.unwrap_or(true);
         if meta_here && local.member(me).is_some() {
-            *ctx.formation.write().unwrap_or_else(|p| p.into_inner()) = None;
+            ctx.set_formation(None);
             if local.bootstrapped {
                 return;
             }
@@ -174,12 +182,14 @@ async fn bootstrap(ctx: Ctx) {
                 continue;
             }
         }
+        let removed = |why: String| {
+            tracing::error!("{why}");
+            ctx.set_formation(Some(why));
+        };
         if meta_here && local.removed.contains(&me) {
-            let what =
-                format!("node {me} was removed from the cluster; it serves nothing (stop it)");
-            tracing::error!("{what}");
-            *ctx.formation.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
-            return;
+            return removed(format!(
+                "node {me} was removed from the cluster; it serves nothing (stop it)"
+            ));
         }
         // ask the seeds and known members what they hold
         let mut asked: BTreeSet<NodeId> = ctx.seeds.iter().map(|m| m.node_id).collect();
@@ -187,12 +197,8 @@ async fn bootstrap(ctx: Ctx) {
         asked.remove(&me);
         let mut waiting_for = Vec::new();
         let mut running: Option<(NodeId, Membership)> = None;
-        for &n in &asked {
-            match ctx
-                .peers
-                .call::<(), ClusterInfo>(n, KIND_CLUSTER_INFO, &(), Some(Duration::from_secs(1)))
-                .await
-            {
+        for (n, answer) in ctx.ask_infos(asked, Duration::from_secs(1)).await {
+            match answer {
                 Ok(info) if info.meta_initialized => {
                     if !info.membership.members.is_empty()
                         && running
@@ -208,15 +214,9 @@ async fn bootstrap(ctx: Ctx) {
                 Err(e) => waiting_for.push(format!("node {n} ({e})")),
             }
         }
-        let say = |what: String| {
-            *ctx.formation.write().unwrap_or_else(|p| p.into_inner()) = Some(what);
-        };
         let waiting = if let Some((n, cluster)) = running {
             if cluster.removed.contains(&me) {
-                let what = format!("node {me} was removed from the cluster and may not join again; start it with a new node_id and an empty data directory");
-                tracing::error!("{what}");
-                say(what);
-                return;
+                return removed(format!("node {me} was removed from the cluster and may not join again; start it with a new node_id and an empty data directory"));
             }
             if cluster.member(me).is_none() {
                 let mine = ctx.seeds.iter().find(|m| m.node_id == me).cloned();
@@ -226,10 +226,7 @@ async fn bootstrap(ctx: Ctx) {
                             tracing::info!(via = n, "joined the cluster; replicas move here now")
                         }
                         Err(MetaError::Refused(reason)) => {
-                            let what = format!("the cluster refused node {me}: {reason}");
-                            tracing::error!("{what}");
-                            say(what);
-                            return;
+                            return removed(format!("the cluster refused node {me}: {reason}"));
                         }
                         Err(e) => tracing::info!(error = %e, "joining: will retry"),
                     }
@@ -244,7 +241,7 @@ async fn bootstrap(ctx: Ctx) {
         } else {
             format!("formation waits for seeds: {}", waiting_for.join(", "))
         };
-        say(waiting);
+        ctx.set_formation(Some(waiting));
         if said.elapsed() > Duration::from_secs(30) {
             tracing::info!(waiting_for = ?waiting_for, waited_ms = started.elapsed().as_millis() as u64,
                 "formation: waiting for the cluster (founding needs every seed to answer; joining needs a running member)");
@@ -513,31 +510,18 @@ impl crate::Partitions {
         } else {
             m.members.clone()
         };
-        let asks = listed.iter().map(|member| {
-            let ctx = ctx.clone();
-            let member = member.clone();
-            async move {
-                let got = if member.node_id == me {
-                    Ok(info(&ctx))
-                } else {
-                    ctx.peers
-                        .call::<(), ClusterInfo>(
-                            member.node_id,
-                            KIND_CLUSTER_INFO,
-                            &(),
-                            Some(Duration::from_millis(500)),
-                        )
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                (member, got)
-            }
-        });
-        let answers = futures::future::join_all(asks).await;
-        // per partition: the best view (the leader's own, else the highest term)
-        let mut views: Vec<Option<((bool, u64), GroupView)>> = vec![None; self.count() as usize];
+        let mut answers = ctx
+            .ask_infos(listed.iter().map(|m| m.node_id), Duration::from_millis(500))
+            .await;
+        // per group: the best view (the leader's own, else the highest term)
+        let groups = self.count() as usize + 1;
+        let mut views: Vec<Option<((bool, u64), GroupView)>> = vec![None; groups];
         let mut members = Vec::new();
-        for (member, got) in answers {
+        for member in listed {
+            let got = match answers.iter().position(|(n, _)| *n == member.node_id) {
+                Some(i) => answers.swap_remove(i).1,
+                None => Err("not asked".into()),
+            };
             let (up, error, leading, moves) = match &got {
                 Ok(info) => {
                     for (p, v) in info.views.iter().enumerate() {
@@ -549,8 +533,7 @@ impl crate::Partitions {
                             *slot = Some((rank, v.clone()));
                         }
                     }
-                    let leading = info
-                        .views
+                    let leading = info.views[..groups.min(info.views.len()) - 1]
                         .iter()
                         .flatten()
                         .filter(|v| v.leader == Some(info.node_id))
@@ -576,12 +559,13 @@ impl crate::Partitions {
             })
             .collect();
         let meta = ctx.partitions();
+        let meta_view = views[meta as usize].take().map(|(_, v)| v);
         ClusterStatus {
             node_id: me,
             membership_version: m.version,
             removed: m.removed.clone(),
             members,
-            metadata: Some(self.local_status(meta, ctx.replicas(meta), None)),
+            metadata: Some(self.local_status(meta, ctx.replicas(meta), meta_view)),
             partitions,
         }
     }
@@ -599,14 +583,7 @@ impl crate::Partitions {
             .filter(|m| m.membership_config.membership().get_node(&me).is_some());
         let view = match (&local, view) {
             (Some(m), v) if v.is_none() || m.current_leader == Some(me) => {
-                let ms = m.membership_config.membership();
-                GroupView {
-                    leader: m.current_leader,
-                    term: m.current_term,
-                    voters: ms.voter_ids().collect(),
-                    learners: ms.learner_ids().collect(),
-                    joint: ms.get_joint_config().len() > 1,
-                }
+                membership::group_view(m)
             }
             (_, v) => v.unwrap_or_default(),
         };

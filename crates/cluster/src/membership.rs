@@ -87,6 +87,18 @@ pub struct GroupView {
     pub joint: bool,
 }
 
+/// What a group's metrics say of it.
+pub(crate) fn group_view(m: &RaftMetrics<NodeId, BasicNode>) -> GroupView {
+    let membership = m.membership_config.membership();
+    GroupView {
+        leader: m.current_leader,
+        term: m.current_term,
+        voters: membership.voter_ids().collect(),
+        learners: membership.learner_ids().collect(),
+        joint: membership.get_joint_config().len() > 1,
+    }
+}
+
 /// A partition's leader as its hosts report it: (leader, term).
 pub(crate) type LeaderHint = Option<(NodeId, u64)>;
 
@@ -184,7 +196,8 @@ impl Ctx {
     /// Whether this node hosts group `g`: it is a voter or learner of the group's configuration
     /// as known here AND placement over the current members keeps it there. A node that missed
     /// the configuration change removing it (it was down) still finds itself in its stale copy;
-    /// placement tells it to ask the hosting members instead.
+    /// placement tells it to ask the hosting members instead. On the request path: no
+    /// allocation.
     pub fn hosts(&self, g: PartitionId) -> bool {
         let in_config = self.rafts.get(g as usize).is_some_and(|r| {
             r.metrics()
@@ -194,7 +207,14 @@ impl Ctx {
                 .get_node(&self.node_id)
                 .is_some()
         });
-        in_config && (g == self.partitions() || self.replicas(g).contains(&self.node_id))
+        in_config
+            && (g == self.partitions()
+                || self
+                    .table
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(g as usize)
+                    .is_some_and(|r| r.contains(&self.node_id)))
     }
 
     /// The view of group `g` from here, if this node hosts it.
@@ -202,16 +222,56 @@ impl Ctx {
         if !self.hosts(g) {
             return None;
         }
-        let raft = self.rafts.get(g as usize)?;
-        let m = raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        Some(GroupView {
-            leader: m.current_leader,
-            term: m.current_term,
-            voters: membership.voter_ids().collect(),
-            learners: membership.learner_ids().collect(),
-            joint: membership.get_joint_config().len() > 1,
-        })
+        Some(group_view(&self.rafts.get(g as usize)?.metrics().borrow()))
+    }
+
+    /// Records what formation waits for (`None`: this node is part of a formed cluster).
+    pub fn set_formation(&self, what: Option<String>) {
+        *self.formation.write().unwrap_or_else(|p| p.into_inner()) = what;
+    }
+
+    /// Asks `nodes` (this node answers from here) what they hold, all at once; one answer each.
+    pub async fn ask_infos(
+        &self,
+        nodes: impl IntoIterator<Item = NodeId>,
+        timeout: Duration,
+    ) -> Vec<(NodeId, Result<crate::formation::ClusterInfo, String>)> {
+        let asks = nodes.into_iter().map(|n| async move {
+            if n == self.node_id {
+                return (n, Ok(crate::formation::info(self)));
+            }
+            let answer = self
+                .peers
+                .call::<(), crate::formation::ClusterInfo>(
+                    n,
+                    crate::formation::KIND_CLUSTER_INFO,
+                    &(),
+                    Some(timeout),
+                )
+                .await
+                .map_err(|e| e.to_string());
+            (n, answer)
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// The answers of the other members (and, `with_seeds`, of the configured seeds) that
+    /// answered.
+    async fn others_infos(
+        &self,
+        timeout: Duration,
+        with_seeds: bool,
+    ) -> Vec<crate::formation::ClusterInfo> {
+        let mut nodes: BTreeSet<NodeId> = self.member_ids().into_iter().collect();
+        if with_seeds {
+            nodes.extend(self.seeds.iter().map(|m| m.node_id));
+        }
+        nodes.remove(&self.node_id);
+        self.ask_infos(nodes, timeout)
+            .await
+            .into_iter()
+            .filter_map(|(_, a)| a.ok())
+            .collect()
     }
 
     /// Applies `change` on the metadata leader, wherever it is.
@@ -239,14 +299,22 @@ impl Ctx {
                 "the metadata group has no leader known here".into(),
             ));
         };
-        let req = MetaRequest {
-            change,
-            forwarded: true,
-        };
+        self.send_change(leader, change, true).await
+    }
+
+    /// Sends `change` to node `to`; `forwarded`: `to` must apply it itself (it leads the
+    /// metadata group), else it may forward it once to the leader.
+    async fn send_change(
+        &self,
+        to: NodeId,
+        change: MetaChange,
+        forwarded: bool,
+    ) -> Result<Membership, MetaError> {
+        let req = MetaRequest { change, forwarded };
         self.peers
-            .call::<MetaRequest, Result<Membership, MetaError>>(leader, KIND_META, &req, None)
+            .call::<MetaRequest, Result<Membership, MetaError>>(to, KIND_META, &req, None)
             .await
-            .map_err(|e| MetaError::Unavailable(format!("asking node {leader}: {e}")))?
+            .map_err(|e| MetaError::Unavailable(format!("asking node {to}: {e}")))?
     }
 
     async fn change_here(&self, change: MetaChange) -> Result<Membership, MetaError> {
@@ -263,22 +331,8 @@ impl Ctx {
         let current = self.read_local().map_err(MetaError::Unavailable)?;
         let refused = |e: ChangeError| MetaError::Refused(e.to_string());
         let next = match &change {
-            MetaChange::Found(members) if current.members.is_empty() => Some(Membership {
-                members: {
-                    let mut m = members.clone();
-                    m.sort_by_key(|m| m.node_id);
-                    m
-                },
-                version: current.version + 1,
-                ..current.clone()
-            }),
-            MetaChange::Found(_) => None,
-            MetaChange::Bootstrapped if !current.bootstrapped => Some(Membership {
-                bootstrapped: true,
-                version: current.version + 1,
-                ..current.clone()
-            }),
-            MetaChange::Bootstrapped => None,
+            MetaChange::Found(members) => current.found(members),
+            MetaChange::Bootstrapped => current.mark_bootstrapped(),
             MetaChange::Join(m) => current.join(m.clone()).map_err(refused)?,
             MetaChange::Remove(id) => Some(current.remove(*id, self.rf).map_err(refused)?),
         };
@@ -319,14 +373,7 @@ pub(crate) async fn ask(
     via: NodeId,
     change: MetaChange,
 ) -> Result<Membership, MetaError> {
-    let req = MetaRequest {
-        change,
-        forwarded: false,
-    };
-    ctx.peers
-        .call::<MetaRequest, Result<Membership, MetaError>>(via, KIND_META, &req, None)
-        .await
-        .map_err(|e| MetaError::Unavailable(format!("asking node {via}: {e}")))?
+    ctx.send_change(via, change, false).await
 }
 
 /// Serves [`KIND_META`] requests.
@@ -397,48 +444,13 @@ impl Handler for ElectService {
 /// no pre-vote).
 pub(crate) async fn gate_elections(ctx: Ctx) {
     let started = tokio::time::Instant::now();
-    let me = ctx.node_id;
-    let mut asked: BTreeSet<NodeId> = ctx.seeds.iter().map(|m| m.node_id).collect();
-    asked.extend(ctx.member_ids());
-    asked.remove(&me);
-    let asks = asked.iter().map(|&n| {
-        let peers = ctx.peers.clone();
-        async move {
-            peers
-                .call::<(), crate::formation::ClusterInfo>(
-                    n,
-                    crate::formation::KIND_CLUSTER_INFO,
-                    &(),
-                    Some(Duration::from_millis(800)),
-                )
-                .await
-                .ok()
-        }
-    });
-    let infos: Vec<_> = futures::future::join_all(asks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    // per group: the highest term at which another member reports a leader
-    let reported = |g: usize| {
-        infos
-            .iter()
-            .filter_map(|i| {
-                let v = if g == ctx.partitions() as usize {
-                    i.meta_view.as_ref()
-                } else {
-                    i.views.get(g).and_then(Option::as_ref)
-                };
-                v.filter(|v| v.leader.is_some_and(|l| l != me))
-                    .map(|v| v.term)
-            })
-            .max()
-    };
+    // the membership may not be loaded yet: the seeds too
+    let infos = ctx.others_infos(Duration::from_millis(800), true).await;
     let mut waiting: Vec<(usize, u64)> = Vec::new();
     for (g, raft) in ctx.rafts.iter().enumerate() {
-        match reported(g) {
-            Some(term) => waiting.push((g, term)),
+        // the highest term at which another member reports a leader
+        match crate::formation::reported_leader(&infos, g as PartitionId, ctx.node_id) {
+            Some((_, term)) => waiting.push((g, term)),
             None => raft.runtime_config().elect(true),
         }
     }
@@ -652,41 +664,10 @@ pub(crate) async fn track_leaders(ctx: Ctx) {
         if foreign.is_empty() {
             continue;
         }
-        let others: Vec<NodeId> = ctx
-            .member_ids()
-            .into_iter()
-            .filter(|&n| n != ctx.node_id)
-            .collect();
-        let asks = others.iter().map(|&n| {
-            let peers = ctx.peers.clone();
-            async move {
-                peers
-                    .call::<(), crate::formation::ClusterInfo>(
-                        n,
-                        crate::formation::KIND_CLUSTER_INFO,
-                        &(),
-                        Some(Duration::from_millis(500)),
-                    )
-                    .await
-                    .ok()
-            }
-        });
-        let infos: Vec<_> = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let infos = ctx.others_infos(Duration::from_millis(500), false).await;
         let mut best: Vec<LeaderHint> = vec![None; partitions as usize];
-        for info in &infos {
-            for &p in &foreign {
-                if let Some(Some(v)) = info.views.get(p as usize) {
-                    if let Some(l) = v.leader {
-                        if best[p as usize].is_none_or(|(_, t)| v.term > t) {
-                            best[p as usize] = Some((l, v.term));
-                        }
-                    }
-                }
-            }
+        for &p in &foreign {
+            best[p as usize] = crate::formation::reported_leader(&infos, p, ctx.node_id);
         }
         *ctx.hints.write().unwrap_or_else(|p| p.into_inner()) = best;
     }

@@ -74,6 +74,29 @@ impl Membership {
         placement::replicas(group, &self.ids(), rf)
     }
 
+    /// Records the founding members; `None` once there are members (founding is idempotent).
+    pub fn found(&self, members: &[MemberConfig]) -> Option<Self> {
+        if !self.members.is_empty() {
+            return None;
+        }
+        let mut next = self.clone();
+        next.members = members.to_vec();
+        next.members.sort_by_key(|m| m.node_id);
+        next.version += 1;
+        Some(next)
+    }
+
+    /// Marks founding done; `None` when it already is.
+    pub fn mark_bootstrapped(&self) -> Option<Self> {
+        if self.bootstrapped {
+            return None;
+        }
+        let mut next = self.clone();
+        next.bootstrapped = true;
+        next.version += 1;
+        Some(next)
+    }
+
     /// Adds `m` (or updates its addresses); unchanged when it is already a member as given.
     pub fn join(&self, m: MemberConfig) -> Result<Option<Self>, ChangeError> {
         if self.removed.contains(&m.node_id) {
@@ -132,6 +155,18 @@ mod tests {
             addr: format!("127.0.0.{id}:7171"),
             http_addr: format!("127.0.0.{id}:7071"),
         }
+    }
+
+    #[test]
+    fn founding_happens_once() {
+        let s = Membership::default().found(&[m(3), m(1), m(2)]).unwrap();
+        assert_eq!(s.ids(), vec![1, 2, 3]);
+        assert_eq!(s.version, 1);
+        assert_eq!(s.found(&[m(9)]), None, "a second founding changes nothing");
+        let done = s.mark_bootstrapped().unwrap();
+        assert!(done.bootstrapped);
+        assert_eq!(done.version, 2);
+        assert_eq!(done.mark_bootstrapped(), None);
     }
 
     #[test]
