@@ -6,7 +6,10 @@
 
 mod cluster_support;
 
-use cluster_support::{leaders, ready, start, three_members, write_config_with, Member, Nodes};
+use cluster_support::{
+    assert_counters_exact, leaders, ready, start, three_members, wait_balanced, write_config_with,
+    Adders, Member, Nodes, BASE,
+};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BASE: &str = "/runtime/webhooks/durabletask";
 const PARTITIONS: usize = 8;
 const COUNTERS: usize = 16;
 
@@ -59,60 +61,11 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
     }
     eprintln!("cluster formed and ready in {:?}", formed.elapsed());
 
-    // load: idempotent adds through any node, retried (on another node) until acknowledged
+    // load: idempotent adds through any node, retried (on a node picked again) until acknowledged
     let urls: Vec<String> = members.iter().map(Member::url).collect();
+    let adders = Adders::start(&http, urls.clone(), 6, COUNTERS, seed);
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<HashMap<usize, i64>>> = Arc::default();
-    let retries = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
-    for c in 0..6u64 {
-        let (http, urls, stop, acked, retries) = (
-            http.clone(),
-            urls.clone(),
-            stop.clone(),
-            acked.clone(),
-            retries.clone(),
-        );
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (c + 1));
-        clients.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let counter = rng.gen_range(0..COUNTERS);
-                let amount: i64 = rng.gen_range(1..=9);
-                let key = format!("c{c}-{n}");
-                n += 1;
-                let mut node = rng.gen_range(0..urls.len());
-                let since = Instant::now();
-                loop {
-                    assert!(
-                        since.elapsed() < Duration::from_secs(60),
-                        "signal {key} not acknowledged within 60 s"
-                    );
-                    let r = http
-                        .post(format!(
-                            "{}{BASE}/entities/counter/k{counter}?op=add",
-                            urls[node]
-                        ))
-                        .header("Idempotency-Key", &key)
-                        .json(&amount)
-                        .send()
-                        .await;
-                    match r {
-                        Ok(resp) if resp.status() == 202 => {
-                            *acked.lock().unwrap().entry(counter).or_default() += amount;
-                            break;
-                        }
-                        Ok(resp) if resp.status().is_client_error() => panic!("{}", resp.status()),
-                        _ => {
-                            retries.fetch_add(1, Ordering::Relaxed);
-                            node = (node + 1) % urls.len();
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
-            }
-        }));
-    }
     // single activation across leader changes: probe visits (idempotent, retried until
     // acknowledged) through any node; each visit runs once, never overlapping another
     let probe_acked: Arc<Mutex<HashMap<usize, u64>>> = Arc::default();
@@ -237,28 +190,13 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
     for c in clients {
         c.await.unwrap();
     }
+    let added = adders.stop().await;
+    let (acked, retries) = (&added.sums, added.retries);
 
     // exact, through every node (the restarted one included)
-    let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= COUNTERS / 2);
     for url in &urls {
-        for (counter, sum) in &acked {
-            let mut v = serde_json::Value::Null;
-            for _ in 0..50 {
-                match http
-                    .get(format!("{url}{BASE}/entities/counter/k{counter}"))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 200 => {
-                        v = r.json().await.unwrap();
-                        break;
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-            assert_eq!(v.as_i64(), Some(*sum), "counter k{counter} via {url}");
-        }
+        assert_counters_exact(&http, url, acked).await;
     }
     let probe_acked = probe_acked.lock().unwrap().clone();
     for (probe, visits) in &probe_acked {
@@ -289,7 +227,7 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
     eprintln!(
         "{} counters exact on all nodes; {} retries; recovery after leader kill {recovery:?}",
         acked.len(),
-        retries.load(Ordering::Relaxed)
+        retries
     );
     drop(nodes);
 }
@@ -444,36 +382,7 @@ async fn the_client_sends_straight_to_leaders() {
     }
     // right after bootstrap node 1 leads everything; wait until the balancer is done: every
     // partition led by its preferred leader (after that, leaders stay put)
-    let t = Instant::now();
-    loop {
-        let v: serde_json::Value = http
-            .get(format!("{}/cluster", members[1].url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let settled = v["partitions"].as_array().is_some_and(|ps| {
-            ps.len() == PARTITIONS
-                && ps.iter().all(|p| {
-                    let preferred = perdure_types::placement::replicas(
-                        p["partition"].as_u64().unwrap() as u32,
-                        &[1, 2, 3],
-                        3,
-                    )[0];
-                    p["leader"].as_u64() == Some(preferred)
-                })
-        });
-        if settled {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "leaders never settled: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_balanced(&http, &members[1].url(), PARTITIONS, &[1, 2, 3]).await;
     let plain = perdure_client::Client::builder(&members[0].url())
         .routing(false)
         .build()

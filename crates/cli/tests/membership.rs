@@ -1,33 +1,23 @@
 //! Membership changes under load, with real `perdure` processes on 127.0.0.1-4: a 4th node joins
 //! a running 3-node cluster (it starts with its own config naming the members as seeds) while
-//! node 3 is down; node 3 returns and serves; then node 2 is removed. After each change, the partitions whose voters changed are exactly those
-//! whose replica set by placement changed (counted against the ideal), every group ends with
+//! node 3 is down; node 3 returns and serves; then node 2 is removed. After each change, the
+//! partitions whose voters changed are exactly those whose replica set by placement changed (counted against the ideal), every group ends with
 //! its placement's voters, and every counter ends exactly at the sum of its acknowledged adds.
 
 mod cluster_support;
 
-use cluster_support::{member, ready, start, write_config_with, Member, Nodes};
-use rand::{Rng, SeedableRng};
+use cluster_support::{
+    assert_counters_exact, member, ready, start, status, write_config_with, Adders, Member, Nodes,
+};
+use rand::Rng;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BASE: &str = "/runtime/webhooks/durabletask";
 const PARTITIONS: usize = 16;
 const COUNTERS: usize = 24;
 const SECRET: &str = "a-test-secret-of-enough-length";
-
-async fn status(http: &reqwest::Client, url: &str) -> Option<Value> {
-    http.get(format!("{url}/cluster"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
 
 fn ids(v: &Value) -> BTreeSet<u64> {
     v.as_array()
@@ -157,74 +147,14 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     let (before, _) = wait_settled(&http, &url1, &three, "formed").await;
 
     // load: idempotent adds through the nodes clients may use now, retried until acknowledged
-    let targets: Arc<Mutex<Vec<String>>> =
-        Arc::new(Mutex::new(all[..3].iter().map(Member::url).collect()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<HashMap<usize, i64>>> = Arc::default();
-    let (retries, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut clients = Vec::new();
-    for c in 0..6u64 {
-        let (http, targets, stop, acked, retries, sent) = (
-            http.clone(),
-            targets.clone(),
-            stop.clone(),
-            acked.clone(),
-            retries.clone(),
-            sent.clone(),
-        );
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (c + 1));
-        clients.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let counter = rng.gen_range(0..COUNTERS);
-                let amount: i64 = rng.gen_range(1..=9);
-                let key = format!("c{c}-{n}");
-                n += 1;
-                let since = Instant::now();
-                loop {
-                    assert!(
-                        since.elapsed() < Duration::from_secs(60),
-                        "signal {key} not acknowledged within 60 s"
-                    );
-                    let url = {
-                        let t = targets.lock().unwrap();
-                        t[rng.gen_range(0..t.len())].clone()
-                    };
-                    let r = http
-                        .post(format!("{url}{BASE}/entities/counter/k{counter}?op=add"))
-                        .header("Idempotency-Key", &key)
-                        .json(&amount)
-                        .send()
-                        .await;
-                    match r {
-                        Ok(resp) if resp.status() == 202 => {
-                            *acked.lock().unwrap().entry(counter).or_default() += amount;
-                            sent.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                        Ok(resp) if resp.status().is_client_error() => {
-                            panic!("{url}: {}", resp.status())
-                        }
-                        other => {
-                            if std::env::var("PERDURE_TEST_VERBOSE").is_ok() {
-                                let what = match other {
-                                    Ok(r) => format!(
-                                        "{} {}",
-                                        r.status(),
-                                        r.text().await.unwrap_or_default()
-                                    ),
-                                    Err(e) => e.to_string(),
-                                };
-                                eprintln!("retry {url}: {what}");
-                            }
-                            retries.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
-            }
-        }));
-    }
+    let adders = Adders::start(
+        &http,
+        all[..3].iter().map(Member::url).collect(),
+        6,
+        COUNTERS,
+        seed,
+    );
+    let targets = adders.targets.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // node 3 goes down (kill -9): it will miss the whole join
@@ -323,10 +253,8 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
         eprintln!("removing node {id} again/below rf: {body}");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
+    let added = adders.stop().await;
+    let (acked, retries) = (&added.sums, added.retries);
     // the removed node can be stopped: nothing depends on it
     {
         let mut ns = nodes.lock().unwrap();
@@ -361,31 +289,9 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     );
 
     // exact, through every remaining node
-    let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= COUNTERS / 2);
     for m in all.iter().filter(|m| m.id != 2) {
-        for (counter, sum) in &acked {
-            let mut v = Value::Null;
-            for _ in 0..100 {
-                match http
-                    .get(format!("{}{BASE}/entities/counter/k{counter}", m.url()))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 200 => {
-                        v = r.json().await.unwrap();
-                        break;
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-            assert_eq!(
-                v.as_i64(),
-                Some(*sum),
-                "counter k{counter} via node {}",
-                m.id
-            );
-        }
+        assert_counters_exact(&http, &m.url(), acked).await;
     }
     // and the 4-node placement spreads leaders: each remaining node leads some partition
     let t = Instant::now();
@@ -406,8 +312,8 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     }
     eprintln!(
         "{} adds acknowledged, {} retries; {} counters exact on nodes 1, 3, 4",
-        sent.load(Ordering::Relaxed),
-        retries.load(Ordering::Relaxed),
+        added.adds,
+        retries,
         acked.len()
     );
     drop(nodes);

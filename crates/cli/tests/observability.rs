@@ -11,14 +11,18 @@
 //! them). Without them a test prints why and passes, unless `PERDURE_TEST_REQUIRE_TOOLS=1` (set by CI),
 //! where it fails.
 
+mod cluster_support;
+
+use cluster_support::{
+    free_port, ready, start, three_members, wait_balanced, write_config_with, Member, Nodes, BASE,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BASE: &str = "/runtime/webhooks/durabletask";
 const PARTITIONS: usize = 8;
 
 /// The path of `tool` on `PATH`; `None` (after printing why) when it is missing and tools are
@@ -40,120 +44,44 @@ fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Child processes killed when dropped, so a failing test leaves none behind.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A running 3-node cluster.
 struct Cluster {
     /// `http://127.0.0.N:PORT` of each node.
     urls: Vec<String>,
     /// `127.0.0.N:PORT` of each node.
     addrs: Vec<String>,
-    _nodes: Children,
+    _nodes: Nodes,
     dir: tempfile::TempDir,
-}
-
-async fn ready(http: &reqwest::Client, url: &str) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(60) {
-        if matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-/// Waits until every partition is led by its preferred leader (the first of its replicas), so
-/// leader balancing does not move leaders during the test.
-async fn balanced(http: &reqwest::Client, url: &str) {
-    let t = Instant::now();
-    loop {
-        if let Ok(r) = http.get(format!("{url}/cluster")).send().await {
-            if let Ok(v) = r.json::<Value>().await {
-                let parts = v["partitions"].as_array().cloned().unwrap_or_default();
-                if parts.len() == PARTITIONS
-                    && parts
-                        .iter()
-                        .all(|p| !p["leader"].is_null() && p["leader"] == p["replicas"][0])
-                {
-                    return;
-                }
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "leaders not balanced within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Starts three `perdure serve` processes on 127.0.0.1-3 and waits until each is ready.
 async fn cluster(http: &reqwest::Client) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
-    let ms: Vec<(u64, String, u16, u16)> = (1..=3)
-        .map(|i| {
-            let ip = format!("127.0.0.{i}");
-            (i, ip.clone(), free_port(&ip), free_port(&ip))
-        })
-        .collect();
-    let members: Vec<String> = ms
-        .iter()
-        .map(|(id, ip, h, p)| {
-            format!("{{ node_id = {id}, addr = \"{ip}:{p}\", http_addr = \"{ip}:{h}\" }}")
-        })
-        .collect();
-    let mut nodes = Children(Vec::new());
-    for (id, ip, h, p) in &ms {
-        let text = format!(
-            "node_id = {id}\ndata_dir = \"{}\"\npartitions = {PARTITIONS}\nhttp_addr = \"{ip}:{h}\"\n\n\
-             [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\
-             snapshot_every_entries = 500\n\n[cluster]\ncluster_id = \"obs\"\nsecret = \"an-observability-test-secret\"\n\
-             listen_addr = \"{ip}:{p}\"\nmembers = [{}]\n",
-            dir.path().join(format!("node{id}")).display(),
-            members.join(", ")
-        );
-        let config = dir.path().join(format!("node{id}.toml"));
-        std::fs::write(&config, text).unwrap();
-        nodes.0.push(
-            Command::new(env!("CARGO_BIN_EXE_perdure"))
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env("PERDURE_LOG", "error,openraft=off")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    let urls: Vec<String> = ms
-        .iter()
-        .map(|(_, ip, h, _)| format!("http://{ip}:{h}"))
-        .collect();
+    let members = three_members();
+    let secret = "an-observability-test-secret";
+    let nodes = Nodes(
+        members
+            .iter()
+            .map(|m| {
+                let config = write_config_with(dir.path(), m, &members, "obs", secret, PARTITIONS);
+                Some(start(&config))
+            })
+            .collect(),
+    );
+    let urls: Vec<String> = members.iter().map(Member::url).collect();
     for u in &urls {
-        assert!(ready(http, u).await, "{u} not ready within 60 s");
+        assert!(
+            ready(http, u, Duration::from_secs(60)).await,
+            "{u} not ready within 60 s"
+        );
     }
-    balanced(http, &urls[0]).await;
+    // leader balancing done, so it does not move leaders during the test
+    wait_balanced(http, &urls[0], PARTITIONS, &[1, 2, 3]).await;
     Cluster {
-        addrs: ms.iter().map(|(_, ip, h, _)| format!("{ip}:{h}")).collect(),
+        addrs: members
+            .iter()
+            .map(|m| format!("{}:{}", m.ip, m.http))
+            .collect(),
         urls,
         _nodes: nodes,
         dir,
@@ -342,18 +270,20 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
         ),
     )
     .unwrap();
-    let _prom = Children(vec![Command::new(&prometheus)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            c.dir.path().join("prometheus-data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()]);
+    let _prom = Nodes(vec![Some(
+        Command::new(&prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                c.dir.path().join("prometheus-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )]);
     let t = Instant::now();
     while !matches!(http.get(format!("{prom}/-/ready")).send().await, Ok(r) if r.status() == 200) {
         assert!(

@@ -129,3 +129,200 @@ pub async fn leaders(http: &reqwest::Client, url: &str) -> Option<HashMap<u64, u
     }
     Some(count)
 }
+
+/// The cluster's status as node `url` sees it.
+pub async fn status(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    http.get(format!("{url}/cluster"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Waits until every one of the `partitions` partitions is led by its preferred leader, the
+/// first of its replicas by placement over `members` (computed here, not taken from the node),
+/// as `url` sees it: leader balancing is then done. Panics after 60 s.
+pub async fn wait_balanced(
+    http: &reqwest::Client,
+    url: &str,
+    partitions: usize,
+    members: &[u64],
+) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let v = status(http, url).await.unwrap_or_default();
+        let settled = v["partitions"].as_array().is_some_and(|ps| {
+            ps.len() == partitions
+                && ps.iter().all(|p| {
+                    let preferred = perdure_types::placement::replicas(
+                        p["partition"].as_u64().unwrap_or(u64::MAX) as u32,
+                        members,
+                        3,
+                    )[0];
+                    p["leader"].as_u64() == Some(preferred)
+                })
+        });
+        if settled {
+            return v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "leaders never settled on their preferred nodes: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Clients adding random amounts to `counter/k{i}` (`i < counters`) with idempotency keys,
+/// each add retried (on a node picked again from `targets`) until acknowledged, and counted
+/// only then. Panics if an add is not acknowledged within 60 s or is refused as bad input.
+pub struct Adders {
+    /// The node URLs the clients use now (tests change them as nodes come and go).
+    pub targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Acknowledged sum per counter, and acknowledged adds.
+    acked: std::sync::Arc<std::sync::Mutex<(HashMap<usize, i64>, u64)>>,
+    retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Adders {
+    /// Starts `clients` clients, seeded from `seed`.
+    pub fn start(
+        http: &reqwest::Client,
+        targets: Vec<String>,
+        clients: u64,
+        counters: usize,
+        seed: u64,
+    ) -> Self {
+        use rand::{Rng, SeedableRng};
+        use std::sync::atomic::Ordering;
+        let targets = std::sync::Arc::new(std::sync::Mutex::new(targets));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked: std::sync::Arc<std::sync::Mutex<(HashMap<usize, i64>, u64)>> =
+            Default::default();
+        let retries = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|c| {
+                let (http, targets, stop, acked, retries) = (
+                    http.clone(),
+                    targets.clone(),
+                    stop.clone(),
+                    acked.clone(),
+                    retries.clone(),
+                );
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (c + 1));
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let counter = rng.gen_range(0..counters);
+                        let amount: i64 = rng.gen_range(1..=9);
+                        let key = format!("c{c}-{n}");
+                        n += 1;
+                        let since = Instant::now();
+                        loop {
+                            assert!(
+                                since.elapsed() < Duration::from_secs(60),
+                                "signal {key} not acknowledged within 60 s"
+                            );
+                            let url = {
+                                let t = targets.lock().unwrap();
+                                t[rng.gen_range(0..t.len())].clone()
+                            };
+                            let r = http
+                                .post(format!("{url}{BASE}/entities/counter/k{counter}?op=add"))
+                                .header("Idempotency-Key", &key)
+                                .json(&amount)
+                                .send()
+                                .await;
+                            match r {
+                                Ok(resp) if resp.status() == 202 => {
+                                    let mut a = acked.lock().unwrap();
+                                    *a.0.entry(counter).or_default() += amount;
+                                    a.1 += 1;
+                                    break;
+                                }
+                                Ok(resp) if resp.status().is_client_error() => {
+                                    panic!("{url}: {}", resp.status())
+                                }
+                                other => {
+                                    if std::env::var("PERDURE_TEST_VERBOSE").is_ok() {
+                                        let what = match other {
+                                            Ok(r) => format!(
+                                                "{} {}",
+                                                r.status(),
+                                                r.text().await.unwrap_or_default()
+                                            ),
+                                            Err(e) => e.to_string(),
+                                        };
+                                        eprintln!("retry {url}: {what}");
+                                    }
+                                    retries.fetch_add(1, Ordering::Relaxed);
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            targets,
+            stop,
+            acked,
+            retries,
+            tasks,
+        }
+    }
+
+    /// Stops the clients (each finishes the add it is retrying).
+    pub async fn stop(self) -> Added {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let (sums, adds) = self.acked.lock().unwrap().clone();
+        Added {
+            sums,
+            adds,
+            retries: self.retries.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// What [`Adders`] got acknowledged.
+pub struct Added {
+    /// The acknowledged sum per counter.
+    pub sums: HashMap<usize, i64>,
+    /// Acknowledged adds.
+    pub adds: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+}
+
+/// Asserts that every counter in `acked` reads exactly its acknowledged sum through `url`
+/// (a read that fails, e.g. while a leader is elected, is retried for 10 s).
+pub async fn assert_counters_exact(http: &reqwest::Client, url: &str, acked: &HashMap<usize, i64>) {
+    for (counter, sum) in acked {
+        let mut v = serde_json::Value::Null;
+        for _ in 0..100 {
+            match http
+                .get(format!("{url}{BASE}/entities/counter/k{counter}"))
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => {
+                    v = r.json().await.unwrap();
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert_eq!(v.as_i64(), Some(*sum), "counter k{counter} via {url}");
+    }
+}
+
+/// The entity API's base path.
+pub const BASE: &str = "/runtime/webhooks/durabletask";
