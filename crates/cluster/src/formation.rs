@@ -135,7 +135,7 @@ pub(crate) fn start(ctx: Ctx, dispatcher: &Dispatcher) -> Vec<JoinHandle<()>> {
     );
     vec![
         tokio::spawn(membership::follow(ctx.clone())),
-        tokio::spawn(membership::gate_elections(ctx.clone())),
+        tokio::spawn(membership::hello(ctx.clone())),
         tokio::spawn(bootstrap(ctx.clone())),
         tokio::spawn(membership::reconcile(ctx.clone())),
         tokio::spawn(membership::track_leaders(ctx.clone())),

@@ -122,9 +122,6 @@ pub(crate) struct Ctx {
     pub change_lock: Arc<tokio::sync::Mutex<()>>,
     /// Replica-set changes this node has completed as a leader.
     pub moves: Arc<AtomicU64>,
-    /// How long a started node holds back timeout elections for groups that have a leader
-    /// elsewhere, waiting to hear from it.
-    pub election_gate: Duration,
     /// What formation waits for now (`None` once this node is part of a formed cluster).
     pub formation: Arc<RwLock<Option<String>>>,
 }
@@ -436,46 +433,18 @@ impl Handler for ElectService {
     }
 }
 
-/// Re-enables timeout elections, held back at start: at once for groups no other member knows
-/// a leader of (a cluster starting cold elects as usual), for the others after
-/// [`Ctx::election_gate`] (time for their leader to reach this node), or as soon as the group
-/// moved past the reported leader's term. A restarted replica thereby
-/// rejoins as a follower instead of deposing the leader with an inflated term (openraft 0.9 has
-/// no pre-vote).
-pub(crate) async fn gate_elections(ctx: Ctx) {
-    let started = tokio::time::Instant::now();
-    // the membership may not be loaded yet: the seeds too
-    let infos = ctx.others_infos(Duration::from_millis(800), true).await;
-    let mut waiting: Vec<(usize, u64)> = Vec::new();
-    for (g, raft) in ctx.rafts.iter().enumerate() {
-        // the highest term at which another member reports a leader
-        match crate::formation::reported_leader(&infos, g as PartitionId, ctx.node_id) {
-            Some((_, term)) => waiting.push((g, term)),
-            None => raft.runtime_config().elect(true),
-        }
-    }
-    let held = waiting.len();
-    while !waiting.is_empty() && started.elapsed() < ctx.election_gate {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // a group that moved past the reported term had an election meanwhile: back to normal
-        waiting.retain(|&(g, term)| {
-            let moved_on = ctx.rafts[g].metrics().borrow().current_term > term;
-            if moved_on {
-                ctx.rafts[g].runtime_config().elect(true);
-            }
-            !moved_on
-        });
-    }
-    for &(g, _) in &waiting {
-        ctx.rafts[g].runtime_config().elect(true);
-    }
-    if held > 0 {
-        tracing::info!(
-            held,
-            waited_ms = started.elapsed().as_millis() as u64,
-            "timeout elections enabled (held back while the groups had leaders elsewhere)"
-        );
-    }
+/// Says hello to every other member (and seed) once at start: the connection it opens lets each
+/// of them retry its own connection to this node at once ([`crate::raft_net::Dispatcher`]'s
+/// `peer_connected`), so the leaders' heartbeats reach a restarted replica before its election
+/// timeout (1.2 s and more for a node that voted), instead of after their reconnect backoff (up
+/// to 2 s): it rejoins as a follower instead of campaigning with a higher term and deposing them
+/// (openraft 0.9 has no pre-vote).
+pub(crate) async fn hello(ctx: Ctx) {
+    let answered = ctx
+        .others_infos(Duration::from_millis(800), true)
+        .await
+        .len();
+    tracing::debug!(answered, "said hello to the other members");
 }
 
 /// Keeps [`Ctx::membership`] equal to the metadata group's applied state, and peers' addresses

@@ -99,10 +99,6 @@ async fn start_groups(
             state,
         });
         if !single {
-            // no election on a timeout until this node knows whether its group has a leader
-            // (`membership::gate_elections`): a restarted replica would otherwise campaign with
-            // a higher term before the leader reaches it, and depose a healthy leader
-            raft.runtime_config().elect(false);
             // cluster mode: formation (crate::formation) initializes groups, once
             continue;
         }
@@ -198,8 +194,6 @@ impl Partitions {
                 change_lock: Arc::default(),
                 moves: Arc::default(),
                 table: Arc::default(),
-                election_gate: Duration::from_millis(config.raft.election_timeout_max_ms * 3)
-                    .max(Duration::from_secs(2)),
                 formation: Arc::new(std::sync::RwLock::new(Some(
                     "cluster formation is starting".into(),
                 ))),
