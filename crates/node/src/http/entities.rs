@@ -87,16 +87,11 @@ pub const FORWARDED_HEADER: &str = "x-perdure-forwarded";
 fn forwarded_header(
     app: &App,
     entity: &perdure_types::EntityId,
-) -> AppendHeaders<Vec<(&'static str, &'static str)>> {
+) -> AppendHeaders<Option<(&'static str, &'static str)>> {
     let partitions = app.runtime.partitions();
     let p = partitions.partition_of(entity);
     tracing::Span::current().record("partition", p);
-    let leads = partitions.is_leader(p);
-    AppendHeaders(if leads {
-        Vec::new()
-    } else {
-        vec![(FORWARDED_HEADER, "true")]
-    })
+    AppendHeaders((!partitions.is_leader(p)).then_some((FORWARDED_HEADER, "true")))
 }
 
 /// `POST /entities/{name}/{key}?op=OP`: signal; 202 once durable.
