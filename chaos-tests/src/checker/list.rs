@@ -174,9 +174,13 @@ mod tests {
 
     #[test]
     fn stale_and_non_prefix_reads_are_flagged() {
-        let mut b = base();
-        b.op(6, "read", "l", json!(null), 25, 26, Ok, json!([1]))
-            .op(
+        for (start, end, read, why) in [
+            (25, 26, json!([1]), "stale"),
+            (25, 26, json!([2]), "not a prefix"),
+            (1, 2, json!([1, 2]), "from the future"),
+        ] {
+            let mut b = base();
+            b.op(6, "read", "l", json!(null), start, end, Ok, read).op(
                 9,
                 "final-read",
                 "l",
@@ -186,37 +190,8 @@ mod tests {
                 Ok,
                 json!([1, 2]),
             );
-        assert_eq!(check(&b.events()).valid, Validity::Invalid, "stale");
-        let mut b = base();
-        b.op(6, "read", "l", json!(null), 25, 26, Ok, json!([2]))
-            .op(
-                9,
-                "final-read",
-                "l",
-                json!(null),
-                100,
-                101,
-                Ok,
-                json!([1, 2]),
-            );
-        assert_eq!(check(&b.events()).valid, Validity::Invalid, "not a prefix");
-        let mut b = base();
-        b.op(6, "read", "l", json!(null), 1, 2, Ok, json!([1, 2]))
-            .op(
-                9,
-                "final-read",
-                "l",
-                json!(null),
-                100,
-                101,
-                Ok,
-                json!([1, 2]),
-            );
-        assert_eq!(
-            check(&b.events()).valid,
-            Validity::Invalid,
-            "from the future"
-        );
+            assert_eq!(check(&b.events()).valid, Validity::Invalid, "{why}");
+        }
     }
 
     #[test]

@@ -148,39 +148,35 @@ mod tests {
         json!({"seq": seq, "start_us": start, "end_us": end, "pid": pid, "visits": seq})
     }
 
+    /// Process `process` visited between `start` and `end`, answered `v`.
+    trait Visits {
+        fn visited(
+            &mut self,
+            process: u64,
+            start: u64,
+            end: u64,
+            v: serde_json::Value,
+        ) -> &mut Self;
+    }
+
+    impl Visits for Builder {
+        fn visited(
+            &mut self,
+            process: u64,
+            start: u64,
+            end: u64,
+            v: serde_json::Value,
+        ) -> &mut Self {
+            self.op(process, "visit", "p", json!(null), start, end, Ok, v)
+        }
+    }
+
     fn base() -> Builder {
         let mut b = Builder::new("probe");
-        b.op(
-            1,
-            "visit",
-            "p",
-            json!(null),
-            0,
-            10,
-            Ok,
-            visit(1, 1000, 1005, 7),
-        )
-        .op(
-            2,
-            "visit",
-            "p",
-            json!(null),
-            2,
-            20,
-            Ok,
-            visit(2, 1006, 1010, 7),
-        )
-        .op(3, "visit", "p", json!(null), 21, 30, Info, json!(null))
-        .op(
-            1,
-            "visit",
-            "p",
-            json!(null),
-            31,
-            40,
-            Ok,
-            visit(4, 1100, 1105, 8),
-        );
+        b.visited(1, 0, 10, visit(1, 1000, 1005, 7))
+            .visited(2, 2, 20, visit(2, 1006, 1010, 7))
+            .op(3, "visit", "p", json!(null), 21, 30, Info, json!(null))
+            .visited(1, 31, 40, visit(4, 1100, 1105, 8));
         b
     }
 
@@ -208,17 +204,16 @@ mod tests {
             "lost"
         );
         let mut b = base();
-        b.op(
-            5,
-            "visit",
+        b.visited(5, 41, 50, visit(4, 1200, 1201, 8)).op(
+            9,
+            "final-read",
             "p",
             json!(null),
-            41,
-            50,
+            100,
+            101,
             Ok,
-            visit(4, 1200, 1201, 8),
-        )
-        .op(9, "final-read", "p", json!(null), 100, 101, Ok, json!(4));
+            json!(4),
+        );
         assert_eq!(
             check(&b.events(), &HashSet::new()).valid,
             Validity::Invalid,
@@ -229,27 +224,9 @@ mod tests {
     #[test]
     fn overlap_and_real_time_violations_are_flagged() {
         let mut b = Builder::new("probe");
-        b.op(
-            1,
-            "visit",
-            "p",
-            json!(null),
-            0,
-            10,
-            Ok,
-            visit(1, 1000, 1005, 7),
-        )
-        .op(
-            2,
-            "visit",
-            "p",
-            json!(null),
-            2,
-            20,
-            Ok,
-            visit(2, 1003, 1010, 8),
-        )
-        .op(9, "final-read", "p", json!(null), 100, 101, Ok, json!(2));
+        b.visited(1, 0, 10, visit(1, 1000, 1005, 7))
+            .visited(2, 2, 20, visit(2, 1003, 1010, 8))
+            .op(9, "final-read", "p", json!(null), 100, 101, Ok, json!(2));
         assert_eq!(
             check(&b.events(), &HashSet::new()).valid,
             Validity::Invalid,
@@ -261,27 +238,9 @@ mod tests {
             Validity::Valid
         );
         let mut b = Builder::new("probe");
-        b.op(
-            1,
-            "visit",
-            "p",
-            json!(null),
-            0,
-            10,
-            Ok,
-            visit(2, 1000, 1005, 7),
-        )
-        .op(
-            2,
-            "visit",
-            "p",
-            json!(null),
-            12,
-            20,
-            Ok,
-            visit(1, 1006, 1010, 7),
-        )
-        .op(9, "final-read", "p", json!(null), 100, 101, Ok, json!(2));
+        b.visited(1, 0, 10, visit(2, 1000, 1005, 7))
+            .visited(2, 12, 20, visit(1, 1006, 1010, 7))
+            .op(9, "final-read", "p", json!(null), 100, 101, Ok, json!(2));
         assert_eq!(
             check(&b.events(), &HashSet::new()).valid,
             Validity::Invalid,
