@@ -61,39 +61,42 @@ async fn operations_are_counted_per_node_with_bounded_labels() {
         )
         .unwrap_or(0.0)
     };
-    assert_eq!(
-        ops(r#"kind="signal",operation="add",outcome="ok",type="counter""#),
-        4.0,
-        "{text}"
-    );
-    assert_eq!(
-        ops(r#"kind="call",operation="get",outcome="ok",type="counter""#),
-        1.0
-    );
-    assert_eq!(
-        ops(r#"kind="call",operation="other",outcome="rejected",type="counter""#),
-        1.0
-    );
-    assert_eq!(
-        ops(r#"kind="read",operation="state",outcome="ok",type="counter""#),
-        1.0
-    );
-    assert_eq!(
-        ops(r#"kind="read",operation="other",outcome="rejected",type="other""#),
-        1.0
-    );
-    assert_eq!(
-        ops(r#"kind="signal",operation="set",outcome="ok",type="register""#),
-        1.0
-    );
-    assert_eq!(
-        ops(r#"kind="signal",operation="other",outcome="rejected",type="counter""#),
-        1.0
-    );
-    assert_eq!(
-        ops(r#"kind="signal",operation="other",outcome="rejected",type="other""#),
-        1.0
-    );
+    for (labels, expected) in [
+        (
+            r#"kind="signal",operation="add",outcome="ok",type="counter""#,
+            4.0,
+        ),
+        (
+            r#"kind="call",operation="get",outcome="ok",type="counter""#,
+            1.0,
+        ),
+        (
+            r#"kind="call",operation="other",outcome="rejected",type="counter""#,
+            1.0,
+        ),
+        (
+            r#"kind="read",operation="state",outcome="ok",type="counter""#,
+            1.0,
+        ),
+        (
+            r#"kind="read",operation="other",outcome="rejected",type="other""#,
+            1.0,
+        ),
+        (
+            r#"kind="signal",operation="set",outcome="ok",type="register""#,
+            1.0,
+        ),
+        (
+            r#"kind="signal",operation="other",outcome="rejected",type="counter""#,
+            1.0,
+        ),
+        (
+            r#"kind="signal",operation="other",outcome="rejected",type="other""#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(ops(labels), expected, "{labels}\n{text}");
+    }
     // nothing a client chose becomes a label: no keys, no unknown names
     for leaked in ["k1", "no-such-type", "nope", "bogus", "secret-type-x"] {
         assert!(
