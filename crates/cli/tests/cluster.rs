@@ -4,9 +4,9 @@
 //! catches up, and leaders rebalance; every counter ends exactly at the sum of its acknowledged
 //! adds, read through every node.
 
-mod cluster_support;
+mod common;
 
-use cluster_support::{
+use common::cluster::{
     assert_counters_exact, leaders, ready, start, status, three_members, wait_balanced,
     write_config_with, Adders, Member, Nodes, BASE,
 };
@@ -33,11 +33,7 @@ fn write_config(dir: &Path, m: &Member, all: &[Member]) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
-    let seed: u64 = std::env::var("PERDURE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("cluster test seed {seed}");
+    let seed = common::test_seed("cluster test");
     let dir = tempfile::tempdir().unwrap();
     let members = three_members();
     let configs: Vec<_> = members
@@ -348,8 +344,11 @@ async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
 async fn forwarded(http: &reqwest::Client, members: &[Member]) -> u64 {
     let mut n = 0;
     for m in members {
+        // a status asks every member (500 ms each, at once); on a machine starved by parallel
+        // test clusters the answer has been seen to take longer than the client's 5 s
         let v: serde_json::Value = http
             .get(format!("{}/cluster", m.url()))
+            .timeout(Duration::from_secs(20))
             .send()
             .await
             .unwrap()

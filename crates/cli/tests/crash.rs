@@ -4,6 +4,8 @@
 //! sent appears. Small snapshot intervals and WAL segments make the runs cross snapshots, log
 //! purges and segment rollovers. Seeded: `PERDURE_TEST_SEED=N` replays a run's kill schedule.
 
+mod common;
+
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -44,11 +46,7 @@ fn parse_ack(line: &str) -> Option<((u32, u64, u64), u64)> {
 
 #[test]
 fn acknowledged_writes_survive_kill_9() {
-    let seed: u64 = std::env::var("PERDURE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("crash test seed {seed} (replay with PERDURE_TEST_SEED={seed})");
+    let seed = common::test_seed("crash test");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -4,6 +4,10 @@
 //! before the end, so every add is acknowledged, and each counter must end exactly at the sum of
 //! its acknowledged adds: no add lost, none applied twice. `PERDURE_TEST_SEED=N` replays a run.
 
+mod common;
+
+use common::{free_port, BASE};
+
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -14,15 +18,6 @@ use std::time::{Duration, Instant};
 const CLIENTS: usize = 8;
 const COUNTERS: usize = 12;
 const KILLS: usize = 20;
-const BASE: &str = "/runtime/webhooks/durabletask";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start(data: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_perdure"))
@@ -44,11 +39,7 @@ fn start(data: &std::path::Path, port: u16) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_add_counts_once_across_kill_9() {
-    let seed: u64 = std::env::var("PERDURE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("http crash test seed {seed} (replay with PERDURE_TEST_SEED={seed})");
+    let seed = common::test_seed("http crash test");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();

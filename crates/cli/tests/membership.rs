@@ -4,12 +4,11 @@
 //! partitions whose voters changed are exactly those whose replica set by placement changed (counted against the ideal), every group ends with
 //! its placement's voters, and every counter ends exactly at the sum of its acknowledged adds.
 
-mod cluster_support;
+mod common;
 
-use cluster_support::{
+use common::cluster::{
     assert_counters_exact, member, ready, start, status, write_config_with, Adders, Member, Nodes,
 };
-use rand::Rng;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -107,11 +106,7 @@ fn moved(before: &[BTreeSet<u64>], after: &[BTreeSet<u64>]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
-    let seed: u64 = std::env::var("PERDURE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("membership test seed {seed}");
+    let seed = common::test_seed("membership test");
     let dir = tempfile::tempdir().unwrap();
     let all: Vec<Member> = (1..=4).map(member).collect();
     let config = |m: &Member, seeds: &[Member]| {

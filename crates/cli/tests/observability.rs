@@ -11,9 +11,9 @@
 //! them). Without them a test prints why and passes, unless `PERDURE_TEST_REQUIRE_TOOLS=1` (set by CI),
 //! where it fails.
 
-mod cluster_support;
+mod common;
 
-use cluster_support::{
+use common::cluster::{
     free_port, ready, start, three_members, wait_balanced, write_config_with, Member, Nodes, BASE,
 };
 use serde_json::Value;

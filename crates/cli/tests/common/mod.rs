@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
@@ -23,11 +25,31 @@ pub struct Server {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A free TCP port on `ip`.
+pub fn free_port_on(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The entity API's base path.
+pub const BASE: &str = "/runtime/webhooks/durabletask";
+
+/// The seed of a randomized test: `PERDURE_TEST_SEED` when set (a replay), else a fresh one;
+/// printed, so a failing run can be replayed.
+pub fn test_seed(what: &str) -> u64 {
+    use rand::Rng;
+    let seed = std::env::var("PERDURE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("{what} seed {seed} (replay with PERDURE_TEST_SEED={seed})");
+    seed
 }
 
 /// Status code of `GET path` on `127.0.0.1:port`, or `None` when nothing answers.

@@ -1,20 +1,12 @@
-//! Real `perdure` clusters for tests: members on 127.0.0.x with free ports, their configs, and
-//! the node processes (killed when dropped).
-
-#![allow(dead_code)]
+//! Real `perdure` clusters for tests: members on 127.0.0.x with free ports, their configs, the
+//! node processes (killed when dropped), load that counts what was acknowledged, and checks.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::free_port_on as free_port;
 
 pub struct Member {
     pub id: u64,
@@ -305,24 +297,30 @@ pub struct Added {
 /// Asserts that every counter in `acked` reads exactly its acknowledged sum through `url`
 /// (a read that fails, e.g. while a leader is elected, is retried for 10 s).
 pub async fn assert_counters_exact(http: &reqwest::Client, url: &str, acked: &HashMap<usize, i64>) {
+    // One deadline for all reads: a node that cannot serve fails the test in bounded time
+    // (each read has the client's own timeout too) instead of retrying for minutes.
+    let deadline = Instant::now() + Duration::from_secs(30);
     for (counter, sum) in acked {
-        let mut v = serde_json::Value::Null;
-        for _ in 0..100 {
+        let mut last: String;
+        let v = loop {
             match http
                 .get(format!("{url}{BASE}/entities/counter/k{counter}"))
+                .timeout(Duration::from_secs(5))
                 .send()
                 .await
             {
-                Ok(r) if r.status() == 200 => {
-                    v = r.json().await.unwrap();
-                    break;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(r) if r.status() == 200 => break r.json::<serde_json::Value>().await.unwrap(),
+                Ok(r) => last = format!("status {}", r.status()),
+                Err(e) => last = e.to_string(),
             }
-        }
+            assert!(
+                Instant::now() < deadline,
+                "counter k{counter} unreadable via {url} for 30 s: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         assert_eq!(v.as_i64(), Some(*sum), "counter k{counter} via {url}");
     }
 }
 
-/// The entity API's base path.
-pub const BASE: &str = "/runtime/webhooks/durabletask";
+pub use super::BASE;
