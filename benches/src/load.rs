@@ -1,42 +1,66 @@
-//! `perdure-bench load`: a first load generator against a running node's HTTP API.
+//! The load generator: drives a perdure cluster (through `perdure-client`, which sends each
+//! request straight to its partition's leader and retries signals with their idempotency key) or
+//! the Restate peer with counter `add`s, and verifies the applied counters at the end.
 //!
-//! Closed loop (`--concurrency` workers, each sending its next request when the last one is
-//! acknowledged) or open loop (`--rate` requests per second on a fixed schedule, latency timed
-//! from each request's intended send time, so a stall shows up in the latency instead of lowering
-//! the offered load). Signals `add(1)` to counters: `--keys 1` is one hot counter. With
-//! `--batch N` each request carries N signals through the batch endpoint. Every signal carries an
-//! idempotency key. At the end the counters are read back: the applied sum must equal the
-//! acknowledged signals (applied operations are counted, not accepted ones).
+//! Closed loop (`concurrency` workers, each sending its next request when the last one is
+//! answered: the maximum throughput; never quote its latency) or open loop (`rate` requests per
+//! second on a fixed schedule, latency timed from each request's *intended* send time, so a stall
+//! shows up in the latency instead of lowering the offered load: no coordinated omission).
+//! Latencies go to HdrHistograms, overall and per tick (by intended send time), so a run also
+//! yields throughput and p99 over time.
 //!
-//! `--target restate` drives the peer (`benches/peers/restate.sh`) the same way: each request is
-//! a Restate ingress call `POST /Counter/{key}/add` with an `idempotency-key`, answered once the
-//! add ran and is durable (like a perdure signal, answered once applied and durable); the
-//! counters are read back with `GET /Counter/{key}/get`.
+//! Operations: `signal` (one-way, answered once the add is durable and applied; idempotency key
+//! on every signal; `batch` > 1 sends that many per request through the batch endpoint) or
+//! `call` (request/response, answers the new value). Restate's `add` is answered once it ran and
+//! is durable, like a perdure signal, with an `idempotency-key`; both operations are that call.
+//!
+//! Verification: every counter of the run is read back; the applied sum must lie between the
+//! acknowledged adds and those plus the adds whose outcome is unknown (failed requests).
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use rand::Rng;
+use perdure_client::BatchSignal;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const BASE: &str = "/runtime/webhooks/durabletask";
 
 /// What the generator drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
-    /// A perdure node's HTTP API (`counter` entities).
+    /// perdure's HTTP API (`counter` entities), through `perdure-client`.
     Perdure,
     /// A Restate server's ingress with the `Counter` object of `benches/peers/restate-counter`.
     Restate,
 }
 
-/// Options of one load run.
+/// How keys are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dist {
+    /// Every counter equally likely.
+    Uniform,
+    /// Zipf with exponent 0.99 (YCSB's): counter of rank r has weight 1/r^0.99.
+    Zipf,
+}
+
+/// What each request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// One-way `add(1)` with an idempotency key, answered once durable and applied.
+    Signal,
+    /// Request/response `add(1)`, answered with the new value once committed.
+    Call,
+}
+
+/// Options of one load run (`perdure-bench load`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// The node's HTTP address (Restate: its ingress, e.g. `http://127.0.0.1:18080`).
+    /// A node's HTTP address (Restate: its ingress, e.g. `http://127.0.0.1:18080`). The perdure
+    /// client learns the other members and the partition leaders from it.
     #[arg(long, default_value = "http://127.0.0.1:7071")]
     pub url: String,
     /// What to drive.
@@ -45,12 +69,19 @@ pub struct LoadArgs {
     /// Number of counters (1 = one hot key).
     #[arg(long, default_value_t = 10_000)]
     pub keys: u32,
-    /// Concurrent requests in flight (closed loop) or connection pool size (open loop).
+    /// How counters are picked.
+    #[arg(long, value_enum, default_value_t = Dist::Uniform)]
+    pub dist: Dist,
+    /// What each request does.
+    #[arg(long, value_enum, default_value_t = Op::Signal)]
+    pub op: Op,
+    /// Closed loop: requests in flight. Open loop: the most in flight (the schedule waits when
+    /// reached; the wait counts in the latency).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Open loop: requests per second on a fixed schedule. Omit for closed loop.
     #[arg(long)]
-    pub rate: Option<u64>,
+    pub rate: Option<f64>,
     /// Signals per request (>1 uses the batch endpoint).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -60,6 +91,9 @@ pub struct LoadArgs {
     /// Seconds of warm-up before measuring.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
+    /// Send everything to `--url` (its node forwards) instead of straight to leaders.
+    #[arg(long)]
+    pub no_routing: bool,
     /// Counter key prefix (default: a fresh one per run, so runs do not mix).
     #[arg(long)]
     pub prefix: Option<String>,
@@ -68,103 +102,341 @@ pub struct LoadArgs {
     pub json: Option<std::path::PathBuf>,
 }
 
-struct Shared {
-    http: reqwest::Client,
-    target: Target,
-    url: String,
-    prefix: String,
-    keys: u32,
-    batch: usize,
+/// One run, fully described.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// What to drive.
+    pub target: Target,
+    /// Where (a perdure node, or Restate's ingress).
+    pub url: String,
+    /// Counters.
+    pub keys: u32,
+    /// Key distribution.
+    pub dist: Dist,
+    /// Operation.
+    pub op: Op,
+    /// Signals per request.
+    pub batch: usize,
+    /// Closed loop: in flight; open loop: most in flight.
+    pub concurrency: usize,
+    /// Open loop rate (requests/s), `None` = closed loop.
+    pub rate: Option<f64>,
+    /// Warm-up.
+    pub warmup: Duration,
+    /// Measurement.
+    pub measure: Duration,
+    /// perdure: route to leaders.
+    pub routing: bool,
+    /// Attempts per request (perdure client's retry policy; 1 = no retries).
+    pub attempts: u32,
+    /// Key prefix of this run's counters.
+    pub prefix: String,
+    /// Timeline resolution.
+    pub tick: Duration,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+impl Plan {
+    /// A plan from the command line.
+    pub fn from_args(a: &LoadArgs) -> Self {
+        Plan {
+            target: a.target,
+            url: a.url.clone(),
+            keys: a.keys.max(1),
+            dist: a.dist,
+            op: a.op,
+            batch: a.batch.max(1),
+            concurrency: a.concurrency.max(1),
+            rate: a.rate,
+            warmup: Duration::from_secs_f64(a.warmup),
+            measure: Duration::from_secs_f64(a.seconds),
+            routing: !a.no_routing,
+            attempts: 3,
+            prefix: a.prefix.clone().unwrap_or_else(fresh_prefix),
+            tick: Duration::from_secs(1),
+            progress: true,
+        }
+    }
+
+    /// One line saying what runs.
+    pub fn describe(&self) -> String {
+        let mode = match self.rate {
+            Some(r) => format!(
+                "open loop at {r:.0} req/s (at most {} in flight)",
+                self.concurrency
+            ),
+            None => format!("closed loop, {} in flight", self.concurrency),
+        };
+        format!(
+            "{:?} {:?}: {} counter(s) {:?}, {} per request, {mode}, warm-up {:.0} s, measure {:.0} s",
+            self.target,
+            self.op,
+            self.keys,
+            self.dist,
+            self.batch,
+            self.warmup.as_secs_f64(),
+            self.measure.as_secs_f64()
+        )
+    }
+}
+
+/// A counter prefix unique to this moment.
+pub fn fresh_prefix() -> String {
+    format!(
+        "b{}-",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+            % 1_000_000_000
+    )
+}
+
+/// One timeline tick.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tick {
+    /// Seconds since the run started (warm-up included), at the tick's start.
+    pub t: f64,
+    /// Adds acknowledged in this tick, per second.
+    pub per_sec: f64,
+    /// Latency of the requests intended to be sent in this tick, ms (`None`: none completed).
+    pub p50_ms: Option<f64>,
+    /// p99 of the same, ms.
+    pub p99_ms: Option<f64>,
+    /// Failed requests (completed in this tick).
+    pub errors: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The plan it ran.
+    pub plan: Plan,
+    /// Adds acknowledged per second in the measurement window.
+    pub per_sec: f64,
+    /// Requests per second offered (open loop) or completed (closed loop) in the window.
+    pub requests_per_sec: f64,
+    /// Request latency over the window (µs).
+    pub hist: Histogram<u64>,
+    /// Requests that failed (outcome unknown), whole run.
+    pub errors: u64,
+    /// Adds acknowledged, whole run.
+    pub acknowledged: u64,
+    /// Sum of the run's counters read back.
+    pub applied: u64,
+    /// Adds whose outcome is unknown (in failed requests).
+    pub unknown: u64,
+    /// The timeline, warm-up included.
+    pub timeline: Vec<Tick>,
+    /// CPU seconds the generator used per second of run.
+    pub generator_cpu: f64,
+    /// When the run's event happened, seconds since the start.
+    pub event_at: Option<f64>,
+}
+
+impl Outcome {
+    /// Latency quantile in ms.
+    pub fn q(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// Applied equals acknowledged (within the unknown ones).
+    pub fn verified(&self) -> bool {
+        self.applied >= self.acknowledged && self.applied <= self.acknowledged + self.unknown
+    }
+
+    /// The one-line summary.
+    pub fn summary(&self) -> String {
+        format!(
+            "{:.0} adds/s ({:.0} req/s); latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} errors; {} acknowledged, {} applied{}",
+            self.per_sec,
+            self.requests_per_sec,
+            self.q(0.5),
+            self.q(0.99),
+            self.q(0.999),
+            self.hist.max() as f64 / 1000.0,
+            self.errors,
+            self.acknowledged,
+            self.applied,
+            if self.verified() { " (verified)" } else { " (VERIFICATION FAILED)" }
+        )
+    }
+
+    /// JSON form.
+    pub fn json(&self) -> serde_json::Value {
+        let p = &self.plan;
+        json!({
+            "target": p.target, "op": p.op, "keys": p.keys, "dist": p.dist, "batch": p.batch,
+            "concurrency": p.concurrency, "rate": p.rate, "routing": p.routing,
+            "seconds": p.measure.as_secs_f64(), "warmup": p.warmup.as_secs_f64(),
+            "adds_per_sec": self.per_sec, "requests_per_sec": self.requests_per_sec,
+            "latency_ms": {"p50": self.q(0.5), "p90": self.q(0.9), "p99": self.q(0.99),
+                           "p999": self.q(0.999), "max": self.hist.max() as f64 / 1000.0,
+                           "count": self.hist.len()},
+            "errors": self.errors, "acknowledged": self.acknowledged, "applied": self.applied,
+            "unknown": self.unknown, "verified": self.verified(),
+            "generator_cpu": self.generator_cpu,
+            "timeline": self.timeline,
+        })
+    }
+}
+
+/// Picks counters.
+struct Keys {
+    n: u32,
+    /// Zipf: cumulative weights by rank, normalised to 1.
+    cdf: Option<Vec<f64>>,
+}
+
+impl Keys {
+    fn new(n: u32, dist: Dist) -> Self {
+        let cdf = (dist == Dist::Zipf && n > 1).then(|| {
+            let mut acc = 0.0;
+            let mut c: Vec<f64> = (1..=n)
+                .map(|r| {
+                    acc += 1.0 / (r as f64).powf(0.99);
+                    acc
+                })
+                .collect();
+            for x in &mut c {
+                *x /= acc;
+            }
+            c
+        });
+        Keys { n, cdf }
+    }
+
+    fn pick(&self, rng: &mut impl Rng) -> u32 {
+        match &self.cdf {
+            None => rng.gen_range(0..self.n),
+            Some(c) => {
+                let u: f64 = rng.gen();
+                (c.partition_point(|&x| x < u) as u32).min(self.n - 1)
+            }
+        }
+    }
+}
+
+enum Driver {
+    Perdure(perdure_client::Client),
+    Restate(reqwest::Client),
+}
+
+/// Per-tick accumulators.
+struct Ticks {
+    hist: Vec<Histogram<u64>>,
+    acked: Vec<u64>,
+    errors: Vec<u64>,
+}
+
+struct Run {
+    plan: Plan,
+    driver: Driver,
+    keys: Keys,
     next_id: AtomicU64,
     acked: AtomicU64,
     errors: AtomicU64,
-    measuring: std::sync::atomic::AtomicBool,
-    hist: Mutex<Histogram<u64>>,
+    unknown: AtomicU64,
+    started: Instant,
+    n_ticks: usize,
+    ticks: Mutex<Ticks>,
 }
 
-impl Shared {
-    /// Sends one request (of `batch` signals); answers how many signals were acknowledged.
-    async fn send(&self) -> anyhow::Result<u64> {
-        if self.target == Target::Restate {
-            let k = rand::thread_rng().gen_range(0..self.keys);
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let resp = self
-                .http
-                .post(format!("{}/Counter/{}{k}/add", self.url, self.prefix))
-                .header("idempotency-key", format!("{}-{id}", self.prefix))
-                .json(&1)
-                .send()
-                .await?;
-            if resp.status() != 200 {
-                bail!(
-                    "status {}: {}",
-                    resp.status(),
-                    resp.text().await.unwrap_or_default()
-                );
-            }
-            return Ok(1);
-        }
-        if self.batch <= 1 {
-            let k = rand::thread_rng().gen_range(0..self.keys);
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let resp = self
-                .http
-                .post(format!(
-                    "{}{BASE}/entities/counter/{}{k}?op=add",
-                    self.url, self.prefix
-                ))
-                .header("Idempotency-Key", format!("{}-{id}", self.prefix))
-                .json(&1)
-                .send()
-                .await?;
-            if resp.status() != 202 {
-                bail!(
-                    "status {}: {}",
-                    resp.status(),
-                    resp.text().await.unwrap_or_default()
-                );
-            }
-            return Ok(1);
-        }
-        let signals: Vec<_> = (0..self.batch)
-            .map(|_| {
-                let k = rand::thread_rng().gen_range(0..self.keys);
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                json!({"name": "counter", "key": format!("{}{k}", self.prefix), "op": "add", "input": 1,
-                       "idempotencyKey": format!("{}-{id}", self.prefix)})
-            })
-            .collect();
-        let resp = self
-            .http
-            .post(format!("{}{BASE}/entities:batch", self.url))
-            .json(&json!({ "signals": signals }))
-            .send()
-            .await?;
-        if resp.status() != 200 {
-            bail!(
-                "status {}: {}",
-                resp.status(),
-                resp.text().await.unwrap_or_default()
-            );
-        }
-        let body: serde_json::Value = resp.json().await?;
-        let ok = body["results"]
-            .as_array()
-            .map(|r| r.iter().filter(|x| x["accepted"] == true).count())
-            .unwrap_or(0);
-        Ok(ok as u64)
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
+}
+
+impl Run {
+    fn tick_of(&self, at: Instant) -> usize {
+        let n = self.n_ticks;
+        ((at.saturating_duration_since(self.started).as_secs_f64() / self.plan.tick.as_secs_f64())
+            as usize)
+            .min(n - 1)
     }
 
-    async fn one(&self, intended: Instant) {
-        match self.send().await {
-            Ok(n) => {
-                if self.measuring.load(Ordering::Relaxed) {
-                    let us = intended.elapsed().as_micros().max(1) as u64;
-                    let _ = self.hist.lock().unwrap().record(us);
+    /// Sends one request; answers how many adds it got acknowledged.
+    async fn send(&self, rng: &mut rand::rngs::StdRng) -> anyhow::Result<u64> {
+        let p = &self.plan;
+        match &self.driver {
+            Driver::Restate(http) => {
+                let k = self.keys.pick(rng);
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let resp = http
+                    .post(format!("{}/Counter/{}{k}/add", p.url, p.prefix))
+                    .header("idempotency-key", format!("{}-{id}", p.prefix))
+                    .json(&1)
+                    .send()
+                    .await?;
+                if resp.status() != 200 {
+                    bail!(
+                        "status {}: {}",
+                        resp.status(),
+                        resp.text().await.unwrap_or_default()
+                    );
                 }
+                Ok(1)
+            }
+            Driver::Perdure(client) if p.batch > 1 => {
+                let signals = (0..p.batch)
+                    .map(|_| {
+                        let k = self.keys.pick(rng);
+                        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                        BatchSignal::new(
+                            "counter",
+                            &format!("{}{k}", p.prefix),
+                            "add",
+                            Some(json!(1)),
+                        )
+                        .with_idempotency_key(format!("{}-{id}", p.prefix))
+                    })
+                    .collect();
+                let results = client.signal_batch(signals).await?;
+                let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+                self.unknown
+                    .fetch_add(results.len() as u64 - ok, Ordering::Relaxed);
+                Ok(ok)
+            }
+            Driver::Perdure(client) => {
+                let key = format!("{}{}", p.prefix, self.keys.pick(rng));
+                match p.op {
+                    Op::Signal => {
+                        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                        client
+                            .signal_with_key(
+                                "counter",
+                                &key,
+                                "add",
+                                Some(json!(1)),
+                                &format!("{}-{id}", p.prefix),
+                            )
+                            .await?;
+                    }
+                    Op::Call => {
+                        client.call("counter", &key, "add", Some(json!(1))).await?;
+                    }
+                }
+                Ok(1)
+            }
+        }
+    }
+
+    async fn one(&self, intended: Instant, rng: &mut rand::rngs::StdRng) {
+        let result = self.send(rng).await;
+        let done = Instant::now();
+        let (ti, td) = (self.tick_of(intended), self.tick_of(done));
+        let mut t = self.ticks.lock().unwrap();
+        match result {
+            Ok(n) => {
+                let us = done.duration_since(intended).as_micros().max(1) as u64;
+                let _ = t.hist[ti].record(us);
+                t.acked[td] += n;
                 self.acked.fetch_add(n, Ordering::Relaxed);
             }
             Err(e) => {
+                t.errors[td] += 1;
+                self.unknown
+                    .fetch_add(self.plan.batch as u64, Ordering::Relaxed);
                 if self.errors.fetch_add(1, Ordering::Relaxed) < 3 {
                     eprintln!("request failed: {e:#}");
                 }
@@ -173,95 +445,142 @@ impl Shared {
     }
 }
 
-/// Runs a load and prints (and optionally writes) the results.
-pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let prefix = args.prefix.clone().unwrap_or_else(|| {
-        format!(
-            "b{}-",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0)
-                % 1_000_000_000
-        )
-    });
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    if args.target == Target::Restate && args.batch > 1 {
-        bail!("--batch applies to perdure only (Restate's ingress takes one call per request)");
-    }
-    let ready = match args.target {
-        Target::Perdure => http.get(format!("{}/readyz", args.url)).send().await,
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`.
+pub fn self_cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // fields after the parenthesised command name; utime and stime are the 14th and 15th
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Checks that the target answers.
+async fn ready(plan: &Plan, http: &reqwest::Client) -> anyhow::Result<()> {
+    let r = match plan.target {
+        Target::Perdure => http.get(format!("{}/readyz", plan.url)).send().await,
         Target::Restate => {
-            http.get(format!("{}/Counter/{prefix}ready/get", args.url))
+            http.get(format!("{}/Counter/{}ready/get", plan.url, plan.prefix))
                 .send()
                 .await
         }
     };
-    if !matches!(&ready, Ok(r) if r.status().is_success()) {
+    if !matches!(&r, Ok(r) if r.status().is_success()) {
         bail!(
             "{} is not ready ({:?}); start a node with `perdure serve` (or the peer with `bash benches/peers/restate.sh start`)",
-            args.url,
-            ready.map(|r| r.status())
+            plan.url,
+            r.map(|r| r.status())
         );
     }
-    let shared = Arc::new(Shared {
-        http,
-        target: args.target,
-        url: args.url.clone(),
-        prefix: prefix.clone(),
-        keys: args.keys.max(1),
-        batch: args.batch.max(1),
+    Ok(())
+}
+
+/// Something to do during a run (e.g. kill a node): after this long from the run's start.
+pub type Event = (Duration, Box<dyn FnOnce() + Send>);
+
+/// Runs `plan`: warm-up, measurement, then reads the counters back.
+pub async fn execute(plan: Plan) -> anyhow::Result<Outcome> {
+    execute_with(plan, None).await
+}
+
+/// Like [`execute`], doing `event` during the run; the outcome says when it happened.
+pub async fn execute_with(plan: Plan, event: Option<Event>) -> anyhow::Result<Outcome> {
+    if plan.target == Target::Restate && plan.batch > 1 {
+        bail!("batch applies to perdure only (Restate's ingress takes one call per request)");
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(plan.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    ready(&plan, &http).await?;
+    let driver = match plan.target {
+        Target::Restate => Driver::Restate(http),
+        Target::Perdure => Driver::Perdure(
+            perdure_client::Client::builder(&plan.url)
+                .routing(plan.routing)
+                .attempts(plan.attempts)
+                .backoff(Duration::from_millis(20), Duration::from_millis(500))
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        ),
+    };
+    let total = plan.warmup + plan.measure;
+    let n_ticks = (total.as_secs_f64() / plan.tick.as_secs_f64()).ceil() as usize + 1;
+    let cpu0 = self_cpu_seconds();
+    let run = Arc::new(Run {
+        keys: Keys::new(plan.keys, plan.dist),
+        driver,
         next_id: AtomicU64::new(0),
         acked: AtomicU64::new(0),
         errors: AtomicU64::new(0),
-        measuring: false.into(),
-        hist: Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3)?),
+        unknown: AtomicU64::new(0),
+        started: Instant::now(),
+        n_ticks,
+        ticks: Mutex::new(Ticks {
+            hist: (0..n_ticks).map(|_| new_hist()).collect(),
+            acked: vec![0; n_ticks],
+            errors: vec![0; n_ticks],
+        }),
+        plan: plan.clone(),
     });
-    let mode = match args.rate {
-        Some(r) => format!("open loop at {r} requests/s"),
-        None => format!("closed loop, {} in flight", args.concurrency),
-    };
-    eprintln!(
-        "load on {:?}: {} counter(s) (prefix {prefix}), {} signal(s)/request, {mode}; warm-up {} s, measure {} s",
-        args.target, args.keys, args.batch, args.warmup, args.seconds
-    );
-    let deadline = Instant::now() + Duration::from_secs_f64(args.warmup + args.seconds);
+    let start = run.started;
+    let deadline = start + total;
+    let measure_from = start + plan.warmup;
+    let bar = progress_bar(&plan, total);
+    let event = event.map(|(after, f)| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until((start + after).into()).await;
+            f();
+            start.elapsed().as_secs_f64()
+        })
+    });
     let mut workers = Vec::new();
-    match args.rate {
+    match plan.rate {
         None => {
-            for _ in 0..args.concurrency {
-                let s = shared.clone();
+            for w in 0..plan.concurrency {
+                let run = run.clone();
                 workers.push(tokio::spawn(async move {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 + 1);
                     while Instant::now() < deadline {
-                        s.one(Instant::now()).await;
+                        run.one(Instant::now(), &mut rng).await;
                     }
                 }));
             }
         }
         Some(rate) => {
-            let s = shared.clone();
-            let cap = args.concurrency * 16;
-            let limit = Arc::new(tokio::sync::Semaphore::new(cap));
-            workers.push(tokio::spawn(async move {
-                let start = Instant::now();
+            // The schedule runs on a thread of its own: std's sleep is precise to tens of
+            // microseconds, while tokio's timer rounds up to the next millisecond, which would
+            // count up to 1 ms of the generator's own lateness in every latency.
+            let run = run.clone();
+            let cap = plan.concurrency;
+            let handle = tokio::runtime::Handle::current();
+            workers.push(tokio::task::spawn_blocking(move || {
+                let limit = Arc::new(tokio::sync::Semaphore::new(cap));
                 let mut i = 0u64;
                 loop {
-                    let intended = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                    let intended = start + Duration::from_secs_f64(i as f64 / rate);
                     if intended >= deadline {
                         // wait for every request still running (each holds a permit)
-                        let _ = limit.acquire_many(cap as u32).await;
+                        let _ = handle.block_on(limit.acquire_many(cap as u32));
                         break;
                     }
-                    tokio::time::sleep_until(intended.into()).await;
-                    let Ok(permit) = limit.clone().acquire_owned().await else {
-                        break;
+                    let now = Instant::now();
+                    if intended > now {
+                        std::thread::sleep(intended - now);
+                    }
+                    let permit = match limit.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => match handle.block_on(limit.clone().acquire_owned()) {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
                     };
-                    let s = s.clone();
-                    tokio::spawn(async move {
-                        s.one(intended).await;
+                    let run = run.clone();
+                    handle.spawn(async move {
+                        let mut rng = rand::rngs::StdRng::seed_from_u64(i + 1);
+                        run.one(intended, &mut rng).await;
                         drop(permit);
                     });
                     i += 1;
@@ -269,105 +588,172 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             }));
         }
     }
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let acked_at_start = shared.acked.load(Ordering::Relaxed);
-    shared.measuring.store(true, Ordering::Relaxed);
-    let measure_start = Instant::now();
-    let mut last = acked_at_start;
-    while Instant::now() < deadline {
-        tokio::time::sleep(
-            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
-        let now = shared.acked.load(Ordering::Relaxed);
-        eprintln!(
-            "  {:>5.1} s  {:>9} signals/s  errors {}",
-            measure_start.elapsed().as_secs_f64(),
-            now - last,
-            shared.errors.load(Ordering::Relaxed)
-        );
-        last = now;
-    }
-    let measured = shared.acked.load(Ordering::Relaxed) - acked_at_start;
-    let secs = measure_start.elapsed().as_secs_f64();
-    shared.measuring.store(false, Ordering::Relaxed);
+    // progress
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (run, done, bar) = (run.clone(), done.clone(), bar.clone());
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = (Instant::now(), run.acked.load(Ordering::Relaxed));
+                let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
+                last = now;
+                bar.set_position(start.elapsed().as_millis().min(total.as_millis()) as u64);
+                bar.set_message(format!(
+                    "{}{rate:>9.0} adds/s, {} errors",
+                    if Instant::now() < measure_from {
+                        "warm-up "
+                    } else {
+                        ""
+                    },
+                    run.errors.load(Ordering::Relaxed)
+                ));
+            }
+        })
+    };
     for w in workers {
         w.await?;
     }
-    let total = shared.acked.load(Ordering::Relaxed);
-    let applied = applied_sum(&shared)
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.await;
+    bar.finish_and_clear();
+    let event_at = match event {
+        Some(e) => Some(e.await?),
+        None => None,
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let generator_cpu = (self_cpu_seconds() - cpu0) / elapsed;
+
+    let applied = applied_sum(&run)
         .await
         .context("reading the counters back")?;
-    let h = shared.hist.lock().unwrap().clone();
-    let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
-    println!(
-        "{:.0} signals/s acknowledged (durable, applied) over {secs:.1} s; request latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} errors",
-        measured as f64 / secs, q(0.5), q(0.99), q(0.999), h.max() as f64 / 1000.0, shared.errors.load(Ordering::Relaxed)
-    );
-    println!(
-        "verification: {total} signals acknowledged in all, counters sum to {applied} ({} requests failed: outcome unknown)",
-        shared.errors.load(Ordering::Relaxed)
-    );
-    if let Some(path) = &args.json {
-        let v = json!({
-            "target": args.target, "keys": args.keys, "batch": args.batch, "concurrency": args.concurrency, "rate": args.rate,
-            "seconds": secs, "signals_per_sec": measured as f64 / secs,
-            "latency_ms": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": h.max() as f64 / 1000.0},
-            "errors": shared.errors.load(Ordering::Relaxed), "acknowledged": total, "applied": applied,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+    let t = run.ticks.lock().unwrap();
+    let tick_s = plan.tick.as_secs_f64();
+    let first = (plan.warmup.as_secs_f64() / tick_s).round() as usize;
+    let last = ((total.as_secs_f64() / tick_s).round() as usize).min(n_ticks);
+    let mut hist = new_hist();
+    let mut acked_in = 0;
+    for i in first..last {
+        hist.add(&t.hist[i])?;
+        acked_in += t.acked[i];
     }
-    // A failed request's outcome is unknown (it may have been applied before the error), so
-    // the applied sum lies between the acknowledged signals and those plus the unknown ones.
-    let unknown = shared.errors.load(Ordering::Relaxed) * shared.batch as u64;
-    if applied < total {
-        bail!("applied {applied} < acknowledged {total}: an acknowledged signal was lost");
-    }
-    if applied > total + unknown {
-        bail!("applied {applied} > acknowledged {total} + {unknown} unknown: a signal was applied twice");
-    }
-    Ok(())
+    let secs = (last - first) as f64 * tick_s;
+    let timeline = (0..last)
+        .map(|i| {
+            let h = &t.hist[i];
+            let q = |x| (!h.is_empty()).then(|| h.value_at_quantile(x) as f64 / 1000.0);
+            Tick {
+                t: i as f64 * tick_s,
+                per_sec: t.acked[i] as f64 / tick_s,
+                p50_ms: q(0.5),
+                p99_ms: q(0.99),
+                errors: t.errors[i],
+            }
+        })
+        .collect();
+    let requests_per_sec = match plan.rate {
+        Some(r) => r,
+        None => hist.len() as f64 / secs,
+    };
+    Ok(Outcome {
+        per_sec: acked_in as f64 / secs,
+        requests_per_sec,
+        hist,
+        errors: run.errors.load(Ordering::Relaxed),
+        acknowledged: run.acked.load(Ordering::Relaxed),
+        applied,
+        unknown: run.unknown.load(Ordering::Relaxed),
+        timeline,
+        generator_cpu,
+        event_at,
+        plan,
+    })
 }
 
-/// Sums the run's counters: through perdure's list endpoint, or one `get` per Restate counter.
-async fn applied_sum(s: &Shared) -> anyhow::Result<u64> {
-    if s.target == Target::Restate {
-        use futures::StreamExt;
-        let values: Vec<anyhow::Result<u64>> = futures::stream::iter(0..s.keys)
-            .map(|k| async move {
-                let v: serde_json::Value = s
-                    .http
-                    .get(format!("{}/Counter/{}{k}/get", s.url, s.prefix))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                v.as_u64().context("a counter's value")
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
-        return values.into_iter().sum();
+fn progress_bar(plan: &Plan, total: Duration) -> indicatif::ProgressBar {
+    if !plan.progress {
+        return indicatif::ProgressBar::hidden();
     }
-    let mut sum = 0u64;
-    let mut cont: Option<String> = None;
-    loop {
-        let mut req = s
-            .http
-            .get(format!("{}{BASE}/entities/counter?top=1000", s.url));
-        if let Some(c) = &cont {
-            req = req.query(&[("continuation", c)]);
+    let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  [{bar:30}] {elapsed:>3} {msg}")
+            .expect("progress template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Sums the run's counters: perdure's list endpoint, or one `get` per Restate counter.
+async fn applied_sum(run: &Run) -> anyhow::Result<u64> {
+    let p = &run.plan;
+    match &run.driver {
+        Driver::Restate(http) => {
+            use futures::StreamExt;
+            let values: Vec<anyhow::Result<u64>> = futures::stream::iter(0..p.keys)
+                .map(|k| async move {
+                    let v: serde_json::Value = http
+                        .get(format!("{}/Counter/{}{k}/get", p.url, p.prefix))
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .json()
+                        .await?;
+                    v.as_u64().context("a counter's value")
+                })
+                .buffer_unordered(64)
+                .collect()
+                .await;
+            values.into_iter().sum()
         }
-        let body: serde_json::Value = req.send().await?.error_for_status()?.json().await?;
-        for e in body["entities"].as_array().context("entities")? {
-            if e["key"].as_str().is_some_and(|k| k.starts_with(&s.prefix)) {
-                sum += e["state"].as_u64().unwrap_or(0);
+        Driver::Perdure(client) => {
+            let mut sum = 0u64;
+            let mut cont: Option<String> = None;
+            loop {
+                let page = client.list("counter", cont.as_deref(), Some(1000)).await?;
+                for e in &page.entities {
+                    if e.key.starts_with(&p.prefix) {
+                        sum += e.state.as_u64().unwrap_or(0);
+                    }
+                }
+                match page.continuation {
+                    Some(c) if !c.is_empty() => cont = Some(c),
+                    _ => return Ok(sum),
+                }
             }
         }
-        match body["continuation"].as_str() {
-            Some(c) if !c.is_empty() => cont = Some(c.to_string()),
-            _ => return Ok(sum),
-        }
     }
+}
+
+/// `perdure-bench load`: runs one plan, prints (and optionally writes) the results; fails when
+/// the counters do not match what was acknowledged.
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let plan = Plan::from_args(&args);
+    eprintln!("load: {} (prefix {})", plan.describe(), plan.prefix);
+    let o = execute(plan).await?;
+    for t in &o.timeline {
+        eprintln!(
+            "  {:>5.1} s  {:>9.0} adds/s  p99 {:>8} ms  errors {}",
+            t.t,
+            t.per_sec,
+            t.p99_ms
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            t.errors
+        );
+    }
+    println!("{}", o.summary());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&o.json())?)
+            .with_context(|| path.display().to_string())?;
+    }
+    if !o.verified() {
+        bail!(
+            "applied {} but acknowledged {} (+{} unknown): an acknowledged add was lost or one applied twice",
+            o.applied,
+            o.acknowledged,
+            o.unknown
+        );
+    }
+    Ok(())
 }

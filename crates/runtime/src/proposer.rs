@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Most proposals of one partition in flight at once; while they are, new commands queue up and
 /// go into the next, larger, proposal.
-const MAX_IN_FLIGHT: usize = 4;
+const MAX_IN_FLIGHT: usize = 1;
 /// Most commands in one proposal.
 const MAX_COMMANDS: usize = 4096;
 

@@ -199,7 +199,9 @@ impl Wal {
 
     /// Queues `records` to be written in order, after everything submitted earlier. `done`
     /// runs (on the writer thread) only after the records are durable (fdatasync returned), or
-    /// with an error. Callbacks run in submission order.
+    /// with an error. Callbacks run in submission order. Records without `done` (nobody waits)
+    /// cost no sync of their own: they are written with the next sync somebody needs, or at
+    /// the latest 100 ms later, or at close.
     pub fn submit(&self, records: Vec<Record>, done: Option<Done>) {
         let bytes = records.iter().map(Record::encoded_len).sum();
         let request = Request {

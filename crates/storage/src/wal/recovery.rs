@@ -145,6 +145,7 @@ pub(crate) fn recover(
         failed: None,
         buf: Vec::new(),
         scratch: Vec::new(),
+        deferred_since: None,
     };
     writer.delete_purged()?;
     tracing::info!(dir = %dir.display(), records = records.len(),

@@ -555,3 +555,37 @@ fn a_file_where_the_directory_should_be_is_refused() {
     assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"not a directory");
 }
+
+#[test]
+fn records_nobody_waits_for_ride_along_and_are_synced_within_the_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+    let syncs = || wal.stats().syncs;
+    // nobody waits: no sync of its own at once
+    wal.submit(vec![rec(1, RecordKind::Committed, 0, b"c1")], None);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(syncs(), 0, "a record nobody waits for was synced at once");
+    // a waited write syncs both with one fdatasync
+    wal.write_blocking(vec![rec(1, RecordKind::Entries, 1, b"e1")])
+        .unwrap();
+    assert_eq!(syncs(), 1);
+    // alone, it is synced by the bound (100 ms), without anybody writing again
+    wal.submit(vec![rec(1, RecordKind::Committed, 0, b"c2")], None);
+    let t = std::time::Instant::now();
+    while syncs() < 2 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "a deferred record was never synced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(50),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(wal);
+    let (_wal, recovered) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+    let payloads: Vec<&[u8]> = recovered.iter().map(|r| r.payload.as_slice()).collect();
+    assert_eq!(payloads, [&b"c1"[..], b"e1", b"c2"]);
+}

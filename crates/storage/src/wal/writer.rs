@@ -85,13 +85,34 @@ impl Shared {
         f(&mut lock(&self.stats));
     }
 
-    /// Blocks for the first request, then takes every request already queued, up to
-    /// `max_bytes` (at least one). Empty once the log is closing and drained.
-    fn next_batch(&self, max_bytes: u64, batch: &mut Vec<Request>) {
+    /// Blocks for the first request (at most `wait`, when given), then takes every request
+    /// already queued, up to `max_bytes` (at least one). Answers whether the log is closing
+    /// and drained (then the batch is empty).
+    fn next_batch(
+        &self,
+        max_bytes: u64,
+        batch: &mut Vec<Request>,
+        wait: Option<std::time::Duration>,
+    ) -> bool {
         let mut q = lock(&self.queue);
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
         while q.requests.is_empty() && !q.closing {
-            q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            match deadline {
+                None => q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    q = self
+                        .wake
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
         }
+        let closed = q.requests.is_empty() && q.closing;
         let mut bytes = 0u64;
         while let Some(front) = q.requests.front() {
             if !batch.is_empty() && bytes.saturating_add(front.bytes) > max_bytes {
@@ -100,6 +121,7 @@ impl Shared {
             bytes = bytes.saturating_add(front.bytes);
             batch.extend(q.requests.pop_front());
         }
+        closed
     }
 
     /// Closes the queue and takes what is left in it.
@@ -138,7 +160,15 @@ pub(crate) struct Writer {
     pub(crate) failed: Option<String>,
     pub(crate) buf: Vec<u8>,
     pub(crate) scratch: Vec<u8>,
+    /// Since when `buf` holds records nobody waits for (written, not yet synced; see
+    /// [`DEFER_MAX`]).
+    pub(crate) deferred_since: Option<std::time::Instant>,
 }
+
+/// Longest a record nobody waits for (a committed index) stays unsynced. Such records ride
+/// along with the next sync somebody needs instead of costing one of their own: after each
+/// append, openraft saves the committed index, which would otherwise double the fsyncs.
+const DEFER_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What one request's callback will get.
 enum Outcome {
@@ -153,10 +183,18 @@ impl Writer {
         let guard = DrainOnExit(self.shared.clone());
         let mut batch = Vec::new();
         loop {
-            self.shared
-                .next_batch(self.opts.max_batch_bytes.max(1), &mut batch);
+            let wait = self
+                .deferred_since
+                .map(|t| DEFER_MAX.saturating_sub(t.elapsed()));
+            let closed = self
+                .shared
+                .next_batch(self.opts.max_batch_bytes.max(1), &mut batch, wait);
             if batch.is_empty() {
-                break;
+                self.sync_deferred();
+                if closed {
+                    break;
+                }
+                continue;
             }
             self.commit(&mut batch);
         }
@@ -186,6 +224,15 @@ impl Writer {
                 (Err(()), _) => Err(Error::WalFailed(self.failed.clone().unwrap_or_default())),
             };
             call(done, answer);
+        }
+    }
+
+    /// Syncs records nobody waited for.
+    fn sync_deferred(&mut self) {
+        if self.deferred_since.take().is_some() && self.failed.is_none() {
+            if let Err(e) = self.flush() {
+                self.fail(e);
+            }
         }
     }
 
@@ -238,7 +285,19 @@ impl Writer {
                 }
             }
         }
-        self.flush()?;
+        // Sync now if anybody waits (or a purge must be durable before segments go); else let
+        // the records ride along with the next sync, at most DEFER_MAX from now.
+        let waited = batch.iter().any(|r| r.done.is_some()) || !purges.is_empty();
+        let overdue = self
+            .deferred_since
+            .is_some_and(|t| t.elapsed() >= DEFER_MAX);
+        if waited || overdue {
+            self.flush()?;
+            self.deferred_since = None;
+        } else if !self.buf.is_empty() {
+            self.deferred_since
+                .get_or_insert_with(std::time::Instant::now);
+        }
         self.shared.update_stats(|s| s.records += records);
         for (partition, index) in purges {
             self.watermarks.insert(partition, index);

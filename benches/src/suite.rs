@@ -1,0 +1,941 @@
+//! `perdure-bench suite`: every headline scenario in one run, so ratios compare like with like.
+//!
+//! 1. Limits of this machine: raw append + `fdatasync` on the disk the nodes use (one record per
+//!    sync, and batched), an in-memory actor round trip (no persistence), and (with a node up)
+//!    an HTTP round trip to a handler that does nothing.
+//! 2. Systems, one after another on the same machine: one perdure node, a 3-node perdure cluster
+//!    (replication 3, durability on, started from the real binary on 127.0.0.x), and the Restate
+//!    peer (`benches/peers/restate.sh`). On each: hot key (closed-loop max, then an open-loop
+//!    rate sweep), many keys (10k and 100k counters, uniform and zipf; sweep on 10k uniform),
+//!    batched signals (perdure), the latency floor (calls at 100/s, open loop), and on the
+//!    cluster a failover (steady open-loop load, `kill -9` of the node leading most partitions).
+//! 3. Around every perdure scenario the nodes' metrics are read: Raft entries and fsyncs the load
+//!    cost (adds per entry, entries per fsync) and node CPU.
+//!
+//! Writes `results.json`, `summary.md` (the tables) and SVG plots into `--out`.
+
+use crate::limits::{self, Limit};
+use crate::load::{self, Dist, Op, Outcome, Plan, Target};
+use crate::plot::{self, Panel, Series};
+use crate::scrape::{self, Batching};
+use anyhow::{bail, Context};
+use perdure_chaos::cluster::{NodeProc, NodeSpec, StartOptions};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Options of `perdure-bench suite`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SuiteArgs {
+    /// Where results, tables and plots go (default `target/bench/suite-<unix time>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The `perdure` binary to run (default: `perdure` next to this program, e.g.
+    /// `target/release/perdure`).
+    #[arg(long)]
+    pub bin: Option<PathBuf>,
+    /// Where the nodes keep their data (the disk measured for the fsync limit). Default: `--out`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Seconds measured per scenario (after the warm-up).
+    #[arg(long, default_value_t = 8.0)]
+    pub seconds: f64,
+    /// Seconds of warm-up per scenario.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Seconds per point of a rate sweep.
+    #[arg(long, default_value_t = 4.0)]
+    pub sweep_seconds: f64,
+    /// Partitions of the perdure systems.
+    #[arg(long, default_value_t = 16)]
+    pub partitions: u32,
+    /// Which systems to run, comma-separated: single, cluster, restate.
+    #[arg(long, value_delimiter = ',', default_value = "single,cluster,restate")]
+    pub systems: Vec<System>,
+    /// A smoke run: short scenarios, small key counts, two sweep points (numbers meaningless;
+    /// proves the suite works end to end).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    /// One perdure node.
+    Single,
+    /// Three perdure nodes, replication 3.
+    Cluster,
+    /// The Restate peer, one node.
+    Restate,
+}
+
+impl System {
+    fn label(self) -> &'static str {
+        match self {
+            System::Single => "perdure, 1 node",
+            System::Cluster => "perdure, 3 nodes (RF 3)",
+            System::Restate => "Restate 1.7.12, 1 node",
+        }
+    }
+}
+
+/// One scenario's result.
+#[derive(Debug, Clone)]
+struct Row {
+    system: System,
+    scenario: String,
+    outcome: Outcome,
+    batching: Option<Batching>,
+}
+
+impl Row {
+    fn json(&self) -> serde_json::Value {
+        let mut v = self.outcome.json();
+        v["system"] = json!(self.system);
+        v["scenario"] = json!(self.scenario);
+        if let Some(b) = &self.batching {
+            v["batching"] = json!(b);
+            v["adds_per_entry"] = json!(self.adds_per_entry());
+        }
+        v
+    }
+
+    fn adds_per_entry(&self) -> Option<f64> {
+        let b = self.batching.as_ref()?;
+        (b.entries > 0.0).then(|| self.outcome.acknowledged as f64 / b.entries)
+    }
+}
+
+/// A running system.
+enum Running {
+    Perdure {
+        nodes: Vec<NodeProc>,
+        urls: Vec<String>,
+    },
+    Restate {
+        url: String,
+    },
+}
+
+impl Running {
+    fn url(&self) -> String {
+        match self {
+            Running::Perdure { urls, .. } => urls[0].clone(),
+            Running::Restate { url } => url.clone(),
+        }
+    }
+
+    fn target(&self) -> Target {
+        match self {
+            Running::Perdure { .. } => Target::Perdure,
+            Running::Restate { .. } => Target::Restate,
+        }
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Running::Perdure { mut nodes, .. } => {
+                for n in &mut nodes {
+                    n.stop(Duration::from_secs(10));
+                }
+                Ok(())
+            }
+            Running::Restate { .. } => restate_script("stop"),
+        }
+    }
+}
+
+fn restate_script(what: &str) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let status = std::process::Command::new("bash")
+        .arg(root.join("benches/peers/restate.sh"))
+        .arg(what)
+        .current_dir(&root)
+        .status()
+        .context("running benches/peers/restate.sh")?;
+    if !status.success() {
+        bail!("benches/peers/restate.sh {what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The node config of a benchmark system: production Raft timeouts, durability on.
+fn write_config(spec: &NodeSpec, members: &[NodeSpec], partitions: u32) -> anyhow::Result<()> {
+    let cluster = if members.len() > 1 {
+        let m: Vec<String> = members.iter().map(NodeSpec::member_entry).collect();
+        format!(
+            "\n[cluster]\ncluster_id = \"bench\"\nsecret = \"bench-suite-secret-0123456789abcdef\"\nlisten_addr = \"{}:{}\"\nreplication_factor = 3\nmembers = [{}]\n",
+            spec.ip,
+            spec.peer_port,
+            m.join(", ")
+        )
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "# written by perdure-bench suite\nnode_id = {}\ndata_dir = \"{}\"\npartitions = {partitions}\nhttp_addr = \"{}:{}\"\n{cluster}",
+        spec.id,
+        spec.data_dir.display(),
+        spec.ip,
+        spec.http_port,
+    );
+    std::fs::write(&spec.config, text).with_context(|| spec.config.display().to_string())
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, within: Duration) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{url} not ready within {within:?}")
+}
+
+/// Leaders per node, from `GET /cluster` of `url`.
+async fn leaders(http: &reqwest::Client, url: &str) -> Option<Vec<(u32, u64)>> {
+    let v: serde_json::Value = http
+        .get(format!("{url}/cluster"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["partitions"]
+        .as_array()?
+        .iter()
+        .map(|p| Some((p["partition"].as_u64()? as u32, p["leader"].as_u64()?)))
+        .collect()
+}
+
+/// Waits until every partition has a leader, every node leads some, and nothing moved for 3 s
+/// (the leader balancer is done), at most 60 s.
+async fn wait_balanced(http: &reqwest::Client, url: &str, nodes: usize) {
+    let t = Instant::now();
+    let mut stable_since = Instant::now();
+    let mut last = None;
+    while t.elapsed() < Duration::from_secs(60) {
+        let now = leaders(http, url).await;
+        let spread = now.as_ref().is_some_and(|l| {
+            let mut who: Vec<u64> = l.iter().map(|x| x.1).collect();
+            who.sort_unstable();
+            who.dedup();
+            who.len() == nodes
+        });
+        if now != last || !spread {
+            stable_since = Instant::now();
+            last = now;
+        } else if stable_since.elapsed() > Duration::from_secs(3) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("  (leaders not balanced after 60 s; going on)");
+}
+
+struct Suite {
+    args: SuiteArgs,
+    out: PathBuf,
+    data: PathBuf,
+    bin: PathBuf,
+    http: reqwest::Client,
+    rows: Vec<Row>,
+    sweeps: Vec<(System, String, Vec<Outcome>)>,
+    limits: Vec<Limit>,
+    failover: Option<serde_json::Value>,
+    started: Instant,
+}
+
+impl Suite {
+    fn secs(&self) -> (Duration, Duration) {
+        if self.args.quick {
+            (Duration::from_secs_f64(0.5), Duration::from_secs_f64(1.5))
+        } else {
+            (
+                Duration::from_secs_f64(self.args.warmup),
+                Duration::from_secs_f64(self.args.seconds),
+            )
+        }
+    }
+
+    fn log(&self, msg: &str) {
+        eprintln!("[{:>6.1} s] {msg}", self.started.elapsed().as_secs_f64());
+    }
+
+    async fn start(&self, system: System) -> anyhow::Result<Running> {
+        match system {
+            System::Restate => {
+                restate_script("start")?;
+                Ok(Running::Restate {
+                    url: "http://127.0.0.1:18080".into(),
+                })
+            }
+            System::Single | System::Cluster => {
+                let n = if system == System::Single { 1 } else { 3 };
+                let dir = self.data.join(format!("{system:?}").to_lowercase());
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)?;
+                }
+                std::fs::create_dir_all(&dir)?;
+                let base = if system == System::Single { 60 } else { 70 };
+                let specs: Vec<NodeSpec> = (1..=n)
+                    .map(|id| NodeSpec::new(id, base, &dir))
+                    .collect::<Result<_, _>>()?;
+                for s in &specs {
+                    write_config(s, &specs, self.args.partitions)?;
+                }
+                let mut nodes: Vec<NodeProc> = specs.iter().cloned().map(NodeProc::new).collect();
+                for node in &mut nodes {
+                    node.start(&self.bin, &StartOptions::default())?;
+                }
+                let urls: Vec<String> = specs.iter().map(NodeSpec::url).collect();
+                for u in &urls {
+                    wait_ready(&self.http, u, Duration::from_secs(60)).await?;
+                }
+                if n > 1 {
+                    wait_balanced(&self.http, &urls[0], n as usize).await;
+                }
+                Ok(Running::Perdure { nodes, urls })
+            }
+        }
+    }
+
+    fn plan(&self, running: &Running, keys: u32, dist: Dist, op: Op) -> Plan {
+        let (warmup, measure) = self.secs();
+        Plan {
+            target: running.target(),
+            url: running.url(),
+            keys,
+            dist,
+            op,
+            batch: 1,
+            concurrency: 64,
+            rate: None,
+            warmup,
+            measure,
+            routing: true,
+            attempts: 3,
+            prefix: load::fresh_prefix(),
+            tick: Duration::from_millis(250),
+            progress: true,
+        }
+    }
+
+    async fn measure(
+        &mut self,
+        system: System,
+        running: &Running,
+        scenario: &str,
+        plan: Plan,
+    ) -> anyhow::Result<Outcome> {
+        self.measure_with(system, running, scenario, plan, None)
+            .await
+    }
+
+    async fn measure_with(
+        &mut self,
+        system: System,
+        running: &Running,
+        scenario: &str,
+        plan: Plan,
+        event: Option<load::Event>,
+    ) -> anyhow::Result<Outcome> {
+        self.log(&format!(
+            "{}: {scenario}: {}",
+            system.label(),
+            plan.describe()
+        ));
+        let urls = match running {
+            Running::Perdure { urls, .. } => urls.clone(),
+            Running::Restate { .. } => Vec::new(),
+        };
+        let before = scrape::scrape(&self.http, &urls).await;
+        let outcome = load::execute_with(plan, event).await?;
+        let after = scrape::scrape(&self.http, &urls).await;
+        let batching = (!urls.is_empty()).then(|| scrape::batching(&before, &after));
+        let row = Row {
+            system,
+            scenario: scenario.to_string(),
+            outcome: outcome.clone(),
+            batching,
+        };
+        let extra = match (row.adds_per_entry(), &row.batching) {
+            (Some(a), Some(b)) => format!(
+                "; {a:.1} adds/entry, {:.1} entries/fsync, nodes {:.2} cores, generator {:.2} cores",
+                b.entries_per_fsync,
+                b.node_cpu_seconds / (self.secs().0 + self.secs().1).as_secs_f64(),
+                outcome.generator_cpu
+            ),
+            _ => format!("; generator {:.2} cores", outcome.generator_cpu),
+        };
+        self.log(&format!("  -> {}{extra}", outcome.summary()));
+        if !outcome.verified() {
+            bail!(
+                "{}: {scenario}: applied {} vs acknowledged {} (+{} unknown)",
+                system.label(),
+                outcome.applied,
+                outcome.acknowledged,
+                outcome.unknown
+            );
+        }
+        self.rows.push(row);
+        Ok(outcome)
+    }
+
+    /// Closed-loop max, then an open-loop sweep at fractions of its request rate.
+    async fn sweep(
+        &mut self,
+        system: System,
+        running: &Running,
+        scenario: &str,
+        keys: u32,
+    ) -> anyhow::Result<()> {
+        let max = self
+            .measure(
+                system,
+                running,
+                scenario,
+                self.plan(running, keys, Dist::Uniform, Op::Signal),
+            )
+            .await?;
+        let fractions: &[f64] = if self.args.quick {
+            &[0.5, 1.0]
+        } else {
+            &[0.25, 0.5, 0.75, 0.9, 1.0, 1.2]
+        };
+        let mut points = Vec::new();
+        for f in fractions {
+            let mut plan = self.plan(running, keys, Dist::Uniform, Op::Signal);
+            plan.rate = Some((max.requests_per_sec * f).max(10.0));
+            plan.concurrency = 2048;
+            if !self.args.quick {
+                plan.warmup = Duration::from_secs(1);
+                plan.measure = Duration::from_secs_f64(self.args.sweep_seconds);
+            }
+            let o = self
+                .measure(
+                    system,
+                    running,
+                    &format!("{scenario}, open loop {:.0}% of max", f * 100.0),
+                    plan,
+                )
+                .await?;
+            points.push(o);
+        }
+        self.sweeps.push((system, scenario.to_string(), points));
+        Ok(())
+    }
+
+    async fn run_system(&mut self, system: System) -> anyhow::Result<()> {
+        self.log(&format!("starting {}", system.label()));
+        let running = self.start(system).await?;
+        let result = self.scenarios(system, &running).await;
+        self.log(&format!("stopping {}", system.label()));
+        let stopped = running.stop();
+        result.and(stopped)
+    }
+
+    async fn scenarios(&mut self, system: System, running: &Running) -> anyhow::Result<()> {
+        let quick = self.args.quick;
+        let (k10, k100) = if quick {
+            (100, 1000)
+        } else {
+            (10_000, 100_000)
+        };
+        if system == System::Single {
+            let secs = if quick { 0.5 } else { 3.0 };
+            let l = limits::http_round_trip(&running.url(), 64, secs).await?;
+            self.log(&format!(
+                "limit: {} {:.0}/s, p99 {:.2} ms",
+                l.name, l.per_sec, l.p99_ms
+            ));
+            self.limits.push(l);
+        }
+        self.sweep(system, running, "hot key (1 counter)", 1)
+            .await?;
+        self.sweep(system, running, &format!("{k10} counters, uniform"), k10)
+            .await?;
+        let p = self.plan(running, k10, Dist::Zipf, Op::Signal);
+        self.measure(system, running, &format!("{k10} counters, zipf"), p)
+            .await?;
+        if system != System::Restate {
+            // Restate's read-back is one request per counter: 100k is left to perdure
+            for dist in [Dist::Uniform, Dist::Zipf] {
+                let p = self.plan(running, k100, dist, Op::Signal);
+                self.measure(
+                    system,
+                    running,
+                    &format!("{k100} counters, {dist:?}").to_lowercase(),
+                    p,
+                )
+                .await?;
+            }
+            for keys in [1, k10] {
+                let mut p = self.plan(running, keys, Dist::Uniform, Op::Signal);
+                p.batch = 100;
+                p.concurrency = 16;
+                let name = if keys == 1 {
+                    "hot key".to_string()
+                } else {
+                    format!("{keys} counters")
+                };
+                self.measure(
+                    system,
+                    running,
+                    &format!("{name}, 100 signals per request"),
+                    p,
+                )
+                .await?;
+            }
+        }
+        let mut p = self.plan(running, 1000, Dist::Uniform, Op::Call);
+        p.rate = Some(100.0);
+        p.concurrency = 256;
+        if !quick {
+            p.measure = Duration::from_secs(10);
+        }
+        self.measure(system, running, "latency floor: calls at 100/s", p)
+            .await?;
+        if system == System::Cluster {
+            self.failover(running).await?;
+        }
+        Ok(())
+    }
+
+    /// Steady open-loop signals at half the many-keys maximum; `kill -9` of the node leading
+    /// most partitions; time until p99 is back to normal; nothing acknowledged may be lost.
+    async fn failover(&mut self, running: &Running) -> anyhow::Result<()> {
+        let Running::Perdure { nodes, urls } = running else {
+            return Ok(());
+        };
+        let max = self
+            .rows
+            .iter()
+            .find(|r| r.system == System::Cluster && r.scenario.ends_with("uniform"))
+            .map(|r| r.outcome.requests_per_sec)
+            .unwrap_or(1000.0);
+        let rate = (max * 0.5).max(50.0);
+        let (before_kill, after_kill) = if self.args.quick {
+            (3.0, 4.0)
+        } else {
+            (8.0, 14.0)
+        };
+        let leads = leaders(&self.http, &urls[0]).await.unwrap_or_default();
+        let victim_id = (1..=nodes.len() as u64)
+            .max_by_key(|id| leads.iter().filter(|l| l.1 == *id).count())
+            .unwrap_or(1);
+        let victim_pid = nodes[(victim_id - 1) as usize]
+            .pid()
+            .context("the victim is not running")?;
+        let entry = urls[if victim_id == 1 { 1 } else { 0 }].clone();
+        let led = leads.iter().filter(|l| l.1 == victim_id).count();
+        let mut plan = self.plan(running, 10_000, Dist::Uniform, Op::Signal);
+        plan.url = entry;
+        plan.rate = Some(rate);
+        plan.concurrency = 4096;
+        plan.attempts = 100;
+        plan.warmup = Duration::from_secs(2);
+        plan.measure = Duration::from_secs_f64(before_kill - 2.0 + after_kill);
+        plan.tick = Duration::from_millis(100);
+        let kill: load::Event = (
+            Duration::from_secs_f64(before_kill),
+            Box::new(move || {
+                // SIGKILL by pid: the NodeProc stays with the suite, which reaps it at the end
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &victim_pid.to_string()])
+                    .status();
+            }),
+        );
+        let o = self
+            .measure_with(
+                System::Cluster,
+                running,
+                &format!("failover: kill -9 node {victim_id} (leading {led} of {} partitions) under {rate:.0} signals/s", leads.len()),
+                plan,
+                Some(kill),
+            )
+            .await?;
+        let kill_t = o.event_at.context("the kill did not happen")?;
+        // normal = the p99 of the ticks between warm-up and half a second before the kill
+        let pre: Vec<f64> = o
+            .timeline
+            .iter()
+            .filter(|t| t.t >= 2.0 && t.t + 0.1 <= kill_t - 0.5)
+            .filter_map(|t| t.p99_ms)
+            .collect();
+        let mut sorted = pre.clone();
+        sorted.sort_by(f64::total_cmp);
+        let normal = sorted.get(sorted.len() * 9 / 10).copied().unwrap_or(50.0);
+        let threshold = (normal * 2.0).max(normal + 5.0);
+        let after: Vec<&load::Tick> = o.timeline.iter().filter(|t| t.t + 0.1 > kill_t).collect();
+        let recovered_at = (0..after.len())
+            .find(|&i| {
+                after[i..]
+                    .iter()
+                    .all(|t| t.p99_ms.is_none_or(|p| p <= threshold))
+            })
+            .map(|i| after[i].t + 0.1);
+        let recovery = recovered_at.map(|t| (t - kill_t).max(0.0));
+        let lost = o.acknowledged.saturating_sub(o.applied);
+        self.log(&format!(
+            "  failover: normal p99 {normal:.1} ms (threshold {threshold:.1} ms); p99 back {} after the kill; {lost} acknowledged adds lost; max latency {:.0} ms",
+            recovery.map(|r| format!("{r:.1} s")).unwrap_or_else(|| "never".into()),
+            o.hist.max() as f64 / 1000.0
+        ));
+        self.failover = Some(json!({
+            "victim": victim_id, "partitions_led": led, "rate": rate, "kill_at_s": kill_t,
+            "normal_p99_ms": normal, "threshold_ms": threshold, "recovery_s": recovery,
+            "lost": lost, "max_latency_ms": o.hist.max() as f64 / 1000.0,
+        }));
+        let panels = vec![
+            Panel {
+                title: "acknowledged signals per second".into(),
+                x_label: "seconds".into(),
+                y_label: "adds/s".into(),
+                series: vec![Series {
+                    name: "acknowledged".into(),
+                    points: o.timeline.iter().map(|t| (t.t, t.per_sec)).collect(),
+                }],
+                markers: vec![(kill_t, format!("kill -9 node {victim_id}"))],
+                ..Panel::default()
+            },
+            Panel {
+                title: "latency by intended send time (100 ms ticks)".into(),
+                x_label: "seconds".into(),
+                y_label: "ms".into(),
+                log_y: true,
+                series: vec![
+                    Series {
+                        name: "p99".into(),
+                        points: o
+                            .timeline
+                            .iter()
+                            .filter_map(|t| Some((t.t, t.p99_ms?)))
+                            .collect(),
+                    },
+                    Series {
+                        name: "p50".into(),
+                        points: o
+                            .timeline
+                            .iter()
+                            .filter_map(|t| Some((t.t, t.p50_ms?)))
+                            .collect(),
+                    },
+                ],
+                markers: vec![(kill_t, "kill".into())],
+                reference: Some((threshold, format!("normal x2: {threshold:.0} ms"))),
+            },
+        ];
+        std::fs::write(
+            self.out.join("failover.svg"),
+            plot::svg("perdure 3 nodes: failover under steady load", &panels),
+        )?;
+        if lost > 0 {
+            bail!("failover lost {lost} acknowledged adds");
+        }
+        Ok(())
+    }
+
+    fn limits(&mut self) -> anyhow::Result<()> {
+        let secs = if self.args.quick { 0.3 } else { 2.0 };
+        let tmp = tempfile::Builder::new()
+            .prefix("fsync-limit-")
+            .tempdir_in(&self.data)?;
+        for batch in [1, 16, 256] {
+            let o = crate::wal::raw(tmp.path(), 128, batch, secs)?;
+            let l = Limit {
+                name: format!("raw write + fdatasync, {batch} x 128 B per sync"),
+                per_sec: o.records as f64 / o.secs,
+                p50_ms: o.hist.value_at_quantile(0.5) as f64 / 1000.0,
+                p99_ms: o.hist.value_at_quantile(0.99) as f64 / 1000.0,
+            };
+            self.log(&format!(
+                "limit: {} {:.0}/s, p99 {:.3} ms",
+                l.name, l.per_sec, l.p99_ms
+            ));
+            self.limits.push(l);
+        }
+        Ok(())
+    }
+
+    async fn actor_limits(&mut self) -> anyhow::Result<()> {
+        let secs = if self.args.quick { 0.3 } else { 2.0 };
+        for (actors, callers) in [(1, 1), (1, 64), (1000, 64)] {
+            let l = limits::actor_round_trip(actors, callers, secs).await?;
+            self.log(&format!(
+                "limit: {} {:.0}/s, p99 {:.3} ms",
+                l.name, l.per_sec, l.p99_ms
+            ));
+            self.limits.push(l);
+        }
+        Ok(())
+    }
+
+    fn write(&self) -> anyhow::Result<()> {
+        let v = json!({
+            "machine": machine(),
+            "args": format!("{:?}", self.args),
+            "limits": self.limits,
+            "scenarios": self.rows.iter().map(Row::json).collect::<Vec<_>>(),
+            "failover": self.failover,
+            "ratios": self.ratios().iter().map(|(s, r)| json!({"scenario": s, "perdure_over_restate": r})).collect::<Vec<_>>(),
+        });
+        std::fs::write(
+            self.out.join("results.json"),
+            serde_json::to_string_pretty(&v)?,
+        )?;
+        std::fs::write(self.out.join("summary.md"), self.markdown())?;
+        for (i, name) in ["hot key (1 counter)", "counters, uniform"]
+            .iter()
+            .enumerate()
+        {
+            let sweeps: Vec<&(System, String, Vec<Outcome>)> =
+                self.sweeps.iter().filter(|s| s.1.ends_with(name)).collect();
+            if sweeps.is_empty() {
+                continue;
+            }
+            let lat = |q: f64| -> Vec<Series> {
+                sweeps
+                    .iter()
+                    .map(|(sys, _, pts)| Series {
+                        name: format!("{} p{}", short(*sys), if q == 0.5 { "50" } else { "99" }),
+                        points: pts.iter().map(|o| (o.requests_per_sec, o.q(q))).collect(),
+                    })
+                    .collect()
+            };
+            let mut series = lat(0.99);
+            series.extend(lat(0.5));
+            let panels = vec![
+                Panel {
+                    title: "latency against offered rate (open loop, from intended send time)"
+                        .into(),
+                    x_label: "offered requests/s".into(),
+                    y_label: "ms".into(),
+                    log_y: true,
+                    series,
+                    reference: Some((50.0, "p99 target 50 ms".into())),
+                    ..Panel::default()
+                },
+                Panel {
+                    title: "acknowledged against offered".into(),
+                    x_label: "offered requests/s".into(),
+                    y_label: "acknowledged adds/s".into(),
+                    series: sweeps
+                        .iter()
+                        .map(|(sys, _, pts)| Series {
+                            name: short(*sys).into(),
+                            points: pts
+                                .iter()
+                                .map(|o| (o.requests_per_sec, o.per_sec))
+                                .collect(),
+                        })
+                        .collect(),
+                    ..Panel::default()
+                },
+            ];
+            let file = ["sweep-hot-key.svg", "sweep-many-keys.svg"][i];
+            std::fs::write(
+                self.out.join(file),
+                plot::svg(&format!("rate sweep: {}", sweeps[0].1), &panels),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// perdure (best of single and cluster? no: each) over Restate, per shared scenario.
+    fn ratios(&self) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        for r in self.rows.iter().filter(|r| r.system == System::Restate) {
+            for p in self
+                .rows
+                .iter()
+                .filter(|p| p.system != System::Restate && p.scenario == r.scenario)
+            {
+                let ratio = if r.scenario.starts_with("latency floor") {
+                    // lower is better: Restate's p50 over perdure's
+                    r.outcome.q(0.5) / p.outcome.q(0.5).max(1e-6)
+                } else {
+                    p.outcome.per_sec / r.outcome.per_sec.max(1e-9)
+                };
+                out.push((
+                    format!("{} vs Restate: {}", short(p.system), r.scenario),
+                    ratio,
+                ));
+            }
+        }
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# perdure-bench suite\n\nmachine: {}\n", machine());
+        let _ = writeln!(s, "## Limits of this machine (same run)\n\n| limit | per second | p50 | p99 |\n|---|---:|---:|---:|");
+        for l in &self.limits {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.3} ms | {:.3} ms |",
+                l.name, l.per_sec, l.p50_ms, l.p99_ms
+            );
+        }
+        let _ = writeln!(s, "\n## Scenarios\n\nClosed loop = 64 in flight (the maximum; its latency is not a quote); open loop = fixed rate, latency from the intended send time. Every run read its counters back: applied = acknowledged.\n\n| system | scenario | adds/s | p50 | p99 | p99.9 | errors | adds/entry | entries/fsync | node cores | generator cores |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &self.rows {
+            let o = &r.outcome;
+            let secs = (o.plan.warmup + o.plan.measure).as_secs_f64();
+            let (ape, epf, cores) = match (&r.batching, r.adds_per_entry()) {
+                (Some(b), Some(a)) => (
+                    format!("{a:.1}"),
+                    format!("{:.1}", b.entries_per_fsync),
+                    format!("{:.2}", b.node_cpu_seconds / secs),
+                ),
+                _ => ("-".into(), "-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {ape} | {epf} | {cores} | {:.2} |",
+                short(r.system),
+                r.scenario,
+                o.per_sec,
+                o.q(0.5),
+                o.q(0.99),
+                o.q(0.999),
+                o.errors,
+                o.generator_cpu
+            );
+        }
+        if let Some(f) = &self.failover {
+            let _ = writeln!(
+                s,
+                "\n## Failover\n\n```json\n{}\n```",
+                serde_json::to_string_pretty(f).unwrap_or_default()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n## Highest offered rate with p99 under 50 ms (sweeps)\n"
+        );
+        for (sys, name, pts) in &self.sweeps {
+            let best = pts
+                .iter()
+                .filter(|o| {
+                    o.q(0.99) < 50.0 && o.per_sec >= 0.95 * o.requests_per_sec * o.plan.batch as f64
+                })
+                .map(|o| o.requests_per_sec)
+                .fold(0.0, f64::max);
+            let _ = writeln!(s, "- {} / {name}: {best:.0} requests/s", short(*sys));
+        }
+        let _ = writeln!(
+            s,
+            "\n## perdure / Restate (throughput; latency floor: Restate p50 / perdure p50)\n"
+        );
+        for (name, r) in self.ratios() {
+            let _ = writeln!(s, "- {name}: {r:.1}x");
+        }
+        s
+    }
+}
+
+fn short(s: System) -> &'static str {
+    match s {
+        System::Single => "perdure 1 node",
+        System::Cluster => "perdure 3 nodes",
+        System::Restate => "Restate 1 node",
+    }
+}
+
+/// Cores, memory and kernel of this machine.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| format!("{:.1} GiB", kb as f64 / 1048576.0))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {mem}, Linux {}", kernel.trim())
+}
+
+/// `perdure-bench suite`.
+pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
+    let out = args.out.clone().unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        workspace_root().join(format!("target/bench/suite-{t}"))
+    });
+    std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+    let data = args.data_dir.clone().unwrap_or_else(|| out.clone());
+    std::fs::create_dir_all(&data).with_context(|| data.display().to_string())?;
+    let bin = match &args.bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the program's directory")?
+            .join("perdure"),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: build it (cargo build --release -p perdure-cli) or pass --bin",
+            bin.display()
+        );
+    }
+    let mut suite = Suite {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        out: out.clone(),
+        data,
+        bin,
+        rows: Vec::new(),
+        sweeps: Vec::new(),
+        limits: Vec::new(),
+        failover: None,
+        started: Instant::now(),
+        args,
+    };
+    suite.log(&format!(
+        "perdure-bench suite: {}; results in {}",
+        machine(),
+        out.display()
+    ));
+    suite.limits()?;
+    suite.actor_limits().await?;
+    let systems = suite.args.systems.clone();
+    let mut failed = Vec::new();
+    for s in systems {
+        if let Err(e) = suite.run_system(s).await {
+            suite.log(&format!("{} FAILED: {e:#}", s.label()));
+            failed.push(format!("{}: {e:#}", s.label()));
+        }
+        suite.write()?;
+    }
+    suite.log(&format!(
+        "done: {} scenarios; {}",
+        suite.rows.len(),
+        out.join("summary.md").display()
+    ));
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
