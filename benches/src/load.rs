@@ -447,7 +447,12 @@ impl Run {
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`.
 pub fn self_cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_seconds("/proc/self/stat")
+}
+
+/// CPU seconds (user + system) of the process whose `stat` file is `path`; 0 if unreadable.
+pub fn cpu_seconds(path: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // fields after the parenthesised command name; utime and stime are the 14th and 15th

@@ -20,7 +20,14 @@ fn perdure_bin() -> PathBuf {
 fn a_quick_suite_runs_every_scenario_verified_and_writes_its_report() {
     let out = tempfile::tempdir().unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_perdure-bench"))
-        .args(["suite", "--quick", "--systems", "single,cluster", "--partitions", "4"])
+        .args([
+            "suite",
+            "--quick",
+            "--systems",
+            "single,cluster",
+            "--partitions",
+            "4",
+        ])
         .arg("--bin")
         .arg(perdure_bin())
         .arg("--out")
@@ -33,16 +40,26 @@ fn a_quick_suite_runs_every_scenario_verified_and_writes_its_report() {
     let limits = v["limits"].as_array().unwrap();
     for l in ["fdatasync", "actor", "HTTP"] {
         assert!(
-            limits.iter().any(|x| x["name"].as_str().unwrap().contains(l) && x["per_sec"].as_f64().unwrap() > 0.0),
+            limits
+                .iter()
+                .any(|x| x["name"].as_str().unwrap().contains(l)
+                    && x["per_sec"].as_f64().unwrap() > 0.0),
             "no {l} limit: {limits:?}"
         );
     }
     let scenarios = v["scenarios"].as_array().unwrap();
     for system in ["single", "cluster"] {
         let mine: Vec<_> = scenarios.iter().filter(|s| s["system"] == system).collect();
-        for name in ["hot key", "uniform", "zipf", "100 signals per request", "latency floor"] {
+        for name in [
+            "hot key",
+            "uniform",
+            "zipf",
+            "100 signals per request",
+            "latency floor",
+        ] {
             assert!(
-                mine.iter().any(|s| s["scenario"].as_str().unwrap().contains(name)),
+                mine.iter()
+                    .any(|s| s["scenario"].as_str().unwrap().contains(name)),
                 "{system}: no {name} scenario"
             );
         }
@@ -58,8 +75,14 @@ fn a_quick_suite_runs_every_scenario_verified_and_writes_its_report() {
     assert!(f["partitions_led"].as_u64().unwrap() >= 1, "{f}");
     for svg in ["sweep-hot-key.svg", "sweep-many-keys.svg", "failover.svg"] {
         let text = std::fs::read_to_string(out.path().join(svg)).unwrap();
-        assert!(text.starts_with("<svg") && text.contains("<polyline"), "{svg}");
+        assert!(
+            text.starts_with("<svg") && text.contains("<polyline"),
+            "{svg}"
+        );
     }
     let md = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
-    assert!(md.contains("| perdure 3 nodes | hot key (1 counter) |"), "{md}");
+    assert!(
+        md.contains("| perdure 3 nodes | hot key (1 counter) |"),
+        "{md}"
+    );
 }

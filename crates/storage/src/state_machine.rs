@@ -116,7 +116,7 @@ fn write_snapshot(
 #[derive(Debug)]
 pub struct SnapshotBuilder {
     partition: u32,
-    pairs: Result<Vec<(Vec<u8>, Vec<u8>)>>,
+    pairs: Result<Vec<(sled::IVec, sled::IVec)>>,
     applied: Option<LogId>,
     membership: StoredMembership,
     snapshots: Arc<SnapshotStore>,
@@ -130,6 +130,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (applied, membership) = (self.applied, self.membership.clone());
         let store = self.snapshots.clone();
         let (meta, bytes) = tokio::task::spawn_blocking(move || {
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect();
             write_snapshot(partition, &pairs, applied, membership, &store)
         })
         .await
@@ -171,9 +175,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Copied here, while no apply can run, so the snapshot is exactly the state at `applied`.
+        // The copy runs on a blocking thread: with many idempotency keys it takes hundreds of
+        // milliseconds, which must not hold one of the runtime's worker threads (HTTP and the
+        // other partitions go on; this partition's applies wait for the copy).
+        let state = self.state.clone();
+        let pairs = tokio::task::spawn_blocking(move || state.export_shared())
+            .await
+            .unwrap_or_else(|e| Err(Error::WalFailed(format!("snapshot copy task: {e}"))));
         SnapshotBuilder {
             partition: self.state.partition(),
-            pairs: self.state.export(),
+            pairs,
             applied: self.applied,
             membership: self.membership.clone(),
             snapshots: self.snapshots.clone(),

@@ -253,7 +253,10 @@ pub struct RaftConfig {
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomized election timeout. Default 800 ms.
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many log entries since the last one. Default 10 000.
+    /// Build a snapshot after this many log entries since the last one. Default 50 000: each
+    /// snapshot copies the partition's whole state (idempotency keys included) and holds its
+    /// applies meanwhile; at 10 000 a busy partition snapshotted every few seconds and those
+    /// pauses were its p99 (docs/PERFORMANCE.md). The log since the last snapshot stays in memory.
     pub snapshot_every_entries: u64,
     /// Log entries kept after a snapshot, for lagging followers. Default 1 000.
     pub keep_entries_after_snapshot: u64,
@@ -265,7 +268,7 @@ impl Default for RaftConfig {
             heartbeat_interval_ms: 100,
             election_timeout_min_ms: 400,
             election_timeout_max_ms: 800,
-            snapshot_every_entries: 10_000,
+            snapshot_every_entries: 50_000,
             keep_entries_after_snapshot: 1_000,
         }
     }
