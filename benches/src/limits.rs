@@ -61,17 +61,17 @@ impl Actor for Counter {
     }
 }
 
-/// `callers` tasks, each calling `add` on one of `actors` counter actors and awaiting the
-/// answer, for `secs`.
-pub async fn actor_round_trip(actors: usize, callers: usize, secs: f64) -> anyhow::Result<Limit> {
-    let mut refs = Vec::new();
-    let mut handles = Vec::new();
-    for _ in 0..actors {
-        let (a, h) = Actor::spawn(None, Counter, ()).await?;
-        refs.push(a);
-        handles.push(h);
-    }
-    let refs = Arc::new(refs);
+/// Runs `callers` tasks for `secs`, each awaiting `call(caller, n)` (its n-th call) again and
+/// again; answers the calls made and their latency histogram (µs).
+async fn closed_loop<F, Fut>(
+    callers: usize,
+    secs: f64,
+    call: F,
+) -> anyhow::Result<(u64, f64, Histogram<u64>)>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
@@ -79,14 +79,13 @@ pub async fn actor_round_trip(actors: usize, callers: usize, secs: f64) -> anyho
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|c| {
-            let (refs, stop, hist) = (refs.clone(), stop.clone(), hist.clone());
+            let (stop, hist, call) = (stop.clone(), hist.clone(), call.clone());
             tokio::spawn(async move {
                 let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let a = &refs[(c + n as usize) % refs.len()];
                     let t = Instant::now();
-                    ractor::call!(a, Msg::Add, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    call(c, n).await?;
                     let _ = h.record(t.elapsed().as_nanos().div_ceil(1000).max(1) as u64);
                     n += 1;
                 }
@@ -102,13 +101,36 @@ pub async fn actor_round_trip(actors: usize, callers: usize, secs: f64) -> anyho
         n += t.await??;
     }
     let secs = start.elapsed().as_secs_f64();
+    let h = hist.lock().unwrap().clone();
+    Ok((n, secs, h))
+}
+
+/// `callers` tasks, each calling `add` on one of `actors` counter actors and awaiting the
+/// answer, for `secs`.
+pub async fn actor_round_trip(actors: usize, callers: usize, secs: f64) -> anyhow::Result<Limit> {
+    let mut refs = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..actors {
+        let (a, h) = Actor::spawn(None, Counter, ()).await?;
+        refs.push(a);
+        handles.push(h);
+    }
+    let refs = Arc::new(refs);
+    let targets = refs.clone();
+    let (n, secs, h) = closed_loop(callers, secs, move |c, n| {
+        let a = targets[(c + n as usize) % targets.len()].clone();
+        async move {
+            ractor::call!(a, Msg::Add, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(())
+        }
+    })
+    .await?;
     for a in refs.iter() {
         a.stop(None);
     }
     for h in handles {
         let _ = h.await;
     }
-    let h = hist.lock().unwrap().clone();
     Ok(Limit::from(
         format!("in-memory actor call (ractor), {callers} callers, {actors} actor(s)"),
         n,
@@ -123,43 +145,19 @@ pub async fn http_round_trip(url: &str, callers: usize, secs: f64) -> anyhow::Re
         .pool_max_idle_per_host(callers)
         .timeout(Duration::from_secs(10))
         .build()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (http, stop, hist, url) =
-                (http.clone(), stop.clone(), hist.clone(), url.to_string());
-            tokio::spawn(async move {
-                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    http.get(format!("{url}/healthz"))
-                        .send()
-                        .await?
-                        .error_for_status()?;
-                    let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-                    n += 1;
-                }
-                hist.lock().unwrap().add(&h)?;
-                anyhow::Ok(n)
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut n = 0;
-    for t in tasks {
-        n += t.await??;
-    }
-    let h = hist.lock().unwrap().clone();
+    let health = format!("{url}/healthz");
+    let (n, secs, h) = closed_loop(callers, secs, move |_, _| {
+        let req = http.get(&health);
+        async move {
+            req.send().await?.error_for_status()?;
+            Ok(())
+        }
+    })
+    .await?;
     Ok(Limit::from(
         format!("HTTP no-op round trip (/healthz), {callers} in flight"),
         n,
-        start.elapsed().as_secs_f64(),
+        secs,
         &h,
     ))
 }

@@ -571,7 +571,10 @@ impl Suite {
         let mut plan = self.plan(running, 10_000, Dist::Uniform, Op::Signal);
         plan.url = entry;
         plan.rate = Some(rate);
-        plan.concurrency = 256;
+        // room for every request the dead leader's partitions hold up (rate x election time):
+        // with fewer, waiting requests would take all permits and stall the healthy partitions
+        // in the generator, which is not the system's doing
+        plan.concurrency = 8192;
         plan.attempts = 100;
         plan.warmup = Duration::from_secs(2);
         plan.measure = Duration::from_secs_f64(before_kill - 2.0 + after_kill);
