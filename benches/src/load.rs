@@ -100,6 +100,9 @@ pub struct LoadArgs {
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Write throughput and latency over time as an SVG plot to this file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// One run, fully described.
@@ -280,6 +283,73 @@ impl Outcome {
             "timeline": self.timeline,
         })
     }
+}
+
+/// Throughput and latency over time of `runs` (name, outcome) as two plot panels, with vertical
+/// `markers`: acknowledged adds per second; p99 (and, for a single run, p50) by intended send
+/// time.
+pub fn timeline_panels(
+    runs: &[(&str, &Outcome)],
+    markers: &[(f64, String)],
+) -> Vec<crate::plot::Panel> {
+    use crate::plot::{Panel, Series};
+    let tick_ms = runs
+        .first()
+        .map(|r| r.1.plan.tick.as_millis())
+        .unwrap_or(1000);
+    let mut latency = Vec::new();
+    for (name, o) in runs {
+        let label = |q: &str| {
+            if runs.len() == 1 {
+                q.to_string()
+            } else {
+                format!("{name} {q}")
+            }
+        };
+        latency.push(Series {
+            name: label("p99"),
+            points: o
+                .timeline
+                .iter()
+                .filter_map(|t| Some((t.t, t.p99_ms?)))
+                .collect(),
+        });
+        if runs.len() == 1 {
+            latency.push(Series {
+                name: label("p50"),
+                points: o
+                    .timeline
+                    .iter()
+                    .filter_map(|t| Some((t.t, t.p50_ms?)))
+                    .collect(),
+            });
+        }
+    }
+    vec![
+        Panel {
+            title: "acknowledged adds per second".into(),
+            x_label: "seconds since the start (warm-up included)".into(),
+            y_label: "adds/s".into(),
+            series: runs
+                .iter()
+                .map(|(name, o)| Series {
+                    name: name.to_string(),
+                    points: o.timeline.iter().map(|t| (t.t, t.per_sec)).collect(),
+                })
+                .collect(),
+            markers: markers.to_vec(),
+            ..Panel::default()
+        },
+        Panel {
+            title: format!("latency by intended send time ({tick_ms} ms ticks)"),
+            x_label: "seconds since the start (warm-up included)".into(),
+            y_label: "ms".into(),
+            log_y: true,
+            series: latency,
+            markers: markers.to_vec(),
+            reference: None,
+        },
+    ]
 }
 
 /// Picks counters.
@@ -751,6 +821,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&o.json())?)
             .with_context(|| path.display().to_string())?;
+    }
+    if let Some(path) = &args.plot {
+        let svg = crate::plot::svg(&o.plan.describe(), &timeline_panels(&[("run", &o)], &[]));
+        std::fs::write(path, svg).with_context(|| path.display().to_string())?;
     }
     if !o.verified() {
         bail!(

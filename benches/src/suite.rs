@@ -631,45 +631,11 @@ impl Suite {
             "normal_p99_ms": normal, "threshold_ms": threshold, "recovery_s": recovery,
             "lost": lost, "max_latency_ms": o.hist.max() as f64 / 1000.0,
         }));
-        let panels = vec![
-            Panel {
-                title: "acknowledged signals per second".into(),
-                x_label: "seconds".into(),
-                y_label: "adds/s".into(),
-                series: vec![Series {
-                    name: "acknowledged".into(),
-                    points: o.timeline.iter().map(|t| (t.t, t.per_sec)).collect(),
-                }],
-                markers: vec![(kill_t, format!("kill -9 node {victim_id}"))],
-                ..Panel::default()
-            },
-            Panel {
-                title: "latency by intended send time (100 ms ticks)".into(),
-                x_label: "seconds".into(),
-                y_label: "ms".into(),
-                log_y: true,
-                series: vec![
-                    Series {
-                        name: "p99".into(),
-                        points: o
-                            .timeline
-                            .iter()
-                            .filter_map(|t| Some((t.t, t.p99_ms?)))
-                            .collect(),
-                    },
-                    Series {
-                        name: "p50".into(),
-                        points: o
-                            .timeline
-                            .iter()
-                            .filter_map(|t| Some((t.t, t.p50_ms?)))
-                            .collect(),
-                    },
-                ],
-                markers: vec![(kill_t, "kill".into())],
-                reference: Some((threshold, format!("normal x2: {threshold:.0} ms"))),
-            },
-        ];
+        let mut panels = load::timeline_panels(
+            &[("acknowledged", &o)],
+            &[(kill_t, format!("kill -9 node {victim_id}"))],
+        );
+        panels[1].reference = Some((threshold, format!("normal x2: {threshold:.0} ms")));
         std::fs::write(
             self.out.join("failover.svg"),
             plot::svg("perdure 3 nodes: failover under steady load", &panels),
@@ -729,6 +695,28 @@ impl Suite {
             serde_json::to_string_pretty(&v)?,
         )?;
         std::fs::write(self.out.join("summary.md"), self.markdown())?;
+        for system in [System::Single, System::Cluster, System::Restate] {
+            let runs: Vec<(&str, &Outcome)> = self
+                .rows
+                .iter()
+                .filter(|r| {
+                    r.system == system
+                        && (r.scenario == "hot key (1 counter)"
+                            || r.scenario.ends_with("counters, uniform"))
+                })
+                .map(|r| (r.scenario.as_str(), &r.outcome))
+                .collect();
+            if !runs.is_empty() {
+                std::fs::write(
+                    self.out
+                        .join(format!("timeline-{system:?}.svg").to_lowercase()),
+                    plot::svg(
+                        &format!("{}: closed-loop maxima over time", system.label()),
+                        &load::timeline_panels(&runs, &[]),
+                    ),
+                )?;
+            }
+        }
         for (i, name) in ["hot key (1 counter)", "counters, uniform"]
             .iter()
             .enumerate()

@@ -73,7 +73,13 @@ fn a_quick_suite_runs_every_scenario_verified_and_writes_its_report() {
     let f = &v["failover"];
     assert_eq!(f["lost"], 0, "{f}");
     assert!(f["partitions_led"].as_u64().unwrap() >= 1, "{f}");
-    for svg in ["sweep-hot-key.svg", "sweep-many-keys.svg", "failover.svg"] {
+    for svg in [
+        "sweep-hot-key.svg",
+        "sweep-many-keys.svg",
+        "failover.svg",
+        "timeline-single.svg",
+        "timeline-cluster.svg",
+    ] {
         let text = std::fs::read_to_string(out.path().join(svg)).unwrap();
         assert!(
             text.starts_with("<svg") && text.contains("<polyline"),
