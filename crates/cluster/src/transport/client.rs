@@ -24,6 +24,10 @@ use tracing::Instrument;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// ...up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Longest one connection attempt (connect + handshake) may take. An attempt is not bounded by
+/// the request that started it: a heartbeat's 100 ms budget could otherwise cut every attempt
+/// short on a loaded machine and leave a live peer unreachable for good.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The connections of this node to its peers, by node id. Cheap to clone (clones share the
 /// connections); the connections close when the last clone is dropped.
@@ -123,7 +127,7 @@ impl Peers {
         let after = timeout.unwrap_or(self.inner.config.rpc_timeout);
         let deadline = tokio::time::Instant::now() + after;
         let slot = self.slot(to);
-        let conn = self.connection(&slot, deadline, after).await?;
+        let conn = self.connection(slot, deadline, after).await?;
         conn.call(kind, body, deadline, after).await
     }
 
@@ -147,17 +151,19 @@ impl Peers {
                 Arc::new(Slot {
                     node,
                     state: Mutex::new(SlotState::default()),
-                    connecting: tokio::sync::Mutex::new(()),
+                    connecting: Arc::new(tokio::sync::Mutex::new(())),
                 })
             })
             .clone()
     }
 
     /// The open connection to the slot's peer, opening one if there is none (one attempt at a
-    /// time per peer: concurrent requests wait for it).
+    /// time per peer: concurrent requests wait for it). The attempt runs as a task of its own,
+    /// bounded by [`CONNECT_TIMEOUT`], not by this request's deadline: a request that gives up
+    /// leaves it running, and the next request finds the connection made.
     async fn connection(
         &self,
-        slot: &Slot,
+        slot: Arc<Slot>,
         deadline: tokio::time::Instant,
         after: Duration,
     ) -> Result<Arc<Conn>, TransportError> {
@@ -165,7 +171,7 @@ impl Peers {
         if let Some(conn) = slot.ready()? {
             return Ok(conn);
         }
-        let _attempt = tokio::time::timeout_at(deadline, slot.connecting.lock())
+        let attempt_lock = tokio::time::timeout_at(deadline, slot.connecting.clone().lock_owned())
             .await
             .map_err(|_| TransportError::Timeout { node, after })?;
         if let Some(conn) = slot.ready()? {
@@ -179,7 +185,29 @@ impl Peers {
         };
         let span = tracing::debug_span!("transport_peer", peer = node, peer_addr = %addr);
         let attempt = connect(self.inner.config.clone(), node, addr.clone()).instrument(span);
-        match tokio::time::timeout_at(deadline, attempt).await {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _one_at_a_time = attempt_lock;
+            let _ = tx.send(Self::attempt(&slot, addr, attempt).await);
+        });
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(TransportError::Unreachable {
+                node,
+                reason: "the connection attempt ended without an answer".into(),
+            }),
+            Err(_) => Err(TransportError::Timeout { node, after }),
+        }
+    }
+
+    /// One connection attempt to `addr`, recorded in the slot.
+    async fn attempt(
+        slot: &Slot,
+        addr: String,
+        attempt: impl std::future::Future<Output = Result<Arc<Conn>, Failure>>,
+    ) -> Result<Arc<Conn>, TransportError> {
+        let node = slot.node;
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(conn)) => {
                 slot.connected(&addr, conn.clone());
                 Ok(conn)
@@ -198,11 +226,14 @@ impl Peers {
                 Err(error)
             }
             Err(_) => {
-                tracing::debug!(peer = node, peer_addr = %addr, ?after, "transport: connecting timed out");
+                tracing::debug!(peer = node, peer_addr = %addr, after = ?CONNECT_TIMEOUT, "transport: connecting timed out");
                 slot.failed(Failure::Unreachable(format!(
-                    "connecting to {addr} took longer than {after:?}"
+                    "connecting to {addr} took longer than {CONNECT_TIMEOUT:?}"
                 )));
-                Err(TransportError::Timeout { node, after })
+                Err(TransportError::Timeout {
+                    node,
+                    after: CONNECT_TIMEOUT,
+                })
             }
         }
     }
@@ -238,8 +269,8 @@ impl Failure {
 struct Slot {
     node: NodeId,
     state: Mutex<SlotState>,
-    /// Held while connecting, so there is one attempt at a time.
-    connecting: tokio::sync::Mutex<()>,
+    /// Held while connecting (by the attempt's task), so there is one attempt at a time.
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Default)]
@@ -619,10 +650,21 @@ mod tests {
     /// A peer that completes the handshake, then answers each request after `answer_after`
     /// (never if `None`) and answers pings only if `pongs`.
     async fn fake_peer(answer_after: Option<Duration>, pongs: bool) -> std::net::SocketAddr {
+        fake_peer_after(Duration::ZERO, answer_after, pongs).await
+    }
+
+    /// A peer that accepts one connection, answers the handshake after `handshake_after`, then
+    /// answers requests after `answer_after` (never if `None`) and pings if `pongs`.
+    async fn fake_peer_after(
+        handshake_after: Duration,
+        answer_after: Option<Duration>,
+        pongs: bool,
+    ) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(handshake_after).await;
             let (mut rd, mut wr) = stream.into_split();
             let mut reader = FrameReader::new();
             let Ok(_) =
@@ -687,12 +729,34 @@ mod tests {
         assert_eq!(answer, [7]);
     }
 
+    #[tokio::test]
+    async fn a_connection_slower_than_the_request_that_started_it_serves_the_next_one() {
+        // the handshake takes 300 ms; the peer accepts one connection only
+        let addr = fake_peer_after(Duration::from_millis(300), Some(Duration::ZERO), true).await;
+        let peers = Peers::new(config(1, 100));
+        peers.set_address(2, addr.to_string());
+        let first = peers
+            .request(2, 1, vec![1], Some(Duration::from_millis(100)))
+            .await;
+        assert!(
+            matches!(first, Err(TransportError::Timeout { node: 2, .. })),
+            "{first:?}"
+        );
+        // the attempt went on without the request that gave up: the next one finds it made
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let answer = peers
+            .request(2, 1, vec![9], Some(Duration::from_millis(100)))
+            .await
+            .unwrap();
+        assert_eq!(answer, [9]);
+    }
+
     #[test]
     fn backoff_doubles_from_50_ms_to_2_s() {
         let slot = Slot {
             node: 2,
             state: Mutex::new(SlotState::default()),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: Default::default(),
         };
         for expected_ms in [50, 100, 200, 400, 800, 1600, 2000, 2000] {
             let before = Instant::now();
