@@ -94,12 +94,18 @@ pub(crate) fn reported_leader(
 }
 
 pub(crate) fn info(ctx: &Ctx) -> ClusterInfo {
-    // initialized as openraft defines it (a log or a vote), read from metrics
-    let meta = ctx.meta().metrics();
-    let meta = meta.borrow();
+    // initialized as openraft defines it (a log or a vote), read from metrics. The borrow ends
+    // here: `view` below borrows the same watch again, and a second read borrow while openraft
+    // waits to publish new metrics blocks behind that writer, which waits for the first: a
+    // deadlock (it hung a node's GET /cluster and its metadata group in CI).
+    let meta_initialized = {
+        let m = ctx.meta().metrics();
+        let m = m.borrow();
+        m.last_log_index.is_some() || m.vote != openraft::Vote::default()
+    };
     ClusterInfo {
         node_id: ctx.node_id,
-        meta_initialized: meta.last_log_index.is_some() || meta.vote != openraft::Vote::default(),
+        meta_initialized,
         membership: ctx.membership(),
         views: (0..=ctx.partitions()).map(|g| ctx.view(g)).collect(),
         moves: ctx.moves.load(std::sync::atomic::Ordering::Relaxed),
