@@ -344,8 +344,8 @@ async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
 async fn forwarded(http: &reqwest::Client, members: &[Member]) -> u64 {
     let mut n = 0;
     for m in members {
-        // a status asks every member (500 ms each, at once); on a machine starved by parallel
-        // test clusters the answer has been seen to take longer than the client's 5 s
+        // a status asks every member (500 ms each, at once); generous, so that a hang (as the
+        // watch-borrow deadlock once was) shows as itself rather than as a slow machine
         let v: serde_json::Value = http
             .get(format!("{}/cluster", m.url()))
             .timeout(Duration::from_secs(20))
