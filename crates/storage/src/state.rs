@@ -640,10 +640,9 @@ impl PartitionState {
         Ok(out)
     }
 
-    /// Every key and value, for a snapshot.
     /// Every pair of the tree as sled's own shared buffers: mostly reference-count increments,
     /// no copies, so a snapshot holds the partition's applies for as short a time as possible
-    /// (the copy into owned bytes happens later, off the state machine).
+    /// (the snapshot is encoded from these buffers later, off the state machine).
     pub fn export_shared(&self) -> Result<Vec<(sled::IVec, sled::IVec)>> {
         self.tree
             .iter()
@@ -651,6 +650,8 @@ impl PartitionState {
             .collect()
     }
 
+    /// Every key and value, owned (tests compare trees with it).
+    #[cfg(test)]
     pub fn export(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.tree
             .iter()

@@ -76,7 +76,7 @@ impl StateMachine {
 
     /// Writes a durable snapshot of the current state now (blocking).
     pub fn snapshot_now(&self) -> Result<SnapshotMeta> {
-        let pairs = self.state.export()?;
+        let pairs = self.state.export_shared()?;
         let (meta, _) = write_snapshot(
             self.state.partition(),
             &pairs,
@@ -91,7 +91,7 @@ impl StateMachine {
 /// Encodes the state `pairs` at `applied` as a snapshot and saves it durably.
 fn write_snapshot(
     partition: u32,
-    pairs: &[(Vec<u8>, Vec<u8>)],
+    pairs: &[(sled::IVec, sled::IVec)],
     applied: Option<LogId>,
     membership: StoredMembership,
     store: &SnapshotStore,
@@ -130,10 +130,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (applied, membership) = (self.applied, self.membership.clone());
         let store = self.snapshots.clone();
         let (meta, bytes) = tokio::task::spawn_blocking(move || {
-            let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect();
             write_snapshot(partition, &pairs, applied, membership, &store)
         })
         .await
