@@ -7,8 +7,8 @@
 mod common;
 
 use common::cluster::{
-    assert_counters_exact, leaders, ready, start, status, three_members, wait_balanced,
-    write_config_with, Adders, Member, Nodes, BASE,
+    assert_counters_exact, http_client, leaders, ready, start, status, three_members,
+    wait_balanced, write_config_with, Adders, Member, Nodes, BASE,
 };
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -31,22 +31,25 @@ fn write_config(dir: &Path, m: &Member, all: &[Member]) -> std::path::PathBuf {
     )
 }
 
+/// Three members on 127.0.0.1-3 and their configs in `dir`.
+fn three_configured(dir: &Path) -> (Vec<Member>, Vec<std::path::PathBuf>) {
+    let members = three_members();
+    let configs = members
+        .iter()
+        .map(|m| write_config(dir, m, &members))
+        .collect();
+    (members, configs)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
     let seed = common::test_seed("cluster test");
     let dir = tempfile::tempdir().unwrap();
-    let members = three_members();
-    let configs: Vec<_> = members
-        .iter()
-        .map(|m| write_config(dir.path(), m, &members))
-        .collect();
+    let (members, configs) = three_configured(dir.path());
     let nodes = Arc::new(Mutex::new(Nodes(
         configs.iter().map(|c| Some(start(c))).collect(),
     )));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = http_client();
     let formed = Instant::now();
     for m in &members {
         assert!(
@@ -233,10 +236,7 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
 /// written); once its config is fixed, it forms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = http_client();
     for (what, cluster_id, secret, partitions, expect) in [
         (
             "wrong secret",
@@ -366,16 +366,9 @@ async fn forwarded(http: &reqwest::Client, members: &[Member]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_sends_straight_to_leaders() {
     let dir = tempfile::tempdir().unwrap();
-    let members = three_members();
-    let configs: Vec<_> = members
-        .iter()
-        .map(|m| write_config(dir.path(), m, &members))
-        .collect();
+    let (members, configs) = three_configured(dir.path());
     let mut nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = http_client();
     for m in &members {
         assert!(ready(&http, &m.url(), Duration::from_secs(30)).await);
     }
@@ -443,16 +436,9 @@ async fn the_client_sends_straight_to_leaders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entity_signals_reach_partitions_led_by_other_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let members = three_members();
-    let configs: Vec<_> = members
-        .iter()
-        .map(|m| write_config(dir.path(), m, &members))
-        .collect();
+    let (members, configs) = three_configured(dir.path());
     let _nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = http_client();
     for m in &members {
         assert!(ready(&http, &m.url(), Duration::from_secs(30)).await);
     }
@@ -501,16 +487,9 @@ async fn entity_signals_reach_partitions_led_by_other_nodes() {
 /// for; once they start, the cluster forms. Then a cluster node stops cleanly on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = http_client();
     let dir = tempfile::tempdir().unwrap();
-    let members = three_members();
-    let configs: Vec<_> = members
-        .iter()
-        .map(|m| write_config(dir.path(), m, &members))
-        .collect();
+    let (members, configs) = three_configured(dir.path());
     let mut nodes = Nodes(vec![Some(start(&configs[0]))]);
     let url = members[0].url();
     let t = Instant::now();
@@ -585,21 +564,15 @@ async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
 }
 
 /// A replica restarted after a crash rejoins as a follower: the partitions it does not lead
-/// keep their leader and term. (openraft 0.9 has no pre-vote: without holding back its timeout
-/// elections until the leaders reach it, the restarted replica campaigns with a higher term and
-/// deposes healthy leaders.)
+/// keep their leader and term. (openraft 0.9 has no pre-vote: unless the leaders' heartbeats
+/// reach it before its first election timeout, the restarted replica campaigns with a higher
+/// term and deposes healthy leaders; the hello at start and the connection-backoff reset are
+/// what make them reach it in time.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_does_not_depose_healthy_leaders() {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = http_client();
     let dir = tempfile::tempdir().unwrap();
-    let members = three_members();
-    let configs: Vec<_> = members
-        .iter()
-        .map(|m| write_config(dir.path(), m, &members))
-        .collect();
+    let (members, configs) = three_configured(dir.path());
     let mut nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
     for m in &members {
         assert!(ready(&http, &m.url(), Duration::from_secs(30)).await);

@@ -45,10 +45,7 @@ async fn every_acknowledged_add_counts_once_across_kill_9() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}{BASE}");
     let server = Arc::new(Mutex::new(start(&data, port)));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = common::cluster::http_client();
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<HashMap<usize, i64>>> = Arc::default();

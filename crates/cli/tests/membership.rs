@@ -126,10 +126,7 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     let nodes = Arc::new(Mutex::new(Nodes(
         configs[..3].iter().map(|c| Some(start(c))).collect(),
     )));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = common::cluster::http_client();
     for m in &all[..3] {
         assert!(
             ready(&http, &m.url(), Duration::from_secs(30)).await,

@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 
 pub use super::free_port_on as free_port;
 
+/// An HTTP client with the tests' 5 s timeout per request.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
 pub struct Member {
     pub id: u64,
     pub ip: String,
