@@ -185,19 +185,19 @@ impl Peers {
         };
         let span = tracing::debug_span!("transport_peer", peer = node, peer_addr = %addr);
         let attempt = connect(self.inner.config.clone(), node, addr.clone()).instrument(span);
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             let _one_at_a_time = attempt_lock;
             let _ = tx.send(Self::attempt(&slot, addr, attempt).await);
         });
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(TransportError::Unreachable {
-                node,
-                reason: "the connection attempt ended without an answer".into(),
-            }),
-            Err(_) => Err(TransportError::Timeout { node, after }),
-        }
+        answer_by(
+            rx,
+            deadline,
+            node,
+            after,
+            "the connection attempt ended without an answer",
+        )
+        .await
     }
 
     /// One connection attempt to `addr`, recorded in the slot.
@@ -448,14 +448,25 @@ impl Conn {
                 reason: "connection lost: its writer stopped".into(),
             });
         }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(TransportError::Unreachable {
-                node,
-                reason: "connection lost".into(),
-            }),
-            Err(_) => Err(TransportError::Timeout { node, after }),
-        }
+        answer_by(rx, deadline, node, after, "connection lost").await
+    }
+}
+
+/// What `rx` answers by `deadline`: a timeout after `after`, or `lost` if its sender is gone.
+async fn answer_by<T>(
+    rx: oneshot::Receiver<Result<T, TransportError>>,
+    deadline: tokio::time::Instant,
+    node: NodeId,
+    after: Duration,
+    lost: &str,
+) -> Result<T, TransportError> {
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err(TransportError::Unreachable {
+            node,
+            reason: lost.into(),
+        }),
+        Err(_) => Err(TransportError::Timeout { node, after }),
     }
 }
 
