@@ -183,7 +183,7 @@ pub struct Adders {
     pub targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Acknowledged sum per counter, and acknowledged adds.
-    acked: std::sync::Arc<std::sync::Mutex<(HashMap<usize, i64>, u64)>>,
+    acked: std::sync::Arc<std::sync::Mutex<Added>>,
     retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -201,8 +201,7 @@ impl Adders {
         use std::sync::atomic::Ordering;
         let targets = std::sync::Arc::new(std::sync::Mutex::new(targets));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let acked: std::sync::Arc<std::sync::Mutex<(HashMap<usize, i64>, u64)>> =
-            Default::default();
+        let acked: std::sync::Arc<std::sync::Mutex<Added>> = Default::default();
         let retries = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tasks = (0..clients)
             .map(|c| {
@@ -239,9 +238,12 @@ impl Adders {
                                 .await;
                             match r {
                                 Ok(resp) if resp.status() == 202 => {
+                                    let body: serde_json::Value =
+                                        resp.json().await.unwrap_or_default();
                                     let mut a = acked.lock().unwrap();
-                                    *a.0.entry(counter).or_default() += amount;
-                                    a.1 += 1;
+                                    *a.sums.entry(counter).or_default() += amount;
+                                    a.adds += 1;
+                                    a.duplicates += u64::from(body["duplicate"] == true);
                                     break;
                                 }
                                 Ok(resp) if resp.status().is_client_error() => {
@@ -283,27 +285,27 @@ impl Adders {
         for t in self.tasks {
             t.await.unwrap();
         }
-        let (sums, adds) = self.acked.lock().unwrap().clone();
-        Added {
-            sums,
-            adds,
-            retries: self.retries.load(std::sync::atomic::Ordering::Relaxed),
-        }
+        let mut added = self.acked.lock().unwrap().clone();
+        added.retries = self.retries.load(std::sync::atomic::Ordering::Relaxed);
+        added
     }
 }
 
 /// What [`Adders`] got acknowledged.
+#[derive(Debug, Clone, Default)]
 pub struct Added {
     /// The acknowledged sum per counter.
     pub sums: HashMap<usize, i64>,
     /// Acknowledged adds.
     pub adds: u64,
+    /// Of those, acknowledged as duplicates (a retry of an add applied before).
+    pub duplicates: u64,
     /// Attempts that failed and were retried.
     pub retries: u64,
 }
 
 /// Asserts that every counter in `acked` reads exactly its acknowledged sum through `url`
-/// (a read that fails, e.g. while a leader is elected, is retried for 10 s).
+/// (reads that fail, e.g. while a leader is elected, are retried for 30 s in all).
 pub async fn assert_counters_exact(http: &reqwest::Client, url: &str, acked: &HashMap<usize, i64>) {
     // One deadline for all reads: a node that cannot serve fails the test in bounded time
     // (each read has the client's own timeout too) instead of retrying for minutes.
