@@ -204,16 +204,15 @@ async fn wait_ready(http: &reqwest::Client, url: &str, within: Duration) -> anyh
     bail!("{url} not ready within {within:?}")
 }
 
-/// Leaders per node, from `GET /cluster` of `url`.
-async fn leaders(http: &reqwest::Client, url: &str) -> Option<Vec<(u32, u64)>> {
-    let v: serde_json::Value = http
-        .get(format!("{url}/cluster"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
+/// Each partition's leader, from `GET /cluster` of `url` (`None` while one has none).
+async fn leaders(url: &str) -> Option<Vec<(u32, u64)>> {
+    let client = perdure_client::Client::builder(url)
+        .routing(false)
+        .attempts(1)
+        .timeout(Duration::from_secs(10))
+        .build()
         .ok()?;
+    let v = client.cluster_status().await.ok()?;
     v["partitions"]
         .as_array()?
         .iter()
@@ -223,12 +222,12 @@ async fn leaders(http: &reqwest::Client, url: &str) -> Option<Vec<(u32, u64)>> {
 
 /// Waits until every partition has a leader, every node leads some, and nothing moved for 3 s
 /// (the leader balancer is done), at most 60 s.
-async fn wait_balanced(http: &reqwest::Client, url: &str, nodes: usize) {
+async fn wait_balanced(url: &str, nodes: usize) {
     let t = Instant::now();
     let mut stable_since = Instant::now();
     let mut last = None;
     while t.elapsed() < Duration::from_secs(60) {
-        let now = leaders(http, url).await;
+        let now = leaders(url).await;
         let spread = now.as_ref().is_some_and(|l| {
             let mut who: Vec<u64> = l.iter().map(|x| x.1).collect();
             who.sort_unstable();
@@ -306,7 +305,7 @@ impl Suite {
                     wait_ready(&self.http, u, Duration::from_secs(60)).await?;
                 }
                 if n > 1 {
-                    wait_balanced(&self.http, &urls[0], n as usize).await;
+                    wait_balanced(&urls[0], n as usize).await;
                 }
                 Ok(Running::Perdure { nodes, urls })
             }
@@ -559,7 +558,7 @@ impl Suite {
         } else {
             (8.0, 14.0)
         };
-        let leads = leaders(&self.http, &urls[0]).await.unwrap_or_default();
+        let leads = leaders(&urls[0]).await.unwrap_or_default();
         let victim_id = (1..=nodes.len() as u64)
             .max_by_key(|id| leads.iter().filter(|l| l.1 == *id).count())
             .unwrap_or(1);
