@@ -194,7 +194,7 @@ impl NodeProc {
             .arg(bin)
             .args(["serve", "--config"])
             .arg(&self.spec.config)
-            .env("PERDURE_LOG", "warn,openraft=error")
+            .env("PERDURE_LOG", "info,openraft=error")
             .env_remove("CHAOS_INJECT_BUG")
             .stdin(Stdio::null())
             .stdout(log)

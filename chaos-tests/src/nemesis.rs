@@ -165,6 +165,8 @@ pub enum Heal {
     Unskew(u64),
     /// Remove this added node.
     Membership(u64),
+    /// Nothing to undo: the fault was over once applied.
+    Nothing,
 }
 
 /// The node leading the most partitions, as the first answering node sees it.
@@ -235,6 +237,25 @@ pub async fn apply(
         }
     };
     match fault.nemesis {
+        Nemesis::Restart => {
+            // Back before the others elect anyone: openraft resumes the leadership the node
+            // held (same term), with whatever commit index it had saved.
+            let (t, why) = match fault.variant.as_str() {
+                "leader" => pick_leader().await,
+                _ => (random, "random"),
+            };
+            blocking(|| {
+                let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
+                let i = c.index(t).ok_or("no such node")?;
+                c.kill(i)?;
+                c.start(i, None).map(|_| ())
+            })?;
+            Ok((
+                vec![t],
+                format!("kill -9 [{t}] ({why}) and start it again at once"),
+                Heal::Nothing,
+            ))
+        }
         Nemesis::Kill | Nemesis::Pause => {
             let (targets, why) = match fault.variant.as_str() {
                 "leader" => {
@@ -544,6 +565,7 @@ pub async fn heal(
             c.start(i, None)
                 .map(|_| "restarted with the real clock".into())
         }
+        Heal::Nothing => Ok(String::new()),
         Heal::Membership(_) => unreachable!("handled above"),
     })
 }

@@ -14,6 +14,9 @@ use std::str::FromStr;
 pub enum Nemesis {
     /// `kill -9` then restart: a random node, the leader of the most partitions, or a minority.
     Kill,
+    /// `kill -9` and start again at once, before the others elect anyone: a restarted leader
+    /// resumes its leadership in the same term (openraft 0.9) with the commit index it saved.
+    Restart,
     /// SIGSTOP longer than the election timeout, then SIGCONT.
     Pause,
     /// Network partitions between the nodes (iptables).
@@ -29,8 +32,9 @@ pub enum Nemesis {
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 6] = [
+    pub const ALL: [Nemesis; 7] = [
         Nemesis::Kill,
+        Nemesis::Restart,
         Nemesis::Pause,
         Nemesis::Partition,
         Nemesis::Loss,
@@ -42,6 +46,7 @@ impl Nemesis {
     pub fn name(self) -> &'static str {
         match self {
             Nemesis::Kill => "kill",
+            Nemesis::Restart => "restart",
             Nemesis::Pause => "pause",
             Nemesis::Partition => "partition",
             Nemesis::Loss => "loss",
@@ -54,6 +59,7 @@ impl Nemesis {
     pub fn variants(self, nodes: usize) -> Vec<&'static str> {
         match self {
             Nemesis::Kill => vec!["random", "leader", "minority"],
+            Nemesis::Restart => vec!["leader", "random"],
             Nemesis::Pause => vec!["random", "leader"],
             Nemesis::Partition if nodes >= 5 => {
                 vec!["isolate-one", "isolate-leader", "halves", "ring", "bridge"]
@@ -75,7 +81,7 @@ impl fmt::Display for Nemesis {
 /// An unknown nemesis name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown nemesis {0:?} (known: kill, pause, partition, loss, netem, skew, clock, membership)"
+    "unknown nemesis {0:?} (known: kill, restart, pause, partition, loss, netem, skew, clock, membership)"
 )]
 pub struct UnknownNemesis(String);
 
@@ -84,6 +90,7 @@ impl FromStr for Nemesis {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "kill" => Nemesis::Kill,
+            "restart" => Nemesis::Restart,
             "pause" => Nemesis::Pause,
             "partition" => Nemesis::Partition,
             "loss" | "netem" => Nemesis::Loss,
@@ -131,6 +138,8 @@ pub fn schedule(seed: u64, nemeses: &[Nemesis], nodes: usize, duration_ms: u64) 
         let nemesis = order.pop().expect("refilled above");
         let duration_ms = match nemesis {
             Nemesis::Pause => rng.gen_range(2_000..4_000),
+            // over once applied: only the quiet stretch after it matters
+            Nemesis::Restart => rng.gen_range(1_000..2_000),
             Nemesis::Membership => rng.gen_range(8_000..12_000),
             _ => rng.gen_range(4_000..8_000),
         };

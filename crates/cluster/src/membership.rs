@@ -15,8 +15,9 @@
 //! - **Leaders elsewhere**: a node answers requests for partitions it does not host by
 //!   forwarding them; it learns their leaders from the members that host them (polled).
 
+use crate::partitions::BarrierError;
 use crate::transport::{Handler, Peers, RemoteError, RemoteErrorCode};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
 use perdure_storage::state::PartitionState;
 use perdure_storage::TypeConfig;
@@ -109,6 +110,9 @@ pub(crate) struct Ctx {
     /// Data partitions, then the metadata group at index `partitions`.
     pub rafts: Vec<Raft<TypeConfig>>,
     pub meta_state: PartitionState,
+    /// The metadata group's leadership resumed after a restart, if any (see
+    /// [`crate::partitions::Resumed`]).
+    pub meta_resumed: Option<crate::partitions::Resumed>,
     pub peers: Peers,
     pub seeds: Vec<MemberConfig>,
     pub rf: u32,
@@ -317,12 +321,12 @@ impl Ctx {
     async fn change_here(&self, change: MetaChange) -> Result<Membership, MetaError> {
         let _one_at_a_time = self.change_lock.lock().await;
         let raft = self.meta();
-        match raft.ensure_linearizable().await {
-            Ok(_) => {}
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+        match crate::partitions::read_barrier(raft, self.meta_resumed.as_ref()).await {
+            Ok(()) => {}
+            Err(BarrierError::NotLeader(_)) => {
                 return Err(MetaError::Unavailable("leadership moved".into()))
             }
-            Err(e) => return Err(MetaError::Unavailable(e.to_string())),
+            Err(BarrierError::Unavailable(e)) => return Err(MetaError::Unavailable(e)),
         }
         let term = raft.metrics().borrow().current_term;
         let current = self.read_local().map_err(MetaError::Unavailable)?;

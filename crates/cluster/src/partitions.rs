@@ -5,7 +5,8 @@ use crate::raft_net::{Dispatcher, TransportNetwork};
 use crate::transport::{Peers, TransportConfig};
 use crate::Error;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy, Vote};
+use perdure_storage::log_store::LogStore;
 use perdure_storage::state::PartitionState;
 use perdure_storage::{NodeStore, TypeConfig};
 use perdure_types::command::{Command, OpResult, Proposal, ProposalResult};
@@ -21,6 +22,83 @@ use tracing::Instrument;
 struct Group {
     raft: Raft<TypeConfig>,
     state: PartitionState,
+    /// Set when this node restarted as the group's leader (see [`Resumed`]).
+    resumed: Option<Resumed>,
+}
+
+/// A leadership this node held before it restarted and resumes at once: openraft 0.9 restores a
+/// node whose saved vote is its own committed vote as leader of that term, without a new term
+/// and without a new first entry. Its read point is then the commit index saved before the
+/// restart, which may lag what was acknowledged (that record is not synced on its own). Reads
+/// under that leadership, and so the entity runtime's start-up barrier, wait until the log the
+/// node restarted with is applied: every acknowledged write of that term is in it, because a
+/// leader counts itself toward a quorum only after its own sync.
+#[derive(Debug, Clone)]
+pub(crate) struct Resumed {
+    /// The vote saved before the restart.
+    vote: Vote<u64>,
+    /// The index of the last entry in the log at start.
+    log_end: u64,
+}
+
+impl Resumed {
+    /// The leadership `log`'s saved vote says node `node` held, if it did.
+    fn of(node: NodeId, log: &LogStore) -> Option<Self> {
+        let vote = log.vote()?;
+        (vote.committed && vote.leader_id.voted_for() == Some(node)).then_some(Self {
+            vote,
+            log_end: log.last_log_id()?.index,
+        })
+    }
+}
+
+/// How long a read under a resumed leadership waits for the log it resumed with to be applied
+/// (it usually takes one round trip to the followers).
+const RESUMED_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// Why a read barrier failed.
+#[derive(Debug)]
+pub(crate) enum BarrierError {
+    /// Another node leads (if known, which).
+    NotLeader(Option<NodeId>),
+    /// Leadership could not be confirmed, or the state could not catch up in time.
+    Unavailable(String),
+}
+
+/// The linearizable read barrier of one group: leadership confirmed by a quorum, then everything
+/// committed before the call applied here, including, under a leadership resumed after a restart,
+/// everything in the log the node restarted with.
+pub(crate) async fn read_barrier(
+    raft: &Raft<TypeConfig>,
+    resumed: Option<&Resumed>,
+) -> Result<(), BarrierError> {
+    // Decided before leadership is confirmed: votes only grow, so once the vote differs from the
+    // resumed one, every confirmation is under a later leadership, whose first entry follows the
+    // whole log and is part of openraft's read point.
+    let catch_up = resumed.and_then(|r| {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let behind = m.last_applied.is_none_or(|a| a.index < r.log_end);
+        (m.vote == r.vote && behind).then_some(r.log_end)
+    });
+    match raft.ensure_linearizable().await {
+        Ok(_) => {}
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            return Err(BarrierError::NotLeader(f.leader_id))
+        }
+        Err(e) => return Err(BarrierError::Unavailable(e.to_string())),
+    }
+    if let Some(end) = catch_up {
+        raft.wait(Some(RESUMED_CATCH_UP))
+            .applied_index_at_least(Some(end), "resumed leadership caught up")
+            .await
+            .map_err(|e| {
+                BarrierError::Unavailable(format!(
+                    "leadership resumed after a restart; its log up to {end} is not applied yet: {e}"
+                ))
+            })?;
+    }
+    Ok(())
 }
 
 /// The set of partition groups on this node: start, route, read, stop.
@@ -81,6 +159,11 @@ async fn start_groups(
     for p in 0..groups_total {
         let (log, sm) = store.open_partition(p)?;
         let state = sm.reader();
+        let resumed = Resumed::of(config.node_id, &log);
+        if let Some(r) = &resumed {
+            tracing::info!(group = p, vote = %r.vote, log_end = r.log_end,
+                "resuming leadership held before the restart; reads wait for the log to be applied");
+        }
         let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable {
             partition: p,
             reason: e.to_string(),
@@ -97,6 +180,7 @@ async fn start_groups(
         groups.push(Group {
             raft: raft.clone(),
             state,
+            resumed,
         });
         if !single {
             // cluster mode: formation (crate::formation) initializes groups, once
@@ -186,6 +270,7 @@ impl Partitions {
                 node_id: config.node_id,
                 rafts: groups.iter().map(|g| g.raft.clone()).collect(),
                 meta_state: groups[partitions as usize].state.clone(),
+                meta_resumed: groups[partitions as usize].resumed.clone(),
                 peers: peers.clone(),
                 seeds: c.members.clone(),
                 rf: c.replication_factor,
@@ -348,12 +433,10 @@ impl Partitions {
     /// applied, then returns the partition's state for a linearizable read.
     pub async fn read(&self, p: PartitionId) -> Result<PartitionState, Error> {
         let group = self.group(p)?;
-        match group.raft.ensure_linearizable().await {
-            Ok(_) => Ok(group.state.clone()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(not_leader(p, self.leader_or(p, f.leader_id)))
-            }
-            Err(e) => Err(unavailable(p, e)),
+        match read_barrier(&group.raft, group.resumed.as_ref()).await {
+            Ok(()) => Ok(group.state.clone()),
+            Err(BarrierError::NotLeader(l)) => Err(not_leader(p, self.leader_or(p, l))),
+            Err(BarrierError::Unavailable(e)) => Err(unavailable(p, e)),
         }
     }
 

@@ -288,10 +288,15 @@ pub(crate) async fn propose_at(
     };
     match forward(&local.partitions, leader, req).await? {
         ForwardReply::Proposed(results) => Ok(results),
-        other => Err(Error::Unavailable(format!(
-            "unexpected answer to a forwarded proposal: {other:?}"
-        ))),
+        other => Err(unexpected(other)),
     }
+}
+
+/// A reply of the wrong kind (a peer running another version, or a bug): never taken as success.
+pub(crate) fn unexpected(reply: ForwardReply) -> Error {
+    Error::Unavailable(format!(
+        "unexpected answer to a forwarded request: {reply:?}"
+    ))
 }
 
 /// Sends a request to `leader` and returns its reply (errors mapped back).

@@ -332,7 +332,7 @@ impl Runtime {
             );
             return match self.forward(leader, fwd).await? {
                 forward::ForwardReply::Signal(o) => Ok(o),
-                _ => Ok(SignalOutcome::Accepted),
+                other => Err(forward::unexpected(other)),
             };
         }
         let kind = WorkKind::Signal {
@@ -379,7 +379,7 @@ impl Runtime {
             let fwd = forward::call_request(entity, operation, input.as_ref());
             return match self.forward(leader, fwd).await? {
                 forward::ForwardReply::Call(v) => forward::parse(&v),
-                _ => Ok(Value::Null),
+                other => Err(forward::unexpected(other)),
             };
         }
         match self
@@ -408,7 +408,7 @@ impl Runtime {
                 };
                 match self.forward(l, fwd).await? {
                     forward::ForwardReply::Get(v) => v.as_deref().map(forward::parse).transpose(),
-                    _ => Ok(None),
+                    other => Err(forward::unexpected(other)),
                 }
             }
             Err(e) => Err(e.into()),
@@ -438,7 +438,7 @@ impl Runtime {
                             .into_iter()
                             .map(|(k, s)| Ok((k, forward::parse(&s)?)))
                             .collect(),
-                        _ => Ok(Vec::new()),
+                        other => Err(forward::unexpected(other)),
                     }
                 }
                 _ => Err(Error::Unavailable(format!(

@@ -123,6 +123,11 @@ impl LogStore {
         self
     }
 
+    /// The last saved vote (as recovered, until openraft saves another).
+    pub fn vote(&self) -> Option<Vote> {
+        self.log().vote
+    }
+
     /// The id of the last entry, or of the last purged one when the log is empty.
     pub fn last_log_id(&self) -> Option<LogId> {
         let log = self.log();

@@ -89,8 +89,12 @@ impl Drop for Nodes {
     }
 }
 
+/// Starts a node on `config`: this build's binary, or the one `PERDURE_TEST_BIN` names (to see
+/// whether a test fails on another build, e.g. one without a fix).
 pub fn start(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_perdure"))
+    let bin = std::env::var_os("PERDURE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_perdure").into());
+    Command::new(bin)
         .args(["serve", "--config"])
         .arg(config)
         .env("PERDURE_LOG", "error,openraft=off")
@@ -277,6 +281,12 @@ impl Adders {
             retries,
             tasks,
         }
+    }
+
+    /// The sums acknowledged so far (each recorded just after its acknowledgement arrived, so
+    /// a read that starts after this call must see at least these).
+    pub fn sums(&self) -> HashMap<usize, i64> {
+        self.acked.lock().unwrap().sums.clone()
     }
 
     /// Stops the clients (each finishes the add it is retrying).
