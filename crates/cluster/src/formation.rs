@@ -326,6 +326,13 @@ struct Stable {
     log_since: Instant,
 }
 
+/// How long the balancer leaves a group alone after `failures` failed attempts in a row to take
+/// back its leadership: 10 s, doubling, at most 5 min.
+fn balance_backoff(failures: u32) -> Duration {
+    let doublings = failures.clamp(1, 6) - 1;
+    Duration::from_secs(10 << doublings).min(Duration::from_secs(300))
+}
+
 /// How a node takes back leadership of the groups it is preferred for. openraft 0.9 has no
 /// leadership transfer: the preferred node calls an election, which deposes the leader and costs
 /// the group about an election timeout, and under load it often fails (the old leader, with the
@@ -360,8 +367,8 @@ async fn balance_leaders(ctx: Ctx) {
             } else if at.elapsed() >= Duration::from_secs(5) {
                 let e = backoff.entry(g).or_insert((0, Instant::now()));
                 e.0 += 1;
-                let wait = Duration::from_secs(10 * (1u64 << e.0.min(5).saturating_sub(1)));
-                e.1 = Instant::now() + wait.min(Duration::from_secs(300));
+                let wait = balance_backoff(e.0);
+                e.1 = Instant::now() + wait;
                 tracing::info!(
                     group = g,
                     retry_in_s = wait.as_secs(),
@@ -606,5 +613,16 @@ impl crate::Partitions {
             last_log_index: local.as_ref().and_then(|m| m.last_log_index),
             applied_index: local.and_then(|m| m.last_applied.map(|l| l.index)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_balancer_backs_off_from_10_s_doubling_to_5_min() {
+        let secs: Vec<u64> = (1..=8).map(|n| balance_backoff(n).as_secs()).collect();
+        assert_eq!(secs, [10, 20, 40, 80, 160, 300, 300, 300]);
     }
 }
