@@ -64,7 +64,10 @@ async fn propose(partitions: &Partitions, p: PartitionId, batch: Vec<(Command, R
             }
         }
         Ok(r) => {
-            let e = format!("partition {p}: {} results for {n} commands", r.results.len());
+            let e = format!(
+                "partition {p}: {} results for {n} commands",
+                r.results.len()
+            );
             tracing::error!("{e}");
             for reply in replies {
                 let _ = reply.send(Err(Error::Unavailable(e.clone())));
