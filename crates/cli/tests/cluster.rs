@@ -133,12 +133,7 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
     let view = leaders(&http, &urls[0]).await.expect("cluster status");
     let (&victim, &led) = view.iter().max_by_key(|(_, n)| **n).expect("some leader");
     let vi = (victim - 1) as usize;
-    {
-        let mut ns = nodes.lock().unwrap();
-        let mut child = ns.0[vi].take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    nodes.lock().unwrap().kill(vi);
     let killed = Instant::now();
     eprintln!("killed node {victim}, leader of {led} of {PARTITIONS} partitions");
     // serving again: every counter answers a call through a survivor
@@ -309,10 +304,7 @@ async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
             .unwrap();
         assert_eq!(r.status(), 503, "{what}: formed without node 3");
         // fixed config: it forms, and serves
-        nodes.0[2].take().map(|mut c| {
-            c.kill().unwrap();
-            c.wait().unwrap()
-        });
+        nodes.kill(2);
         if partitions != PARTITIONS {
             // its data directory was created with the wrong count: it refuses another, so start fresh
             std::fs::remove_dir_all(dir.path().join("node3")).unwrap();
@@ -415,9 +407,7 @@ async fn the_client_sends_straight_to_leaders() {
     );
 
     // its base node dies: it learns the table from the other members and keeps working
-    let mut base = nodes.0[0].take().unwrap();
-    base.kill().unwrap();
-    base.wait().unwrap();
+    nodes.kill(0);
     for i in 0..60 {
         let key = format!("after{i}");
         routed
@@ -532,9 +522,7 @@ async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
     }
 
     // SIGTERM stops a cluster node cleanly: nothing still holds its storage when it closes
-    let mut node1 = nodes.0[0].take().unwrap();
-    node1.kill().unwrap();
-    node1.wait().unwrap();
+    nodes.kill(0);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_perdure"))
         .args(["serve", "--config"])
         .arg(&configs[0])
@@ -643,9 +631,7 @@ async fn leaders_restarted_at_once_serve_every_acknowledged_write() {
             continue;
         };
         let vi = (victim - 1) as usize;
-        let mut child = nodes.0[vi].take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        nodes.kill(vi);
         nodes.0[vi] = Some(start(&configs[vi]));
         let t = Instant::now();
         assert!(
@@ -702,9 +688,7 @@ async fn a_restarted_replica_does_not_depose_healthy_leaders() {
     let url = members[0].url();
     let before = wait_balanced(&http, &url, PARTITIONS, &[1, 2, 3]).await;
     // node 3 crashes and stays down long enough for the leaders' connections to it to back off
-    let mut node3 = nodes.0[2].take().unwrap();
-    node3.kill().unwrap();
-    node3.wait().unwrap();
+    nodes.kill(2);
     tokio::time::sleep(Duration::from_secs(3)).await;
     nodes.0[2] = Some(start(&configs[2]));
     assert!(ready(&http, &members[2].url(), Duration::from_secs(30)).await);

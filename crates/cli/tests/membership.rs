@@ -151,12 +151,7 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
 
     // node 3 goes down (kill -9): it will miss the whole join
     targets.lock().unwrap().retain(|u| *u != all[2].url());
-    {
-        let mut ns = nodes.lock().unwrap();
-        let mut child = ns.0[2].take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    nodes.lock().unwrap().kill(2);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // a 4th node joins under load, with node 3 down
@@ -248,12 +243,7 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     let added = adders.stop().await;
     let (acked, retries) = (&added.sums, added.retries);
     // the removed node can be stopped: nothing depends on it
-    {
-        let mut ns = nodes.lock().unwrap();
-        let mut child = ns.0[1].take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    nodes.lock().unwrap().kill(1);
 
     // restarted, the removed node does not rejoin, and says why
     nodes.lock().unwrap().0[1] = Some(start(&configs[1]));

@@ -80,6 +80,15 @@ pub fn write_config_with(
 /// The nodes; killed when dropped, so a failing test leaves no process behind.
 pub struct Nodes(pub Vec<Option<Child>>);
 
+impl Nodes {
+    /// Kills node `i` with -9 (SIGKILL) and reaps it; its slot stays empty until started again.
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.0[i].take().expect("the node is running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
 impl Drop for Nodes {
     fn drop(&mut self) {
         for child in self.0.iter_mut().flatten() {
@@ -117,14 +126,7 @@ pub async fn ready(http: &reqwest::Client, url: &str, within: Duration) -> bool 
 
 /// Partitions each node leads, as `url` sees it.
 pub async fn leaders(http: &reqwest::Client, url: &str) -> Option<HashMap<u64, usize>> {
-    let v: serde_json::Value = http
-        .get(format!("{url}/cluster"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let v = status(http, url).await?;
     let mut count = HashMap::new();
     for p in v["partitions"].as_array()? {
         if let Some(l) = p["leader"].as_u64() {
