@@ -188,11 +188,11 @@ impl OpMetrics {
             latency: latency.with_label_values(&[t, kind.label()]),
         };
         let mut types = HashMap::new();
-        for name in runtime.registry().names() {
-            let t = runtime
-                .registry()
-                .get(name)
-                .map_err(|e| prometheus::Error::Msg(format!("entity type {name} vanished: {e}")))?;
+        for name in runtime.entities().registry().names() {
+            let t =
+                runtime.entities().registry().get(name).map_err(|e| {
+                    prometheus::Error::Msg(format!("entity type {name} vanished: {e}"))
+                })?;
             let ops = t.operations();
             types.insert(
                 name,
@@ -621,9 +621,11 @@ impl NodeMetrics {
         s.leaders.set(led as i64);
         let (mut act, mut pas, mut del, mut tim) = (0, 0, 0, 0);
         for p in 0..partitions.count() {
-            if let Some(m) = self.runtime.metrics(p) {
+            if let Some(m) = self.runtime.entities().workload().metrics(p) {
                 act += m.activations();
                 pas += m.passivations();
+            }
+            if let Some(m) = self.runtime.host().metrics(p) {
                 del += m.delivered();
                 tim += m.timers_fired();
             }
@@ -633,7 +635,7 @@ impl NodeMetrics {
         mirror(&s.passivations, pas);
         mirror(&s.delivered, del);
         mirror(&s.timers_fired, tim);
-        mirror(&s.forwarded, self.runtime.forwarded());
+        mirror(&s.forwarded, self.runtime.host().forwarded());
         let w = partitions.wal_stats();
         mirror(&s.wal_bytes, w.bytes);
         mirror(&s.wal_records, w.records);

@@ -1,8 +1,9 @@
-//! The runtime's error type. Each variant maps to one HTTP status class (see `status_hint`).
+//! The runtime's error type. Each variant has a transport-neutral [`ErrorKind`] (see
+//! [`Error::kind`]) that HTTP and gRPC map to their own statuses at the edge.
 
-use perdure_types::IdError;
+use perdure_types::{ErrorKind, Failure, IdError, NodeId, PartitionId};
 
-/// A request to the entity runtime could not be served.
+/// A request to the runtime could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The entity id is not valid.
@@ -40,51 +41,117 @@ pub enum Error {
     /// operation counts as processed.
     #[error("operation failed: {0}")]
     Operation(String),
-    /// The partition cannot serve now (no leader, storage failure, shutting down). Safe to retry
-    /// with the same idempotency key.
+    /// The partition has no leader this node can serve the request through now.
+    #[error(
+        "partition {partition} has no leader reachable from this node (leader: {leader:?}); retry"
+    )]
+    NoLeader {
+        /// The partition.
+        partition: PartitionId,
+        /// Its leader, if one is known.
+        leader: Option<NodeId>,
+    },
+    /// The partition cannot serve now (leadership changing, storage failure, shutting down).
+    /// Safe to retry with the same idempotency key.
     #[error("{0}")]
     Unavailable(String),
-}
-
-/// The HTTP status class an error maps to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusHint {
-    /// 400: the request is wrong; retrying it unchanged cannot succeed.
-    BadRequest,
-    /// 422: the operation ran and reported an error.
-    OperationFailed,
-    /// 503: try again later.
-    Unavailable,
+    /// A request forwarded to another node's leader failed there: its kind, code and message as
+    /// that node gave them.
+    #[error("{}", .0.message)]
+    Remote(Failure),
 }
 
 impl Error {
-    /// The HTTP status class of this error.
-    pub fn status_hint(&self) -> StatusHint {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
             Error::BadId(_)
             | Error::UnknownEntityType { .. }
             | Error::UnknownOperation { .. }
-            | Error::BadInput { .. } => StatusHint::BadRequest,
-            Error::Operation(_) => StatusHint::OperationFailed,
-            Error::Unavailable(_) => StatusHint::Unavailable,
+            | Error::BadInput { .. } => ErrorKind::InvalidArgument,
+            Error::Operation(_) => ErrorKind::OperationFailed,
+            Error::NoLeader { .. } | Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Remote(f) => f.kind,
         }
     }
 
-    /// A short machine-readable code for JSON error bodies.
-    pub fn code(&self) -> &'static str {
+    /// A short machine-readable code for error bodies.
+    pub fn code(&self) -> &str {
         match self {
             Error::BadId(_) => "bad_entity_id",
             Error::UnknownEntityType { .. } => "unknown_entity_type",
             Error::UnknownOperation { .. } => "unknown_operation",
             Error::BadInput { .. } => "bad_input",
             Error::Operation(_) => "operation_failed",
-            Error::Unavailable(_) => "unavailable",
+            Error::NoLeader { .. } | Error::Unavailable(_) => "unavailable",
+            Error::Remote(f) => &f.code,
+        }
+    }
+
+    /// The leader of the partition, when the error is about not reaching it and it is known.
+    pub fn leader(&self) -> Option<NodeId> {
+        match self {
+            Error::NoLeader { leader, .. } => *leader,
+            _ => None,
+        }
+    }
+
+    /// This error as it crosses the node-to-node wire.
+    pub fn to_failure(&self) -> Failure {
+        match self {
+            Error::Remote(f) => f.clone(),
+            e => Failure {
+                kind: e.kind(),
+                code: e.code().to_string(),
+                message: e.to_string(),
+            },
         }
     }
 }
 
 impl From<perdure_cluster::Error> for Error {
     fn from(e: perdure_cluster::Error) -> Self {
-        Error::Unavailable(e.to_string())
+        match e {
+            perdure_cluster::Error::NotLeader { partition, leader } => {
+                Error::NoLeader { partition, leader }
+            }
+            e => Error::Unavailable(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_error_keeps_its_kind_code_and_message() {
+        let here = Error::UnknownOperation {
+            entity_type: "counter".into(),
+            operation: "nope".into(),
+            known: "add, get".into(),
+        };
+        let there = Error::Remote(here.to_failure());
+        assert_eq!(there.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(there.code(), "unknown_operation");
+        assert_eq!(there.to_string(), here.to_string());
+        let op = Error::Remote(Error::Operation("boom".into()).to_failure());
+        assert_eq!(
+            (op.kind(), op.code(), op.to_string().as_str()),
+            (
+                ErrorKind::OperationFailed,
+                "operation_failed",
+                "operation failed: boom"
+            )
+        );
+    }
+
+    #[test]
+    fn not_leader_keeps_the_leader() {
+        let e = Error::from(perdure_cluster::Error::NotLeader {
+            partition: 3,
+            leader: Some(2),
+        });
+        assert_eq!((e.kind(), e.leader()), (ErrorKind::Unavailable, Some(2)));
     }
 }

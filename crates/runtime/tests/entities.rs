@@ -45,6 +45,7 @@ impl Node {
         // the leader loops start the processors asynchronously
         let t = Instant::now();
         while runtime
+            .entities()
             .call(id("counter", "__warmup"), "get", None)
             .await
             .is_err()
@@ -108,7 +109,7 @@ async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
 async fn signals_calls_and_reads() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&config(dir.path())).await;
-    let rt = &node.runtime;
+    let rt = node.runtime.entities();
     let c = id("counter", "a");
     let results = rt
         .signal_batch(
@@ -213,7 +214,7 @@ async fn idempotent_signals_apply_once_across_restarts() {
     let cfg = config(dir.path());
     let c = id("counter", "idem");
     let node = Node::start(&cfg).await;
-    let rt = &node.runtime;
+    let rt = node.runtime.entities();
     assert_eq!(
         rt.signal(signal(&c, "add", Some(json!(5)), Some("k1")))
             .await
@@ -250,7 +251,7 @@ async fn idempotent_signals_apply_once_across_restarts() {
     node.stop().await;
 
     let node = Node::start(&cfg).await;
-    let rt = &node.runtime;
+    let rt = node.runtime.entities();
     assert_eq!(
         rt.signal(signal(&c, "add", Some(json!(5)), Some("k1")))
             .await
@@ -266,8 +267,8 @@ async fn entities_signal_entities_across_partitions_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let node = Node::start(&cfg).await;
-    let rt = &node.runtime;
-    let parts = rt.partitions().clone();
+    let rt = node.runtime.entities();
+    let parts = node.runtime.partitions().clone();
     // relays and targets on different partitions
     let relay = id("relay", "r1");
     let targets: Vec<String> = (0..40)
@@ -315,6 +316,7 @@ async fn scheduled_signals_survive_a_restart() {
     for i in 0..5 {
         let input = json!({"to": format!("late{i}"), "ms": 1500});
         node.runtime
+            .entities()
             .signal(signal(&relay, "later", Some(input), None))
             .await
             .unwrap();
@@ -326,7 +328,7 @@ async fn scheduled_signals_survive_a_restart() {
     );
 
     let node = Node::start(&cfg).await;
-    let rt = &node.runtime;
+    let rt = node.runtime.entities();
     for i in 0..5 {
         let c = id("counter", &format!("late{i}"));
         eventually(&format!("{c} fired"), async || {
@@ -355,7 +357,7 @@ async fn one_operation_at_a_time_per_entity_under_passivation_churn() {
     let mut cfg = config(dir.path());
     cfg.entities.passivate_after_ms = 5; // actors stop and restart all the time
     let node = Node::start(&cfg).await;
-    let rt = Arc::new(node.runtime);
+    let rt = node.runtime.entities().clone();
     let entities: Vec<EntityId> = (0..6).map(|i| id("probe", &format!("p{i}"))).collect();
     let mut tasks = Vec::new();
     for w in 0..24 {
@@ -389,11 +391,9 @@ async fn one_operation_at_a_time_per_entity_under_passivation_churn() {
     }
     assert_eq!(sum, total, "every operation applied exactly once");
     let passivations: u64 = (0..cfg.partitions)
-        .map(|p| rt.metrics(p).unwrap().passivations())
+        .map(|p| rt.workload().metrics(p).unwrap().passivations())
         .sum();
     assert!(passivations > 0, "the test never passivated an actor");
-    let node = Node {
-        runtime: Arc::try_unwrap(rt).unwrap(),
-    };
+    drop(rt);
     node.stop().await;
 }

@@ -9,9 +9,11 @@ pub mod api;
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod error;
 pub mod ids;
 pub mod membership;
 pub mod partition;
 pub mod placement;
 
+pub use error::{ErrorKind, Failure};
 pub use ids::{EntityId, IdError, NodeId, PartitionId};

@@ -61,7 +61,7 @@ async fn style_css() -> impl IntoResponse {
 
 /// `GET /dashboard/types`: the entity types this node runs, with their operations.
 async fn types(State(runtime): State<Arc<Runtime>>) -> Json<serde_json::Value> {
-    let r = runtime.registry();
+    let r = runtime.entities().registry();
     let types: Vec<serde_json::Value> = r
         .names()
         .into_iter()

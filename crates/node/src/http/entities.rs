@@ -106,10 +106,12 @@ pub async fn signal(
     let idempotency_key = idempotency_key(&headers)?;
     let routed = forwarded_header(&app, &entity);
     app.runtime
+        .entities()
         .registry()
         .check(&entity, &operation, input.as_ref())?;
     let outcome = app
         .runtime
+        .entities()
         .signal(SignalRequest {
             entity,
             operation,
@@ -129,10 +131,15 @@ pub async fn call(
 ) -> Result<impl IntoResponse, ApiError> {
     let operation = q.operation()?;
     app.runtime
+        .entities()
         .registry()
         .check(&entity, &operation, input.as_ref())?;
     let routed = forwarded_header(&app, &entity);
-    let result = app.runtime.call(entity, &operation, input).await?;
+    let result = app
+        .runtime
+        .entities()
+        .call(entity, &operation, input)
+        .await?;
     Ok((routed, Json(result)))
 }
 
@@ -141,7 +148,7 @@ pub async fn get(
     State(app): State<App>,
     EntityPath(entity): EntityPath,
 ) -> Result<impl IntoResponse, ApiError> {
-    match app.runtime.get(&entity).await? {
+    match app.runtime.entities().get(&entity).await? {
         Some(state) => Ok((forwarded_header(&app, &entity), Json(state))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -184,6 +191,7 @@ pub async fn list(
     let continuation = q.continuation.or(from_header).filter(|c| !c.is_empty());
     let page = app
         .runtime
+        .entities()
         .list(&name, continuation.as_deref(), top as usize)
         .await?;
     let next = page
@@ -256,6 +264,7 @@ fn batch_request(app: &App, item: BatchItem) -> Result<SignalRequest, ApiError> 
         .transpose()
         .map_err(|m| ApiError::bad_request("bad_idempotency_key", m))?;
     app.runtime
+        .entities()
         .registry()
         .check(&entity, &item.op, item.input.as_ref())?;
     Ok(SignalRequest {
@@ -306,7 +315,7 @@ pub async fn batch(
             Err(e) => results.push(Some(BatchResult::Error { error: e.body() })),
         }
     }
-    let mut outcomes = app.runtime.signal_batch(valid).await.into_iter();
+    let mut outcomes = app.runtime.entities().signal_batch(valid).await.into_iter();
     let results = results
         .into_iter()
         .map(|r| {
@@ -317,7 +326,7 @@ pub async fn batch(
                 },
                 None => BatchResult::Error {
                     error: ErrorBody {
-                        code: "internal",
+                        code: "internal".into(),
                         message: "the runtime returned fewer results than signals".into(),
                     },
                 },
@@ -328,7 +337,7 @@ pub async fn batch(
     for (m, r) in measured.into_iter().zip(&results) {
         let outcome = match r {
             BatchResult::Ack(_) => crate::metrics::Outcome::Ok,
-            BatchResult::Error { error } => crate::metrics::Outcome::of_code(error.code),
+            BatchResult::Error { error } => crate::metrics::Outcome::of_code(&error.code),
         };
         m.record(outcome, elapsed);
     }

@@ -3,8 +3,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use perdure_runtime::error::StatusHint;
+use perdure_types::ErrorKind;
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +13,7 @@ pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
     /// A short machine-readable code (`bad_entity_id`, `unavailable`, ...).
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     /// A sentence for people.
     pub message: String,
 }
@@ -21,7 +22,7 @@ pub struct ApiError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErrorBody {
     /// See [`ApiError::code`].
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     /// See [`ApiError::message`].
     pub message: String,
 }
@@ -36,7 +37,7 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
-            code,
+            code: Cow::Borrowed(code),
             message: message.into(),
         }
     }
@@ -54,7 +55,7 @@ impl ApiError {
     /// The code and message, without the status.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
-            code: self.code,
+            code: self.code.clone(),
             message: self.message.clone(),
         }
     }
@@ -62,12 +63,23 @@ impl ApiError {
 
 impl From<perdure_runtime::Error> for ApiError {
     fn from(e: perdure_runtime::Error) -> Self {
-        let status = match e.status_hint() {
-            StatusHint::BadRequest => StatusCode::BAD_REQUEST,
-            StatusHint::OperationFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            StatusHint::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        Self::new(status, e.code(), e.to_string())
+        Self {
+            status: status_of(e.kind()),
+            code: Cow::Owned(e.code().to_string()),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The HTTP status of each kind of failure: the one place HTTP meets the runtime's errors.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::FailedPrecondition => StatusCode::CONFLICT,
+        ErrorKind::OperationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

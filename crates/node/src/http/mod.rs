@@ -103,7 +103,7 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn cluster(State(app): State<App>) -> Json<serde_json::Value> {
     let status = app.runtime.partitions().status().await;
     let mut v = serde_json::to_value(status).unwrap_or_default();
-    v["forwarded_requests"] = json!(app.runtime.forwarded());
+    v["forwarded_requests"] = json!(app.runtime.host().forwarded());
     Json(v)
 }
 
@@ -139,7 +139,7 @@ async fn remove_member(
 /// every partition it leads, else 503.
 async fn readyz(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
     let partitions = app.runtime.partitions();
-    let starting = app.runtime.starting();
+    let starting = app.runtime.host().starting();
     if !starting.is_empty() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -3,22 +3,14 @@
 //! use, and passivates idle ones without losing a message (an actor stops only when it has handled
 //! everything the processor ever forwarded to it).
 
-use crate::actor::{EntityActor, EntityArgs, EntityMsg};
-use crate::partition::Shared;
+use super::actor::{EntityActor, EntityArgs};
+use super::msg::{EntityMsg, ProcessorMsg};
+use super::shared::Shared;
 use crate::Error;
 use perdure_types::EntityId;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Messages of a partition processor.
-#[derive(Debug)]
-pub(crate) enum ProcessorMsg {
-    /// Route a message to an entity's actor.
-    Deliver(EntityId, EntityMsg),
-    /// An entity actor has been idle; `received` is how many messages it has handled.
-    Idle { entity: EntityId, received: u64 },
-}
 
 pub(crate) struct Processor;
 

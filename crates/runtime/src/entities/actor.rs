@@ -7,60 +7,19 @@
 //! starts from the committed state. So operations never overlap and a crash or lost leadership
 //! can only drop a whole uncommitted batch, whose callers were never answered.
 
-use crate::entity::{Context, EntityType};
-use crate::envelope::Envelope;
-use crate::partition::Shared;
-use crate::processor::ProcessorMsg;
-use crate::{Error, SignalOutcome};
-use perdure_types::command::{Command, Op, OpResult};
+use super::api::SignalOutcome;
+use super::entity::{Context, EntityType};
+use super::msg::{EntityMsg, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
+use super::shared::Shared;
+use crate::message::Envelope;
+use crate::Error;
+use perdure_types::command::{Op, OpResult};
 use perdure_types::EntityId;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-
-/// What a caller gets back.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Signal(SignalOutcome),
-    Call(Value),
-}
-
-pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
-
-/// One operation to run.
-#[derive(Debug)]
-pub(crate) struct Work {
-    pub kind: WorkKind,
-    pub operation: String,
-    pub input: Option<Value>,
-    pub reply: Option<ReplyTx>,
-}
-
-#[derive(Debug)]
-pub(crate) enum WorkKind {
-    /// From a client; applied once per idempotency key.
-    Signal { idempotency_key: Option<String> },
-    /// From a client; answered with the result.
-    Call,
-    /// From the entity's durable inbox (another entity's signal, or a timer).
-    Inbox { seq: u64 },
-}
-
-/// Messages of an entity actor.
-#[derive(Debug)]
-pub(crate) enum EntityMsg {
-    /// Run an operation.
-    Work(Work),
-    /// The inbox has new messages: run them.
-    ProcessInbox,
-    /// The batch in flight committed (or failed).
-    Committed(Result<Vec<OpResult>, Error>),
-    /// Passivation check.
-    Tick,
-}
 
 pub(crate) struct EntityActor;
 
@@ -98,13 +57,6 @@ pub(crate) struct EntityState {
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Actor for EntityActor {
     type Msg = EntityMsg;
     type State = EntityState;
@@ -115,7 +67,7 @@ impl Actor for EntityActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let local = args.shared.partitions.local_state(args.shared.partition)?;
+        let local = args.shared.leader.state()?;
         let state = match local.state(&args.entity)? {
             Some(bytes) => Some(serde_json::from_slice(&bytes)?),
             None => None,
@@ -206,7 +158,7 @@ impl Actor for EntityActor {
 impl EntityState {
     /// Queues the inbox messages not yet taken.
     fn take_inbox(&mut self) -> Result<(), Error> {
-        let local = self.shared.partitions.local_state(self.shared.partition)?;
+        let local = self.shared.leader.state()?;
         let inbox = local
             .inbox(&self.entity)
             .map_err(|e| Error::Unavailable(e.to_string()))?;
@@ -241,13 +193,9 @@ impl EntityState {
             return;
         }
         let max = self.shared.config.max_batch_ops as usize;
-        let now = now_ms();
+        let now = crate::host::now_ms();
         let expires_at = now + self.shared.config.idempotency_window_ms;
-        let local = self
-            .shared
-            .partitions
-            .local_state(self.shared.partition)
-            .ok();
+        let local = self.shared.leader.state().ok();
         let mut keys_ops = Vec::new();
         let mut effect_ops = Vec::new();
         let mut keys: HashSet<String> = HashSet::new();
@@ -372,7 +320,7 @@ impl EntityState {
         let span = tracing::debug_span!(
             "commit",
             entity = %self.entity,
-            partition = self.shared.partition,
+            partition = self.shared.leader.partition(),
             operations = taken,
             ops = ops.len(),
         );
@@ -381,17 +329,9 @@ impl EntityState {
                 let started = Instant::now();
                 let result = if ops.is_empty() {
                     // Nothing to write (reads, duplicates): still answer only as a confirmed leader.
-                    shared
-                        .partitions
-                        .read(shared.partition)
-                        .await
-                        .map(|_| Vec::new())
-                        .map_err(Error::from)
+                    shared.leader.confirm().await.map(|_| Vec::new())
                 } else {
-                    shared
-                        .proposer
-                        .propose(Command::new(ops).fenced(shared.term))
-                        .await
+                    shared.leader.propose(ops).await
                 };
                 tracing::debug!(
                     ok = result.is_ok(),
@@ -405,7 +345,7 @@ impl EntityState {
     }
 
     /// Turns an operation's outgoing signals into outbox and timer ops.
-    fn signal_ops(&self, signals: Vec<crate::entity::OutgoingSignal>) -> Result<Vec<Op>, String> {
+    fn signal_ops(&self, signals: Vec<super::entity::OutgoingSignal>) -> Result<Vec<Op>, String> {
         let mut ops = Vec::with_capacity(signals.len());
         for s in signals {
             self.shared
@@ -415,7 +355,7 @@ impl EntityState {
             let message = Envelope::new(s.target.clone(), s.operation, s.input.as_ref()).encode();
             ops.push(match s.at {
                 None => Op::Send {
-                    dest: self.shared.partitions.partition_of(&s.target),
+                    dest: self.shared.leader.partitions().partition_of(&s.target),
                     message,
                 },
                 Some(due) => Op::ScheduleTimer {
@@ -463,10 +403,10 @@ impl EntityState {
                     let _ = tx.send(r);
                 }
                 if f.sent {
-                    self.shared.outbox_notify.notify_one();
+                    self.shared.leader.outbox_changed();
                 }
                 if f.scheduled {
-                    self.shared.timer_notify.notify_one();
+                    self.shared.leader.timers_changed();
                 }
                 Ok(())
             }

@@ -1,6 +1,6 @@
 //! The entity types built into the default binary: `counter`, `register`, `list`, `aggregator`.
 
-use crate::entity::{Context, EntityType, OperationError};
+use super::entity::{Context, EntityType, OperationError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 

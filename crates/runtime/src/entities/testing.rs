@@ -12,7 +12,7 @@
 //!   the operation entered and left, `pid` the node's process id (so the chaos harness can tell
 //!   which node's clock a time comes from).
 
-use crate::entity::{Context, EntityType, OperationError};
+use super::entity::{Context, EntityType, OperationError};
 use perdure_types::EntityId;
 use serde_json::{json, Value};
 use std::collections::HashSet;

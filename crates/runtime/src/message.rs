@@ -1,4 +1,5 @@
-//! The durable form of a signal between entities (outbox, inbox, timers).
+//! The message format between partitions (outbox, inbox, timers): one place owns it; the host
+//! reads only its target, the workloads its body.
 
 use perdure_types::codec;
 use perdure_types::EntityId;
@@ -7,7 +8,7 @@ use serde_json::Value;
 
 /// A signal on its way to an entity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Envelope {
+pub struct Envelope {
     /// The receiving entity.
     pub target: EntityId,
     /// Its operation.

@@ -1,0 +1,141 @@
+//! Entity requests forwarded to the partition's leader on another node: their wire form and the
+//! peer service that runs them here (locally, never forwarding again).
+
+use super::api::SignalOutcome;
+use super::local::Local;
+use super::msg::{Reply, WorkKind};
+use crate::Error;
+use perdure_types::{EntityId, PartitionId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Transport request kind: an entity request forwarded to the partition's leader.
+pub const KIND_FORWARD: u16 = 3;
+
+/// A forwarded entity request. JSON values travel as text (not self-describing in bincode).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum EntityRequest {
+    Signal {
+        entity: EntityId,
+        operation: String,
+        input: Option<String>,
+        key: Option<String>,
+    },
+    Call {
+        entity: EntityId,
+        operation: String,
+        input: Option<String>,
+    },
+    Get {
+        entity: EntityId,
+    },
+    Entities {
+        partition: PartitionId,
+        name: String,
+        after: Option<String>,
+        limit: u32,
+    },
+}
+
+/// Its answer (failures travel beside it, as `Err(Failure)`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum EntityReply {
+    Signal(SignalOutcome),
+    Call(String),
+    Get(Option<String>),
+    Entities(Vec<(String, String)>),
+}
+
+pub(crate) fn to_json(v: Option<&Value>) -> Option<String> {
+    v.map(Value::to_string)
+}
+
+pub(crate) fn parse(s: &str) -> Result<Value, Error> {
+    serde_json::from_str(s)
+        .map_err(|e| Error::Unavailable(format!("undecodable forwarded JSON: {e}")))
+}
+
+/// A reply of the wrong kind (a peer running another version, or a bug): never taken as success.
+pub(crate) fn unexpected(reply: EntityReply) -> Error {
+    Error::Unavailable(format!(
+        "unexpected answer to a forwarded request: {reply:?}"
+    ))
+}
+
+/// Serves forwarded entity requests from peers; registered at start, removed at shutdown (it
+/// holds the runtime's parts, which hold what holds the transport's service table).
+pub(crate) fn register(local: &Arc<Local>) {
+    let l = local.clone();
+    local.router.partitions().dispatcher().register(
+        KIND_FORWARD,
+        crate::host::typed(move |_from, req: EntityRequest| {
+            let l = l.clone();
+            async move { serve(&l, req).await }
+        }),
+    );
+}
+
+pub(crate) fn unregister(local: &Local) {
+    local
+        .router
+        .partitions()
+        .dispatcher()
+        .unregister(KIND_FORWARD);
+}
+
+async fn serve(local: &Local, req: EntityRequest) -> Result<EntityReply, Error> {
+    let partitions = local.router.partitions().clone();
+    Ok(match req {
+        EntityRequest::Signal {
+            entity,
+            operation,
+            input,
+            key,
+        } => {
+            let input = input.as_deref().map(parse).transpose()?;
+            let p = partitions.partition_of(&entity);
+            local.router.local_leader(p).await?;
+            let kind = WorkKind::Signal {
+                idempotency_key: key,
+            };
+            match local.run(p, entity, kind, &operation, input).await? {
+                Reply::Signal(o) => EntityReply::Signal(o),
+                Reply::Call(_) => EntityReply::Signal(SignalOutcome::Accepted),
+            }
+        }
+        EntityRequest::Call {
+            entity,
+            operation,
+            input,
+        } => {
+            let input = input.as_deref().map(parse).transpose()?;
+            let p = partitions.partition_of(&entity);
+            local.router.local_leader(p).await?;
+            match local
+                .run(p, entity, WorkKind::Call, &operation, input)
+                .await?
+            {
+                Reply::Call(v) => EntityReply::Call(v.to_string()),
+                Reply::Signal(_) => EntityReply::Call("null".into()),
+            }
+        }
+        EntityRequest::Get { entity } => {
+            let p = partitions.partition_of(&entity);
+            EntityReply::Get(local.get(p, &entity).await?.map(|v| v.to_string()))
+        }
+        EntityRequest::Entities {
+            partition,
+            name,
+            after,
+            limit,
+        } => EntityReply::Entities(
+            local
+                .entities(partition, &name, after.as_deref(), limit as usize)
+                .await?
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect(),
+        ),
+    })
+}

@@ -1,0 +1,291 @@
+//! The entity workload: durable entities on the partition host.
+//!
+//! [`Entities`] is the facade the HTTP API (and later gRPC) calls: signal, call, read, list.
+//! Behind it, on each partition this node leads, a processor actor (`processor.rs`) owns that
+//! partition's entity actors (`actor.rs`): one per active entity id, activated on its first
+//! message, passivated when idle, running one operation at a time. An entity actor runs the
+//! operations waiting for it in order, each on the state the previous one left, then proposes
+//! their combined effects (state, idempotency keys, signals) through the host, which batches
+//! commands of many entities into one Raft entry. Callers are answered only after that entry
+//! commits.
+//!
+//! Signals between entities travel through the sender partition's durable outbox and the
+//! receiver's inbox (the host delivers them exactly once and in order); scheduled signals are
+//! durable timers that fire into the same path.
+//!
+//! Module arrows: `mod` (facade) → `local`, `forward`, `list` → `workload` → `processor` →
+//! `actor` → `msg`, `shared`, `entity`, `registry`.
+
+mod actor;
+mod api;
+pub mod builtin;
+pub mod entity;
+mod forward;
+mod list;
+mod local;
+mod metrics;
+mod msg;
+mod processor;
+mod registry;
+mod shared;
+pub mod testing;
+mod workload;
+
+pub use api::{EntityPage, EntitySummary, SignalOutcome, SignalRequest};
+pub use forward::KIND_FORWARD;
+pub use list::MAX_PAGE;
+pub use metrics::EntityMetrics;
+pub use registry::Registry;
+pub use workload::EntityWorkload;
+
+use crate::host::{Route, Router};
+use crate::Error;
+use forward::{EntityReply, EntityRequest};
+use local::Local;
+use msg::{Reply, WorkKind};
+use perdure_cluster::Partitions;
+use perdure_types::{EntityId, PartitionId};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The entity facade of one node: routes each request to its partition's leader (here, or
+/// forwarded) and runs it there.
+pub struct Entities {
+    local: Arc<Local>,
+}
+
+impl std::fmt::Debug for Entities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entities")
+            .field("registry", self.registry())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Entities {
+    /// The facade over `workload`, hosted behind `router`; serves forwarded requests from peers
+    /// until [`Entities::shutdown`].
+    pub fn new(router: Arc<Router>, workload: Arc<EntityWorkload>) -> Self {
+        let local = Arc::new(Local { router, workload });
+        forward::register(&local);
+        Self { local }
+    }
+
+    /// Stops serving forwarded requests (the host stops the actors).
+    pub fn shutdown(&self) {
+        forward::unregister(&self.local);
+    }
+
+    /// The entity types.
+    pub fn registry(&self) -> &Registry {
+        self.local.workload.registry()
+    }
+
+    /// The workload (counters, active actors).
+    pub fn workload(&self) -> &Arc<EntityWorkload> {
+        &self.local.workload
+    }
+
+    fn partitions(&self) -> &Arc<Partitions> {
+        self.local.router.partitions()
+    }
+
+    fn router(&self) -> &Router {
+        &self.local.router
+    }
+
+    async fn forward(
+        &self,
+        leader: perdure_types::NodeId,
+        req: EntityRequest,
+    ) -> Result<EntityReply, Error> {
+        self.router().forward(leader, KIND_FORWARD, &req).await
+    }
+
+    /// Signals an entity; returns once the signal is durable (and applied).
+    pub async fn signal(&self, req: SignalRequest) -> Result<SignalOutcome, Error> {
+        self.registry()
+            .check(&req.entity, &req.operation, req.input.as_ref())?;
+        let span = tracing::debug_span!("signal", entity = %req.entity, op = %req.operation);
+        tracing::Instrument::instrument(self.signal_checked(req), span).await
+    }
+
+    async fn signal_checked(&self, req: SignalRequest) -> Result<SignalOutcome, Error> {
+        let p = self.partitions().partition_of(&req.entity);
+        match self.router().route(p).await? {
+            Route::Local(_) => {
+                let kind = WorkKind::Signal {
+                    idempotency_key: req.idempotency_key,
+                };
+                match self
+                    .local
+                    .run(p, req.entity, kind, &req.operation, req.input)
+                    .await?
+                {
+                    Reply::Signal(o) => Ok(o),
+                    Reply::Call(_) => Ok(SignalOutcome::Accepted),
+                }
+            }
+            Route::Remote(leader) => {
+                let fwd = EntityRequest::Signal {
+                    entity: req.entity,
+                    operation: req.operation,
+                    input: forward::to_json(req.input.as_ref()),
+                    key: req.idempotency_key,
+                };
+                match self.forward(leader, fwd).await? {
+                    EntityReply::Signal(o) => Ok(o),
+                    other => Err(forward::unexpected(other)),
+                }
+            }
+        }
+    }
+
+    /// Signals many entities; one result per request, in order.
+    pub async fn signal_batch(
+        &self,
+        reqs: Vec<SignalRequest>,
+    ) -> Vec<Result<SignalOutcome, Error>> {
+        futures::future::join_all(reqs.into_iter().map(|r| self.signal(r))).await
+    }
+
+    /// Runs an operation and returns its result once committed.
+    pub async fn call(
+        &self,
+        entity: EntityId,
+        operation: &str,
+        input: Option<Value>,
+    ) -> Result<Value, Error> {
+        self.registry().check(&entity, operation, input.as_ref())?;
+        let span = tracing::debug_span!("call", entity = %entity, op = %operation);
+        tracing::Instrument::instrument(self.call_checked(entity, operation, input), span).await
+    }
+
+    async fn call_checked(
+        &self,
+        entity: EntityId,
+        operation: &str,
+        input: Option<Value>,
+    ) -> Result<Value, Error> {
+        let p = self.partitions().partition_of(&entity);
+        match self.router().route(p).await? {
+            Route::Local(_) => match self
+                .local
+                .run(p, entity, WorkKind::Call, operation, input)
+                .await?
+            {
+                Reply::Call(v) => Ok(v),
+                Reply::Signal(_) => Ok(Value::Null),
+            },
+            Route::Remote(leader) => {
+                let fwd = EntityRequest::Call {
+                    entity,
+                    operation: operation.to_string(),
+                    input: forward::to_json(input.as_ref()),
+                };
+                match self.forward(leader, fwd).await? {
+                    EntityReply::Call(v) => forward::parse(&v),
+                    other => Err(forward::unexpected(other)),
+                }
+            }
+        }
+    }
+
+    /// The committed state of an entity (linearizable: one read barrier), `None` if it does
+    /// not exist.
+    pub async fn get(&self, entity: &EntityId) -> Result<Option<Value>, Error> {
+        self.registry().get(entity.name())?;
+        let p = self.partitions().partition_of(entity);
+        if crate::chaos_bug::stale_reads() {
+            return self.local.get(p, entity).await; // the injected bug: no forwarding, no barrier
+        }
+        match self.partitions().read(p).await {
+            Ok(state) => local::state_of(&state, entity),
+            Err(perdure_cluster::Error::NotLeader {
+                leader: Some(l), ..
+            }) if l != self.partitions().node_id() => {
+                let fwd = EntityRequest::Get {
+                    entity: entity.clone(),
+                };
+                match self.forward(l, fwd).await? {
+                    EntityReply::Get(v) => v.as_deref().map(forward::parse).transpose(),
+                    other => Err(forward::unexpected(other)),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One partition's entities of type `t`, locally or from the partition's leader.
+    async fn partition_entities(
+        &self,
+        p: PartitionId,
+        t: &str,
+        after: Option<&str>,
+        want: usize,
+    ) -> Result<Vec<(String, Value)>, Error> {
+        match self.local.entities(p, t, after, want).await {
+            Err(Error::NoLeader { .. } | Error::Unavailable(_)) => {
+                match self.partitions().leader(p) {
+                    Some(l) if l != self.partitions().node_id() => {
+                        let fwd = EntityRequest::Entities {
+                            partition: p,
+                            name: t.to_string(),
+                            after: after.map(str::to_string),
+                            limit: want as u32,
+                        };
+                        match self.forward(l, fwd).await? {
+                            EntityReply::Entities(v) => v
+                                .into_iter()
+                                .map(|(k, s)| Ok((k, forward::parse(&s)?)))
+                                .collect(),
+                            other => Err(forward::unexpected(other)),
+                        }
+                    }
+                    leader => Err(Error::NoLeader {
+                        partition: p,
+                        leader,
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// A page of entities of type `name`, at most `limit` (capped at [`MAX_PAGE`]), after
+    /// `continuation` (from the previous page).
+    pub async fn list(
+        &self,
+        name: &str,
+        continuation: Option<&str>,
+        limit: usize,
+    ) -> Result<EntityPage, Error> {
+        let t = self.registry().get(name)?.name();
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (mut p, mut after) = list::parse_continuation(t, continuation)?;
+        let mut entities = Vec::new();
+        while p < self.partitions().count() {
+            let want = limit - entities.len();
+            let got = self
+                .partition_entities(p, t, after.as_deref(), want)
+                .await?;
+            let full = got.len() == want;
+            for (key, state) in got {
+                entities.push(EntitySummary { key, state });
+            }
+            if full {
+                let last = entities.last().map(|e| e.key.clone()).unwrap_or_default();
+                return Ok(EntityPage {
+                    entities,
+                    continuation: Some(list::continuation(p, &last)),
+                });
+            }
+            p += 1;
+            after = None;
+        }
+        Ok(EntityPage {
+            entities,
+            continuation: None,
+        })
+    }
+}

@@ -1,0 +1,59 @@
+//! The messages between the entity workload's parts: work for an entity, what its caller gets
+//! back, and what the processor and entity actors tell each other.
+
+use super::api::SignalOutcome;
+use crate::Error;
+use perdure_types::command::OpResult;
+use perdure_types::EntityId;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// What a caller gets back.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Signal(SignalOutcome),
+    Call(Value),
+}
+
+pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
+
+/// One operation to run.
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub kind: WorkKind,
+    pub operation: String,
+    pub input: Option<Value>,
+    pub reply: Option<ReplyTx>,
+}
+
+#[derive(Debug)]
+pub(crate) enum WorkKind {
+    /// From a client; applied once per idempotency key.
+    Signal { idempotency_key: Option<String> },
+    /// From a client; answered with the result.
+    Call,
+    /// From the entity's durable inbox (another entity's signal, or a timer).
+    Inbox { seq: u64 },
+}
+
+/// Messages of an entity actor.
+#[derive(Debug)]
+pub(crate) enum EntityMsg {
+    /// Run an operation.
+    Work(Work),
+    /// The inbox has new messages: run them.
+    ProcessInbox,
+    /// The batch in flight committed (or failed).
+    Committed(Result<Vec<OpResult>, Error>),
+    /// Passivation check.
+    Tick,
+}
+
+/// Messages of a partition processor.
+#[derive(Debug)]
+pub(crate) enum ProcessorMsg {
+    /// Route a message to an entity's actor.
+    Deliver(EntityId, EntityMsg),
+    /// An entity actor has been idle; `received` is how many messages it has handled.
+    Idle { entity: EntityId, received: u64 },
+}

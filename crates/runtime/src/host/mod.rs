@@ -1,0 +1,232 @@
+//! The partition host: the per-partition machinery that is not about any one workload.
+//!
+//! For every partition the host runs a proposer (commands of many callers batched into one Raft
+//! entry) and a leader loop. While this node leads the partition, and only after a linearizable
+//! read barrier (everything committed before the term applied here), the loop builds a
+//! [`Leader`] context fenced to the term, starts every registered [`Workload`] on it (the entity
+//! runtime is one) and runs their [`PartitionService`]s beside the host's own: outbox delivery
+//! (`outbox.rs`), timers (`timers.rs`) and idempotency-id expiry (`expiry.rs`). When leadership
+//! goes, the host stops serving the partition, stops the services, then every workload, before
+//! anything else can be proposed for it. Requests reach a partition through the [`Router`]
+//! (`router.rs`): the local leader, or the leader on another node over the transport.
+//!
+//! Dependencies point one way: workloads (e.g. [`crate::entities`]) use the host; the host knows
+//! workloads only through the [`Workload`] trait.
+
+mod expiry;
+mod leader;
+mod metrics;
+mod outbox;
+mod proposer;
+mod router;
+mod timers;
+
+pub use leader::Leader;
+pub use metrics::HostMetrics;
+pub(crate) use router::typed;
+pub use router::{Route, Router, KIND_PROPOSE, LEADER_WAIT};
+
+use crate::Error;
+use futures::future::BoxFuture;
+use perdure_cluster::Partitions;
+use perdure_types::{EntityId, PartitionId};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// A service that runs on a partition only while this node leads it (outbox delivery, timers,
+/// inbox scans, ...). It is started after the workloads and aborted when leadership goes.
+pub trait PartitionService: Send + 'static {
+    /// A short name, for logs.
+    fn name(&self) -> &'static str;
+    /// Runs until aborted.
+    fn run(self: Box<Self>, leader: Arc<Leader>) -> BoxFuture<'static, ()>;
+}
+
+/// A kind of work hosted on the partitions (entities; orchestrations next). See "How to add a
+/// partition workload" in docs/ARCHITECTURE.md.
+pub trait Workload: Send + Sync + 'static {
+    /// A short name, for logs.
+    fn name(&self) -> &'static str;
+    /// This node leads `leader.partition()` (caught up, fenced to `leader.term()`): start what
+    /// the workload runs there and return its leader-only services.
+    fn lead(
+        &self,
+        leader: Arc<Leader>,
+    ) -> BoxFuture<'_, Result<Vec<Box<dyn PartitionService>>, Error>>;
+    /// Leadership of `partition` ended (or the node stops): stop everything [`Workload::lead`]
+    /// started before returning.
+    fn resign(&self, partition: PartitionId) -> BoxFuture<'_, ()>;
+    /// Messages were just received into the inboxes of `targets` on `partition`, which this node
+    /// leads: run them (targets of other workloads are ignored).
+    fn wake(&self, partition: PartitionId, targets: &[EntityId]);
+}
+
+/// One partition's slot in the host.
+pub(crate) struct Slot {
+    proposer: proposer::Proposer,
+    metrics: Arc<HostMetrics>,
+    /// The leadership context while this node leads the partition and its workloads run.
+    leader: std::sync::RwLock<Option<Arc<Leader>>>,
+}
+
+impl Slot {
+    fn leader(&self) -> Option<Arc<Leader>> {
+        self.leader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn set_leader(&self, l: Option<Arc<Leader>>) {
+        *self.leader.write().unwrap_or_else(|p| p.into_inner()) = l;
+    }
+}
+
+/// Collects the workloads before the host starts.
+pub struct HostBuilder {
+    partitions: Arc<Partitions>,
+    workloads: Vec<Arc<dyn Workload>>,
+}
+
+impl std::fmt::Debug for HostBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.workloads.iter().map(|w| w.name()).collect();
+        f.debug_struct("HostBuilder")
+            .field("workloads", &names)
+            .finish()
+    }
+}
+
+impl HostBuilder {
+    /// Adds a workload.
+    pub fn workload(mut self, w: Arc<dyn Workload>) -> Self {
+        self.workloads.push(w);
+        self
+    }
+
+    /// Starts the host: a proposer and a leader loop per partition, and the peer service that
+    /// takes proposals forwarded from other nodes.
+    pub fn start(self) -> Arc<Host> {
+        let partitions = self.partitions;
+        let n = partitions.count();
+        let slots: Arc<Vec<Slot>> = Arc::new(
+            (0..n)
+                .map(|p| Slot {
+                    proposer: proposer::Proposer::start(partitions.clone(), p),
+                    metrics: Default::default(),
+                    leader: std::sync::RwLock::new(None),
+                })
+                .collect(),
+        );
+        let workloads: Arc<[Arc<dyn Workload>]> = self.workloads.into();
+        let router = Arc::new(Router::new(
+            partitions.clone(),
+            slots.clone(),
+            workloads.clone(),
+        ));
+        router::register(&router);
+        let mut stop = Vec::new();
+        let mut loops = Vec::new();
+        for p in 0..n {
+            let s = Arc::new(Notify::new());
+            stop.push(s.clone());
+            loops.push(tokio::spawn(leader::leader_loop(
+                p,
+                router.clone(),
+                workloads.clone(),
+                s,
+            )));
+        }
+        Arc::new(Host {
+            partitions,
+            router,
+            stop,
+            loops: Mutex::new(loops),
+        })
+    }
+}
+
+/// The partition host of one node.
+pub struct Host {
+    partitions: Arc<Partitions>,
+    router: Arc<Router>,
+    stop: Vec<Arc<Notify>>,
+    loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("partitions", &self.partitions.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// A host over `partitions`; add workloads, then [`HostBuilder::start`].
+    pub fn builder(partitions: Arc<Partitions>) -> HostBuilder {
+        HostBuilder {
+            partitions,
+            workloads: Vec::new(),
+        }
+    }
+
+    /// The partitions underneath.
+    pub fn partitions(&self) -> &Arc<Partitions> {
+        &self.partitions
+    }
+
+    /// Routes requests to partition leaders.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Counters of partition `p`'s host.
+    pub fn metrics(&self, p: PartitionId) -> Option<&HostMetrics> {
+        self.router.slot(p).map(|s| s.metrics.as_ref())
+    }
+
+    /// Partitions whose leader is this node but whose workloads are not running yet (they start
+    /// a moment after leadership is won). Empty when every led partition can serve.
+    pub fn starting(&self) -> Vec<PartitionId> {
+        (0..self.partitions.count())
+            .filter(|&p| self.partitions.is_leader(p) && self.router.local(p).is_none())
+            .collect()
+    }
+
+    /// Requests this node has forwarded to other nodes' leaders (a client that routes by itself
+    /// keeps this near zero).
+    pub fn forwarded(&self) -> u64 {
+        self.router.forwarded()
+    }
+
+    /// Stops every partition's workloads and services; requests in flight get
+    /// [`Error::Unavailable`].
+    pub async fn shutdown(&self) {
+        router::unregister(&self.partitions);
+        for s in &self.stop {
+            s.notify_one();
+        }
+        let loops: Vec<_> =
+            std::mem::take(&mut *self.loops.lock().unwrap_or_else(|p| p.into_inner()));
+        for l in loops {
+            let _ = l.await;
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, by this node's clock.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The host's own leader-only services, run on every partition this node leads.
+fn host_services(router: &Arc<Router>) -> Vec<Box<dyn PartitionService>> {
+    vec![
+        Box::new(outbox::OutboxDelivery::new(router.clone())),
+        Box::new(timers::TimerService),
+        Box::new(expiry::IdExpiry),
+    ]
+}

@@ -1,0 +1,139 @@
+//! Outbox delivery (leader only): messages in this partition's outbox go, in sequence order, to
+//! their destination partition as `Receive` ops (deduplicated there by `(source, seq)`: exactly
+//! once, in order), wherever its leader is, then are acknowledged here; the receiving workload is
+//! woken on the destination's leader.
+
+use super::leader::Leader;
+use super::router::Router;
+use super::PartitionService;
+use crate::message::Envelope;
+use crate::Error;
+use futures::future::BoxFuture;
+use perdure_types::command::{Command, Op, OpResult};
+use perdure_types::PartitionId;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most outbox messages read per round.
+const BATCH: usize = 1024;
+
+/// Delivers one partition's outbox while this node leads it.
+pub(crate) struct OutboxDelivery {
+    router: Arc<Router>,
+}
+
+impl OutboxDelivery {
+    pub(crate) fn new(router: Arc<Router>) -> Self {
+        Self { router }
+    }
+}
+
+impl PartitionService for OutboxDelivery {
+    fn name(&self) -> &'static str {
+        "outbox delivery"
+    }
+
+    fn run(self: Box<Self>, leader: Arc<Leader>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.deliver_forever(&leader).await })
+    }
+}
+
+impl OutboxDelivery {
+    async fn deliver_forever(&self, leader: &Leader) {
+        let p = leader.partition();
+        loop {
+            let pending = match leader
+                .state()
+                .and_then(|s| s.outbox_pending(BATCH).map_err(storage_err))
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "outbox read failed");
+                    Vec::new()
+                }
+            };
+            if pending.is_empty() {
+                tokio::select! {
+                    _ = leader.outbox_notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+            let mut by_dest: BTreeMap<PartitionId, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+            for (dest, seq, msg) in pending {
+                by_dest.entry(dest).or_default().push((seq, msg));
+            }
+            for (dest, msgs) in by_dest {
+                if let Err(e) = self.deliver(leader, dest, msgs).await {
+                    tracing::debug!(partition = p, dest, error = %e, "outbox delivery deferred");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        leader: &Leader,
+        dest: PartitionId,
+        msgs: Vec<(u64, Vec<u8>)>,
+    ) -> Result<(), Error> {
+        let p = leader.partition();
+        let upto = msgs.last().map(|m| m.0).unwrap_or(0);
+        let mut ops = Vec::with_capacity(msgs.len() + 1);
+        for (seq, message) in msgs {
+            // The receiver accepts sequence numbers without gaps, so no message can be skipped:
+            // an unreadable one (only damaged storage makes one) stops this destination, loudly.
+            let entity = Envelope::decode(&message)
+                .map_err(|e| {
+                    tracing::error!(partition = p, dest, seq, error = %e, "unreadable outbox message");
+                    Error::Unavailable(format!(
+                        "outbox message {seq} of partition {p} is unreadable: {e}"
+                    ))
+                })?
+                .target;
+            ops.push(Op::Receive {
+                source: p,
+                seq,
+                entity,
+                message,
+            });
+        }
+        let n = ops.len() as u64;
+        if dest == p {
+            // Same partition: receive and acknowledge atomically.
+            ops.push(Op::AckOutbox { dest, upto });
+            let command = Command::new(ops).fenced(leader.term());
+            check_received(&self.router.propose_at(dest, command).await?, p, dest)?;
+        } else {
+            // The destination's leader may be another node: propose there, then acknowledge here.
+            let results = self.router.propose_at(dest, Command::new(ops)).await?;
+            check_received(&results, p, dest)?;
+            leader.propose(vec![Op::AckOutbox { dest, upto }]).await?;
+        }
+        leader.metrics().add_delivered(n);
+        Ok(())
+    }
+}
+
+fn storage_err(e: perdure_storage::Error) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+fn check_received(
+    results: &[OpResult],
+    source: PartitionId,
+    dest: PartitionId,
+) -> Result<(), Error> {
+    for r in results {
+        if let OpResult::Gap { expected } = r {
+            // Never expected: the outbox is delivered in order and acknowledged only after receipt.
+            tracing::error!(source, dest, expected, "outbox delivery found a gap");
+            return Err(Error::Unavailable(format!(
+                "partition {dest} expects sequence {expected} from {source}"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Routing to a partition's leader: the local leadership, or the leader on another node over
+//! the transport. A node only ever runs a forwarded request locally (it never forwards again),
+//! so a request cannot loop; if leadership moved meanwhile, the caller gets `Unavailable` and
+//! retries.
+
+use super::leader::Leader;
+use super::{Slot, Workload};
+use crate::Error;
+use futures::future::BoxFuture;
+use perdure_cluster::transport::{Handler, RemoteError, RemoteErrorCode};
+use perdure_cluster::Partitions;
+use perdure_types::command::{Command, Op, OpResult};
+use perdure_types::{codec, EntityId, Failure, NodeId, PartitionId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Transport request kind: a command proposed to a partition on its leader (outbox delivery to
+/// a partition led by another node).
+pub const KIND_PROPOSE: u16 = 6;
+
+/// How long a request waits for its partition to have a leader (known here, or this node's
+/// workloads started) before it fails with [`Error::NoLeader`].
+pub const LEADER_WAIT: Duration = Duration::from_millis(1500);
+
+/// Where a partition's requests go now.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// This node leads the partition and its workloads run.
+    Local(Arc<Leader>),
+    /// The leader is this other node.
+    Remote(NodeId),
+}
+
+/// Routes requests to partition leaders and proposes commands wherever the leader is.
+pub struct Router {
+    partitions: Arc<Partitions>,
+    slots: Arc<Vec<Slot>>,
+    workloads: Arc<[Arc<dyn Workload>]>,
+    /// Requests this node forwarded to another node's leader.
+    forwarded: AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
+/// A proposal forwarded to the partition's leader.
+#[derive(Debug, Serialize, Deserialize)]
+struct ProposeRequest {
+    partition: PartitionId,
+    command: Command,
+}
+
+impl Router {
+    pub(crate) fn new(
+        partitions: Arc<Partitions>,
+        slots: Arc<Vec<Slot>>,
+        workloads: Arc<[Arc<dyn Workload>]>,
+    ) -> Self {
+        Self {
+            partitions,
+            slots,
+            workloads,
+            forwarded: AtomicU64::new(0),
+        }
+    }
+
+    /// The partitions underneath.
+    pub fn partitions(&self) -> &Arc<Partitions> {
+        &self.partitions
+    }
+
+    pub(crate) fn slot(&self, p: PartitionId) -> Option<&Slot> {
+        self.slots.get(p as usize)
+    }
+
+    /// The running leadership of `p` on this node, if any.
+    pub fn local(&self, p: PartitionId) -> Option<Arc<Leader>> {
+        self.slot(p).and_then(Slot::leader)
+    }
+
+    /// Requests this node forwarded to other nodes' leaders.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
+    }
+
+    /// Where partition `p`'s requests go. While the partition has no leader known here, or this
+    /// node won leadership and its workloads are starting, waits (up to [`LEADER_WAIT`])
+    /// instead of failing at once: a leader change usually completes within that.
+    pub async fn route(&self, p: PartitionId) -> Result<Route, Error> {
+        let since = Instant::now();
+        loop {
+            if let Some(l) = self.local(p) {
+                return Ok(Route::Local(l));
+            }
+            let leader = self.partitions.leader(p);
+            match leader {
+                Some(l) if l != self.partitions.node_id() => return Ok(Route::Remote(l)),
+                _ if since.elapsed() < LEADER_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                _ => {
+                    return Err(Error::NoLeader {
+                        partition: p,
+                        leader,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The running leadership of `p` here, for a request that must run on this node (one
+    /// forwarded by a peer): waits while this node leads `p` and its workloads are starting.
+    pub async fn local_leader(&self, p: PartitionId) -> Result<Arc<Leader>, Error> {
+        let since = Instant::now();
+        loop {
+            if let Some(l) = self.local(p) {
+                return Ok(l);
+            }
+            if !self.partitions.is_leader(p) || since.elapsed() >= LEADER_WAIT {
+                return Err(Error::NoLeader {
+                    partition: p,
+                    leader: self.partitions.leader(p),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Sends `req` of transport `kind` to `leader` and returns its answer; a failure there comes
+    /// back as [`Error::Remote`] with its kind, code and message intact.
+    pub async fn forward<Req: Serialize, Reply: DeserializeOwned>(
+        &self,
+        leader: NodeId,
+        kind: u16,
+        req: &Req,
+    ) -> Result<Reply, Error> {
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+        let reply: Result<Reply, Failure> = self
+            .partitions
+            .peers()
+            .call(leader, kind, req, None)
+            .await
+            .map_err(|e| Error::Unavailable(format!("forwarding to node {leader}: {e}")))?;
+        reply.map_err(Error::Remote)
+    }
+
+    /// Proposes `command` to partition `p` wherever its leader is: here, or forwarded to the
+    /// leader, which wakes the receiving targets itself.
+    pub async fn propose_at(
+        &self,
+        p: PartitionId,
+        command: Command,
+    ) -> Result<Vec<OpResult>, Error> {
+        match self.route(p).await? {
+            Route::Local(leader) => self.propose_here(&leader, command).await,
+            Route::Remote(node) => {
+                let req = ProposeRequest {
+                    partition: p,
+                    command,
+                };
+                self.forward(node, KIND_PROPOSE, &req).await
+            }
+        }
+    }
+
+    /// Proposes `command` under `leader`, then wakes the targets it delivered inbox messages to.
+    async fn propose_here(
+        &self,
+        leader: &Leader,
+        command: Command,
+    ) -> Result<Vec<OpResult>, Error> {
+        let targets: Vec<EntityId> = command
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Receive { entity, .. } => Some(entity.clone()),
+                _ => None,
+            })
+            .collect();
+        let results = leader.propose_command(command).await?;
+        if !targets.is_empty() {
+            for w in self.workloads.iter() {
+                w.wake(leader.partition(), &targets);
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Serves proposals forwarded from peers; registered at start, removed at shutdown (it holds the
+/// router, which holds what holds the transport's service table).
+pub(crate) fn register(router: &Arc<Router>) {
+    let r = router.clone();
+    router.partitions.dispatcher().register(
+        KIND_PROPOSE,
+        typed(move |_from, req: ProposeRequest| {
+            let r = r.clone();
+            async move {
+                let leader = r.local_leader(req.partition).await?;
+                r.propose_here(&leader, req.command).await
+            }
+        }),
+    );
+}
+
+pub(crate) fn unregister(partitions: &Partitions) {
+    partitions.dispatcher().unregister(KIND_PROPOSE);
+}
+
+/// A transport handler from a typed async function: decodes the request, calls, and encodes
+/// `Ok(reply)` or the error as a [`Failure`] (kind, code and message intact).
+pub(crate) fn typed<Req, Reply, F, Fut>(f: F) -> Arc<dyn Handler>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Reply: Serialize + Send + 'static,
+    F: Fn(NodeId, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Reply, Error>> + Send + 'static,
+{
+    Arc::new(TypedFn {
+        f,
+        _types: std::marker::PhantomData,
+    })
+}
+
+struct TypedFn<Req, Reply, F> {
+    f: F,
+    _types: std::marker::PhantomData<fn(Req) -> Reply>,
+}
+
+impl<Req, Reply, F, Fut> Handler for TypedFn<Req, Reply, F>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Reply: Serialize + Send + 'static,
+    F: Fn(NodeId, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Reply, Error>> + Send + 'static,
+{
+    fn handle(
+        &self,
+        from: NodeId,
+        _kind: u16,
+        body: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
+        let fut = codec::decode::<Req>(&body).map(|req| (self.f)(from, req));
+        Box::pin(async move {
+            let fut = fut.map_err(|e| RemoteError {
+                code: RemoteErrorCode::Handler,
+                message: format!("undecodable request: {e}"),
+            })?;
+            let reply: Result<Reply, Failure> = fut.await.map_err(|e| e.to_failure());
+            codec::encode(&reply).map_err(|e| RemoteError {
+                code: RemoteErrorCode::Handler,
+                message: e.to_string(),
+            })
+        })
+    }
+}
