@@ -116,7 +116,7 @@ impl Actor for EntityActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let local = args.shared.partitions.local_state(args.shared.partition)?;
-        let state = match local.state(&args.entity)? {
+        let state = match local.entities().get(&args.entity)? {
             Some(bytes) => Some(serde_json::from_slice(&bytes)?),
             None => None,
         };
@@ -208,7 +208,8 @@ impl EntityState {
     fn take_inbox(&mut self) -> Result<(), Error> {
         let local = self.shared.partitions.local_state(self.shared.partition)?;
         let inbox = local
-            .inbox(&self.entity)
+            .inbox()
+            .messages(&self.entity)
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         for (seq, bytes) in inbox {
             if seq <= self.inbox_taken {
@@ -268,7 +269,7 @@ impl EntityState {
                 let seen = keys.contains(k)
                     || local
                         .as_ref()
-                        .map(|l| l.remembers_id(&self.entity, k).unwrap_or(false))
+                        .map(|l| l.ids().remembers(&self.entity, k).unwrap_or(false))
                         .unwrap_or(false);
                 if seen {
                     if let Some(tx) = w.reply {

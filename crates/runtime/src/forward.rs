@@ -124,7 +124,8 @@ impl Local {
             self.partitions.read(p).await?
         };
         match state
-            .state(entity)
+            .entities()
+            .get(entity)
             .map_err(|e| Error::Unavailable(e.to_string()))?
         {
             None => Ok(None),
@@ -143,7 +144,8 @@ impl Local {
     ) -> Result<Vec<(String, Value)>, Error> {
         let state = self.partitions.read(p).await?;
         let got = state
-            .entities(name, after, limit)
+            .entities()
+            .list(name, after, limit)
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(got
             .into_iter()

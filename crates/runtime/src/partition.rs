@@ -223,7 +223,7 @@ async fn services(shared: Arc<Shared>, processor: ActorRef<ProcessorMsg>, local:
         match shared
             .partitions
             .local_state(shared.partition)
-            .map(|s| s.inbox_entities(100_000))
+            .map(|s| s.inbox().entities(100_000))
         {
             Ok(Ok(entities)) => {
                 for e in entities {
@@ -260,7 +260,8 @@ async fn outbox_loop(shared: Arc<Shared>, local: Arc<Local>) {
     let p = shared.partition;
     loop {
         let pending = match shared.partitions.local_state(p).and_then(|s| {
-            s.outbox_pending(1024)
+            s.outbox()
+                .pending(1024)
                 .map_err(perdure_cluster::Error::Storage)
         }) {
             Ok(x) => x,
@@ -372,7 +373,7 @@ async fn timer_loop(shared: Arc<Shared>) {
             Ok(s) => s,
             Err(_) => return,
         };
-        match state.due_timers(now, 1024) {
+        match state.timers().due(now, 1024) {
             Ok(due) if !due.is_empty() => {
                 let n = due.len() as u64;
                 let mut ops = Vec::with_capacity(due.len() * 2);
@@ -405,7 +406,7 @@ async fn timer_loop(shared: Arc<Shared>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(partition = p, error = %e, "timer scan failed"),
         }
-        let wait = match state.next_timer_due() {
+        let wait = match state.timers().next_due() {
             Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now).clamp(1, 1000)),
             _ => Duration::from_millis(1000),
         };
