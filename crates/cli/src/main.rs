@@ -351,7 +351,8 @@ async fn debug_dump(config: NodeConfig, clients: u32) -> anyhow::Result<()> {
         let entity = client_entity(c);
         let state = parts.read(parts.partition_of(&entity)).await?;
         let items: Vec<(u64, String)> = state
-            .inbox(&entity)?
+            .inbox()
+            .messages(&entity)?
             .into_iter()
             .map(|(seq, m)| (seq, String::from_utf8_lossy(&m).into_owned()))
             .collect();

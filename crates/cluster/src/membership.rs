@@ -186,7 +186,8 @@ impl Ctx {
     fn read_local(&self) -> Result<Membership, String> {
         match self
             .meta_state
-            .state(&Membership::entity())
+            .entities()
+            .get(&Membership::entity())
             .map_err(|e| e.to_string())?
         {
             None => Ok(Membership::default()),

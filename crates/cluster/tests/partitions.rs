@@ -48,7 +48,8 @@ async fn writes_survive_restarts_across_snapshots() {
         for e in &entities {
             let st = parts.read(parts.partition_of(e)).await.unwrap();
             let got: Vec<u32> = st
-                .inbox(e)
+                .inbox()
+                .messages(e)
                 .unwrap()
                 .into_iter()
                 .map(|(_, m)| u32::from_be_bytes(m.try_into().unwrap()))
@@ -131,7 +132,7 @@ async fn a_lost_state_store_is_rebuilt_from_snapshots_and_the_log() {
     for k in &keys {
         let st = parts.read(parts.partition_of(k)).await.unwrap();
         assert_eq!(
-            st.state(k).unwrap(),
+            st.entities().get(k).unwrap(),
             Some(169u32.to_be_bytes().to_vec()),
             "{k}"
         );
@@ -202,7 +203,7 @@ async fn a_damaged_snapshot_is_refused_and_left_alone() {
     let parts = Partitions::start(&cfg).await.unwrap();
     parts.wait_ready(Duration::from_secs(10)).await.unwrap();
     assert_eq!(
-        parts.read(p).await.unwrap().state(&k).unwrap(),
+        parts.read(p).await.unwrap().entities().get(&k).unwrap(),
         Some(119u32.to_be_bytes().to_vec())
     );
     parts.shutdown().await;
@@ -263,7 +264,7 @@ async fn a_damaged_log_tail_behind_applied_state_is_covered_by_a_snapshot() {
         .map(|i| format!("a{i}"))
         .chain((0..20).map(|i| format!("b{i}")))
         .chain(["c".to_string()])
-        .filter(|k| st.state(&key(k)).unwrap().is_none())
+        .filter(|k| st.entities().get(&key(k)).unwrap().is_none())
         .collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
     drop(st); // a live reader would hold the state store open past shutdown
@@ -348,7 +349,7 @@ async fn the_node_opens_on_every_torn_or_damaged_tail() {
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             let st = parts.read(0).await.unwrap();
             let present: Vec<bool> = (0..N + 5)
-                .map(|i| st.state(&key(i)).unwrap().is_some())
+                .map(|i| st.entities().get(&key(i)).unwrap().is_some())
                 .collect();
             let n = present.iter().take_while(|p| **p).count();
             assert!(
@@ -359,7 +360,7 @@ async fn the_node_opens_on_every_torn_or_damaged_tail() {
             assert!(n >= 50, "{what}: lost writes covered by the snapshot ({n})");
             for i in 0..n as u32 {
                 assert_eq!(
-                    st.state(&key(i)).unwrap().unwrap(),
+                    st.entities().get(&key(i)).unwrap().unwrap(),
                     i.to_be_bytes(),
                     "{what}"
                 );

@@ -610,9 +610,10 @@ impl NodeMetrics {
                 .with_label_values(&[label])
                 .set(m.snapshot.map_or(-1, |l| l.index as i64));
             let (inbox, outbox) = match partitions.local_state(p) {
-                Ok(state) if leading => {
-                    (state.inbox_depth(DEPTH_CAP), state.outbox_depth(DEPTH_CAP))
-                }
+                Ok(state) if leading => (
+                    state.inbox().depth(DEPTH_CAP),
+                    state.outbox().depth(DEPTH_CAP),
+                ),
                 _ => (0, 0),
             };
             s.inbox.with_label_values(&[label]).set(inbox as i64);

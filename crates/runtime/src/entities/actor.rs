@@ -68,7 +68,7 @@ impl Actor for EntityActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let local = args.shared.leader.state()?;
-        let state = match local.state(&args.entity)? {
+        let state = match local.entities().get(&args.entity)? {
             Some(bytes) => Some(serde_json::from_slice(&bytes)?),
             None => None,
         };
@@ -160,7 +160,8 @@ impl EntityState {
     fn take_inbox(&mut self) -> Result<(), Error> {
         let local = self.shared.leader.state()?;
         let inbox = local
-            .inbox(&self.entity)
+            .inbox()
+            .messages(&self.entity)
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         for (seq, bytes) in inbox {
             if seq <= self.inbox_taken {
@@ -216,7 +217,7 @@ impl EntityState {
                 let seen = keys.contains(k)
                     || local
                         .as_ref()
-                        .map(|l| l.remembers_id(&self.entity, k).unwrap_or(false))
+                        .map(|l| l.ids().remembers(&self.entity, k).unwrap_or(false))
                         .unwrap_or(false);
                 if seen {
                     if let Some(tx) = w.reply {

@@ -62,7 +62,8 @@ impl Local {
     ) -> Result<Vec<(String, Value)>, Error> {
         let state = self.router.partitions().read(p).await?;
         let got = state
-            .entities(name, after, limit)
+            .entities()
+            .list(name, after, limit)
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(got
             .into_iter()
@@ -74,7 +75,8 @@ impl Local {
 /// `entity`'s state in `state`, parsed.
 pub(crate) fn state_of(state: &PartitionState, entity: &EntityId) -> Result<Option<Value>, Error> {
     match state
-        .state(entity)
+        .entities()
+        .get(entity)
         .map_err(|e| Error::Unavailable(e.to_string()))?
     {
         None => Ok(None),

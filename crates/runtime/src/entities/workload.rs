@@ -163,7 +163,8 @@ impl PartitionService for InboxScan {
         Box::pin(async move {
             loop {
                 match leader.state().and_then(|s| {
-                    s.inbox_entities(SCAN_LIMIT)
+                    s.inbox()
+                        .entities(SCAN_LIMIT)
                         .map_err(|e| Error::Unavailable(e.to_string()))
                 }) {
                     Ok(entities) => {

@@ -45,7 +45,7 @@ impl OutboxDelivery {
         loop {
             let pending = match leader
                 .state()
-                .and_then(|s| s.outbox_pending(BATCH).map_err(storage_err))
+                .and_then(|s| s.outbox().pending(BATCH).map_err(storage_err))
             {
                 Ok(x) => x,
                 Err(e) => {

@@ -29,7 +29,7 @@ async fn fire_forever(leader: &Leader) {
     loop {
         let now = super::now_ms();
         let Ok(state) = leader.state() else { return };
-        match state.due_timers(now, BATCH) {
+        match state.timers().due(now, BATCH) {
             Ok(due) if !due.is_empty() => {
                 let n = due.len() as u64;
                 let mut ops = Vec::with_capacity(due.len() * 2);
@@ -58,7 +58,7 @@ async fn fire_forever(leader: &Leader) {
             Ok(_) => {}
             Err(e) => tracing::warn!(partition = p, error = %e, "timer scan failed"),
         }
-        let wait = match state.next_timer_due() {
+        let wait = match state.timers().next_due() {
             Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now).clamp(1, 1000)),
             _ => Duration::from_millis(1000),
         };

@@ -1,0 +1,313 @@
+//! Every key layout of a partition's tree: the only code that builds or parses raw key bytes.
+//!
+//! The first byte is the table's namespace; integers are big-endian so keys sort numerically;
+//! `E` is an entity's canonical id `@name@key`, which never holds a NUL byte.
+//!
+//! | key | value | table | what |
+//! |---|---|---|---|
+//! | `0x00 "applied"` | codec(LogId) | (apply loop) | last applied log id |
+//! | `0x00 "membership"` | codec(StoredMembership) | (apply loop) | last applied membership |
+//! | `0x00 "inbox_seq"` | u64 | inbox | last assigned inbox number |
+//! | `0x00 "timer_seq"` | u64 | timers | last assigned timer number |
+//! | `'e' E` | bytes | entities | entity state |
+//! | `'i' E 0x00 seq` | bytes | inbox | inbox message of an entity |
+//! | `'r' source` | u64 | inbox | highest sequence number received from partition `source` |
+//! | `'o' dest seq` | bytes | outbox | outbox message for partition `dest` |
+//! | `'O' dest` | u64 | outbox | last outbox sequence number for `dest` |
+//! | `'k' E 0x00 id` | u64 expiry | ids | remembered idempotency id |
+//! | `'K' expiry E 0x00 id` | empty | ids | the same, ordered by expiry |
+//! | `'t' due id` | codec((EntityId, bytes)) | timers | scheduled message |
+//! | `'h' ...` | | | reserved: orchestration histories |
+//!
+//! This layout is the on-disk format (snapshots copy the tree's pairs verbatim): the test vectors
+//! at the bottom pin every key's bytes.
+
+use perdure_types::EntityId;
+
+/// Last applied log id.
+pub const APPLIED: &[u8] = b"\x00applied";
+/// Last applied membership.
+pub const MEMBERSHIP: &[u8] = b"\x00membership";
+/// Last assigned inbox sequence number (one counter over every entity of the partition).
+pub const INBOX_SEQ: &[u8] = b"\x00inbox_seq";
+/// Last assigned timer id.
+pub const TIMER_SEQ: &[u8] = b"\x00timer_seq";
+
+const ENTITY: u8 = b'e';
+const INBOX: u8 = b'i';
+const RECEIVED: u8 = b'r';
+const OUTBOX: u8 = b'o';
+const OUTBOX_LAST: u8 = b'O';
+const ID: u8 = b'k';
+const ID_BY_EXPIRY: u8 = b'K';
+const TIMER: u8 = b't';
+
+fn with(ns: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(ns);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// A big-endian integer from the last (at most) eight bytes of `v`; shorter input is
+/// zero-extended. Counters are stored as values in this form too.
+pub fn u64_of(v: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = v.len().min(8);
+    b[8 - n..].copy_from_slice(&v[v.len() - n..]);
+    u64::from_be_bytes(b)
+}
+
+/// The key just past every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+// ---- entities ----
+
+/// Prefix of every entity named `name` (already lower-cased).
+pub fn entity_prefix(name: &str) -> Vec<u8> {
+    with(ENTITY, &[b"@", name.as_bytes(), b"@"])
+}
+
+/// An entity's state.
+pub fn entity(e: &EntityId) -> Vec<u8> {
+    with(ENTITY, &[e.canonical().as_bytes()])
+}
+
+/// The first key past entity `after` under `prefix` (an [`entity_prefix`]): where a listing
+/// that continues after `after` starts.
+pub fn entity_after(prefix: &[u8], after: &str) -> Vec<u8> {
+    let mut s = prefix.to_vec();
+    s.extend_from_slice(after.as_bytes());
+    s.push(0);
+    s
+}
+
+/// The entity key (the part after `@name@`) of an entity state key under `prefix`.
+pub fn entity_key_of(prefix: &[u8], k: &[u8]) -> String {
+    String::from_utf8_lossy(&k[prefix.len()..]).into_owned()
+}
+
+// ---- inbox ----
+
+/// Prefix of every inbox message of every entity.
+pub const INBOX_ALL: &[u8] = &[INBOX];
+/// The key just past every inbox message.
+pub const INBOX_END: &[u8] = &[INBOX + 1];
+
+/// Prefix of an entity's inbox messages.
+pub fn inbox_prefix(e: &EntityId) -> Vec<u8> {
+    with(INBOX, &[e.canonical().as_bytes(), &[0]])
+}
+
+/// Inbox message `seq` of an entity.
+pub fn inbox(e: &EntityId, seq: u64) -> Vec<u8> {
+    let mut k = inbox_prefix(e);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The sequence number of an inbox message key under `prefix` (an [`inbox_prefix`]).
+pub fn inbox_seq_of(prefix: &[u8], k: &[u8]) -> u64 {
+    u64_of(&k[prefix.len()..])
+}
+
+/// The owner of an inbox message key, as its canonical id (lossy UTF-8), and the key just past
+/// every message of that owner; `None` for a key without the NUL separator.
+pub fn inbox_owner_of(k: &[u8]) -> Option<(String, Vec<u8>)> {
+    let nul = k.iter().position(|b| *b == 0)?;
+    let canonical = String::from_utf8_lossy(&k[1..nul]).into_owned();
+    let mut past = k[..=nul].to_vec();
+    past.extend_from_slice(&[0xff; 9]);
+    Some((canonical, past))
+}
+
+/// Highest sequence number received from partition `source`.
+pub fn received(source: u32) -> Vec<u8> {
+    with(RECEIVED, &[&source.to_be_bytes()])
+}
+
+// ---- outbox ----
+
+/// Prefix of every outbox message for every destination.
+pub const OUTBOX_ALL: &[u8] = &[OUTBOX];
+
+/// Outbox message `seq` for partition `dest`.
+pub fn outbox(dest: u32, seq: u64) -> Vec<u8> {
+    with(OUTBOX, &[&dest.to_be_bytes(), &seq.to_be_bytes()])
+}
+
+/// Prefix of every outbox message for partition `dest`.
+pub fn outbox_prefix(dest: u32) -> Vec<u8> {
+    with(OUTBOX, &[&dest.to_be_bytes()])
+}
+
+/// Last outbox sequence number assigned for partition `dest`.
+pub fn outbox_last(dest: u32) -> Vec<u8> {
+    with(OUTBOX_LAST, &[&dest.to_be_bytes()])
+}
+
+/// `(dest, seq)` of an outbox message key; `None` for a key of another length.
+pub fn outbox_of(k: &[u8]) -> Option<(u32, u64)> {
+    if k.len() != 13 {
+        return None;
+    }
+    let dest = u32::from_be_bytes(k[1..5].try_into().expect("4 bytes"));
+    Some((dest, u64_of(&k[5..13])))
+}
+
+/// The sequence number of an outbox message key under `prefix` (an [`outbox_prefix`]).
+pub fn outbox_seq_of(prefix: &[u8], k: &[u8]) -> u64 {
+    u64_of(&k[prefix.len()..])
+}
+
+// ---- remembered ids ----
+
+/// A remembered idempotency id of an entity.
+pub fn id(e: &EntityId, id: &str) -> Vec<u8> {
+    with(ID, &[e.canonical().as_bytes(), &[0], id.as_bytes()])
+}
+
+/// The same id, in the expiry index.
+pub fn id_by_expiry(expiry: u64, e: &EntityId, id: &str) -> Vec<u8> {
+    with(
+        ID_BY_EXPIRY,
+        &[
+            &expiry.to_be_bytes(),
+            e.canonical().as_bytes(),
+            &[0],
+            id.as_bytes(),
+        ],
+    )
+}
+
+/// The first key of the expiry index.
+pub const IDS_BY_EXPIRY_START: &[u8] = &[ID_BY_EXPIRY];
+
+/// The expiry-index key just past every id expiring before `now`.
+pub fn ids_expiring_before(now: u64) -> Vec<u8> {
+    with(ID_BY_EXPIRY, &[&now.to_be_bytes()])
+}
+
+/// The remembered-id key an expiry-index key stands for.
+pub fn id_of_expiry_key(k: &[u8]) -> Vec<u8> {
+    with(ID, &[&k[9..]])
+}
+
+// ---- timers ----
+
+/// Prefix of every timer.
+pub const TIMERS_ALL: &[u8] = &[TIMER];
+
+/// Timer `id`, due at `due`.
+pub fn timer(due: u64, id: u64) -> Vec<u8> {
+    with(TIMER, &[&due.to_be_bytes(), &id.to_be_bytes()])
+}
+
+/// The due time of a timer key.
+pub fn timer_due_of(k: &[u8]) -> u64 {
+    u64_of(&k[1..9])
+}
+
+/// `(due, id)` of a timer key.
+pub fn timer_of(k: &[u8]) -> (u64, u64) {
+    (u64_of(&k[1..9]), u64_of(&k[9..17]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e() -> EntityId {
+        EntityId::new("Ab", "k1").unwrap()
+    }
+
+    /// Test vectors: the on-disk layout of every key. A change here is a format change.
+    #[test]
+    fn every_key_has_the_pinned_layout() {
+        let vectors: Vec<(&str, Vec<u8>, &[u8])> = vec![
+            ("applied", APPLIED.to_vec(), b"\x00applied"),
+            ("membership", MEMBERSHIP.to_vec(), b"\x00membership"),
+            ("inbox_seq", INBOX_SEQ.to_vec(), b"\x00inbox_seq"),
+            ("timer_seq", TIMER_SEQ.to_vec(), b"\x00timer_seq"),
+            ("entity_prefix", entity_prefix("ab"), b"e@ab@"),
+            ("entity", entity(&e()), b"e@ab@k1"),
+            ("entity_after", entity_after(b"e@ab@", "k1"), b"e@ab@k1\x00"),
+            ("inbox_all", INBOX_ALL.to_vec(), b"i"),
+            ("inbox_end", INBOX_END.to_vec(), b"j"),
+            ("inbox_prefix", inbox_prefix(&e()), b"i@ab@k1\x00"),
+            (
+                "inbox",
+                inbox(&e(), 0x0102),
+                b"i@ab@k1\x00\x00\x00\x00\x00\x00\x00\x01\x02",
+            ),
+            ("received", received(0x0a0b0c0d), b"r\x0a\x0b\x0c\x0d"),
+            ("outbox_all", OUTBOX_ALL.to_vec(), b"o"),
+            (
+                "outbox",
+                outbox(3, 0x0102),
+                b"o\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x01\x02",
+            ),
+            ("outbox_prefix", outbox_prefix(3), b"o\x00\x00\x00\x03"),
+            ("outbox_last", outbox_last(3), b"O\x00\x00\x00\x03"),
+            ("id", id(&e(), "req-1"), b"k@ab@k1\x00req-1"),
+            (
+                "id_by_expiry",
+                id_by_expiry(0x0102, &e(), "req-1"),
+                b"K\x00\x00\x00\x00\x00\x00\x01\x02@ab@k1\x00req-1",
+            ),
+            ("ids_by_expiry_start", IDS_BY_EXPIRY_START.to_vec(), b"K"),
+            (
+                "ids_expiring_before",
+                ids_expiring_before(0x0102),
+                b"K\x00\x00\x00\x00\x00\x00\x01\x02",
+            ),
+            ("timers_all", TIMERS_ALL.to_vec(), b"t"),
+            (
+                "timer",
+                timer(0x0102, 7),
+                b"t\x00\x00\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x00\x00\x00\x07",
+            ),
+        ];
+        for (what, got, want) in vectors {
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn parsers_invert_the_builders() {
+        let prefix = inbox_prefix(&e());
+        assert_eq!(inbox_seq_of(&prefix, &inbox(&e(), 42)), 42);
+        assert_eq!(
+            inbox_owner_of(&inbox(&e(), 42)),
+            Some((
+                "@ab@k1".to_string(),
+                b"i@ab@k1\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec()
+            ))
+        );
+        assert_eq!(outbox_of(&outbox(3, 9)), Some((3, 9)));
+        assert_eq!(outbox_of(&outbox_prefix(3)), None);
+        assert_eq!(outbox_seq_of(&outbox_prefix(3), &outbox(3, 9)), 9);
+        assert_eq!(entity_key_of(&entity_prefix("ab"), &entity(&e())), "k1");
+        assert_eq!(
+            id_of_expiry_key(&id_by_expiry(5, &e(), "req-1")),
+            id(&e(), "req-1")
+        );
+        assert_eq!(timer_of(&timer(100, 2)), (100, 2));
+        assert_eq!(timer_due_of(&timer(100, 2)), 100);
+        assert_eq!(prefix_end(b"i@a\x00"), b"i@a\x01");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0xff; 3]);
+        assert_eq!(u64_of(&[1, 2]), 0x0102);
+    }
+}

@@ -1,0 +1,113 @@
+//! The pending writes of one apply batch: later ops of the batch read what earlier ops wrote,
+//! and the whole batch reaches sled as one atomic `apply_batch`.
+
+use super::{keys, PartitionState};
+use crate::Result;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Pending writes of one apply batch over a partition's tree, read back by later ops of the
+/// same batch.
+pub(super) struct Txn<'a> {
+    state: &'a PartitionState,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Txn<'a> {
+    /// An empty batch over `state`'s tree.
+    pub(super) fn new(state: &'a PartitionState) -> Self {
+        Self {
+            state,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// The value of `k`: the batch's own write if it made one, else the tree's.
+    pub(super) fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.pending.get(k) {
+            return Ok(v.clone());
+        }
+        Ok(self
+            .state
+            .tree
+            .get(k)
+            .map_err(|e| self.state.sled_err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Writes `k`.
+    pub(super) fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.pending.insert(k, Some(v));
+    }
+
+    /// Deletes `k`.
+    pub(super) fn del(&mut self, k: Vec<u8>) {
+        self.pending.insert(k, None);
+    }
+
+    /// A counter (0 when absent).
+    pub(super) fn get_u64(&self, k: &[u8]) -> Result<u64> {
+        Ok(self.get(k)?.map(|v| keys::u64_of(&v)).unwrap_or(0))
+    }
+
+    /// Writes a counter.
+    pub(super) fn put_u64(&mut self, k: &[u8], v: u64) {
+        self.put(k.to_vec(), v.to_be_bytes().to_vec());
+    }
+
+    /// Increments the counter at `k` and returns its new value.
+    pub(super) fn next_u64(&mut self, k: &[u8]) -> Result<u64> {
+        let n = self.get_u64(k)? + 1;
+        self.put_u64(k, n);
+        Ok(n)
+    }
+
+    /// Deletes every live key in `[start, end)`.
+    pub(super) fn del_range(&mut self, start: &[u8], end: &[u8]) -> Result<()> {
+        for k in self.keys(start, end, usize::MAX)? {
+            self.del(k);
+        }
+        Ok(())
+    }
+
+    /// Encodes a value with the codec, naming this partition's tree in the error.
+    pub(super) fn encode<T: serde::Serialize>(&self, v: &T) -> Result<Vec<u8>> {
+        self.state.encode(v)
+    }
+
+    /// Live keys in `[start, end)`, at most `limit`, merging the tree with pending writes.
+    pub(super) fn keys(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+        let mut out: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+        for kv in self.state.tree.range(start..end) {
+            let (k, _) = kv.map_err(|e| self.state.sled_err(e))?;
+            if !matches!(self.pending.get(k.as_ref()), Some(None)) {
+                out.insert(k.to_vec(), ());
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        let range = (
+            Bound::Included(start.to_vec()),
+            Bound::Excluded(end.to_vec()),
+        );
+        for (k, v) in self.pending.range(range) {
+            if v.is_some() {
+                out.insert(k.clone(), ());
+            }
+        }
+        Ok(out.into_keys().take(limit).collect())
+    }
+
+    /// The batch to hand to sled.
+    pub(super) fn into_batch(self) -> sled::Batch {
+        let mut b = sled::Batch::default();
+        for (k, v) in self.pending {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        b
+    }
+}
