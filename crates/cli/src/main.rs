@@ -318,7 +318,7 @@ async fn debug_load(config: NodeConfig, clients: u32, run: u64, ops: u64) -> any
             let mut i = 0u64;
             while ops == 0 || i < ops {
                 let cmd = Command::single(Op::Enqueue {
-                    entity: entity.clone(),
+                    target: perdure_types::Target::Entity(entity.clone()),
                     message: format!("{run}:{i}").into_bytes(),
                 });
                 match parts.propose(p, cmd).await {
@@ -352,7 +352,7 @@ async fn debug_dump(config: NodeConfig, clients: u32) -> anyhow::Result<()> {
         let state = parts.read(parts.partition_of(&entity)).await?;
         let items: Vec<(u64, String)> = state
             .inbox()
-            .messages(&entity)?
+            .messages(&perdure_types::Target::Entity(entity))?
             .into_iter()
             .map(|(seq, m)| (seq, String::from_utf8_lossy(&m).into_owned()))
             .collect();

@@ -22,7 +22,7 @@ fn config(dir: &std::path::Path) -> NodeConfig {
 
 fn enqueue(entity: &EntityId, i: u32) -> Command {
     Command::single(Op::Enqueue {
-        entity: entity.clone(),
+        target: perdure_types::Target::Entity(entity.clone()),
         message: i.to_be_bytes().to_vec(),
     })
 }
@@ -49,7 +49,7 @@ async fn writes_survive_restarts_across_snapshots() {
             let st = parts.read(parts.partition_of(e)).await.unwrap();
             let got: Vec<u32> = st
                 .inbox()
-                .messages(e)
+                .messages(&perdure_types::Target::Entity(e.clone()))
                 .unwrap()
                 .into_iter()
                 .map(|(_, m)| u32::from_be_bytes(m.try_into().unwrap()))

@@ -5,14 +5,12 @@
 //!   one, and leader-only services (outbox delivery, timers, idempotency-id expiry).
 //! - [`entities`]: durable entities, one workload of the host (actors, processor, programming
 //!   model, built-in types, registry, the [`Entities`] facade).
-//! - [`message`]: the message format between partitions.
 //! - [`Runtime`]: a node's host with its workloads, built and started together.
 
 mod chaos_bug;
 pub mod entities;
 pub mod error;
 pub mod host;
-pub mod message;
 
 pub use entities::{
     builtin, entity, testing, Entities, EntityMetrics, EntityPage, EntitySummary, Registry,

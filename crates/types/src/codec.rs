@@ -12,7 +12,20 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The format version written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+
+/// What each format version changed (versions before [`FORMAT_VERSION`] are refused, never
+/// converted in place):
+/// - 1: the first release.
+/// - 2: inboxes, outboxes, timers and idempotency ids addressed by `Target` (entity or
+///   orchestration instance); outbox entries carry their target.
+pub const FORMAT_HISTORY: &[(u8, &str)] = &[
+    (1, "first release"),
+    (
+        2,
+        "messages addressed by target (entity or orchestration instance)",
+    ),
+];
 
 /// Largest value the decoder accepts (guards allocations when reading damaged input).
 const DECODE_LIMIT: usize = 1 << 30;
@@ -33,6 +46,14 @@ pub enum Error {
         /// The version byte found.
         found: u8,
         /// The newest version this build reads.
+        supported: u8,
+    },
+    /// Written by an older perdure whose format this build no longer reads.
+    #[error("format version {found} was written by an older perdure; this build reads version {supported} only: export the data with the older build, or start from an empty data directory")]
+    OlderVersion {
+        /// The version byte found.
+        found: u8,
+        /// The version this build reads.
         supported: u8,
     },
     /// The version byte is not one perdure ever wrote (0 is never written).
@@ -83,6 +104,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         FORMAT_VERSION => {}
         v if v > FORMAT_VERSION => {
             return Err(Error::NewerVersion {
+                found: v,
+                supported: FORMAT_VERSION,
+            })
+        }
+        v @ 1.. => {
+            return Err(Error::OlderVersion {
                 found: v,
                 supported: FORMAT_VERSION,
             })
@@ -217,7 +244,7 @@ mod tests {
     fn encoding_is_pinned() {
         // The bytes of a known value: a change here breaks every existing data directory.
         let bytes = encode(&sample()).unwrap();
-        assert_eq!(bytes, [1, 42, 3, b'h', 0xc3, 0xa9, 1, 3, 1, 2, 3]);
+        assert_eq!(bytes, [2, 42, 3, b'h', 0xc3, 0xa9, 1, 3, 1, 2, 3]);
     }
 
     #[test]
@@ -227,10 +254,21 @@ mod tests {
         assert!(matches!(
             decode::<Sample>(&bytes),
             Err(Error::NewerVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         ));
+        // a data directory of the first format is refused, saying so
+        bytes[0] = 1;
+        let e = decode::<Sample>(&bytes).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::OlderVersion {
+                found: 1,
+                supported: 2
+            }
+        ));
+        assert!(e.to_string().contains("older perdure"), "{e}");
         bytes[0] = 0;
         assert!(matches!(
             decode::<Sample>(&bytes),

@@ -7,9 +7,12 @@
 //! result depends on the state at apply time (sequence numbers, duplicate detection) are decided
 //! by the state machine, deterministically, so every replica reaches the same answer.
 //!
-//! Payloads (`state`, `message`) are opaque bytes here: the runtime owns their meaning.
+//! Payloads (`state`, `message`) are opaque bytes here: entity states belong to the entity
+//! workload, messages are [`crate::message::Message`]s. Inboxes, outboxes, timers and idempotency
+//! ids are addressed by [`Target`] (an entity or an orchestration instance).
 
 use crate::ids::{EntityId, PartitionId};
+use crate::target::Target;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch.
@@ -64,26 +67,28 @@ pub enum Op {
         /// The entity.
         entity: EntityId,
     },
-    /// Append a message to an entity's durable inbox; answers [`OpResult::Enqueued`] with the
+    /// Append a message to a target's durable inbox; answers [`OpResult::Enqueued`] with the
     /// inbox sequence number assigned at apply time (per partition, increasing, never reused).
     Enqueue {
-        /// The receiving entity.
-        entity: EntityId,
+        /// The receiver.
+        target: Target,
         /// The message.
         message: Vec<u8>,
     },
-    /// Remove inbox messages of an entity up to and including `upto`.
+    /// Remove inbox messages of a target up to and including `upto`.
     Dequeue {
-        /// The entity.
-        entity: EntityId,
+        /// The receiver.
+        target: Target,
         /// Highest inbox sequence number to remove.
         upto: u64,
     },
     /// Put a message in the outbox for another partition; answers [`OpResult::Sent`] with the
     /// outbox sequence number for that destination (gap-free from 1).
     Send {
-        /// The destination partition.
+        /// The destination partition (the target's).
         dest: PartitionId,
+        /// The receiver, stored beside the message so delivery need not decode it.
+        target: Target,
         /// The message, delivered as a [`Op::Receive`] on the destination.
         message: Vec<u8>,
     },
@@ -94,7 +99,7 @@ pub enum Op {
         /// Highest sequence number received.
         upto: u64,
     },
-    /// A message from another partition's outbox, enqueued for `entity` (answering
+    /// A message from another partition's outbox, enqueued for `target` (answering
     /// [`OpResult::Enqueued`]) only if `seq` is exactly one above the highest sequence number
     /// received from `source`: a lower one answers [`OpResult::Duplicate`], a higher one
     /// [`OpResult::Gap`]. So every message is received once and in order.
@@ -103,17 +108,17 @@ pub enum Op {
         source: PartitionId,
         /// Its outbox sequence number.
         seq: u64,
-        /// The receiving entity.
-        entity: EntityId,
+        /// The receiver.
+        target: Target,
         /// The message.
         message: Vec<u8>,
     },
-    /// Remember a client idempotency id for an entity until `expires_at`. Answers
+    /// Remember a client idempotency id for a target until `expires_at`. Answers
     /// [`OpResult::Duplicate`] if it is already remembered, in which case the command's remaining
     /// ops are skipped: the whole command was applied before.
     RememberId {
-        /// The entity the id belongs to.
-        entity: EntityId,
+        /// The target the id belongs to.
+        target: Target,
         /// The id.
         id: String,
         /// When it may be forgotten.
@@ -126,12 +131,12 @@ pub enum Op {
         /// Most ids removed by this op.
         limit: u32,
     },
-    /// Schedule a message for an entity at `due`; answers [`OpResult::Scheduled`] with its id.
+    /// Schedule a message for a target at `due`; answers [`OpResult::Scheduled`] with its id.
     ScheduleTimer {
         /// When it is due.
         due: Millis,
-        /// The entity.
-        entity: EntityId,
+        /// The receiver.
+        target: Target,
         /// The message.
         message: Vec<u8>,
     },

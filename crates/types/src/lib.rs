@@ -12,8 +12,11 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod membership;
+pub mod message;
 pub mod partition;
 pub mod placement;
+pub mod target;
 
 pub use error::{ErrorKind, Failure};
 pub use ids::{EntityId, IdError, NodeId, PartitionId};
+pub use target::{InstanceId, Target};

@@ -11,10 +11,10 @@ use super::api::SignalOutcome;
 use super::entity::{Context, EntityType};
 use super::msg::{EntityMsg, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
 use super::shared::Shared;
-use crate::message::Envelope;
 use crate::Error;
 use perdure_types::command::{Op, OpResult};
-use perdure_types::EntityId;
+use perdure_types::message::{parse_input, Message};
+use perdure_types::{EntityId, Target};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
@@ -42,6 +42,8 @@ struct InFlight {
 
 pub(crate) struct EntityState {
     entity: EntityId,
+    /// The same entity as the addressee of its inbox and idempotency ids.
+    target: Target,
     etype: Arc<dyn EntityType>,
     shared: Arc<Shared>,
     processor: ActorRef<ProcessorMsg>,
@@ -78,6 +80,7 @@ impl Actor for EntityActor {
         });
         tracing::trace!(entity = %args.entity, "activated");
         Ok(EntityState {
+            target: Target::Entity(args.entity.clone()),
             entity: args.entity,
             etype: args.etype,
             shared: args.shared,
@@ -161,16 +164,22 @@ impl EntityState {
         let local = self.shared.leader.state()?;
         let inbox = local
             .inbox()
-            .messages(&self.entity)
+            .messages(&self.target)
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         for (seq, bytes) in inbox {
             if seq <= self.inbox_taken {
                 continue;
             }
             self.inbox_taken = seq;
-            let (operation, input) = match Envelope::decode(&bytes)
-                .and_then(|e| Ok((e.operation.clone(), e.input_value()?)))
-            {
+            let read = Message::decode(&bytes).map_err(|e| e.to_string()).and_then(
+                |Message::EntityOperation { operation, input }| {
+                    Ok((
+                        operation,
+                        parse_input(input.as_deref()).map_err(|e| e.to_string())?,
+                    ))
+                },
+            );
+            let (operation, input) = match read {
                 Ok(x) => x,
                 Err(e) => {
                     // Unreadable: drop it with the batch (logged), never block the inbox.
@@ -217,7 +226,7 @@ impl EntityState {
                 let seen = keys.contains(k)
                     || local
                         .as_ref()
-                        .map(|l| l.ids().remembers(&self.entity, k).unwrap_or(false))
+                        .map(|l| l.ids().remembers(&self.target, k).unwrap_or(false))
                         .unwrap_or(false);
                 if seen {
                     if let Some(tx) = w.reply {
@@ -227,7 +236,7 @@ impl EntityState {
                 }
                 keys.insert(k.clone());
                 keys_ops.push(Op::RememberId {
-                    entity: self.entity.clone(),
+                    target: self.target.clone(),
                     id: k.clone(),
                     expires_at,
                 });
@@ -304,7 +313,7 @@ impl EntityState {
         ops.extend(effect_ops);
         if let Some(upto) = dequeue_upto {
             ops.push(Op::Dequeue {
-                entity: self.entity.clone(),
+                target: self.target.clone(),
                 upto,
             });
         }
@@ -353,15 +362,17 @@ impl EntityState {
                 .registry
                 .check(&s.target, &s.operation, s.input.as_ref())
                 .map_err(|e| format!("cannot signal {}: {e}", s.target))?;
-            let message = Envelope::new(s.target.clone(), s.operation, s.input.as_ref()).encode();
+            let message = Message::entity_operation(s.operation, s.input.as_ref()).encode();
+            let target = Target::Entity(s.target);
             ops.push(match s.at {
                 None => Op::Send {
-                    dest: self.shared.leader.partitions().partition_of(&s.target),
+                    dest: target.partition(self.shared.leader.partitions().count()),
+                    target,
                     message,
                 },
                 Some(due) => Op::ScheduleTimer {
                     due,
-                    entity: s.target,
+                    target,
                     message,
                 },
             });

@@ -10,7 +10,7 @@ use crate::host::{Leader, PartitionService, Workload};
 use crate::Error;
 use futures::future::BoxFuture;
 use perdure_types::config::EntitiesConfig;
-use perdure_types::{EntityId, PartitionId};
+use perdure_types::{EntityId, PartitionId, Target};
 use ractor::{Actor, ActorRef};
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -135,9 +135,10 @@ impl Workload for EntityWorkload {
         })
     }
 
-    fn wake(&self, p: PartitionId, targets: &[EntityId]) {
+    fn wake(&self, p: PartitionId, targets: &[Target]) {
         if let Some(proc_) = self.processor(p) {
-            let unique: BTreeSet<&EntityId> = targets.iter().collect();
+            let unique: BTreeSet<&EntityId> =
+                targets.iter().filter_map(Target::as_entity).collect();
             for e in unique {
                 let _ = proc_.cast(ProcessorMsg::Deliver(e.clone(), EntityMsg::ProcessInbox));
             }
@@ -164,11 +165,15 @@ impl PartitionService for InboxScan {
             loop {
                 match leader.state().and_then(|s| {
                     s.inbox()
-                        .entities(SCAN_LIMIT)
+                        .targets(SCAN_LIMIT)
                         .map_err(|e| Error::Unavailable(e.to_string()))
                 }) {
-                    Ok(entities) => {
-                        for e in entities {
+                    Ok(targets) => {
+                        // this workload's targets: entities
+                        for e in targets.into_iter().filter_map(|t| match t {
+                            Target::Entity(e) => Some(e),
+                            Target::Instance(_) => None,
+                        }) {
                             let _ = self
                                 .processor
                                 .cast(ProcessorMsg::Deliver(e, EntityMsg::ProcessInbox));

@@ -29,7 +29,7 @@ pub use router::{Route, Router, KIND_PROPOSE, LEADER_WAIT};
 use crate::Error;
 use futures::future::BoxFuture;
 use perdure_cluster::Partitions;
-use perdure_types::{EntityId, PartitionId};
+use perdure_types::{PartitionId, Target};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -58,7 +58,7 @@ pub trait Workload: Send + Sync + 'static {
     fn resign(&self, partition: PartitionId) -> BoxFuture<'_, ()>;
     /// Messages were just received into the inboxes of `targets` on `partition`, which this node
     /// leads: run them (targets of other workloads are ignored).
-    fn wake(&self, partition: PartitionId, targets: &[EntityId]);
+    fn wake(&self, partition: PartitionId, targets: &[Target]);
 }
 
 /// One partition's slot in the host.

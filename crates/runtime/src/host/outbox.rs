@@ -6,9 +6,9 @@
 use super::leader::Leader;
 use super::router::Router;
 use super::PartitionService;
-use crate::message::Envelope;
 use crate::Error;
 use futures::future::BoxFuture;
+use perdure_storage::state::Outgoing;
 use perdure_types::command::{Command, Op, OpResult};
 use perdure_types::PartitionId;
 use std::collections::BTreeMap;
@@ -60,9 +60,9 @@ impl OutboxDelivery {
                 }
                 continue;
             }
-            let mut by_dest: BTreeMap<PartitionId, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
-            for (dest, seq, msg) in pending {
-                by_dest.entry(dest).or_default().push((seq, msg));
+            let mut by_dest: BTreeMap<PartitionId, Vec<Outgoing>> = BTreeMap::new();
+            for o in pending {
+                by_dest.entry(o.dest).or_default().push(o);
             }
             for (dest, msgs) in by_dest {
                 if let Err(e) = self.deliver(leader, dest, msgs).await {
@@ -77,29 +77,21 @@ impl OutboxDelivery {
         &self,
         leader: &Leader,
         dest: PartitionId,
-        msgs: Vec<(u64, Vec<u8>)>,
+        msgs: Vec<Outgoing>,
     ) -> Result<(), Error> {
         let p = leader.partition();
-        let upto = msgs.last().map(|m| m.0).unwrap_or(0);
-        let mut ops = Vec::with_capacity(msgs.len() + 1);
-        for (seq, message) in msgs {
-            // The receiver accepts sequence numbers without gaps, so no message can be skipped:
-            // an unreadable one (only damaged storage makes one) stops this destination, loudly.
-            let entity = Envelope::decode(&message)
-                .map_err(|e| {
-                    tracing::error!(partition = p, dest, seq, error = %e, "unreadable outbox message");
-                    Error::Unavailable(format!(
-                        "outbox message {seq} of partition {p} is unreadable: {e}"
-                    ))
-                })?
-                .target;
-            ops.push(Op::Receive {
+        let upto = msgs.last().map(|m| m.seq).unwrap_or(0);
+        // The receiver accepts sequence numbers without gaps, so no message is ever skipped; each
+        // carries its target, so delivery never decodes a workload's message.
+        let mut ops: Vec<Op> = msgs
+            .into_iter()
+            .map(|o| Op::Receive {
                 source: p,
-                seq,
-                entity,
-                message,
-            });
-        }
+                seq: o.seq,
+                target: o.target,
+                message: o.message,
+            })
+            .collect();
         let n = ops.len() as u64;
         if dest == p {
             // Same partition: receive and acknowledge atomically.

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use perdure_cluster::transport::{Handler, RemoteError, RemoteErrorCode};
 use perdure_cluster::Partitions;
 use perdure_types::command::{Command, Op, OpResult};
-use perdure_types::{codec, EntityId, Failure, NodeId, PartitionId};
+use perdure_types::{codec, Failure, NodeId, PartitionId, Target};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -176,11 +176,11 @@ impl Router {
         leader: &Leader,
         command: Command,
     ) -> Result<Vec<OpResult>, Error> {
-        let targets: Vec<EntityId> = command
+        let targets: Vec<Target> = command
             .ops
             .iter()
             .filter_map(|op| match op {
-                Op::Receive { entity, .. } => Some(entity.clone()),
+                Op::Receive { target, .. } => Some(target.clone()),
                 _ => None,
             })
             .collect();

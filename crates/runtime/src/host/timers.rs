@@ -39,7 +39,8 @@ async fn fire_forever(leader: &Leader) {
                         id: t.id,
                     });
                     ops.push(Op::Send {
-                        dest: leader.partitions().partition_of(&t.entity),
+                        dest: t.target.partition(leader.partitions().count()),
+                        target: t.target,
                         message: t.message,
                     });
                 }

@@ -42,7 +42,7 @@ impl PartitionState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{apply, e, state};
+    use super::super::testkit::{apply, e, state, t};
     use perdure_types::command::Op;
 
     #[test]
@@ -57,7 +57,7 @@ mod tests {
                     state: b"s".to_vec(),
                 },
                 Op::Enqueue {
-                    entity: e("x"),
+                    target: t("x"),
                     message: b"m".to_vec(),
                 },
             ],

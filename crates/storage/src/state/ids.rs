@@ -1,32 +1,32 @@
-//! The remembered-ids table: idempotency ids per entity (`RememberId`), each with an expiry, and
+//! The remembered-ids table: idempotency ids per target (`RememberId`), each with an expiry, and
 //! an index by expiry that `ExpireIds` walks to forget them.
 
 use super::txn::Txn;
 use super::{keys, PartitionState};
 use crate::Result;
 use perdure_types::command::{Millis, OpResult};
-use perdure_types::EntityId;
+use perdure_types::Target;
 
-/// Whether the batch (or the tree below it) already remembers `id` for `entity`: the apply loop
+/// Whether the batch (or the tree below it) already remembers `id` for `target`: the apply loop
 /// asks before applying a command.
-pub(super) fn seen(txn: &Txn<'_>, entity: &EntityId, id: &str) -> Result<bool> {
-    Ok(txn.get(&keys::id(entity, id))?.is_some())
+pub(super) fn seen(txn: &Txn<'_>, target: &Target, id: &str) -> Result<bool> {
+    Ok(txn.get(&keys::id(target, id))?.is_some())
 }
 
-/// `Op::RememberId`: remembers `id` for `entity` until `expires_at`; `Duplicate` (and nothing
+/// `Op::RememberId`: remembers `id` for `target` until `expires_at`; `Duplicate` (and nothing
 /// written) if it is remembered already.
 pub(super) fn remember(
     txn: &mut Txn<'_>,
-    entity: &EntityId,
+    target: &Target,
     id: &str,
     expires_at: Millis,
 ) -> Result<OpResult> {
-    let k = keys::id(entity, id);
+    let k = keys::id(target, id);
     if txn.get(&k)?.is_some() {
         return Ok(OpResult::Duplicate);
     }
     txn.put(k, expires_at.to_be_bytes().to_vec());
-    txn.put(keys::id_by_expiry(expires_at, entity, id), Vec::new());
+    txn.put(keys::id_by_expiry(expires_at, target, id), Vec::new());
     Ok(OpResult::Done)
 }
 
@@ -47,18 +47,18 @@ pub struct IdsTable<'a> {
 }
 
 impl IdsTable<'_> {
-    /// Whether an idempotency id is remembered for an entity.
-    pub fn remembers(&self, entity: &EntityId, id: &str) -> Result<bool> {
+    /// Whether an idempotency id is remembered for a target.
+    pub fn remembers(&self, target: &Target, id: &str) -> Result<bool> {
         self.state
             .tree
-            .contains_key(keys::id(entity, id))
+            .contains_key(keys::id(target, id))
             .map_err(|e| self.state.sled_err(e))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{apply, e, state};
+    use super::super::testkit::{apply, state, t};
     use perdure_types::command::{Op, OpResult};
 
     #[test]
@@ -67,12 +67,12 @@ mod tests {
         let cmd = |n: u8| {
             vec![
                 Op::RememberId {
-                    entity: e("a"),
+                    target: t("a"),
                     id: "req-1".into(),
                     expires_at: 1000,
                 },
                 Op::Enqueue {
-                    entity: e("a"),
+                    target: t("a"),
                     message: vec![n],
                 },
             ]
@@ -85,21 +85,21 @@ mod tests {
             apply(&st, 2, cmd(2)),
             vec![OpResult::Duplicate, OpResult::Skipped]
         );
-        assert_eq!(st.inbox().messages(&e("a")).unwrap().len(), 1);
+        assert_eq!(st.inbox().messages(&t("a")).unwrap().len(), 1);
         // a new id before a seen one is not remembered either: the command applies nothing
         let mixed = vec![
             Op::RememberId {
-                entity: e("a"),
+                target: t("a"),
                 id: "req-new".into(),
                 expires_at: 1000,
             },
             Op::RememberId {
-                entity: e("a"),
+                target: t("a"),
                 id: "req-1".into(),
                 expires_at: 1000,
             },
             Op::Enqueue {
-                entity: e("a"),
+                target: t("a"),
                 message: vec![9],
             },
         ];
@@ -107,8 +107,8 @@ mod tests {
             apply(&st, 20, mixed),
             vec![OpResult::Skipped, OpResult::Duplicate, OpResult::Skipped]
         );
-        assert!(!st.ids().remembers(&e("a"), "req-new").unwrap());
-        assert_eq!(st.inbox().messages(&e("a")).unwrap().len(), 1);
+        assert!(!st.ids().remembers(&t("a"), "req-new").unwrap());
+        assert_eq!(st.inbox().messages(&t("a")).unwrap().len(), 1);
         // expiry forgets it; the same id is then new again
         apply(
             &st,
@@ -118,7 +118,7 @@ mod tests {
                 limit: 10,
             }],
         );
-        assert!(st.ids().remembers(&e("a"), "req-1").unwrap());
+        assert!(st.ids().remembers(&t("a"), "req-1").unwrap());
         apply(
             &st,
             4,
@@ -127,7 +127,7 @@ mod tests {
                 limit: 10,
             }],
         );
-        assert!(!st.ids().remembers(&e("a"), "req-1").unwrap());
+        assert!(!st.ids().remembers(&t("a"), "req-1").unwrap());
         assert_eq!(
             apply(&st, 5, cmd(3)),
             vec![OpResult::Done, OpResult::Enqueued(2)]

@@ -11,24 +11,24 @@ use super::txn::Txn;
 use super::{keys, PartitionState};
 use crate::Result;
 use perdure_types::command::OpResult;
-use perdure_types::{EntityId, PartitionId};
+use perdure_types::{PartitionId, Target};
 
-/// `Op::Enqueue`: appends a message to an entity's inbox under the partition's next inbox
+/// `Op::Enqueue`: appends a message to a target's inbox under the partition's next inbox
 /// number.
-pub(super) fn enqueue(txn: &mut Txn<'_>, entity: &EntityId, message: &[u8]) -> Result<OpResult> {
+pub(super) fn enqueue(txn: &mut Txn<'_>, target: &Target, message: &[u8]) -> Result<OpResult> {
     let seq = txn.next_u64(keys::INBOX_SEQ)?;
-    txn.put(keys::inbox(entity, seq), message.to_vec());
+    txn.put(keys::inbox(target, seq), message.to_vec());
     Ok(OpResult::Enqueued(seq))
 }
 
-/// `Op::Dequeue`: drops an entity's inbox messages numbered up to `upto` (all of them for
+/// `Op::Dequeue`: drops a target's inbox messages numbered up to `upto` (all of them for
 /// `u64::MAX`).
-pub(super) fn dequeue(txn: &mut Txn<'_>, entity: &EntityId, upto: u64) -> Result<OpResult> {
-    let start = keys::inbox_prefix(entity);
+pub(super) fn dequeue(txn: &mut Txn<'_>, target: &Target, upto: u64) -> Result<OpResult> {
+    let start = keys::inbox_prefix(target);
     let end = if upto == u64::MAX {
         keys::prefix_end(&start)
     } else {
-        keys::inbox(entity, upto + 1)
+        keys::inbox(target, upto + 1)
     };
     txn.del_range(&start, &end)?;
     Ok(OpResult::Done)
@@ -40,7 +40,7 @@ pub(super) fn receive(
     txn: &mut Txn<'_>,
     source: PartitionId,
     seq: u64,
-    entity: &EntityId,
+    target: &Target,
     message: &[u8],
 ) -> Result<OpResult> {
     let k = keys::received(source);
@@ -51,7 +51,7 @@ pub(super) fn receive(
         Ok(OpResult::Gap { expected: have + 1 })
     } else {
         txn.put_u64(&k, seq);
-        enqueue(txn, entity, message)
+        enqueue(txn, target, message)
     }
 }
 
@@ -62,9 +62,9 @@ pub struct InboxTable<'a> {
 }
 
 impl InboxTable<'_> {
-    /// An entity's pending inbox messages, oldest first.
-    pub fn messages(&self, entity: &EntityId) -> Result<Vec<(u64, Vec<u8>)>> {
-        let prefix = keys::inbox_prefix(entity);
+    /// A target's pending inbox messages, oldest first.
+    pub fn messages(&self, target: &Target) -> Result<Vec<(u64, Vec<u8>)>> {
+        let prefix = keys::inbox_prefix(target);
         let mut out = Vec::new();
         for kv in self.state.tree.scan_prefix(&prefix) {
             let (k, v) = kv.map_err(|e| self.state.sled_err(e))?;
@@ -73,9 +73,9 @@ impl InboxTable<'_> {
         Ok(out)
     }
 
-    /// Entities with pending inbox messages (each once), in key order, at most `limit`.
-    pub fn entities(&self, limit: usize) -> Result<Vec<EntityId>> {
-        let mut out: Vec<EntityId> = Vec::new();
+    /// Targets with pending inbox messages (each once), in key order, at most `limit`.
+    pub fn targets(&self, limit: usize) -> Result<Vec<Target>> {
+        let mut out: Vec<Target> = Vec::new();
         let mut start = keys::INBOX_ALL.to_vec();
         while out.len() < limit {
             let Some(kv) = self
@@ -90,11 +90,11 @@ impl InboxTable<'_> {
             let Some((canonical, past)) = keys::inbox_owner_of(&k) else {
                 break;
             };
-            match EntityId::from_canonical(&canonical) {
+            match Target::from_canonical(&canonical) {
                 Ok(id) => out.push(id),
                 Err(e) => tracing::warn!(key = %canonical, error = %e, "unreadable inbox key"),
             }
-            // skip past every message of this entity
+            // skip past every message of this target
             start = past;
         }
         Ok(out)
@@ -125,7 +125,7 @@ impl InboxTable<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{apply, e, state};
+    use super::super::testkit::{apply, state, t};
     use perdure_types::command::{Op, OpResult};
 
     #[test]
@@ -136,30 +136,30 @@ mod tests {
             1,
             (0..5)
                 .map(|i| Op::Enqueue {
-                    entity: e(if i % 2 == 0 { "a" } else { "b" }),
+                    target: t(if i % 2 == 0 { "a" } else { "b" }),
                     message: vec![i],
                 })
                 .collect(),
         );
         assert_eq!(r, (1..=5).map(OpResult::Enqueued).collect::<Vec<_>>());
         assert_eq!(
-            st.inbox().messages(&e("a")).unwrap(),
+            st.inbox().messages(&t("a")).unwrap(),
             vec![(1, vec![0]), (3, vec![2]), (5, vec![4])]
         );
         // an entity whose key extends another's does not see its messages
-        assert!(st.inbox().messages(&e("a0")).unwrap().is_empty());
+        assert!(st.inbox().messages(&t("a0")).unwrap().is_empty());
         apply(
             &st,
             2,
             vec![Op::Dequeue {
-                entity: e("a"),
+                target: t("a"),
                 upto: 3,
             }],
         );
-        assert_eq!(st.inbox().messages(&e("a")).unwrap(), vec![(5, vec![4])]);
-        assert_eq!(st.inbox().messages(&e("b")).unwrap().len(), 2);
-        assert_eq!(st.inbox().entities(10).unwrap(), vec![e("a"), e("b")]);
-        assert_eq!(st.inbox().entities(1).unwrap(), vec![e("a")]);
+        assert_eq!(st.inbox().messages(&t("a")).unwrap(), vec![(5, vec![4])]);
+        assert_eq!(st.inbox().messages(&t("b")).unwrap().len(), 2);
+        assert_eq!(st.inbox().targets(10).unwrap(), vec![t("a"), t("b")]);
+        assert_eq!(st.inbox().targets(1).unwrap(), vec![t("a")]);
     }
 
     #[test]
@@ -168,7 +168,7 @@ mod tests {
         let recv = |seq| Op::Receive {
             source: 7,
             seq,
-            entity: e("a"),
+            target: t("a"),
             message: vec![seq as u8],
         };
         let r = apply(&st, 1, vec![recv(1), recv(1), recv(3), recv(2)]);
@@ -183,7 +183,7 @@ mod tests {
         );
         assert_eq!(st.inbox().received_upto(7).unwrap(), 2);
         assert_eq!(
-            st.inbox().messages(&e("a")).unwrap(),
+            st.inbox().messages(&t("a")).unwrap(),
             vec![(1, vec![1]), (2, vec![2])]
         );
     }

@@ -22,7 +22,7 @@
 //! This layout is the on-disk format (snapshots copy the tree's pairs verbatim): the test vectors
 //! at the bottom pin every key's bytes.
 
-use perdure_types::EntityId;
+use perdure_types::{EntityId, Target};
 
 /// Last applied log id.
 pub const APPLIED: &[u8] = b"\x00applied";
@@ -105,14 +105,14 @@ pub const INBOX_ALL: &[u8] = &[INBOX];
 /// The key just past every inbox message.
 pub const INBOX_END: &[u8] = &[INBOX + 1];
 
-/// Prefix of an entity's inbox messages.
-pub fn inbox_prefix(e: &EntityId) -> Vec<u8> {
-    with(INBOX, &[e.canonical().as_bytes(), &[0]])
+/// Prefix of a target's inbox messages.
+pub fn inbox_prefix(t: &Target) -> Vec<u8> {
+    with(INBOX, &[t.canonical().as_bytes(), &[0]])
 }
 
-/// Inbox message `seq` of an entity.
-pub fn inbox(e: &EntityId, seq: u64) -> Vec<u8> {
-    let mut k = inbox_prefix(e);
+/// Inbox message `seq` of a target.
+pub fn inbox(t: &Target, seq: u64) -> Vec<u8> {
+    let mut k = inbox_prefix(t);
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
@@ -173,18 +173,18 @@ pub fn outbox_seq_of(prefix: &[u8], k: &[u8]) -> u64 {
 
 // ---- remembered ids ----
 
-/// A remembered idempotency id of an entity.
-pub fn id(e: &EntityId, id: &str) -> Vec<u8> {
-    with(ID, &[e.canonical().as_bytes(), &[0], id.as_bytes()])
+/// A remembered idempotency id of a target.
+pub fn id(t: &Target, id: &str) -> Vec<u8> {
+    with(ID, &[t.canonical().as_bytes(), &[0], id.as_bytes()])
 }
 
 /// The same id, in the expiry index.
-pub fn id_by_expiry(expiry: u64, e: &EntityId, id: &str) -> Vec<u8> {
+pub fn id_by_expiry(expiry: u64, t: &Target, id: &str) -> Vec<u8> {
     with(
         ID_BY_EXPIRY,
         &[
             &expiry.to_be_bytes(),
-            e.canonical().as_bytes(),
+            t.canonical().as_bytes(),
             &[0],
             id.as_bytes(),
         ],
@@ -232,6 +232,14 @@ mod tests {
         EntityId::new("Ab", "k1").unwrap()
     }
 
+    fn t() -> Target {
+        Target::Entity(e())
+    }
+
+    fn instance() -> Target {
+        Target::Instance(perdure_types::InstanceId::new("order-7").unwrap())
+    }
+
     /// Test vectors: the on-disk layout of every key. A change here is a format change.
     #[test]
     fn every_key_has_the_pinned_layout() {
@@ -245,10 +253,15 @@ mod tests {
             ("entity_after", entity_after(b"e@ab@", "k1"), b"e@ab@k1\x00"),
             ("inbox_all", INBOX_ALL.to_vec(), b"i"),
             ("inbox_end", INBOX_END.to_vec(), b"j"),
-            ("inbox_prefix", inbox_prefix(&e()), b"i@ab@k1\x00"),
+            ("inbox_prefix", inbox_prefix(&t()), b"i@ab@k1\x00"),
+            (
+                "inbox_prefix of an instance",
+                inbox_prefix(&instance()),
+                b"iorder-7\x00",
+            ),
             (
                 "inbox",
-                inbox(&e(), 0x0102),
+                inbox(&t(), 0x0102),
                 b"i@ab@k1\x00\x00\x00\x00\x00\x00\x00\x01\x02",
             ),
             ("received", received(0x0a0b0c0d), b"r\x0a\x0b\x0c\x0d"),
@@ -260,10 +273,10 @@ mod tests {
             ),
             ("outbox_prefix", outbox_prefix(3), b"o\x00\x00\x00\x03"),
             ("outbox_last", outbox_last(3), b"O\x00\x00\x00\x03"),
-            ("id", id(&e(), "req-1"), b"k@ab@k1\x00req-1"),
+            ("id", id(&t(), "req-1"), b"k@ab@k1\x00req-1"),
             (
                 "id_by_expiry",
-                id_by_expiry(0x0102, &e(), "req-1"),
+                id_by_expiry(0x0102, &t(), "req-1"),
                 b"K\x00\x00\x00\x00\x00\x00\x01\x02@ab@k1\x00req-1",
             ),
             ("ids_by_expiry_start", IDS_BY_EXPIRY_START.to_vec(), b"K"),
@@ -286,10 +299,10 @@ mod tests {
 
     #[test]
     fn parsers_invert_the_builders() {
-        let prefix = inbox_prefix(&e());
-        assert_eq!(inbox_seq_of(&prefix, &inbox(&e(), 42)), 42);
+        let prefix = inbox_prefix(&t());
+        assert_eq!(inbox_seq_of(&prefix, &inbox(&t(), 42)), 42);
         assert_eq!(
-            inbox_owner_of(&inbox(&e(), 42)),
+            inbox_owner_of(&inbox(&t(), 42)),
             Some((
                 "@ab@k1".to_string(),
                 b"i@ab@k1\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec()
@@ -300,8 +313,8 @@ mod tests {
         assert_eq!(outbox_seq_of(&outbox_prefix(3), &outbox(3, 9)), 9);
         assert_eq!(entity_key_of(&entity_prefix("ab"), &entity(&e())), "k1");
         assert_eq!(
-            id_of_expiry_key(&id_by_expiry(5, &e(), "req-1")),
-            id(&e(), "req-1")
+            id_of_expiry_key(&id_by_expiry(5, &t(), "req-1")),
+            id(&t(), "req-1")
         );
         assert_eq!(timer_of(&timer(100, 2)), (100, 2));
         assert_eq!(timer_due_of(&timer(100, 2)), 100);

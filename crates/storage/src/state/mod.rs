@@ -46,7 +46,7 @@ mod txn;
 pub use entities::EntitiesTable;
 pub use ids::IdsTable;
 pub use inbox::InboxTable;
-pub use outbox::OutboxTable;
+pub use outbox::{OutboxTable, Outgoing};
 pub use timers::{Timer, TimersTable};
 
 use crate::raft_types::{Entry, LogId, StoredMembership};
@@ -239,7 +239,7 @@ fn duplicate(txn: &Txn<'_>, cmd: &Command) -> Result<Option<Vec<OpResult>>> {
     let mut dup = Vec::with_capacity(cmd.ops.len());
     for op in &cmd.ops {
         let d = match op {
-            Op::RememberId { entity, id, .. } => ids::seen(txn, entity, id)?,
+            Op::RememberId { target, id, .. } => ids::seen(txn, target, id)?,
             _ => false,
         };
         seen |= d;
@@ -266,27 +266,31 @@ fn apply_op(txn: &mut Txn<'_>, op: &Op) -> Result<OpResult> {
     Ok(match op {
         Op::SetState { entity, state } => entities::set(txn, entity, state),
         Op::DeleteState { entity } => entities::delete(txn, entity),
-        Op::Enqueue { entity, message } => inbox::enqueue(txn, entity, message)?,
-        Op::Dequeue { entity, upto } => inbox::dequeue(txn, entity, *upto)?,
+        Op::Enqueue { target, message } => inbox::enqueue(txn, target, message)?,
+        Op::Dequeue { target, upto } => inbox::dequeue(txn, target, *upto)?,
         Op::Receive {
             source,
             seq,
-            entity,
+            target,
             message,
-        } => inbox::receive(txn, *source, *seq, entity, message)?,
-        Op::Send { dest, message } => outbox::send(txn, *dest, message)?,
+        } => inbox::receive(txn, *source, *seq, target, message)?,
+        Op::Send {
+            dest,
+            target,
+            message,
+        } => outbox::send(txn, *dest, target, message)?,
         Op::AckOutbox { dest, upto } => outbox::ack(txn, *dest, *upto)?,
         Op::RememberId {
-            entity,
+            target,
             id,
             expires_at,
-        } => ids::remember(txn, entity, id, *expires_at)?,
+        } => ids::remember(txn, target, id, *expires_at)?,
         Op::ExpireIds { now, limit } => ids::expire(txn, *now, *limit as usize)?,
         Op::ScheduleTimer {
             due,
-            entity,
+            target,
             message,
-        } => timers::schedule(txn, *due, entity, message)?,
+        } => timers::schedule(txn, *due, target, message)?,
         Op::RemoveTimer { due, id } => timers::remove(txn, *due, *id),
     })
 }

@@ -5,12 +5,32 @@ use super::txn::Txn;
 use super::{keys, PartitionState};
 use crate::Result;
 use perdure_types::command::OpResult;
-use perdure_types::PartitionId;
+use perdure_types::{PartitionId, Target};
 
-/// `Op::Send`: appends a message for `dest` under that destination's next sequence number.
-pub(super) fn send(txn: &mut Txn<'_>, dest: PartitionId, message: &[u8]) -> Result<OpResult> {
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The destination partition.
+    pub dest: PartitionId,
+    /// Its sequence number for that destination.
+    pub seq: u64,
+    /// The receiver.
+    pub target: Target,
+    /// The message.
+    pub message: Vec<u8>,
+}
+
+/// `Op::Send`: appends a message for `target` on `dest` under that destination's next sequence
+/// number; the target is stored beside the message, so delivery never decodes the message.
+pub(super) fn send(
+    txn: &mut Txn<'_>,
+    dest: PartitionId,
+    target: &Target,
+    message: &[u8],
+) -> Result<OpResult> {
     let seq = txn.next_u64(&keys::outbox_last(dest))?;
-    txn.put(keys::outbox(dest, seq), message.to_vec());
+    let v = txn.encode(&(target, message))?;
+    txn.put(keys::outbox(dest, seq), v);
     Ok(OpResult::Sent(seq))
 }
 
@@ -34,21 +54,33 @@ pub struct OutboxTable<'a> {
 }
 
 impl OutboxTable<'_> {
-    /// The oldest pending outbox messages over all destinations: `(dest, seq, message)` in
-    /// (destination, sequence) order, at most `limit`.
-    pub fn pending(&self, limit: usize) -> Result<Vec<(PartitionId, u64, Vec<u8>)>> {
+    /// The oldest pending outbox messages over all destinations, in (destination, sequence)
+    /// order, at most `limit`.
+    pub fn pending(&self, limit: usize) -> Result<Vec<Outgoing>> {
         let mut out = Vec::new();
         for kv in self.state.tree.scan_prefix(keys::OUTBOX_ALL).take(limit) {
             let (k, v) = kv.map_err(|e| self.state.sled_err(e))?;
             if let Some((dest, seq)) = keys::outbox_of(&k) {
-                out.push((dest, seq, v.to_vec()));
+                let (target, message): (Target, Vec<u8>) = self.state.decode(&v)?;
+                out.push(Outgoing {
+                    dest,
+                    seq,
+                    target,
+                    message,
+                });
             }
         }
         Ok(out)
     }
 
-    /// Outbox messages for `dest` with sequence numbers above `after`, at most `limit`.
-    pub fn to(&self, dest: PartitionId, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    /// Outbox messages for `dest` with sequence numbers above `after`, at most `limit`:
+    /// `(seq, target, message)`.
+    pub fn to(
+        &self,
+        dest: PartitionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Target, Vec<u8>)>> {
         let prefix = keys::outbox_prefix(dest);
         let mut out = Vec::new();
         for kv in self
@@ -58,7 +90,8 @@ impl OutboxTable<'_> {
             .take(limit)
         {
             let (k, v) = kv.map_err(|e| self.state.sled_err(e))?;
-            out.push((keys::outbox_seq_of(&prefix, &k), v.to_vec()));
+            let (target, message): (Target, Vec<u8>) = self.state.decode(&v)?;
+            out.push((keys::outbox_seq_of(&prefix, &k), target, message));
         }
         Ok(out)
     }
@@ -77,7 +110,7 @@ impl OutboxTable<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{apply, state};
+    use super::super::testkit::{apply, state, t};
     use perdure_types::command::{Op, OpResult};
 
     #[test]
@@ -89,14 +122,17 @@ mod tests {
             vec![
                 Op::Send {
                     dest: 3,
+                    target: t("x"),
                     message: b"x".to_vec(),
                 },
                 Op::Send {
                     dest: 4,
+                    target: t("y"),
                     message: b"y".to_vec(),
                 },
                 Op::Send {
                     dest: 3,
+                    target: t("z"),
                     message: b"z".to_vec(),
                 },
             ],
@@ -107,18 +143,29 @@ mod tests {
         );
         assert_eq!(
             st.outbox().to(3, 0, 10).unwrap(),
-            vec![(1, b"x".to_vec()), (2, b"z".to_vec())]
+            vec![(1, t("x"), b"x".to_vec()), (2, t("z"), b"z".to_vec())]
         );
+        let pending: Vec<_> = st
+            .outbox()
+            .pending(10)
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.dest, o.seq, o.target, o.message))
+            .collect();
+        // each message comes back with its target, without decoding the message
         assert_eq!(
-            st.outbox().pending(10).unwrap(),
+            pending,
             vec![
-                (3, 1, b"x".to_vec()),
-                (3, 2, b"z".to_vec()),
-                (4, 1, b"y".to_vec())
+                (3, 1, t("x"), b"x".to_vec()),
+                (3, 2, t("z"), b"z".to_vec()),
+                (4, 1, t("y"), b"y".to_vec())
             ]
         );
         apply(&st, 2, vec![Op::AckOutbox { dest: 3, upto: 1 }]);
-        assert_eq!(st.outbox().to(3, 0, 10).unwrap(), vec![(2, b"z".to_vec())]);
+        assert_eq!(
+            st.outbox().to(3, 0, 10).unwrap(),
+            vec![(2, t("z"), b"z".to_vec())]
+        );
         assert_eq!(st.outbox().to(4, 0, 10).unwrap().len(), 1);
     }
 }

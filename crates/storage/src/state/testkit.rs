@@ -5,7 +5,7 @@ use super::PartitionState;
 use crate::raft_types::{Entry, LogId, StoredMembership};
 use openraft::{CommittedLeaderId, EntryPayload};
 use perdure_types::command::{Command, Op, OpResult};
-use perdure_types::EntityId;
+use perdure_types::{EntityId, Target};
 
 /// A fresh partition 0 in a temporary sled database (kept while the directory lives).
 pub(super) fn state() -> (PartitionState, tempfile::TempDir) {
@@ -25,6 +25,11 @@ pub(super) fn state() -> (PartitionState, tempfile::TempDir) {
 /// Entity `key` of the test entity type `t`.
 pub(super) fn e(key: &str) -> EntityId {
     EntityId::new("t", key).unwrap()
+}
+
+/// Entity `key` of the test entity type `t`, as a message target.
+pub(super) fn t(key: &str) -> Target {
+    Target::Entity(e(key))
 }
 
 /// Applies one command of `ops` as log entry `index` (term 1) and returns its op results.

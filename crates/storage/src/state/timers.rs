@@ -5,7 +5,7 @@ use super::txn::Txn;
 use super::{keys, PartitionState};
 use crate::Result;
 use perdure_types::command::{Millis, OpResult};
-use perdure_types::EntityId;
+use perdure_types::Target;
 
 /// A scheduled message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,22 +14,22 @@ pub struct Timer {
     pub due: Millis,
     /// Its id.
     pub id: u64,
-    /// The entity it is for.
-    pub entity: EntityId,
+    /// Its receiver.
+    pub target: Target,
     /// The message.
     pub message: Vec<u8>,
 }
 
-/// `Op::ScheduleTimer`: schedules a message for `entity` at `due` under the partition's next
+/// `Op::ScheduleTimer`: schedules a message for `target` at `due` under the partition's next
 /// timer id.
 pub(super) fn schedule(
     txn: &mut Txn<'_>,
     due: Millis,
-    entity: &EntityId,
+    target: &Target,
     message: &[u8],
 ) -> Result<OpResult> {
     let id = txn.next_u64(keys::TIMER_SEQ)?;
-    let v = txn.encode(&(entity, message))?;
+    let v = txn.encode(&(target, message))?;
     txn.put(keys::timer(due, id), v);
     Ok(OpResult::Scheduled(id))
 }
@@ -57,12 +57,12 @@ impl TimersTable<'_> {
             .take(limit)
         {
             let (k, v) = kv.map_err(|e| self.state.sled_err(e))?;
-            let (entity, message): (EntityId, Vec<u8>) = self.state.decode(&v)?;
+            let (target, message): (Target, Vec<u8>) = self.state.decode(&v)?;
             let (due, id) = keys::timer_of(&k);
             out.push(Timer {
                 due,
                 id,
-                entity,
+                target,
                 message,
             });
         }
@@ -84,7 +84,7 @@ impl TimersTable<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{apply, e, state};
+    use super::super::testkit::{apply, state, t};
     use perdure_types::command::{Op, OpResult};
 
     #[test]
@@ -96,12 +96,12 @@ mod tests {
             vec![
                 Op::ScheduleTimer {
                     due: 500,
-                    entity: e("a"),
+                    target: t("a"),
                     message: b"late".to_vec(),
                 },
                 Op::ScheduleTimer {
                     due: 100,
-                    entity: e("b"),
+                    target: t("b"),
                     message: b"early".to_vec(),
                 },
             ],
