@@ -221,20 +221,6 @@ impl OpMetrics {
         OpRef(self.handles(kind, type_name, op))
     }
 
-    /// Counts one operation request of entity type `type_name` and its latency.
-    pub fn record(
-        &self,
-        kind: OpKind,
-        type_name: &str,
-        op: &str,
-        outcome: Outcome,
-        elapsed: Duration,
-    ) {
-        let h = self.handles(kind, type_name, op);
-        h.outcomes[outcome as usize].inc();
-        h.latency.observe(elapsed.as_secs_f64());
-    }
-
     /// Totals by outcome over every type and operation, and the merged latency buckets
     /// (`(upper bound, cumulative count)`), for the web dashboard.
     pub(super) fn totals(&self) -> ([u64; 4], Vec<(f64, u64)>, u64, f64) {
