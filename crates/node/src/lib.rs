@@ -76,8 +76,9 @@ pub async fn run(
     let readiness = tokio::spawn(log_when_ready(runtime.clone(), config.clone(), started));
 
     let (app, observer) = observability(
-        http::router(runtime.clone(), config.http.clone()),
+        http::router(&runtime, partitions.clone(), config.http.clone()),
         &runtime,
+        &partitions,
         &config,
     );
     tracing::info!("listening on http://{addr}");
@@ -143,13 +144,14 @@ type Observer = (
 fn observability(
     api: axum::Router,
     runtime: &Arc<Runtime>,
+    partitions: &Arc<Partitions>,
     config: &NodeConfig,
 ) -> (axum::Router, Option<Observer>) {
     let app = api.merge(dashboard::router(runtime.clone()));
     if !config.metrics.enabled {
         return (app, None);
     }
-    let m = match metrics::NodeMetrics::new(runtime.clone()) {
+    let m = match metrics::NodeMetrics::new(runtime.clone(), partitions.clone()) {
         Ok(m) => Arc::new(m),
         Err(e) => {
             tracing::error!(error = %e, "metrics could not be set up; serving without them");
@@ -160,7 +162,10 @@ fn observability(
     let task = tokio::spawn(m.clone().watch_leaders(stopped));
     let app = app
         .merge(metrics::router(m.clone()))
-        .layer(axum::middleware::from_fn_with_state(m, metrics::track));
+        .layer(axum::middleware::from_fn_with_state(
+            m.requests().clone(),
+            metrics::track,
+        ));
     (app, Some((stop, task)))
 }
 

@@ -3,14 +3,16 @@
 use super::error::{ApiError, ErrorBody};
 use super::extract::{EntityName, EntityPath, JsonBody, OptionalJson, QueryParams};
 use super::{App, CONTINUATION_HEADER};
+use crate::metrics::{OpKind, OpMetrics, Outcome};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use perdure_runtime::{SignalOutcome, SignalRequest};
 use perdure_types::EntityId;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Header carrying a signal's idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -88,10 +90,9 @@ fn forwarded_header(
     app: &App,
     entity: &perdure_types::EntityId,
 ) -> AppendHeaders<Option<(&'static str, &'static str)>> {
-    let partitions = app.runtime.partitions();
-    let p = partitions.partition_of(entity);
+    let p = app.cluster.partition_of(entity);
     tracing::Span::current().record("partition", p);
-    AppendHeaders((!partitions.is_leader(p)).then_some((FORWARDED_HEADER, "true")))
+    AppendHeaders((!app.cluster.is_leader(p)).then_some((FORWARDED_HEADER, "true")))
 }
 
 /// `POST /entities/{name}/{key}?op=OP`: signal; 202 once durable.
@@ -105,13 +106,11 @@ pub async fn signal(
     let operation = q.operation()?;
     let idempotency_key = idempotency_key(&headers)?;
     let routed = forwarded_header(&app, &entity);
-    app.runtime
-        .entities()
+    app.entities
         .registry()
         .check(&entity, &operation, input.as_ref())?;
     let outcome = app
-        .runtime
-        .entities()
+        .entities
         .signal(SignalRequest {
             entity,
             operation,
@@ -130,16 +129,11 @@ pub async fn call(
     OptionalJson(input): OptionalJson,
 ) -> Result<impl IntoResponse, ApiError> {
     let operation = q.operation()?;
-    app.runtime
-        .entities()
+    app.entities
         .registry()
         .check(&entity, &operation, input.as_ref())?;
     let routed = forwarded_header(&app, &entity);
-    let result = app
-        .runtime
-        .entities()
-        .call(entity, &operation, input)
-        .await?;
+    let result = app.entities.call(entity, &operation, input).await?;
     Ok((routed, Json(result)))
 }
 
@@ -148,7 +142,7 @@ pub async fn get(
     State(app): State<App>,
     EntityPath(entity): EntityPath,
 ) -> Result<impl IntoResponse, ApiError> {
-    match app.runtime.entities().get(&entity).await? {
+    match app.entities.get(&entity).await? {
         Some(state) => Ok((forwarded_header(&app, &entity), Json(state))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -190,8 +184,7 @@ pub async fn list(
         .transpose()?;
     let continuation = q.continuation.or(from_header).filter(|c| !c.is_empty());
     let page = app
-        .runtime
-        .entities()
+        .entities
         .list(&name, continuation.as_deref(), top as usize)
         .await?;
     let next = page
@@ -263,8 +256,7 @@ fn batch_request(app: &App, item: BatchItem) -> Result<SignalRequest, ApiError> 
         .map(check_idempotency_key)
         .transpose()
         .map_err(|m| ApiError::bad_request("bad_idempotency_key", m))?;
-    app.runtime
-        .entities()
+    app.entities
         .registry()
         .check(&entity, &item.op, item.input.as_ref())?;
     Ok(SignalRequest {
@@ -278,7 +270,7 @@ fn batch_request(app: &App, item: BatchItem) -> Result<SignalRequest, ApiError> 
 /// `POST /entities:batch`: many signals in one request; one result each, in order.
 pub async fn batch(
     State(app): State<App>,
-    metrics: Option<axum::Extension<std::sync::Arc<crate::metrics::OpMetrics>>>,
+    metrics: Option<Extension<Arc<OpMetrics>>>,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let started = std::time::Instant::now();
@@ -305,7 +297,7 @@ pub async fn batch(
     });
     for item in req.signals {
         if let Some(m) = metrics {
-            measured.push(m.resolve(crate::metrics::OpKind::Signal, &item.name, &item.op));
+            measured.push(m.resolve(OpKind::Signal, &item.name, &item.op));
         }
         match batch_request(&app, item) {
             Ok(r) => {
@@ -315,7 +307,7 @@ pub async fn batch(
             Err(e) => results.push(Some(BatchResult::Error { error: e.body() })),
         }
     }
-    let mut outcomes = app.runtime.entities().signal_batch(valid).await.into_iter();
+    let mut outcomes = app.entities.signal_batch(valid).await.into_iter();
     let results = results
         .into_iter()
         .map(|r| {
@@ -336,8 +328,8 @@ pub async fn batch(
     let elapsed = started.elapsed();
     for (m, r) in measured.into_iter().zip(&results) {
         let outcome = match r {
-            BatchResult::Ack(_) => crate::metrics::Outcome::Ok,
-            BatchResult::Error { error } => crate::metrics::Outcome::of_code(&error.code),
+            BatchResult::Ack(_) => Outcome::Ok,
+            BatchResult::Error { error } => Outcome::of_code(&error.code),
         };
         m.record(outcome, elapsed);
     }

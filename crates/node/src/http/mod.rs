@@ -17,12 +17,16 @@ pub mod entities;
 pub mod error;
 pub mod extract;
 
+use crate::metrics::{measure_op, OpKind};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
-use perdure_runtime::Runtime;
+use perdure_cluster::Partitions;
+use perdure_runtime::{Entities, Host, Runtime};
 use perdure_types::config::HttpConfig;
 use serde_json::json;
 use std::sync::Arc;
@@ -34,31 +38,42 @@ pub const BASE: &str = "/runtime/webhooks/durabletask";
 /// Header carrying a listing's continuation token (both ways), as in Durable Functions.
 pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
 
-/// What every handler shares.
+/// What every handler shares: one field per facade the API serves, and the HTTP limits.
 #[derive(Debug, Clone)]
 pub struct App {
-    /// The entity runtime.
-    pub runtime: Arc<Runtime>,
+    /// The entities facade: signals, calls, state, listings, the entity types.
+    pub entities: Arc<Entities>,
+    /// The partition host: whether the workloads run, requests forwarded.
+    pub host: Arc<Host>,
+    /// The cluster facade: membership, partition leaders and readiness.
+    pub cluster: Arc<Partitions>,
     /// HTTP limits.
     pub http: HttpConfig,
 }
 
-/// The router of the whole API.
-pub fn router(runtime: Arc<Runtime>, http: HttpConfig) -> Router {
+/// The router of the whole API over `runtime`'s facades and the `cluster` facade. Each entity
+/// operation handler is declared with its [`OpKind`], which [`measure_op`] counts it under (no
+/// metric depends on a route's spelling).
+pub fn router(runtime: &Runtime, cluster: Arc<Partitions>, http: HttpConfig) -> Router {
     let body_limit = usize::try_from(http.max_body_bytes).unwrap_or(usize::MAX);
+    let measured = |kind: OpKind| from_fn_with_state(kind, measure_op);
     let api = Router::new()
         .route(
             "/entities/{name}/{key}",
-            post(entities::signal).get(entities::get),
+            post(entities::signal.layer(measured(OpKind::Signal)))
+                .get(entities::get.layer(measured(OpKind::Read))),
         )
-        .route("/entities/{name}/{key}/call", post(entities::call))
+        .route(
+            "/entities/{name}/{key}/call",
+            post(entities::call.layer(measured(OpKind::Call))),
+        )
         .route("/entities/{name}", get(entities::list))
         .route("/entities:batch", post(entities::batch));
     Router::new()
         .nest(BASE, api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/cluster", get(cluster))
+        .route("/cluster", get(cluster_status))
         .route(
             "/cluster/members/{id}",
             axum::routing::delete(remove_member),
@@ -72,7 +87,12 @@ pub fn router(runtime: Arc<Runtime>, http: HttpConfig) -> Router {
                 // a 503 is expected while a partition has no leader: not an ERROR
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
         )
-        .with_state(App { runtime, http })
+        .with_state(App {
+            entities: runtime.entities().clone(),
+            host: runtime.host().clone(),
+            cluster,
+            http,
+        })
 }
 
 /// One span per request: method, route, and the entity when the handler knows it.
@@ -100,10 +120,10 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /cluster`: members (pinged now) and every partition's replicas, leader and role as this
 /// node sees them.
-async fn cluster(State(app): State<App>) -> Json<serde_json::Value> {
-    let status = app.runtime.partitions().status().await;
+async fn cluster_status(State(app): State<App>) -> Json<serde_json::Value> {
+    let status = app.cluster.status().await;
     let mut v = serde_json::to_value(status).unwrap_or_default();
-    v["forwarded_requests"] = json!(app.runtime.host().forwarded());
+    v["forwarded_requests"] = json!(app.host.forwarded());
     Json(v)
 }
 
@@ -119,7 +139,7 @@ async fn remove_member(
         .parse()
         .map_err(|_| ApiError::bad_request("bad_node_id", format!("{id:?} is not a node id")))?;
     let span = tracing::info_span!("remove_member", node_id = id);
-    let removed = tracing::Instrument::instrument(app.runtime.partitions().remove_member(id), span);
+    let removed = tracing::Instrument::instrument(app.cluster.remove_member(id), span);
     match removed.await {
         Ok(m) => Ok(Json(serde_json::to_value(m).unwrap_or_default())),
         Err(perdure_cluster::membership::MetaError::Refused(reason)) => Err(ApiError::new(
@@ -138,8 +158,8 @@ async fn remove_member(
 /// `GET /readyz`: 200 when every partition has a leader and this node's entity runtime runs on
 /// every partition it leads, else 503.
 async fn readyz(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
-    let partitions = app.runtime.partitions();
-    let starting = app.runtime.host().starting();
+    let partitions = &app.cluster;
+    let starting = app.host.starting();
     if !starting.is_empty() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
