@@ -13,7 +13,12 @@ fn request(addr: &str, path: &str) -> String {
 /// The status code of an HTTP response's first line.
 fn status_of(response: &[u8]) -> Option<u16> {
     let line = response.split(|b| *b == b'\n').next()?;
-    std::str::from_utf8(line).ok()?.split(' ').nth(1)?.parse().ok()
+    std::str::from_utf8(line)
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// `HOST:PORT` of `http://HOST:PORT[/...]` (or of `HOST:PORT` itself).
@@ -71,7 +76,10 @@ mod tests {
 
     #[test]
     fn status_lines_and_urls_are_read() {
-        assert_eq!(status_of(b"HTTP/1.1 503 Service Unavailable\r\n\r\n"), Some(503));
+        assert_eq!(
+            status_of(b"HTTP/1.1 503 Service Unavailable\r\n\r\n"),
+            Some(503)
+        );
         assert_eq!(status_of(b"garbage"), None);
         assert_eq!(authority("http://127.0.0.2:7071"), "127.0.0.2:7071");
         assert_eq!(authority("http://127.0.0.2:7071/readyz"), "127.0.0.2:7071");
@@ -82,6 +90,9 @@ mod tests {
     fn nothing_listening_is_none() {
         let port = crate::free_port("127.0.0.1").unwrap();
         let addr = format!("127.0.0.1:{port}");
-        assert_eq!(http_status(&addr, "/readyz", Duration::from_millis(200)), None);
+        assert_eq!(
+            http_status(&addr, "/readyz", Duration::from_millis(200)),
+            None
+        );
     }
 }

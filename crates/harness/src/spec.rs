@@ -148,7 +148,9 @@ mod tests {
     #[test]
     fn a_cluster_config_names_every_member_and_validates() {
         let dir = Path::new("/tmp/x");
-        let specs: Vec<NodeSpec> = (1..=3).map(|id| NodeSpec::new(id, 0, dir).unwrap()).collect();
+        let specs: Vec<NodeSpec> = (1..=3)
+            .map(|id| NodeSpec::new(id, 0, dir).unwrap())
+            .collect();
         let mut c = specs[1].config(&specs);
         c.cluster.secret = "a-secret-of-enough-length".into();
         c.validate().unwrap();
