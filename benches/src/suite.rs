@@ -19,7 +19,7 @@ use crate::load::{self, Dist, Op, Outcome, Plan, Target};
 use crate::plot::{self, Panel, Series};
 use crate::scrape::{self, Batching};
 use anyhow::{bail, Context};
-use perdure_chaos::cluster::{NodeProc, NodeSpec, StartOptions};
+use perdure_harness::{Node, NodeSpec};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -110,13 +110,8 @@ impl Row {
 
 /// A running system.
 enum Running {
-    Perdure {
-        nodes: Vec<NodeProc>,
-        urls: Vec<String>,
-    },
-    Restate {
-        url: String,
-    },
+    Perdure { nodes: Vec<Node>, urls: Vec<String> },
+    Restate { url: String },
 }
 
 impl Running {
@@ -138,7 +133,7 @@ impl Running {
         match self {
             Running::Perdure { mut nodes, .. } => {
                 for n in &mut nodes {
-                    n.stop(Duration::from_secs(10));
+                    let _ = n.stop(Duration::from_secs(10));
                 }
                 Ok(())
             }
@@ -168,40 +163,16 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The node config of a benchmark system: production Raft timeouts, durability on.
+/// The node config of a benchmark system: the node's defaults (production Raft timeouts,
+/// durability on); more than one member: a cluster with replication 3.
 fn write_config(spec: &NodeSpec, members: &[NodeSpec], partitions: u32) -> anyhow::Result<()> {
-    let cluster = if members.len() > 1 {
-        let m: Vec<String> = members.iter().map(NodeSpec::member_entry).collect();
-        format!(
-            "\n[cluster]\ncluster_id = \"bench\"\nsecret = \"bench-suite-secret-0123456789abcdef\"\nlisten_addr = \"{}:{}\"\nreplication_factor = 3\nmembers = [{}]\n",
-            spec.ip,
-            spec.peer_port,
-            m.join(", ")
-        )
-    } else {
-        String::new()
-    };
-    let text = format!(
-        "# written by perdure-bench suite\nnode_id = {}\ndata_dir = \"{}\"\npartitions = {partitions}\nhttp_addr = \"{}:{}\"\n{cluster}",
-        spec.id,
-        spec.data_dir.display(),
-        spec.ip,
-        spec.http_port,
-    );
-    std::fs::write(&spec.config, text).with_context(|| spec.config.display().to_string())
-}
-
-async fn wait_ready(http: &reqwest::Client, url: &str, within: Duration) -> anyhow::Result<()> {
-    let t = Instant::now();
-    while t.elapsed() < within {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("{url} not ready within {within:?}")
+    let members = if members.len() > 1 { members } else { &[] };
+    let mut c = spec.config(members);
+    c.partitions = partitions;
+    c.cluster.cluster_id = "bench".into();
+    c.cluster.secret = "bench-suite-secret-0123456789abcdef".into();
+    c.cluster.replication_factor = 3;
+    Ok(spec.write_config(&c)?)
 }
 
 /// Each partition's leader, from `GET /cluster` of `url` (`None` while one has none).
@@ -296,13 +267,18 @@ impl Suite {
                 for s in &specs {
                     write_config(s, &specs, self.args.partitions)?;
                 }
-                let mut nodes: Vec<NodeProc> = specs.iter().cloned().map(NodeProc::new).collect();
+                let mut nodes: Vec<Node> = specs
+                    .iter()
+                    .map(|s| Node::new(s.clone(), &self.bin))
+                    .collect();
                 for node in &mut nodes {
-                    node.start(&self.bin, &StartOptions::default())?;
+                    node.start(&Default::default())?;
                 }
                 let urls: Vec<String> = specs.iter().map(NodeSpec::url).collect();
                 for u in &urls {
-                    wait_ready(&self.http, u, Duration::from_secs(60)).await?;
+                    if !perdure_harness::ready(u, Duration::from_secs(60)).await {
+                        bail!("{u} not ready within 60 s");
+                    }
                 }
                 if n > 1 {
                     wait_balanced(&urls[0], n as usize).await;
@@ -581,7 +557,7 @@ impl Suite {
         let kill: load::Event = (
             Duration::from_secs_f64(before_kill),
             Box::new(move || {
-                // SIGKILL by pid: the NodeProc stays with the suite, which reaps it at the end
+                // SIGKILL by pid: the Node stays with the suite, which reaps it at the end
                 let _ = std::process::Command::new("kill")
                     .args(["-9", &victim_pid.to_string()])
                     .status();

@@ -1,125 +1,43 @@
-//! Real `perdure serve` processes: configs on 127.0.0.x with free ports, start (optionally in
-//! a cgroup, under libfaketime, or with the chaos bug switch), `kill -9`, SIGSTOP/SIGCONT.
+//! The chaos run's nodes: `perdure-harness` nodes started in a cgroup (for network faults),
+//! under libfaketime (clock skew) or with the chaos bug switch, and their config (short Raft
+//! timeouts, test entity types).
 
-use std::fs::OpenOptions;
+use perdure_harness::{Node, NodeSpec};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
-/// A node process could not be managed.
+/// A chaos node could not be configured or started.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// A file could not be written or read.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What it was.
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A process could not be started or signalled.
-    #[error("node {node}: {message}")]
-    Process {
+    /// The harness failed (config, spawn, signal).
+    #[error(transparent)]
+    Harness(#[from] perdure_harness::Error),
+    /// A clock skew was asked for and libfaketime is not installed.
+    #[error("node {node}: libfaketime not found (apt-get install -y faketime)")]
+    NoFaketime {
         /// The node.
         node: u64,
-        /// What went wrong.
-        message: String,
     },
-    /// No free port on the address.
-    #[error("no free port on {0}: {1}")]
-    Port(String, std::io::Error),
 }
 
-/// A port that was free a moment ago on `ip`.
-pub fn free_port(ip: &str) -> Result<u16, ClusterError> {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| ClusterError::Port(ip.into(), e))
-}
+/// The log filter of a chaos node.
+const LOG: &str = "info,openraft=error";
 
-/// Where a node listens and keeps its files.
-#[derive(Debug, Clone)]
-pub struct NodeSpec {
-    /// Node id (1-based).
-    pub id: u64,
-    /// Its 127.0.0.x address.
-    pub ip: String,
-    /// HTTP port.
-    pub http_port: u16,
-    /// Node-to-node (peer) port.
-    pub peer_port: u16,
-    /// The data directory.
-    pub data_dir: PathBuf,
-    /// The config file.
-    pub config: PathBuf,
-    /// stdout and stderr of every incarnation, appended.
-    pub log: PathBuf,
-}
-
-impl NodeSpec {
-    /// A node on `127.0.0.{ip_base + id}` (past .255 on into 127.0.1.x ...) with free ports,
-    /// files under `dir`.
-    pub fn new(id: u64, ip_base: u8, dir: &Path) -> Result<Self, ClusterError> {
-        // 127.0.0.x for the first few hundred ids, then on through 127/8 (all loopback)
-        let n = u64::from(ip_base) + id;
-        let ip = format!("127.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
-        Ok(NodeSpec {
-            id,
-            http_port: free_port(&ip)?,
-            peer_port: free_port(&ip)?,
-            ip,
-            data_dir: dir.join(format!("n{id}-data")),
-            config: dir.join(format!("n{id}.toml")),
-            log: dir.join(format!("n{id}.log")),
-        })
-    }
-
-    /// `http://IP:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.http_port)
-    }
-
-    /// The `[[cluster.members]]` entry of this node.
-    pub fn member_entry(&self) -> String {
-        format!(
-            "{{ node_id = {}, addr = \"{}:{}\", http_addr = \"{}:{}\" }}",
-            self.id, self.ip, self.peer_port, self.ip, self.http_port
-        )
-    }
-
-    /// Writes this node's config: `members` (the whole cluster as this node should know it),
-    /// every partition on `replication_factor` of them, test entity types on, short Raft
-    /// timeouts.
-    pub fn write_config(
-        &self,
-        members: &[NodeSpec],
-        replication_factor: usize,
-        partitions: u32,
-    ) -> Result<(), ClusterError> {
-        let members: Vec<String> = members.iter().map(NodeSpec::member_entry).collect();
-        let text = format!(
-            "# written by perdure-chaos\nnode_id = {}\ndata_dir = \"{}\"\npartitions = {partitions}\nhttp_addr = \"{}:{}\"\n\n\
-             [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n\n\
-             [entities]\ntest_types = true\n\n\
-             [cluster]\ncluster_id = \"chaos\"\nsecret = \"chaos-harness-secret-0123456789\"\nlisten_addr = \"{}:{}\"\n\
-             replication_factor = {replication_factor}\nmembers = [{}]\n",
-            self.id,
-            self.data_dir.display(),
-            self.ip,
-            self.http_port,
-            self.ip,
-            self.peer_port,
-            members.join(", ")
-        );
-        std::fs::write(&self.config, text).map_err(|source| ClusterError::Io {
-            what: "config",
-            path: self.config.display().to_string(),
-            source,
-        })
-    }
+/// Writes `spec`'s config: `members` (the whole cluster as this node should know it; empty or
+/// one: a single node), every partition on `replication_factor` of them, test entity types on.
+pub fn write_config(
+    spec: &NodeSpec,
+    members: &[NodeSpec],
+    replication_factor: usize,
+    partitions: u32,
+) -> Result<(), ClusterError> {
+    let mut c = spec.config(members);
+    c.partitions = partitions;
+    c.entities.test_types = true;
+    c.cluster.cluster_id = "chaos".into();
+    c.cluster.secret = "chaos-harness-secret-0123456789".into();
+    c.cluster.replication_factor = replication_factor as u32;
+    Ok(spec.write_config(&c)?)
 }
 
 /// How to start a node process.
@@ -144,14 +62,10 @@ pub fn libfaketime() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.exists())
 }
 
-/// A running (or stopped) node process.
+/// A harness node and the clock skews it ran under (a [`Node`] for everything else).
 #[derive(Debug)]
 pub struct NodeProc {
-    /// Its spec.
-    pub spec: NodeSpec,
-    child: Option<Child>,
-    /// Whether it is SIGSTOPped.
-    pub paused: bool,
+    node: Node,
     /// The libfaketime offset it runs under, if any.
     pub skew: Option<String>,
     /// Pids of every incarnation that ran with a skewed clock.
@@ -159,162 +73,56 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    /// A node not started yet.
-    pub fn new(spec: NodeSpec) -> Self {
+    /// Node `spec` run from `bin`, not started yet.
+    pub fn new(spec: NodeSpec, bin: &Path) -> Self {
         Self {
-            spec,
-            child: None,
-            paused: false,
+            node: Node::new(spec, bin),
             skew: None,
             skewed_pids: Vec::new(),
         }
     }
 
-    /// Starts `bin serve --config ...`, output appended to the node's log.
-    pub fn start(&mut self, bin: &Path, opts: &StartOptions) -> Result<u32, ClusterError> {
-        let id = self.spec.id;
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.spec.log)
-            .map_err(|source| ClusterError::Io {
-                what: "log",
-                path: self.spec.log.display().to_string(),
-                source,
-            })?;
-        let log2 = log.try_clone().map_err(|source| ClusterError::Io {
-            what: "log",
-            path: self.spec.log.display().to_string(),
-            source,
-        })?;
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(r#"if [ -n "$PDCHAOS_CGROUP" ]; then echo $$ > "$PDCHAOS_CGROUP" || exit 97; fi; exec "$@""#)
-            .arg("sh")
-            .arg(bin)
-            .args(["serve", "--config"])
-            .arg(&self.spec.config)
-            .env("PERDURE_LOG", "info,openraft=error")
-            .env_remove("CHAOS_INJECT_BUG")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        if let Some(cg) = &opts.cgroup_procs {
-            cmd.env("PDCHAOS_CGROUP", cg);
-        }
+    /// Starts `bin serve --config ...` with `opts`, output appended to the node's log.
+    pub fn start(&mut self, opts: &StartOptions) -> Result<u32, ClusterError> {
+        let mut harness = perdure_harness::StartOptions {
+            log: Some(LOG.into()),
+            env_remove: vec!["CHAOS_INJECT_BUG".into()],
+            cgroup_procs: opts.cgroup_procs.clone(),
+            ..Default::default()
+        };
         if let Some(bug) = &opts.bug {
-            cmd.env("CHAOS_INJECT_BUG", bug);
+            harness.env.push(("CHAOS_INJECT_BUG".into(), bug.clone()));
         }
         if let Some(offset) = &opts.faketime {
-            let lib = libfaketime().ok_or_else(|| ClusterError::Process {
-                node: id,
-                message: "libfaketime not found (apt-get install -y faketime)".into(),
+            let lib = libfaketime().ok_or(ClusterError::NoFaketime {
+                node: self.node.spec.id,
             })?;
-            cmd.env("LD_PRELOAD", lib)
-                .env("FAKETIME", offset)
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("FAKETIME_NO_CACHE", "1");
+            harness.env.extend([
+                ("LD_PRELOAD".into(), lib.display().to_string()),
+                ("FAKETIME".into(), offset.clone()),
+                ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+                ("FAKETIME_NO_CACHE".into(), "1".into()),
+            ]);
         }
-        let child = cmd.spawn().map_err(|e| ClusterError::Process {
-            node: id,
-            message: format!("cannot start {}: {e}", bin.display()),
-        })?;
-        let pid = child.id();
-        self.child = Some(child);
-        self.paused = false;
+        let pid = self.node.start(&harness)?;
         self.skew = opts.faketime.clone();
         if self.skew.is_some() {
             self.skewed_pids.push(pid);
         }
         Ok(pid)
     }
+}
 
-    /// The process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
+impl Deref for NodeProc {
+    type Target = Node;
 
-    /// Whether a process is running (not exited; paused counts as running).
-    pub fn running(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    fn signal(&self, sig: &str) -> Result<(), ClusterError> {
-        let pid = self.pid().ok_or_else(|| ClusterError::Process {
-            node: self.spec.id,
-            message: "not running".into(),
-        })?;
-        let st = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|e| ClusterError::Process {
-                node: self.spec.id,
-                message: format!("kill {sig}: {e}"),
-            })?;
-        if st.success() {
-            Ok(())
-        } else {
-            Err(ClusterError::Process {
-                node: self.spec.id,
-                message: format!("kill {sig} {pid} failed"),
-            })
-        }
-    }
-
-    /// `kill -9` and reap.
-    pub fn kill9(&mut self) -> Result<(), ClusterError> {
-        let mut child = self.child.take().ok_or_else(|| ClusterError::Process {
-            node: self.spec.id,
-            message: "not running".into(),
-        })?;
-        let _ = child.kill();
-        let _ = child.wait();
-        self.paused = false;
-        Ok(())
-    }
-
-    /// SIGSTOP.
-    pub fn pause(&mut self) -> Result<(), ClusterError> {
-        self.signal("-STOP")?;
-        self.paused = true;
-        Ok(())
-    }
-
-    /// SIGCONT.
-    pub fn resume(&mut self) -> Result<(), ClusterError> {
-        self.signal("-CONT")?;
-        self.paused = false;
-        Ok(())
-    }
-
-    /// SIGTERM, then `kill -9` if it is still there after `grace`.
-    pub fn stop(&mut self, grace: std::time::Duration) {
-        if self.pid().is_none() {
-            return;
-        }
-        let _ = self.signal("-CONT");
-        let _ = self.signal("-TERM");
-        let t = std::time::Instant::now();
-        while t.elapsed() < grace && self.running() {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.kill9();
+    fn deref(&self) -> &Node {
+        &self.node
     }
 }
 
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+impl DerefMut for NodeProc {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
     }
 }

@@ -8,11 +8,12 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use nemesis::{Cluster, FaultRecord, PIDS};
 use perdure_chaos::checker::{self, CheckResult};
-use perdure_chaos::cluster::{NodeProc, NodeSpec};
+use perdure_chaos::cluster::{self, NodeProc};
 use perdure_chaos::history::{self, Event, EventType};
 use perdure_chaos::net::{self, Net};
 use perdure_chaos::schedule::{self, Nemesis};
 use perdure_chaos::svg;
+use perdure_harness::NodeSpec;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -306,7 +307,10 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .map(|id| NodeSpec::new(id, args.ip_base, &node_dir))
         .collect::<Result<_, _>>()?;
     let cluster = Arc::new(Mutex::new(Cluster {
-        nodes: specs.iter().cloned().map(NodeProc::new).collect(),
+        nodes: specs
+            .iter()
+            .map(|s| NodeProc::new(s.clone(), &bin))
+            .collect(),
         net,
         net_error,
         bin: bin.clone(),
@@ -322,9 +326,9 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
         for s in &specs {
             if args.nodes > 1 {
-                s.write_config(&specs, args.nodes, args.partitions)?;
+                cluster::write_config(s, &specs, args.nodes, args.partitions)?;
             } else {
-                s.write_config(&[], 1, args.partitions)?;
+                cluster::write_config(s, &[], 1, args.partitions)?;
             }
             c.register(s.id, s.peer_port).map_err(anyhow::Error::msg)?;
         }
@@ -338,7 +342,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let urls: Vec<String> = specs.iter().map(NodeSpec::url).collect();
     let formed = Instant::now();
     for s in &specs {
-        if !nemesis::ready(&http, &s.url(), Duration::from_secs(60)).await {
+        if !perdure_harness::ready(&s.url(), Duration::from_secs(60)).await {
             bail!(
                 "node {} ({}) not ready within 60 s: {}",
                 s.id,
@@ -511,7 +515,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             }
         }
         for i in 0..c.initial {
-            if c.nodes[i].paused {
+            if c.nodes[i].is_paused() {
                 if let Err(e) = c.nodes[i].resume() {
                     heal_problems.push(e.to_string());
                 }
@@ -535,7 +539,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         let left = args
             .recovery_timeout
             .saturating_sub(recovery_start.elapsed());
-        if !nemesis::ready(&http, u, left).await {
+        if !perdure_harness::ready(u, left).await {
             recovered = false;
             heal_problems.push(format!(
                 "{u} not ready within {:?} of the final heal",
@@ -618,7 +622,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             if let Some(pid) = n.pid() {
                 PIDS.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
             }
-            n.stop(Duration::from_secs(5));
+            let _ = n.stop(Duration::from_secs(5));
         }
         if let Some(n) = &c.net {
             n.teardown();

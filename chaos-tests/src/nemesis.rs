@@ -1,8 +1,9 @@
 //! Applying and healing the scheduled faults on the running cluster.
 
-use perdure_chaos::cluster::{NodeProc, NodeSpec, StartOptions};
+use perdure_chaos::cluster::{self, NodeProc, StartOptions};
 use perdure_chaos::net::Net;
 use perdure_chaos::schedule::{Fault, Nemesis};
+use perdure_harness::{ready, NodeSpec};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -54,10 +55,7 @@ impl Cluster {
     pub fn start(&mut self, i: usize, faketime: Option<String>) -> Result<u32, String> {
         let id = self.nodes[i].spec.id;
         let opts = self.options(id, faketime);
-        let bin = self.bin.clone();
-        let pid = self.nodes[i]
-            .start(&bin, &opts)
-            .map_err(|e| e.to_string())?;
+        let pid = self.nodes[i].start(&opts).map_err(|e| e.to_string())?;
         PIDS.lock().unwrap_or_else(|p| p.into_inner()).insert(pid);
         Ok(pid)
     }
@@ -191,18 +189,6 @@ pub async fn leader(http: &reqwest::Client, urls: &[String]) -> Option<u64> {
     None
 }
 
-/// Waits until `url/readyz` answers 200.
-pub async fn ready(http: &reqwest::Client, url: &str, within: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < within {
-        if matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 /// The node's start-up error from its log, else its last `lines` lines.
 pub fn tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -224,7 +210,7 @@ pub async fn apply(
         let c = cl.lock().unwrap_or_else(|p| p.into_inner());
         let urls: Vec<String> = c.nodes[..c.initial]
             .iter()
-            .filter(|n| !n.paused)
+            .filter(|n| !n.is_paused())
             .map(|n| n.spec.url())
             .collect();
         (c.member_ids(), urls)
@@ -379,10 +365,11 @@ pub async fn apply(
                 let spec = NodeSpec::new(id, c.ip_base, &c.dir).map_err(|e| e.to_string())?;
                 let mut members = c.specs();
                 members.push(spec.clone());
-                spec.write_config(&members, c.initial, c.partitions)
+                cluster::write_config(&spec, &members, c.initial, c.partitions)
                     .map_err(|e| e.to_string())?;
                 c.register(id, spec.peer_port)?;
-                c.nodes.push(NodeProc::new(spec.clone()));
+                let node = NodeProc::new(spec.clone(), &c.bin);
+                c.nodes.push(node);
                 let i = c.nodes.len() - 1;
                 c.start(i, None)?;
                 Ok::<_, String>((spec, urls.first().cloned().unwrap_or_default()))
@@ -402,7 +389,7 @@ pub async fn apply(
                         tail(&spec.log, 3)
                     ));
                 }
-                if ready(http, &spec.url(), Duration::from_millis(500)).await {
+                if ready(&spec.url(), Duration::from_millis(500)).await {
                     return Ok((
                         vec![spec.id],
                         format!("added node {} ({})", spec.id, spec.url()),
@@ -513,7 +500,7 @@ pub async fn remove_added(
             if let Some(pid) = c.nodes[i].pid() {
                 PIDS.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
             }
-            c.nodes[i].stop(Duration::from_secs(5));
+            let _ = c.nodes[i].stop(Duration::from_secs(5));
             c.nodes.remove(i);
         }
     });

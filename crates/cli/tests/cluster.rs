@@ -8,7 +8,7 @@ mod common;
 
 use common::cluster::{
     assert_counters_exact, http_client, leaders, ready, start, status, three_members,
-    wait_balanced, write_config_with, Adders, Member, Nodes, BASE,
+    wait_balanced, write_config_with, Adders, NodeSpec, Nodes, BASE,
 };
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -20,40 +20,30 @@ use std::time::{Duration, Instant};
 const PARTITIONS: usize = 8;
 const COUNTERS: usize = 16;
 
-fn write_config(dir: &Path, m: &Member, all: &[Member]) -> std::path::PathBuf {
-    write_config_with(
-        dir,
-        m,
-        all,
-        "test",
-        "a-test-secret-of-enough-length",
-        PARTITIONS,
-    )
+fn write_config(m: &NodeSpec, all: &[NodeSpec]) {
+    write_config_with(m, all, "test", "a-test-secret-of-enough-length", PARTITIONS)
 }
 
-/// Three members on 127.0.0.1-3 and their configs in `dir`.
-fn three_configured(dir: &Path) -> (Vec<Member>, Vec<std::path::PathBuf>) {
-    let members = three_members();
-    let configs = members
-        .iter()
-        .map(|m| write_config(dir, m, &members))
-        .collect();
-    (members, configs)
+/// Three members on 127.0.0.1-3, their configs written in `dir`.
+fn three_configured(dir: &Path) -> Vec<NodeSpec> {
+    let members = three_members(dir);
+    for m in &members {
+        write_config(m, &members);
+    }
+    members
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
     let seed = common::test_seed("cluster test");
     let dir = tempfile::tempdir().unwrap();
-    let (members, configs) = three_configured(dir.path());
-    let nodes = Arc::new(Mutex::new(Nodes(
-        configs.iter().map(|c| Some(start(c))).collect(),
-    )));
+    let members = three_configured(dir.path());
+    let nodes = Arc::new(Mutex::new(Nodes::start(&members)));
     let http = http_client();
     let formed = Instant::now();
     for m in &members {
         assert!(
-            ready(&http, &m.url(), Duration::from_secs(30)).await,
+            ready(&m.url(), Duration::from_secs(30)).await,
             "node {} never ready",
             m.id
         );
@@ -61,7 +51,7 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
     eprintln!("cluster formed and ready in {:?}", formed.elapsed());
 
     // load: idempotent adds through any node, retried (on a node picked again) until acknowledged
-    let urls: Vec<String> = members.iter().map(Member::url).collect();
+    let urls: Vec<String> = members.iter().map(NodeSpec::url).collect();
     let adders = Adders::start(&http, urls.clone(), 6, COUNTERS, seed);
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -161,9 +151,9 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     // restart it: it catches up, and leaders spread again
-    nodes.lock().unwrap().0[vi] = Some(start(&configs[vi]));
+    nodes.lock().unwrap().restart(vi);
     assert!(
-        ready(&http, &urls[vi], Duration::from_secs(30)).await,
+        ready(&urls[vi], Duration::from_secs(30)).await,
         "restarted node never ready"
     );
     // leadership as a survivor sees it (the restarted node's own view is briefly stale)
@@ -256,20 +246,12 @@ async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let members = three_members();
-        let mut configs: Vec<_> = members[..2]
-            .iter()
-            .map(|m| write_config(dir.path(), m, &members))
-            .collect();
-        configs.push(write_config_with(
-            dir.path(),
-            &members[2],
-            &members,
-            cluster_id,
-            secret,
-            partitions,
-        ));
-        let mut nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
+        let members = three_members(dir.path());
+        for m in &members[..2] {
+            write_config(m, &members);
+        }
+        write_config_with(&members[2], &members, cluster_id, secret, partitions);
+        let mut nodes = Nodes::start(&members);
         // node 1 sees node 3 down, and says why
         let t = Instant::now();
         let reason = loop {
@@ -307,13 +289,13 @@ async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
         nodes.kill(2);
         if partitions != PARTITIONS {
             // its data directory was created with the wrong count: it refuses another, so start fresh
-            std::fs::remove_dir_all(dir.path().join("node3")).unwrap();
+            std::fs::remove_dir_all(&members[2].data_dir).unwrap();
         }
-        let fixed = write_config(dir.path(), &members[2], &members);
-        nodes.0[2] = Some(start(&fixed));
+        write_config(&members[2], &members);
+        nodes.restart(2);
         for m in &members {
             assert!(
-                ready(&http, &m.url(), Duration::from_secs(30)).await,
+                ready(&m.url(), Duration::from_secs(30)).await,
                 "{what}: node {} not ready after the fix",
                 m.id
             );
@@ -333,7 +315,7 @@ async fn misconfigured_nodes_are_refused_with_errors_that_say_why() {
 }
 
 /// Sum of `forwarded_requests` over the nodes.
-async fn forwarded(http: &reqwest::Client, members: &[Member]) -> u64 {
+async fn forwarded(http: &reqwest::Client, members: &[NodeSpec]) -> u64 {
     let mut n = 0;
     for m in members {
         // a status asks every member (500 ms each, at once); generous, so that a hang (as the
@@ -358,11 +340,11 @@ async fn forwarded(http: &reqwest::Client, members: &[Member]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_sends_straight_to_leaders() {
     let dir = tempfile::tempdir().unwrap();
-    let (members, configs) = three_configured(dir.path());
-    let mut nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
+    let members = three_configured(dir.path());
+    let mut nodes = Nodes::start(&members);
     let http = http_client();
     for m in &members {
-        assert!(ready(&http, &m.url(), Duration::from_secs(30)).await);
+        assert!(ready(&m.url(), Duration::from_secs(30)).await);
     }
     // right after bootstrap node 1 leads everything; wait until the balancer is done: every
     // partition led by its preferred leader (after that, leaders stay put)
@@ -426,11 +408,11 @@ async fn the_client_sends_straight_to_leaders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entity_signals_reach_partitions_led_by_other_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let (members, configs) = three_configured(dir.path());
-    let _nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
+    let members = three_configured(dir.path());
+    let _nodes = Nodes::start(&members);
     let http = http_client();
     for m in &members {
-        assert!(ready(&http, &m.url(), Duration::from_secs(30)).await);
+        assert!(ready(&m.url(), Duration::from_secs(30)).await);
     }
     // wait until leaders are spread, so destinations are led by other nodes than the relay's
     let t = Instant::now();
@@ -479,8 +461,8 @@ async fn entity_signals_reach_partitions_led_by_other_nodes() {
 async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
     let http = http_client();
     let dir = tempfile::tempdir().unwrap();
-    let (members, configs) = three_configured(dir.path());
-    let mut nodes = Nodes(vec![Some(start(&configs[0]))]);
+    let members = three_configured(dir.path());
+    let mut nodes = Nodes(vec![start(&members[0])]);
     let url = members[0].url();
     let t = Instant::now();
     let said = loop {
@@ -510,12 +492,12 @@ async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
         .await
         .unwrap();
     assert_eq!(v["membership_version"], 0, "founded alone: {v}");
-    for c in &configs[1..] {
-        nodes.0.push(Some(start(c)));
+    for m in &members[1..] {
+        nodes.0.push(start(m));
     }
     for m in &members {
         assert!(
-            ready(&http, &m.url(), Duration::from_secs(30)).await,
+            ready(&m.url(), Duration::from_secs(30)).await,
             "node {} not ready once its seeds run",
             m.id
         );
@@ -525,7 +507,7 @@ async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
     nodes.kill(0);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_perdure"))
         .args(["serve", "--config"])
-        .arg(&configs[0])
+        .arg(&members[0].config)
         .env("PERDURE_LOG", "warn,openraft=off")
         .env("PERDURE_LOG_FORMAT", "plain")
         .stdout(std::process::Stdio::null())
@@ -533,7 +515,7 @@ async fn unreachable_seeds_are_named_and_nothing_is_founded_without_them() {
         .spawn()
         .unwrap();
     assert!(
-        ready(&http, &url, Duration::from_secs(30)).await,
+        ready(&url, Duration::from_secs(30)).await,
         "node 1 not ready again"
     );
     let term = std::process::Command::new("kill")
@@ -566,17 +548,17 @@ async fn leaders_restarted_at_once_serve_every_acknowledged_write() {
     const ROUNDS: usize = 15;
     let seed = common::test_seed("restart test");
     let dir = tempfile::tempdir().unwrap();
-    let (members, configs) = three_configured(dir.path());
-    let mut nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
+    let members = three_configured(dir.path());
+    let mut nodes = Nodes::start(&members);
     let http = http_client();
     for m in &members {
         assert!(
-            ready(&http, &m.url(), Duration::from_secs(30)).await,
+            ready(&m.url(), Duration::from_secs(30)).await,
             "node {} never ready",
             m.id
         );
     }
-    let urls: Vec<String> = members.iter().map(Member::url).collect();
+    let urls: Vec<String> = members.iter().map(NodeSpec::url).collect();
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
     wait_balanced(&http, &urls[0], PARTITIONS, &ids).await;
     let adders = Arc::new(Adders::start(&http, urls.clone(), 6, COUNTERS, seed));
@@ -632,10 +614,10 @@ async fn leaders_restarted_at_once_serve_every_acknowledged_write() {
         };
         let vi = (victim - 1) as usize;
         nodes.kill(vi);
-        nodes.0[vi] = Some(start(&configs[vi]));
+        nodes.restart(vi);
         let t = Instant::now();
         assert!(
-            ready(&http, &urls[vi], Duration::from_secs(30)).await,
+            ready(&urls[vi], Duration::from_secs(30)).await,
             "node {victim} not ready after its restart"
         );
         eprintln!(
@@ -680,18 +662,18 @@ async fn leaders_restarted_at_once_serve_every_acknowledged_write() {
 async fn a_restarted_replica_does_not_depose_healthy_leaders() {
     let http = http_client();
     let dir = tempfile::tempdir().unwrap();
-    let (members, configs) = three_configured(dir.path());
-    let mut nodes = Nodes(configs.iter().map(|c| Some(start(c))).collect());
+    let members = three_configured(dir.path());
+    let mut nodes = Nodes::start(&members);
     for m in &members {
-        assert!(ready(&http, &m.url(), Duration::from_secs(30)).await);
+        assert!(ready(&m.url(), Duration::from_secs(30)).await);
     }
     let url = members[0].url();
     let before = wait_balanced(&http, &url, PARTITIONS, &[1, 2, 3]).await;
     // node 3 crashes and stays down long enough for the leaders' connections to it to back off
     nodes.kill(2);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    nodes.0[2] = Some(start(&configs[2]));
-    assert!(ready(&http, &members[2].url(), Duration::from_secs(30)).await);
+    nodes.restart(2);
+    assert!(ready(&members[2].url(), Duration::from_secs(30)).await);
     // several election timeouts (400-800 ms) after it is back
     tokio::time::sleep(Duration::from_secs(4)).await;
     let after = status(&http, &url).await.expect("cluster status");

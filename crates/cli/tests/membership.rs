@@ -7,7 +7,7 @@
 mod common;
 
 use common::cluster::{
-    assert_counters_exact, member, ready, start, status, write_config_with, Adders, Member, Nodes,
+    assert_counters_exact, member, ready, start, status, write_config_with, Adders, NodeSpec, Nodes,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -108,28 +108,22 @@ fn moved(before: &[BTreeSet<u64>], after: &[BTreeSet<u64>]) -> usize {
 async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     let seed = common::test_seed("membership test");
     let dir = tempfile::tempdir().unwrap();
-    let all: Vec<Member> = (1..=4).map(member).collect();
-    let config = |m: &Member, seeds: &[Member]| {
-        write_config_with(dir.path(), m, seeds, "test", SECRET, PARTITIONS)
-    };
+    let all: Vec<NodeSpec> = (1..=4).map(|id| member(id, dir.path())).collect();
+    let config =
+        |m: &NodeSpec, seeds: &[NodeSpec]| write_config_with(m, seeds, "test", SECRET, PARTITIONS);
     // nodes 1-3 know each other; node 4 knows them all and itself
-    let configs: Vec<_> = all
-        .iter()
-        .map(|m| {
-            if m.id <= 3 {
-                config(m, &all[..3])
-            } else {
-                config(m, &all)
-            }
-        })
-        .collect();
-    let nodes = Arc::new(Mutex::new(Nodes(
-        configs[..3].iter().map(|c| Some(start(c))).collect(),
-    )));
+    for m in &all {
+        if m.id <= 3 {
+            config(m, &all[..3])
+        } else {
+            config(m, &all)
+        }
+    }
+    let nodes = Arc::new(Mutex::new(Nodes::start(&all[..3])));
     let http = common::cluster::http_client();
     for m in &all[..3] {
         assert!(
-            ready(&http, &m.url(), Duration::from_secs(30)).await,
+            ready(&m.url(), Duration::from_secs(30)).await,
             "node {} never ready",
             m.id
         );
@@ -141,7 +135,7 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     // load: idempotent adds through the nodes clients may use now, retried until acknowledged
     let adders = Adders::start(
         &http,
-        all[..3].iter().map(Member::url).collect(),
+        all[..3].iter().map(NodeSpec::url).collect(),
         6,
         COUNTERS,
         seed,
@@ -155,7 +149,7 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // a 4th node joins under load, with node 3 down
-    nodes.lock().unwrap().0.push(Some(start(&configs[3])));
+    nodes.lock().unwrap().0.push(start(&all[3]));
     let joined = Instant::now();
     let four: BTreeSet<u64> = [1, 2, 3, 4].into();
     let (after_join, _) = wait_settled(&http, &url1, &four, "join").await;
@@ -179,15 +173,15 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
         );
     }
     assert!(
-        ready(&http, &all[3].url(), Duration::from_secs(30)).await,
+        ready(&all[3].url(), Duration::from_secs(30)).await,
         "node 4 never ready"
     );
     targets.lock().unwrap().push(all[3].url());
     // node 3 returns: its copy of the partitions it lost meanwhile is stale (it still finds
     // itself a voter there); it learns the membership, asks the hosts for those leaders, serves
-    nodes.lock().unwrap().0[2] = Some(start(&configs[2]));
+    nodes.lock().unwrap().restart(2);
     assert!(
-        ready(&http, &all[2].url(), Duration::from_secs(30)).await,
+        ready(&all[2].url(), Duration::from_secs(30)).await,
         "node 3 never ready after missing the join"
     );
     targets.lock().unwrap().push(all[2].url());
@@ -246,7 +240,7 @@ async fn a_node_joins_and_another_leaves_under_load_and_nothing_is_lost() {
     nodes.lock().unwrap().kill(1);
 
     // restarted, the removed node does not rejoin, and says why
-    nodes.lock().unwrap().0[1] = Some(start(&configs[1]));
+    nodes.lock().unwrap().restart(1);
     let t = Instant::now();
     loop {
         if let Ok(r) = http.get(format!("{}/readyz", all[1].url())).send().await {

@@ -14,8 +14,9 @@
 mod common;
 
 use common::cluster::{
-    free_port, ready, start, three_members, wait_balanced, write_config_with, Member, Nodes, BASE,
+    free_port, ready, three_members, wait_balanced, write_config_with, NodeSpec, Nodes, BASE,
 };
+use common::KillOnDrop;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -57,31 +58,23 @@ struct Cluster {
 /// Starts three `perdure serve` processes on 127.0.0.1-3 and waits until each is ready.
 async fn cluster(http: &reqwest::Client) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
-    let members = three_members();
+    let members = three_members(dir.path());
     let secret = "an-observability-test-secret";
-    let nodes = Nodes(
-        members
-            .iter()
-            .map(|m| {
-                let config = write_config_with(dir.path(), m, &members, "obs", secret, PARTITIONS);
-                Some(start(&config))
-            })
-            .collect(),
-    );
-    let urls: Vec<String> = members.iter().map(Member::url).collect();
+    for m in &members {
+        write_config_with(m, &members, "obs", secret, PARTITIONS);
+    }
+    let nodes = Nodes::start(&members);
+    let urls: Vec<String> = members.iter().map(NodeSpec::url).collect();
     for u in &urls {
         assert!(
-            ready(http, u, Duration::from_secs(60)).await,
+            ready(u, Duration::from_secs(60)).await,
             "{u} not ready within 60 s"
         );
     }
     // leader balancing done, so it does not move leaders during the test
     wait_balanced(http, &urls[0], PARTITIONS, &[1, 2, 3]).await;
     Cluster {
-        addrs: members
-            .iter()
-            .map(|m| format!("{}:{}", m.ip, m.http))
-            .collect(),
+        addrs: members.iter().map(NodeSpec::http_addr).collect(),
         urls,
         _nodes: nodes,
         dir,
@@ -270,7 +263,7 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
         ),
     )
     .unwrap();
-    let _prom = Nodes(vec![Some(
+    let _prom = KillOnDrop(
         Command::new(&prometheus)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
@@ -283,7 +276,7 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap(),
-    )]);
+    );
     let t = Instant::now();
     while !matches!(http.get(format!("{prom}/-/ready")).send().await, Ok(r) if r.status() == 200) {
         assert!(

@@ -1,12 +1,17 @@
-//! Real `perdure` clusters for tests: members on 127.0.0.x with free ports, their configs, the
-//! node processes (killed when dropped), load that counts what was acknowledged, and checks.
+//! Real `perdure` clusters for tests: members on 127.0.0.x with free ports, their configs and
+//! node processes (through `perdure-harness`; killed when dropped), load that counts what was
+//! acknowledged, and checks.
 
+use perdure_types::config::NodeConfig;
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+// not every test binary uses each
+#[allow(unused_imports)]
 pub use super::free_port_on as free_port;
+#[allow(unused_imports)]
+pub use perdure_harness::{ready, Node, NodeSpec};
 
 /// An HTTP client with the tests' 5 s timeout per request.
 pub fn http_client() -> reqwest::Client {
@@ -16,112 +21,81 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
-pub struct Member {
-    pub id: u64,
-    pub ip: String,
-    pub http: u16,
-    pub peer: u16,
+/// Three members on 127.0.0.1-3 with free ports, their files in `dir`.
+pub fn three_members(dir: &Path) -> Vec<NodeSpec> {
+    (1..=3).map(|id| member(id, dir)).collect()
 }
 
-impl Member {
-    pub fn url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.http)
-    }
+/// Member `id` on 127.0.0.`id` with free ports, its files in `dir`.
+pub fn member(id: u64, dir: &Path) -> NodeSpec {
+    NodeSpec::new(id, 0, dir).unwrap()
 }
 
-/// Three members on 127.0.0.1-3 with free ports.
-pub fn three_members() -> Vec<Member> {
-    (1..=3).map(member).collect()
-}
-
-/// Member `id` on 127.0.0.`id` with free ports.
-pub fn member(id: u64) -> Member {
-    let ip = format!("127.0.0.{id}");
-    Member {
-        id,
-        http: free_port(&ip),
-        peer: free_port(&ip),
-        ip,
-    }
-}
-
-pub fn write_config_with(
-    dir: &Path,
-    m: &Member,
-    all: &[Member],
+/// The tests' config of member `m` of a cluster that `all` seeds: test entity types on, quick
+/// passivation, a snapshot every 2 000 entries.
+pub fn test_config(
+    m: &NodeSpec,
+    all: &[NodeSpec],
     cluster_id: &str,
     secret: &str,
     partitions: usize,
-) -> std::path::PathBuf {
-    let members: Vec<String> = all
-        .iter()
-        .map(|o| {
-            format!(
-                "{{ node_id = {}, addr = \"{}:{}\", http_addr = \"{}:{}\" }}",
-                o.id, o.ip, o.peer, o.ip, o.http
-            )
-        })
-        .collect();
-    let text = format!(
-        "node_id = {}\ndata_dir = \"{}\"\npartitions = {partitions}\nhttp_addr = \"{}:{}\"\n\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nsnapshot_every_entries = 2000\n\n[entities]\ntest_types = true\npassivate_after_ms = 200\n\n[cluster]\ncluster_id = \"{cluster_id}\"\nsecret = \"{secret}\"\nlisten_addr = \"{}:{}\"\nmembers = [{}]\n",
-        m.id,
-        dir.join(format!("node{}", m.id)).display(),
-        m.ip,
-        m.http,
-        m.ip,
-        m.peer,
-        members.join(", ")
-    );
-    let path = dir.join(format!("node{}.toml", m.id));
-    std::fs::write(&path, text).unwrap();
-    path
+) -> NodeConfig {
+    let mut c = m.config(all);
+    c.partitions = partitions as u32;
+    c.raft.snapshot_every_entries = 2000;
+    c.entities.test_types = true;
+    c.entities.passivate_after_ms = 200;
+    c.cluster.cluster_id = cluster_id.into();
+    c.cluster.secret = secret.into();
+    c
 }
 
-/// The nodes; killed when dropped, so a failing test leaves no process behind.
-pub struct Nodes(pub Vec<Option<Child>>);
+/// Writes [`test_config`] to `m`'s config file.
+pub fn write_config_with(
+    m: &NodeSpec,
+    all: &[NodeSpec],
+    cluster_id: &str,
+    secret: &str,
+    partitions: usize,
+) {
+    m.write_config(&test_config(m, all, cluster_id, secret, partitions))
+        .unwrap();
+}
+
+/// This build's binary, or the one `PERDURE_TEST_BIN` names (to see whether a test fails on
+/// another build, e.g. one without a fix).
+pub fn test_bin() -> PathBuf {
+    std::env::var_os("PERDURE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_perdure").into())
+        .into()
+}
+
+/// Starts node `m` on its config file (written already); output to its log file.
+pub fn start(m: &NodeSpec) -> Node {
+    let mut node = Node::new(m.clone(), test_bin());
+    node.start(&Default::default()).unwrap();
+    node
+}
+
+/// The nodes; killed when dropped (their logs' tails shown if a test fails), so a failing test
+/// leaves no process behind.
+pub struct Nodes(pub Vec<Node>);
 
 impl Nodes {
-    /// Kills node `i` with -9 (SIGKILL) and reaps it; its slot stays empty until started again.
+    /// Starts every member in `specs`.
+    pub fn start(specs: &[NodeSpec]) -> Self {
+        Nodes(specs.iter().map(start).collect())
+    }
+
+    /// Kills node `i` with -9 (SIGKILL) and reaps it; it stays down until restarted.
     pub fn kill(&mut self, i: usize) {
-        let mut child = self.0[i].take().expect("the node is running");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        self.0[i].kill9().unwrap();
     }
-}
 
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for child in self.0.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    /// Starts node `i` again on its data directory and (current) config file.
+    pub fn restart(&mut self, i: usize) {
+        self.0[i].restart().unwrap();
     }
-}
-
-/// Starts a node on `config`: this build's binary, or the one `PERDURE_TEST_BIN` names (to see
-/// whether a test fails on another build, e.g. one without a fix).
-pub fn start(config: &Path) -> Child {
-    let bin = std::env::var_os("PERDURE_TEST_BIN")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_perdure").into());
-    Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("PERDURE_LOG", "error,openraft=off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-pub async fn ready(http: &reqwest::Client, url: &str, within: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < within {
-        if matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 /// Partitions each node leads, as `url` sees it.

@@ -1,26 +1,24 @@
-//! The real `perdure` binary serving on a free local port, and a runner for client commands.
+//! The real `perdure` binary serving on a free local port (through `perdure-harness`), and a
+//! runner for client commands.
 
 #![allow(dead_code)]
 
 pub mod cluster;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use perdure_harness::{Node, NodeSpec, StartOptions};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_perdure");
 
-/// A `perdure serve` child process.
+/// A `perdure serve` child process (killed when dropped).
 pub struct Server {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     /// The data directory's parent (kept until the server is dropped).
     pub dir: tempfile::TempDir,
-    child: Option<Child>,
-    stderr: Arc<Mutex<String>>,
+    node: Node,
 }
 
 /// A port that was free a moment ago.
@@ -30,11 +28,7 @@ pub fn free_port() -> u16 {
 
 /// A free TCP port on `ip`.
 pub fn free_port_on(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    perdure_harness::free_port(ip).unwrap()
 }
 
 /// The entity API's base path.
@@ -54,102 +48,51 @@ pub fn test_seed(what: &str) -> u64 {
 
 /// Status code of `GET path` on `127.0.0.1:port`, or `None` when nothing answers.
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    resp.split(' ').nth(1)?.parse().ok()
+    perdure_harness::http_status(&format!("127.0.0.1:{port}"), path, Duration::from_secs(5))
 }
 
 impl Server {
-    /// Starts `perdure serve` on a free port with a fresh data directory and waits until
-    /// `/readyz` answers 200; tries another port if the chosen one was taken meanwhile.
+    /// Starts `perdure serve` (4 partitions) on a free port with a fresh data directory and
+    /// waits until `/readyz` answers 200; tries another port if the chosen one was taken
+    /// meanwhile.
     pub fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..5 {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
-            let mut child = Command::new(BIN)
-                .args(["serve", "--partitions", "4", "--http-addr", &addr])
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .env("PERDURE_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start perdure serve");
-            let stderr = Arc::new(Mutex::new(String::new()));
-            {
-                let err = child.stderr.take().unwrap();
-                let sink = stderr.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(err).lines().map_while(Result::ok) {
-                        eprintln!("[perdure] {line}");
-                        let mut s = sink.lock().unwrap();
-                        s.push_str(&line);
-                        s.push('\n');
-                    }
-                });
-            }
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    let text = stderr.lock().unwrap().clone();
-                    assert!(
-                        text.contains(&addr),
-                        "perdure serve exited with {status} for another reason than its port:\n{text}"
-                    );
-                    break; // the port was taken: try another
-                }
-                if http_status(port, "/readyz") == Some(200) {
+            let spec = NodeSpec::new(1, 0, dir.path()).unwrap();
+            let mut config = spec.config(&[]);
+            config.partitions = 4;
+            spec.write_config(&config).unwrap();
+            let addr = spec.http_addr();
+            let mut node = Node::new(spec, BIN);
+            let options = StartOptions {
+                log: Some("info".into()),
+                ..Default::default()
+            };
+            node.start(&options).expect("start perdure serve");
+            match node.wait_ready(Duration::from_secs(30)) {
+                Ok(()) => {
                     return Server {
-                        url: format!("http://{addr}"),
+                        url: node.spec.url(),
                         dir,
-                        child: Some(child),
-                        stderr,
-                    };
+                        node,
+                    }
                 }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("perdure serve not ready within 30 s");
-                }
-                std::thread::sleep(Duration::from_millis(20));
+                // the port was taken: try another
+                Err(perdure_harness::Error::Exited { tail, .. }) if tail.contains(&addr) => {}
+                Err(e) => panic!("{e}"),
             }
         }
         panic!("no free port after 5 tries");
     }
 
-    /// What the server wrote to stderr so far.
+    /// What the server wrote to stderr (and stdout) so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.node.log()
     }
 
     /// Sends SIGTERM and waits (at most `within`) for the exit; returns the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill -TERM failed");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("perdure did not exit within {within:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.node.stop(within).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs `perdure ARGS --url URL`.
@@ -158,12 +101,13 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+/// A process that is not a node (a Prometheus, say), killed when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
