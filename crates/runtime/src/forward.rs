@@ -6,17 +6,14 @@
 use crate::actor::{EntityMsg, Reply, Work, WorkKind};
 use crate::partition::{self, PartitionHandle};
 use crate::{Error, SignalOutcome};
-use perdure_cluster::transport::{Handler, RemoteError, RemoteErrorCode};
+use perdure_cluster::transport::{Kind, RemoteError, Rpc, Service};
 use perdure_cluster::Partitions;
 use perdure_types::command::{Command, Op, OpResult};
-use perdure_types::{codec, EntityId, NodeId, PartitionId};
+use perdure_types::{EntityId, NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::sync::oneshot;
-
-/// Transport request kind: a client request forwarded to the partition's leader.
-pub const KIND_FORWARD: u16 = 3;
 
 /// A forwarded request. JSON values travel as text.
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,6 +43,12 @@ pub(crate) enum ForwardRequest {
         partition: PartitionId,
         command: Command,
     },
+}
+
+/// A forwarded request travels as [`Kind::Forward`].
+impl Rpc for ForwardRequest {
+    const KIND: Kind = Kind::Forward;
+    type Reply = ForwardReply;
 }
 
 /// Its answer.
@@ -229,38 +232,29 @@ impl Local {
     }
 }
 
-/// Serves forwarded requests from peers.
-pub(crate) struct ForwardService(pub Arc<Local>);
+/// Serves forwarded requests from peers. It holds the runtime weakly: the partitions hold the
+/// table of services, and the runtime holds the partitions; once the runtime is gone, requests
+/// are answered unavailable.
+pub(crate) struct ForwardService(pub Weak<Local>);
 
-impl Handler for ForwardService {
-    fn handle(
-        &self,
-        _from: NodeId,
-        _kind: u16,
-        body: Vec<u8>,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-        let local = self.0.clone();
-        Box::pin(async move {
-            let req: ForwardRequest = codec::decode(&body).map_err(|e| RemoteError {
-                code: RemoteErrorCode::Handler,
-                message: format!("undecodable forwarded request: {e}"),
-            })?;
-            let reply = match local.serve(req).await {
-                Ok(r) => r,
-                Err(e) => ForwardReply::Error {
-                    kind: match e.status_hint() {
-                        crate::error::StatusHint::Unavailable => 0,
-                        crate::error::StatusHint::OperationFailed => 1,
-                        crate::error::StatusHint::BadRequest => 2,
-                    },
-                    message: e.to_string(),
-                },
-            };
-            codec::encode(&reply).map_err(|e| RemoteError {
-                code: RemoteErrorCode::Handler,
-                message: e.to_string(),
-            })
-        })
+impl Service for ForwardService {
+    type Request = ForwardRequest;
+
+    async fn call(&self, _from: NodeId, req: ForwardRequest) -> Result<ForwardReply, RemoteError> {
+        let served = match self.0.upgrade() {
+            Some(local) => local.serve(req).await,
+            None => Err(Error::Unavailable(
+                "this node's entity runtime has stopped".into(),
+            )),
+        };
+        Ok(served.unwrap_or_else(|e| ForwardReply::Error {
+            kind: match e.status_hint() {
+                crate::error::StatusHint::Unavailable => 0,
+                crate::error::StatusHint::OperationFailed => 1,
+                crate::error::StatusHint::BadRequest => 2,
+            },
+            message: e.to_string(),
+        }))
     }
 }
 
@@ -307,7 +301,7 @@ pub(crate) async fn forward(
 ) -> Result<ForwardReply, Error> {
     let reply: ForwardReply = partitions
         .peers()
-        .call(leader, KIND_FORWARD, &req, None)
+        .rpc(leader, &req, None)
         .await
         .map_err(|e| Error::Unavailable(format!("forwarding to node {leader}: {e}")))?;
     match reply {

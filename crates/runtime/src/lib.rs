@@ -214,6 +214,7 @@ impl Runtime {
             partitions: partitions.clone(),
             handles: handles.clone(),
         });
+        partitions.add_service(forward::ForwardService(Arc::downgrade(&local)))?;
         let mut stop = Vec::new();
         let mut loops = Vec::new();
         for p in 0..n {
@@ -228,10 +229,6 @@ impl Runtime {
                 s,
             )));
         }
-        partitions.dispatcher().register(
-            forward::KIND_FORWARD,
-            Arc::new(forward::ForwardService(local.clone())),
-        );
         Ok(Self {
             partitions,
             registry,
@@ -503,10 +500,6 @@ impl Runtime {
     /// Stops every partition's actors and services; requests in flight get
     /// [`Error::Unavailable`].
     pub async fn shutdown(&self) {
-        // the forward service holds the runtime's parts: release it first
-        self.partitions
-            .dispatcher()
-            .unregister(forward::KIND_FORWARD);
         for s in &self.stop {
             s.notify_one();
         }
