@@ -379,31 +379,8 @@ async fn reconcile_group(
             tracing::debug!(group = g, ?lagging, "new replicas still catching up");
             return Ok(());
         }
-        // a leader placement drops hands leadership to a caught-up voter that stays first: the
-        // group then changes leader by one quick election instead of waiting out an election
-        // timeout after this leader steps down (a few tries, then it replaces anyway)
-        if !want_voters.contains(&ctx.node_id) && *handoffs.get(&g).unwrap_or(&0) < 3 {
-            let heir = ctx.replicas(g).into_iter().find(|n| {
-                voters.contains(n)
-                    && metrics
-                        .replication
-                        .as_ref()
-                        .and_then(|r| r.get(n).cloned().flatten())
-                        .is_some_and(|l| Some(l.index) == metrics.last_log_index)
-            });
-            if let Some(heir) = heir {
-                *handoffs.entry(g).or_default() += 1;
-                tracing::info!(
-                    group = g,
-                    to = heir,
-                    "handing leadership over before leaving the group"
-                );
-                ctx.peers
-                    .rpc(heir, &ElectRequest(g), Some(Duration::from_secs(1)))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Ok(());
-            }
+        if hand_over(ctx, handoffs, g, &voters, &want_voters, metrics).await? {
+            return Ok(());
         }
         handoffs.remove(&g);
         let is_meta = g == ctx.partitions();
@@ -426,6 +403,45 @@ async fn reconcile_group(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Before leader `ctx.node_id` leaves group `g` (placement drops it from `want_voters`), it
+/// hands leadership to a caught-up voter that stays first: the group then changes leader by one
+/// quick election instead of waiting out an election timeout after this leader steps down. A few
+/// tries, then it leaves anyway. Answers whether it asked an heir this round.
+async fn hand_over(
+    ctx: &Ctx,
+    handoffs: &mut BTreeMap<PartitionId, u32>,
+    g: PartitionId,
+    voters: &BTreeSet<NodeId>,
+    want_voters: &BTreeSet<NodeId>,
+    metrics: &RaftMetrics<NodeId, BasicNode>,
+) -> Result<bool, String> {
+    if want_voters.contains(&ctx.node_id) || *handoffs.get(&g).unwrap_or(&0) >= 3 {
+        return Ok(false);
+    }
+    let heir = ctx.replicas(g).into_iter().find(|n| {
+        voters.contains(n)
+            && metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(n).cloned().flatten())
+                .is_some_and(|l| Some(l.index) == metrics.last_log_index)
+    });
+    let Some(heir) = heir else {
+        return Ok(false);
+    };
+    *handoffs.entry(g).or_default() += 1;
+    tracing::info!(
+        group = g,
+        to = heir,
+        "handing leadership over before leaving the group"
+    );
+    ctx.peers
+        .rpc(heir, &ElectRequest(g), Some(Duration::from_secs(1)))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 /// Learns, from the members hosting them, the leaders of the partitions this node does not host.

@@ -110,3 +110,91 @@ impl PeerServer {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::RemoteError;
+    use perdure_types::NodeId;
+    use serde::{Deserialize, Serialize};
+    use std::time::Duration;
+
+    #[derive(Serialize, Deserialize)]
+    struct Hello;
+
+    impl Rpc for Hello {
+        const KIND: Kind = Kind::Forward;
+        type Reply = ();
+    }
+
+    struct Answer;
+
+    impl Service for Answer {
+        type Request = Hello;
+
+        async fn call(&self, _from: NodeId, _: Hello) -> Result<(), RemoteError> {
+            Ok(())
+        }
+    }
+
+    fn config_of(node_id: NodeId) -> Arc<TransportConfig> {
+        Arc::new(TransportConfig {
+            cluster_id: "c".into(),
+            node_id,
+            partitions: 4,
+            secret: "s".into(),
+            rpc_timeout: Duration::from_secs(1),
+        })
+    }
+
+    fn config() -> Arc<TransportConfig> {
+        config_of(1)
+    }
+
+    #[tokio::test]
+    async fn a_peer_connecting_while_services_are_added_is_answered_once_serving() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = PeerServer::new(config(), Some(listener), Services::new(None));
+        let peers = crate::transport::Peers::new(config_of(2));
+        peers.set_address(1, addr);
+        let asked =
+            tokio::spawn(async move { peers.rpc(1, &Hello, Some(Duration::from_secs(10))).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!asked.is_finished(), "nothing is accepted before serve");
+        server.add(Answer).unwrap();
+        let task = server.serve().unwrap();
+        asked
+            .await
+            .unwrap()
+            .expect("the service added before serving answers");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn services_are_added_before_serving_and_refused_after() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = PeerServer::new(config(), Some(listener), Services::new(None));
+        server.add(Answer).unwrap();
+        assert_eq!(server.kinds(), [Kind::Forward]);
+        assert!(matches!(
+            server.add(Answer),
+            Err(Error::DuplicateService(d)) if d.0 == Kind::Forward
+        ));
+        let task = server.serve().expect("serves once");
+        assert!(server.serve().is_none(), "a second serve does nothing");
+        assert!(matches!(
+            server.add(Answer),
+            Err(Error::ServingAlready(Kind::Forward))
+        ));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_single_node_takes_services_and_serves_nothing() {
+        let server = PeerServer::new(config(), None, Services::new(None));
+        server.add(Answer).unwrap();
+        assert!(server.serve().is_none());
+        server.add(Answer).unwrap();
+    }
+}
