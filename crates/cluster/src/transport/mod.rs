@@ -51,7 +51,7 @@ pub use error::{RemoteError, RemoteErrorCode, TransportError};
 pub use kind::{Kind, UnknownKind};
 pub use server::serve;
 pub use services::{DuplicateService, Services};
-pub use typed::{ReplyOf, Rpc, Service, Typed};
+pub use typed::{service_fn, FnService, ReplyOf, Rpc, Service, Typed};
 pub use wire::MAX_PAYLOAD;
 
 use perdure_types::config::ClusterConfig;

@@ -115,6 +115,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_closure_serves_as_well() {
+        let mut services = Services::new(None);
+        services
+            .add(crate::transport::service_fn(|from, Ping(n)| async move {
+                Ok(n + from as u32)
+            }))
+            .unwrap();
+        let answer = services
+            .handle(2, 5, codec::encode(&Ping(40)).unwrap())
+            .await;
+        assert_eq!(codec::decode::<u32>(&answer.unwrap()).unwrap(), 42);
+    }
+
+    #[tokio::test]
     async fn kinds_not_served_and_unknown_numbers_answer_not_found() {
         let mut services = Services::new(None);
         services.add(Double).unwrap();

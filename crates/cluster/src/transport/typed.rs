@@ -8,6 +8,7 @@ use perdure_types::{codec, NodeId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,50 @@ pub trait Service: Send + Sync + 'static {
         from: NodeId,
         request: Self::Request,
     ) -> impl Future<Output = Result<ReplyOf<Self>, RemoteError>> + Send;
+}
+
+/// A [`Service`] made of an async closure `(from, request) -> Result<reply, RemoteError>` (see
+/// [`service_fn`]).
+pub struct FnService<R, F> {
+    f: F,
+    _request: PhantomData<fn(R)>,
+}
+
+impl<R, F> std::fmt::Debug for FnService<R, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FnService<{}>", std::any::type_name::<R>())
+    }
+}
+
+/// Makes a [`Service`] for requests `R` of an async closure. A closure that holds what holds the
+/// node's partitions must hold it weakly (the partitions hold the table of services).
+pub fn service_fn<R, F, Fut>(f: F) -> FnService<R, F>
+where
+    R: Rpc,
+    F: Fn(NodeId, R) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R::Reply, RemoteError>> + Send,
+{
+    FnService {
+        f,
+        _request: PhantomData,
+    }
+}
+
+impl<R, F, Fut> Service for FnService<R, F>
+where
+    R: Rpc,
+    F: Fn(NodeId, R) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R::Reply, RemoteError>> + Send,
+{
+    type Request = R;
+
+    fn call(
+        &self,
+        from: NodeId,
+        request: R,
+    ) -> impl Future<Output = Result<R::Reply, RemoteError>> + Send {
+        (self.f)(from, request)
+    }
 }
 
 /// A [`Service`] as a transport [`Handler`] of its kind.
