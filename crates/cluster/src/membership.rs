@@ -3,7 +3,7 @@
 //! - **The metadata group** is one more Raft group next to the partitions (group id = the
 //!   partition count). Its state holds the [`Membership`]; its voters come from placement like a
 //!   partition's, and every other member follows it as a learner, so each member reads the
-//!   membership locally ([`Ctx::membership`]).
+//!   membership locally (`Ctx::membership`).
 //! - **Changes** (join, remove) run on the metadata group's leader, one at a time, after a read
 //!   barrier, as one command fenced to the leader's term; any member forwards them there (one hop).
 //! - **Reconciling**: the leader of each group compares the group's Raft membership with
