@@ -1,5 +1,6 @@
 //! The cluster crate's error type.
 
+use crate::transport::{DuplicateService, Kind};
 use perdure_types::{NodeId, PartitionId};
 
 /// A proposal or read could not be served.
@@ -40,4 +41,12 @@ pub enum Error {
         /// What cluster formation waits for, if it waits.
         formation: Option<String>,
     },
+    /// A peer service was added for a request kind that is served already.
+    #[error(transparent)]
+    DuplicateService(#[from] DuplicateService),
+    /// A peer service was added after the node started serving its peers: the table of services
+    /// is complete before the first peer is accepted (add services between
+    /// [`crate::Partitions::open`] and [`crate::Partitions::serve`]).
+    #[error("cannot add a service for request kind {0}: this node serves its peers already")]
+    ServingAlready(Kind),
 }

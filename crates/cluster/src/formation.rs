@@ -16,129 +16,27 @@
 //!   preferred for, caught up, and has seen stable for a while; so leaders spread and move back to
 //!   a node that returns. One attempt at a time; a failed one backs that group off.
 
-use crate::membership::{self, Ctx, GroupView, MetaChange, MetaError, MetaService, KIND_META};
-use crate::raft_net::Dispatcher;
-use crate::transport::{self, Handler, RemoteError, RemoteErrorCode, TransportConfig};
+use crate::ctx::Ctx;
+use crate::info::InfoService;
+use crate::membership::{self, ElectService, MetaChange, MetaError, MetaService};
+use crate::transport::{DuplicateService, Services};
 use openraft::{BasicNode, ServerState};
-use perdure_types::config::MemberConfig;
 use perdure_types::membership::Membership;
-use perdure_types::{codec, placement, NodeId, PartitionId};
-use serde::{Deserialize, Serialize};
+use perdure_types::{placement, NodeId, PartitionId};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-/// Transport request kind: what a node holds.
-pub const KIND_CLUSTER_INFO: u16 = 2;
-
-/// A node's answer to [`KIND_CLUSTER_INFO`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterInfo {
-    /// The node.
-    pub node_id: NodeId,
-    /// Whether its copy of the metadata group is initialized.
-    pub meta_initialized: bool,
-    /// The membership as applied there (empty before it knows one).
-    pub membership: Membership,
-    /// Per group (the partitions, then the metadata group): the group as that node sees it,
-    /// for those it hosts.
-    pub views: Vec<Option<GroupView>>,
-    /// Replica-set changes that node completed as a leader.
-    pub moves: u64,
+/// Adds the services a clustered node offers its peers: what it holds, membership changes, and
+/// elections handed over.
+pub(crate) fn add_services(ctx: &Ctx, services: &mut Services) -> Result<(), DuplicateService> {
+    services.add(InfoService(ctx.clone()))?;
+    services.add(MetaService(ctx.clone()))?;
+    services.add(ElectService(ctx.clone()))
 }
 
-/// Accepts peers on `listener` until aborted.
-pub(crate) fn serve_peers(
-    listener: tokio::net::TcpListener,
-    config: Arc<TransportConfig>,
-    dispatcher: Dispatcher,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::info!(%addr, "listening for peers");
-        if let Err(e) = transport::serve(
-            listener,
-            config,
-            Arc::new(dispatcher),
-            std::future::pending(),
-        )
-        .await
-        {
-            tracing::error!(%addr, error = %e, "peer listener failed");
-        }
-    })
-}
-
-impl ClusterInfo {
-    /// Group `g` as that node sees it, if it hosts it.
-    pub fn view(&self, g: PartitionId) -> Option<&GroupView> {
-        self.views.get(g as usize).and_then(Option::as_ref)
-    }
-}
-
-/// The leader of group `g` that `infos` report at the highest term, other than `except`.
-pub(crate) fn reported_leader(
-    infos: &[ClusterInfo],
-    g: PartitionId,
-    except: NodeId,
-) -> Option<(NodeId, u64)> {
-    infos
-        .iter()
-        .filter_map(|i| i.view(g))
-        .filter_map(|v| Some((v.leader.filter(|&l| l != except)?, v.term)))
-        .max_by_key(|&(_, term)| term)
-}
-
-pub(crate) fn info(ctx: &Ctx) -> ClusterInfo {
-    // initialized as openraft defines it (a log or a vote), read from metrics. The borrow ends
-    // here: `view` below borrows the same watch again, and a second read borrow while openraft
-    // waits to publish new metrics blocks behind that writer, which waits for the first: a
-    // deadlock (it hung a node's GET /cluster and its metadata group in CI).
-    let meta_initialized = {
-        let m = ctx.meta().metrics();
-        let m = m.borrow();
-        m.last_log_index.is_some() || m.vote != openraft::Vote::default()
-    };
-    ClusterInfo {
-        node_id: ctx.node_id,
-        meta_initialized,
-        membership: ctx.membership(),
-        views: (0..=ctx.partitions()).map(|g| ctx.view(g)).collect(),
-        moves: ctx.moves.load(std::sync::atomic::Ordering::Relaxed),
-    }
-}
-
-struct InfoService(Ctx);
-
-impl Handler for InfoService {
-    fn handle(
-        &self,
-        _from: NodeId,
-        _kind: u16,
-        _body: Vec<u8>,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-        let ctx = self.0.clone();
-        Box::pin(async move {
-            codec::encode(&info(&ctx)).map_err(|e| RemoteError {
-                code: RemoteErrorCode::Handler,
-                message: e.to_string(),
-            })
-        })
-    }
-}
-
-/// Registers the cluster services and starts formation, membership and balancing tasks.
-pub(crate) fn start(ctx: Ctx, dispatcher: &Dispatcher) -> Vec<JoinHandle<()>> {
-    dispatcher.register(KIND_CLUSTER_INFO, Arc::new(InfoService(ctx.clone())));
-    dispatcher.register(KIND_META, Arc::new(MetaService(ctx.clone())));
-    dispatcher.register(
-        membership::KIND_ELECT,
-        Arc::new(membership::ElectService(ctx.clone())),
-    );
+/// Starts the formation, membership and balancing tasks.
+pub(crate) fn start(ctx: Ctx) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(membership::follow(ctx.clone())),
         tokio::spawn(membership::hello(ctx.clone())),
@@ -427,191 +325,6 @@ async fn balance_leaders(ctx: Ctx) {
                 last_attempt = Some((g, Instant::now()));
                 break; // one at a time
             }
-        }
-    }
-}
-
-/// One member as this node sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MemberStatus {
-    /// Its node id.
-    pub node_id: NodeId,
-    /// Its peer address.
-    pub addr: String,
-    /// Its HTTP address.
-    pub http_addr: String,
-    /// Whether it answered just now (always true for this node).
-    pub up: bool,
-    /// What went wrong when it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Partitions it leads (as it says).
-    pub leading: usize,
-    /// Replica-set changes it completed as a leader since it started.
-    pub moves: u64,
-}
-
-/// One partition as this node sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartitionStatus {
-    /// The partition.
-    pub partition: PartitionId,
-    /// Its replica set by placement over the current members, preferred leader first.
-    pub replicas: Vec<NodeId>,
-    /// The voters of its group now (differs from `replicas` while replicas move).
-    pub voters: Vec<NodeId>,
-    /// Learners of its group now (new replicas catching up).
-    pub learners: Vec<NodeId>,
-    /// Its leader, if known.
-    pub leader: Option<NodeId>,
-    /// This node's role in its group (`-` when it does not host it).
-    pub role: String,
-    /// The current term.
-    pub term: u64,
-    /// Last log index here.
-    pub last_log_index: Option<u64>,
-    /// Last applied index here.
-    pub applied_index: Option<u64>,
-}
-
-/// The cluster as this node sees it (`GET /cluster`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// This node.
-    pub node_id: NodeId,
-    /// The membership version (0 in single-node mode or before founding).
-    pub membership_version: u64,
-    /// Node ids removed from the cluster.
-    pub removed: Vec<NodeId>,
-    /// Members (this node alone in single-node mode).
-    pub members: Vec<MemberStatus>,
-    /// The metadata group, which holds the membership.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<PartitionStatus>,
-    /// Every partition.
-    pub partitions: Vec<PartitionStatus>,
-}
-
-impl crate::Partitions {
-    /// The cluster as this node sees it; members are asked (bounded by a short timeout) and
-    /// partitions this node does not host are described by the members that do.
-    pub async fn status(&self) -> ClusterStatus {
-        let me = self.node_id();
-        let Some(ctx) = self.ctx() else {
-            return ClusterStatus {
-                node_id: me,
-                membership_version: 0,
-                removed: Vec::new(),
-                members: vec![MemberStatus {
-                    node_id: me,
-                    addr: String::new(),
-                    http_addr: String::new(),
-                    up: true,
-                    error: None,
-                    leading: self.leading(),
-                    moves: 0,
-                }],
-                metadata: None,
-                partitions: (0..self.count())
-                    .map(|p| self.local_status(p, vec![me], None))
-                    .collect(),
-            };
-        };
-        let m = ctx.membership();
-        let listed: Vec<MemberConfig> = if m.members.is_empty() {
-            ctx.seeds.clone()
-        } else {
-            m.members.clone()
-        };
-        let mut answers = ctx
-            .ask_infos(listed.iter().map(|m| m.node_id), Duration::from_millis(500))
-            .await;
-        // per group: the best view (the leader's own, else the highest term)
-        let groups = self.count() as usize + 1;
-        let mut views: Vec<Option<((bool, u64), GroupView)>> = vec![None; groups];
-        let mut members = Vec::new();
-        for member in listed {
-            let got = match answers.iter().position(|(n, _)| *n == member.node_id) {
-                Some(i) => answers.swap_remove(i).1,
-                None => Err("not asked".into()),
-            };
-            let (up, error, leading, moves) = match &got {
-                Ok(info) => {
-                    for (p, v) in info.views.iter().enumerate() {
-                        let (Some(v), Some(slot)) = (v, views.get_mut(p)) else {
-                            continue;
-                        };
-                        let rank = (v.leader == Some(info.node_id), v.term);
-                        if slot.as_ref().is_none_or(|(r, _)| rank > *r) {
-                            *slot = Some((rank, v.clone()));
-                        }
-                    }
-                    let leading = info.views[..groups.min(info.views.len()) - 1]
-                        .iter()
-                        .flatten()
-                        .filter(|v| v.leader == Some(info.node_id))
-                        .count();
-                    (true, None, leading, info.moves)
-                }
-                Err(e) => (false, Some(e.clone()), 0, 0),
-            };
-            members.push(MemberStatus {
-                node_id: member.node_id,
-                addr: member.addr,
-                http_addr: member.http_addr,
-                up,
-                error,
-                leading,
-                moves,
-            });
-        }
-        let partitions = (0..self.count())
-            .map(|p| {
-                let view = views[p as usize].take().map(|(_, v)| v);
-                self.local_status(p, ctx.replicas(p), view)
-            })
-            .collect();
-        let meta = ctx.partitions();
-        let meta_view = views[meta as usize].take().map(|(_, v)| v);
-        ClusterStatus {
-            node_id: me,
-            membership_version: m.version,
-            removed: m.removed.clone(),
-            members,
-            metadata: Some(self.local_status(meta, ctx.replicas(meta), meta_view)),
-            partitions,
-        }
-    }
-
-    fn local_status(
-        &self,
-        p: PartitionId,
-        replicas: Vec<NodeId>,
-        view: Option<GroupView>,
-    ) -> PartitionStatus {
-        let me = self.node_id();
-        let local = self
-            .any_group(p)
-            .map(|r| r.metrics().borrow().clone())
-            .filter(|m| m.membership_config.membership().get_node(&me).is_some());
-        let view = match (&local, view) {
-            (Some(m), v) if v.is_none() || m.current_leader == Some(me) => {
-                membership::group_view(m)
-            }
-            (_, v) => v.unwrap_or_default(),
-        };
-        PartitionStatus {
-            partition: p,
-            replicas,
-            voters: view.voters,
-            learners: view.learners,
-            leader: view.leader,
-            role: local
-                .as_ref()
-                .map_or_else(|| "-".to_string(), |m| format!("{:?}", m.state)),
-            term: view.term,
-            last_log_index: local.as_ref().and_then(|m| m.last_log_index),
-            applied_index: local.and_then(|m| m.last_applied.map(|l| l.index)),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! - **The metadata group** is one more Raft group next to the partitions (group id = the
 //!   partition count). Its state holds the [`Membership`]; its voters come from placement like a
 //!   partition's, and every other member follows it as a learner, so each member reads the
-//!   membership locally ([`Ctx::membership`]).
+//!   membership locally (`Ctx::membership`).
 //! - **Changes** (join, remove) run on the metadata group's leader, one at a time, after a read
 //!   barrier, as one command fenced to the leader's term; any member forwards them there (one hop).
 //! - **Reconciling**: the leader of each group compares the group's Raft membership with
@@ -15,11 +15,12 @@
 //! - **Leaders elsewhere**: a node answers requests for partitions it does not host by
 //!   forwarding them; it learns their leaders from the members that host them (polled).
 
-use crate::partitions::BarrierError;
-use crate::transport::{Handler, Peers, RemoteError, RemoteErrorCode};
+use crate::barrier::{read_barrier, BarrierError};
+use crate::ctx::{Ctx, LeaderHint};
+use crate::info::reported_leader;
+use crate::transport::{Kind, RemoteError, Rpc, Service};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
-use perdure_storage::state::PartitionState;
 use perdure_storage::TypeConfig;
 use perdure_types::command::{Command, Op, OpResult, Proposal};
 use perdure_types::config::MemberConfig;
@@ -27,17 +28,10 @@ use perdure_types::membership::{ChangeError, Membership};
 use perdure_types::{codec, NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::watch;
 
-/// Transport request kind: a membership change for the metadata group's leader.
-pub const KIND_META: u16 = 4;
-
-/// Transport request kind: "call an election for group G" (a leader leaving the group hands
-/// leadership over).
-pub const KIND_ELECT: u16 = 5;
+pub use crate::ctx::GroupView;
 
 /// A learner within this many entries of the leader's log counts as caught up.
 const CAUGHT_UP_LAG: u64 = 256;
@@ -55,11 +49,27 @@ pub enum MetaChange {
     Remove(NodeId),
 }
 
+/// A membership change for the metadata group's leader ([`Kind::Meta`]).
 #[derive(Debug, Serialize, Deserialize)]
-struct MetaRequest {
+pub(crate) struct MetaRequest {
     change: MetaChange,
     /// Sent by a member that is not the leader: the receiver must not forward again.
     forwarded: bool,
+}
+
+impl Rpc for MetaRequest {
+    const KIND: Kind = Kind::Meta;
+    type Reply = Result<Membership, MetaError>;
+}
+
+/// "Call an election for group G" ([`Kind::Elect`]): a leader leaving the group hands leadership
+/// over. The answer says whether this node called one.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct ElectRequest(pub PartitionId);
+
+impl Rpc for ElectRequest {
+    const KIND: Kind = Kind::Elect;
+    type Reply = bool;
 }
 
 /// Why a membership change did not happen.
@@ -73,209 +83,7 @@ pub enum MetaError {
     Unavailable(String),
 }
 
-/// One partition as a node that hosts it sees it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct GroupView {
-    /// Its leader, if known.
-    pub leader: Option<NodeId>,
-    /// The current term.
-    pub term: u64,
-    /// Voters of the group's current configuration.
-    pub voters: Vec<NodeId>,
-    /// Learners of the group's current configuration.
-    pub learners: Vec<NodeId>,
-    /// Whether a configuration change is half done (joint consensus).
-    pub joint: bool,
-}
-
-/// What a group's metrics say of it.
-pub(crate) fn group_view(m: &RaftMetrics<NodeId, BasicNode>) -> GroupView {
-    let membership = m.membership_config.membership();
-    GroupView {
-        leader: m.current_leader,
-        term: m.current_term,
-        voters: membership.voter_ids().collect(),
-        learners: membership.learner_ids().collect(),
-        joint: membership.get_joint_config().len() > 1,
-    }
-}
-
-/// A partition's leader as its hosts report it: (leader, term).
-pub(crate) type LeaderHint = Option<(NodeId, u64)>;
-
-/// Everything a node's background tasks share.
-#[derive(Clone)]
-pub(crate) struct Ctx {
-    pub node_id: NodeId,
-    /// Data partitions, then the metadata group at index `partitions`.
-    pub rafts: Vec<Raft<TypeConfig>>,
-    pub meta_state: PartitionState,
-    /// The metadata group's leadership resumed after a restart, if any (see
-    /// [`crate::partitions::Resumed`]).
-    pub meta_resumed: Option<crate::partitions::Resumed>,
-    pub peers: Peers,
-    pub seeds: Vec<MemberConfig>,
-    pub rf: u32,
-    pub membership: Arc<watch::Sender<Membership>>,
-    /// Every group's replica set by placement over the current members (the seeds until the
-    /// membership is known), recomputed when it changes.
-    pub table: Arc<RwLock<Vec<Vec<NodeId>>>>,
-    /// Leaders of partitions this node does not host, as their hosts report them: (leader, term).
-    pub hints: Arc<RwLock<Vec<LeaderHint>>>,
-    /// Serializes membership changes on the metadata leader.
-    pub change_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Replica-set changes this node has completed as a leader.
-    pub moves: Arc<AtomicU64>,
-    /// What formation waits for now (`None` once this node is part of a formed cluster).
-    pub formation: Arc<RwLock<Option<String>>>,
-}
-
-impl std::fmt::Debug for Ctx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx")
-            .field("node_id", &self.node_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Ctx {
-    /// Number of data partitions (the metadata group's id).
-    pub fn partitions(&self) -> PartitionId {
-        (self.rafts.len() - 1) as PartitionId
-    }
-
-    pub fn meta(&self) -> &Raft<TypeConfig> {
-        &self.rafts[self.partitions() as usize]
-    }
-
-    /// The membership as applied here.
-    pub fn membership(&self) -> Membership {
-        self.membership.borrow().clone()
-    }
-
-    /// Member ids, or the seeds' before the membership is known here.
-    pub fn member_ids(&self) -> Vec<NodeId> {
-        let m = self.membership.borrow();
-        if m.members.is_empty() {
-            self.seeds.iter().map(|s| s.node_id).collect()
-        } else {
-            m.ids()
-        }
-    }
-
-    /// Group `g`'s replica set by placement over the current members.
-    pub fn replicas(&self, g: PartitionId) -> Vec<NodeId> {
-        self.table
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(g as usize)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Recomputes every group's replica set (after the membership changed).
-    pub fn refresh_table(&self) {
-        let ids = self.member_ids();
-        let table = (0..=self.partitions())
-            .map(|g| perdure_types::placement::replicas(g, &ids, self.rf))
-            .collect();
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
-    }
-
-    /// Reads the membership from the local copy of the metadata group's state.
-    fn read_local(&self) -> Result<Membership, String> {
-        match self
-            .meta_state
-            .entities()
-            .get(&Membership::entity())
-            .map_err(|e| e.to_string())?
-        {
-            None => Ok(Membership::default()),
-            Some(bytes) => codec::decode(&bytes).map_err(|e| e.to_string()),
-        }
-    }
-
-    /// Whether this node hosts group `g`: it is a voter or learner of the group's configuration
-    /// as known here AND placement over the current members keeps it there. A node that missed
-    /// the configuration change removing it (it was down) still finds itself in its stale copy;
-    /// placement tells it to ask the hosting members instead. On the request path: no
-    /// allocation.
-    pub fn hosts(&self, g: PartitionId) -> bool {
-        let in_config = self.rafts.get(g as usize).is_some_and(|r| {
-            r.metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .get_node(&self.node_id)
-                .is_some()
-        });
-        in_config
-            && (g == self.partitions()
-                || self
-                    .table
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(g as usize)
-                    .is_some_and(|r| r.contains(&self.node_id)))
-    }
-
-    /// The view of group `g` from here, if this node hosts it.
-    pub fn view(&self, g: PartitionId) -> Option<GroupView> {
-        if !self.hosts(g) {
-            return None;
-        }
-        Some(group_view(&self.rafts.get(g as usize)?.metrics().borrow()))
-    }
-
-    /// Records what formation waits for (`None`: this node is part of a formed cluster).
-    pub fn set_formation(&self, what: Option<String>) {
-        *self.formation.write().unwrap_or_else(|p| p.into_inner()) = what;
-    }
-
-    /// Asks `nodes` (this node answers from here) what they hold, all at once; one answer each.
-    pub async fn ask_infos(
-        &self,
-        nodes: impl IntoIterator<Item = NodeId>,
-        timeout: Duration,
-    ) -> Vec<(NodeId, Result<crate::formation::ClusterInfo, String>)> {
-        let asks = nodes.into_iter().map(|n| async move {
-            if n == self.node_id {
-                return (n, Ok(crate::formation::info(self)));
-            }
-            let answer = self
-                .peers
-                .call::<(), crate::formation::ClusterInfo>(
-                    n,
-                    crate::formation::KIND_CLUSTER_INFO,
-                    &(),
-                    Some(timeout),
-                )
-                .await
-                .map_err(|e| e.to_string());
-            (n, answer)
-        });
-        futures::future::join_all(asks).await
-    }
-
-    /// The answers of the other members (and, `with_seeds`, of the configured seeds) that
-    /// answered.
-    async fn others_infos(
-        &self,
-        timeout: Duration,
-        with_seeds: bool,
-    ) -> Vec<crate::formation::ClusterInfo> {
-        let mut nodes: BTreeSet<NodeId> = self.member_ids().into_iter().collect();
-        if with_seeds {
-            nodes.extend(self.seeds.iter().map(|m| m.node_id));
-        }
-        nodes.remove(&self.node_id);
-        self.ask_infos(nodes, timeout)
-            .await
-            .into_iter()
-            .filter_map(|(_, a)| a.ok())
-            .collect()
-    }
-
     /// Applies `change` on the metadata leader, wherever it is.
     pub async fn change(&self, change: MetaChange) -> Result<Membership, MetaError> {
         self.change_at(change, false).await
@@ -314,7 +122,7 @@ impl Ctx {
     ) -> Result<Membership, MetaError> {
         let req = MetaRequest { change, forwarded };
         self.peers
-            .call::<MetaRequest, Result<Membership, MetaError>>(to, KIND_META, &req, None)
+            .rpc(to, &req, None)
             .await
             .map_err(|e| MetaError::Unavailable(format!("asking node {to}: {e}")))?
     }
@@ -322,7 +130,7 @@ impl Ctx {
     async fn change_here(&self, change: MetaChange) -> Result<Membership, MetaError> {
         let _one_at_a_time = self.change_lock.lock().await;
         let raft = self.meta();
-        match crate::partitions::read_barrier(raft, self.meta_resumed.as_ref()).await {
+        match read_barrier(raft, self.meta_resumed.as_ref()).await {
             Ok(()) => {}
             Err(BarrierError::NotLeader(_)) => {
                 return Err(MetaError::Unavailable("leadership moved".into()))
@@ -378,68 +186,59 @@ pub(crate) async fn ask(
     ctx.send_change(via, change, false).await
 }
 
-/// Serves [`KIND_META`] requests.
+/// Serves [`MetaRequest`]s: applies the change here if this node leads the metadata group, else
+/// forwards it there once.
 pub(crate) struct MetaService(pub Ctx);
 
-impl Handler for MetaService {
-    fn handle(
+impl Service for MetaService {
+    type Request = MetaRequest;
+
+    async fn call(
         &self,
         _from: NodeId,
-        _kind: u16,
-        body: Vec<u8>,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-        let ctx = self.0.clone();
-        Box::pin(async move {
-            let err = |e: &dyn std::fmt::Display| RemoteError {
-                code: RemoteErrorCode::Handler,
-                message: e.to_string(),
-            };
-            let req: MetaRequest = codec::decode(&body).map_err(|e| err(&e))?;
-            let reply = ctx.change_at(req.change, req.forwarded).await;
-            codec::encode(&reply).map_err(|e| err(&e))
-        })
+        req: MetaRequest,
+    ) -> Result<Result<Membership, MetaError>, RemoteError> {
+        Ok(self.0.change_at(req.change, req.forwarded).await)
     }
 }
 
-/// Serves [`KIND_ELECT`]: calls an election for the group if this node is a follower voter of it.
+/// Serves [`ElectRequest`]s: calls an election for the group if this node is a follower voter of
+/// it.
 pub(crate) struct ElectService(pub Ctx);
 
-impl Handler for ElectService {
-    fn handle(
+impl Service for ElectService {
+    type Request = ElectRequest;
+
+    async fn call(
         &self,
         _from: NodeId,
-        _kind: u16,
-        body: Vec<u8>,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-        let ctx = self.0.clone();
-        Box::pin(async move {
-            let err = |e: &dyn std::fmt::Display| RemoteError {
-                code: RemoteErrorCode::Handler,
-                message: e.to_string(),
-            };
-            let g: PartitionId = codec::decode(&body).map_err(|e| err(&e))?;
-            let raft = ctx
-                .rafts
-                .get(g as usize)
-                .ok_or_else(|| err(&"no such group"))?;
-            let m = raft.metrics().borrow().clone();
-            let voter = m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == ctx.node_id);
-            let go = voter && m.state == ServerState::Follower;
-            if go {
-                tracing::info!(group = g, "taking over leadership from a leaving leader");
-                raft.trigger().elect().await.map_err(|e| err(&e))?;
-            }
-            codec::encode(&go).map_err(|e| err(&e))
-        })
+        ElectRequest(g): ElectRequest,
+    ) -> Result<bool, RemoteError> {
+        let ctx = &self.0;
+        let raft = ctx
+            .rafts
+            .get(g as usize)
+            .ok_or_else(|| RemoteError::handler("no such group"))?;
+        let m = raft.metrics().borrow().clone();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == ctx.node_id);
+        let go = voter && m.state == ServerState::Follower;
+        if go {
+            tracing::info!(group = g, "taking over leadership from a leaving leader");
+            raft.trigger()
+                .elect()
+                .await
+                .map_err(|e| RemoteError::handler(e.to_string()))?;
+        }
+        Ok(go)
     }
 }
 
 /// Says hello to every other member (and seed) once at start: the connection it opens lets each
-/// of them retry its own connection to this node at once ([`crate::raft_net::Dispatcher`]'s
+/// of them retry its own connection to this node at once ([`crate::transport::Services`]'
 /// `peer_connected`), so the leaders' heartbeats reach a restarted replica before its election
 /// timeout (1.2 s and more for a node that voted), instead of after their reconnect backoff (up
 /// to 2 s): it rejoins as a follower instead of campaigning with a higher term and deposing them
@@ -580,31 +379,8 @@ async fn reconcile_group(
             tracing::debug!(group = g, ?lagging, "new replicas still catching up");
             return Ok(());
         }
-        // a leader placement drops hands leadership to a caught-up voter that stays first: the
-        // group then changes leader by one quick election instead of waiting out an election
-        // timeout after this leader steps down (a few tries, then it replaces anyway)
-        if !want_voters.contains(&ctx.node_id) && *handoffs.get(&g).unwrap_or(&0) < 3 {
-            let heir = ctx.replicas(g).into_iter().find(|n| {
-                voters.contains(n)
-                    && metrics
-                        .replication
-                        .as_ref()
-                        .and_then(|r| r.get(n).cloned().flatten())
-                        .is_some_and(|l| Some(l.index) == metrics.last_log_index)
-            });
-            if let Some(heir) = heir {
-                *handoffs.entry(g).or_default() += 1;
-                tracing::info!(
-                    group = g,
-                    to = heir,
-                    "handing leadership over before leaving the group"
-                );
-                ctx.peers
-                    .call::<PartitionId, bool>(heir, KIND_ELECT, &g, Some(Duration::from_secs(1)))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Ok(());
-            }
+        if hand_over(ctx, handoffs, g, &voters, &want_voters, metrics).await? {
+            return Ok(());
         }
         handoffs.remove(&g);
         let is_meta = g == ctx.partitions();
@@ -629,6 +405,45 @@ async fn reconcile_group(
     Ok(())
 }
 
+/// Before leader `ctx.node_id` leaves group `g` (placement drops it from `want_voters`), it
+/// hands leadership to a caught-up voter that stays first: the group then changes leader by one
+/// quick election instead of waiting out an election timeout after this leader steps down. A few
+/// tries, then it leaves anyway. Answers whether it asked an heir this round.
+async fn hand_over(
+    ctx: &Ctx,
+    handoffs: &mut BTreeMap<PartitionId, u32>,
+    g: PartitionId,
+    voters: &BTreeSet<NodeId>,
+    want_voters: &BTreeSet<NodeId>,
+    metrics: &RaftMetrics<NodeId, BasicNode>,
+) -> Result<bool, String> {
+    if want_voters.contains(&ctx.node_id) || *handoffs.get(&g).unwrap_or(&0) >= 3 {
+        return Ok(false);
+    }
+    let heir = ctx.replicas(g).into_iter().find(|n| {
+        voters.contains(n)
+            && metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(n).cloned().flatten())
+                .is_some_and(|l| Some(l.index) == metrics.last_log_index)
+    });
+    let Some(heir) = heir else {
+        return Ok(false);
+    };
+    *handoffs.entry(g).or_default() += 1;
+    tracing::info!(
+        group = g,
+        to = heir,
+        "handing leadership over before leaving the group"
+    );
+    ctx.peers
+        .rpc(heir, &ElectRequest(g), Some(Duration::from_secs(1)))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
 /// Learns, from the members hosting them, the leaders of the partitions this node does not host.
 pub(crate) async fn track_leaders(ctx: Ctx) {
     loop {
@@ -641,7 +456,7 @@ pub(crate) async fn track_leaders(ctx: Ctx) {
         let infos = ctx.others_infos(Duration::from_millis(500), false).await;
         let mut best: Vec<LeaderHint> = vec![None; partitions as usize];
         for &p in &foreign {
-            best[p as usize] = crate::formation::reported_leader(&infos, p, ctx.node_id);
+            best[p as usize] = reported_leader(&infos, p, ctx.node_id);
         }
         *ctx.hints.write().unwrap_or_else(|p| p.into_inner()) = best;
     }

@@ -1,12 +1,15 @@
 //! [`Partitions`]: the Raft groups of one node.
 
-use crate::membership::{Ctx, MetaChange, MetaError};
-use crate::raft_net::{Dispatcher, TransportNetwork};
-use crate::transport::{Peers, TransportConfig};
+use crate::barrier::{read_barrier, BarrierError, Resumed};
+use crate::ctx::Ctx;
+use crate::formation;
+use crate::membership::{MetaChange, MetaError};
+use crate::peer_server::PeerServer;
+use crate::raft_net::{RaftService, TransportNetwork};
+use crate::transport::{Kind, Peers, Service, Services, TransportConfig};
 use crate::Error;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy, Vote};
-use perdure_storage::log_store::LogStore;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
 use perdure_storage::state::PartitionState;
 use perdure_storage::{NodeStore, TypeConfig};
 use perdure_types::command::{Command, OpResult, Proposal, ProposalResult};
@@ -26,81 +29,6 @@ struct Group {
     resumed: Option<Resumed>,
 }
 
-/// A leadership this node held before it restarted and resumes at once: openraft 0.9 restores a
-/// node whose saved vote is its own committed vote as leader of that term, without a new term
-/// and without a new first entry. Its read point is then the commit index saved before the
-/// restart, which may lag what was acknowledged (that record is not synced on its own). Reads
-/// under that leadership, and so the entity runtime's start-up barrier, wait until the log the
-/// node restarted with is applied: every acknowledged write of that term is in it, because a
-/// leader counts itself toward a quorum only after its own sync.
-#[derive(Debug, Clone)]
-pub(crate) struct Resumed {
-    /// The vote saved before the restart.
-    vote: Vote<u64>,
-    /// The index of the last entry in the log at start.
-    log_end: u64,
-}
-
-impl Resumed {
-    /// The leadership `log`'s saved vote says node `node` held, if it did.
-    fn of(node: NodeId, log: &LogStore) -> Option<Self> {
-        let vote = log.vote()?;
-        (vote.committed && vote.leader_id.voted_for() == Some(node)).then_some(Self {
-            vote,
-            log_end: log.last_log_id()?.index,
-        })
-    }
-}
-
-/// How long a read under a resumed leadership waits for the log it resumed with to be applied
-/// (it usually takes one round trip to the followers).
-const RESUMED_CATCH_UP: Duration = Duration::from_secs(5);
-
-/// Why a read barrier failed.
-#[derive(Debug)]
-pub(crate) enum BarrierError {
-    /// Another node leads (if known, which).
-    NotLeader(Option<NodeId>),
-    /// Leadership could not be confirmed, or the state could not catch up in time.
-    Unavailable(String),
-}
-
-/// The linearizable read barrier of one group: leadership confirmed by a quorum, then everything
-/// committed before the call applied here, including, under a leadership resumed after a restart,
-/// everything in the log the node restarted with.
-pub(crate) async fn read_barrier(
-    raft: &Raft<TypeConfig>,
-    resumed: Option<&Resumed>,
-) -> Result<(), BarrierError> {
-    // Decided before leadership is confirmed: votes only grow, so once the vote differs from the
-    // resumed one, every confirmation is under a later leadership, whose first entry follows the
-    // whole log and is part of openraft's read point.
-    let catch_up = resumed.and_then(|r| {
-        let m = raft.metrics();
-        let m = m.borrow();
-        let behind = m.last_applied.is_none_or(|a| a.index < r.log_end);
-        (m.vote == r.vote && behind).then_some(r.log_end)
-    });
-    match raft.ensure_linearizable().await {
-        Ok(_) => {}
-        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-            return Err(BarrierError::NotLeader(f.leader_id))
-        }
-        Err(e) => return Err(BarrierError::Unavailable(e.to_string())),
-    }
-    if let Some(end) = catch_up {
-        raft.wait(Some(RESUMED_CATCH_UP))
-            .applied_index_at_least(Some(end), "resumed leadership caught up")
-            .await
-            .map_err(|e| {
-                BarrierError::Unavailable(format!(
-                    "leadership resumed after a restart; its log up to {end} is not applied yet: {e}"
-                ))
-            })?;
-    }
-    Ok(())
-}
-
 /// The set of partition groups on this node: start, route, read, stop.
 pub struct Partitions {
     node_id: NodeId,
@@ -108,12 +36,14 @@ pub struct Partitions {
     store: NodeStore,
     /// Connections to the other nodes (none in single-node mode).
     peers: Peers,
-    /// What this node serves to its peers.
-    dispatcher: Dispatcher,
+    /// What this node serves to its peers: built by [`Partitions::open`] and
+    /// [`Partitions::add_service`], run by [`Partitions::serve`].
+    server: PeerServer,
     /// What the cluster tasks share (membership, leader hints); `None` in single-node mode.
     ctx: Option<Ctx>,
-    /// Background tasks (transport server, formation, leader balancing), stopped at shutdown.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Background tasks (transport server, formation, leader balancing), started by
+    /// [`Partitions::serve`] and stopped at shutdown.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Partitions {
@@ -213,47 +143,50 @@ async fn start_groups(
 }
 
 impl Partitions {
-    /// Opens the node's storage (recovering it) and starts every partition's group. On a fresh
-    /// data directory each group is initialized with this node as its only voter (single-node
-    /// mode); an initialized group is never initialized again.
+    /// Opens the node's storage (recovering it) and starts every partition's group, then
+    /// serves peers: [`Partitions::open`] and [`Partitions::serve`] in one, for a node that
+    /// serves its peers nothing beyond Raft and the cluster's own services.
     pub async fn start(config: &NodeConfig) -> Result<Self, Error> {
+        let parts = Self::open(config).await?;
+        parts.serve();
+        Ok(parts)
+    }
+
+    /// Opens the node's storage (recovering it), starts every partition's group and, in cluster
+    /// mode, binds the peer listener without accepting yet; the services of Raft and of the
+    /// cluster are in the table. Add others with [`Partitions::add_service`], then
+    /// [`Partitions::serve`]. On a fresh data directory in single-node mode each group is
+    /// initialized with this node as its only voter; an initialized group is never initialized
+    /// again.
+    pub async fn open(config: &NodeConfig) -> Result<Self, Error> {
         let mut store = NodeStore::open(config)?;
         let c = &config.cluster;
-        let tconf = Arc::new(TransportConfig {
-            cluster_id: c.cluster_id.clone(),
-            node_id: config.node_id,
-            partitions: store.partitions(),
-            secret: c.secret.clone(),
-            rpc_timeout: Duration::from_millis(c.rpc_timeout_ms),
-        });
+        let tconf = Arc::new(TransportConfig::from_cluster(
+            c,
+            config.node_id,
+            store.partitions(),
+        ));
         let peers = Peers::new(tconf.clone());
         for m in &c.members {
             if m.node_id != config.node_id {
                 peers.set_address(m.node_id, m.addr.clone());
             }
         }
-        let dispatcher = Dispatcher::default();
-        let _ = dispatcher.peers.set(peers.clone());
-        let mut tasks = Vec::new();
-        if !c.members.is_empty() {
-            let listener = tokio::net::TcpListener::bind(&c.listen_addr)
-                .await
-                .map_err(|e| {
-                    Error::Config(format!("cluster.listen_addr {}: {e}", c.listen_addr))
-                })?;
-            tasks.push(crate::formation::serve_peers(
-                listener,
-                tconf.clone(),
-                dispatcher.clone(),
-            ));
-        }
+        let listener = if c.members.is_empty() {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(&c.listen_addr)
+                    .await
+                    .map_err(|e| {
+                        Error::Config(format!("cluster.listen_addr {}: {e}", c.listen_addr))
+                    })?,
+            )
+        };
         let mut groups = Vec::with_capacity(store.partitions() as usize);
         if let Err(e) = start_groups(config, &mut store, &mut groups, &peers).await {
             // Groups already running hold the write-ahead log: stop them before giving up the
             // directory, so nothing writes to it after the error is returned.
-            for t in &tasks {
-                t.abort();
-            }
             for g in &groups {
                 let _ = g.raft.shutdown().await;
             }
@@ -261,52 +194,57 @@ impl Partitions {
             release(store).await;
             return Err(e);
         }
-        dispatcher
-            .raft
-            .set(groups.iter().map(|g| g.raft.clone()).collect());
+        let rafts: Vec<Raft<TypeConfig>> = groups.iter().map(|g| g.raft.clone()).collect();
+        let mut services = Services::new(Some(peers.clone()));
+        services.add(RaftService::new(rafts.clone()))?;
         let ctx = (!c.members.is_empty()).then(|| {
-            let partitions = store.partitions();
-            Ctx {
-                node_id: config.node_id,
-                rafts: groups.iter().map(|g| g.raft.clone()).collect(),
-                meta_state: groups[partitions as usize].state.clone(),
-                meta_resumed: groups[partitions as usize].resumed.clone(),
-                peers: peers.clone(),
-                seeds: c.members.clone(),
-                rf: c.replication_factor,
-                membership: Arc::new(tokio::sync::watch::channel(Default::default()).0),
-                hints: Arc::new(std::sync::RwLock::new(vec![None; partitions as usize])),
-                change_lock: Arc::default(),
-                moves: Arc::default(),
-                table: Arc::default(),
-                formation: Arc::new(std::sync::RwLock::new(Some(
-                    "cluster formation is starting".into(),
-                ))),
-            }
+            let meta = &groups[store.partitions() as usize];
+            let (state, resumed) = (meta.state.clone(), meta.resumed.clone());
+            Ctx::new(config.node_id, rafts, state, resumed, peers.clone(), c)
         });
         if let Some(ctx) = &ctx {
-            ctx.refresh_table();
-            tasks.extend(crate::formation::start(ctx.clone(), &dispatcher));
+            formation::add_services(ctx, &mut services)?;
         }
         Ok(Self {
             node_id: config.node_id,
             groups,
             store,
             peers,
-            dispatcher,
+            server: PeerServer::new(tconf, listener, services),
             ctx,
-            tasks,
+            tasks: Default::default(),
         })
+    }
+
+    /// Adds a service this node offers its peers (forwarded client requests, ...): between
+    /// [`Partitions::open`] and [`Partitions::serve`], once per kind. In single-node mode it is
+    /// accepted and dropped (there are no peers).
+    pub fn add_service<S: Service>(&self, service: S) -> Result<(), Error> {
+        self.server.add(service)
+    }
+
+    /// The request kinds this node will serve its peers once it serves them (empty in
+    /// single-node mode and once serving).
+    pub fn service_kinds(&self) -> Vec<Kind> {
+        self.server.kinds()
+    }
+
+    /// Starts serving peers (the table of services is fixed from here) and, in cluster mode,
+    /// the formation, membership and leader-balancing tasks. A second call does nothing.
+    pub fn serve(&self) {
+        let Some(server) = self.server.serve() else {
+            return;
+        };
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.push(server);
+        if let Some(ctx) = &self.ctx {
+            tasks.extend(formation::start(ctx.clone()));
+        }
     }
 
     /// Connections to the other nodes.
     pub fn peers(&self) -> &Peers {
         &self.peers
-    }
-
-    /// Registers services this node offers its peers (forwarded requests, ...).
-    pub fn dispatcher(&self) -> &Dispatcher {
-        &self.dispatcher
     }
 
     pub(crate) fn ctx(&self) -> Option<&Ctx> {
@@ -525,23 +463,17 @@ impl Partitions {
             groups,
             store,
             peers,
-            dispatcher,
+            server,
             ctx,
             tasks,
         } = self;
-        for t in tasks {
+        for t in tasks.into_inner().unwrap_or_else(|p| p.into_inner()) {
             t.abort();
-            let _ = t.await; // dropped: what the task held (cluster context, state handles) too
+            let _ = t.await; // dropped: what the task held (the services, the cluster context)
         }
-        // the cluster services registered on the dispatcher hold the cluster context, which
-        // holds state handles: gone before storage is released
-        for kind in [
-            crate::formation::KIND_CLUSTER_INFO,
-            crate::membership::KIND_META,
-            crate::membership::KIND_ELECT,
-        ] {
-            dispatcher.unregister(kind);
-        }
+        // services never served hold the cluster context, which holds state handles: gone
+        // before storage is released
+        drop(server);
         drop(ctx);
         for (p, g) in groups.iter().enumerate() {
             if let Err(e) = g.raft.shutdown().await {
@@ -549,7 +481,6 @@ impl Partitions {
             }
         }
         drop(groups);
-        drop(dispatcher);
         drop(peers);
         release(store).await;
     }

@@ -1,7 +1,7 @@
 //! Raft over the node-to-node transport: the RPCs of every partition share one connection per
 //! peer, each request naming its partition.
 
-use crate::transport::{Handler, Peers, RemoteError, RemoteErrorCode, TransportError};
+use crate::transport::{Kind, Peers, RemoteError, Rpc, Service, TransportError};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, SnapshotMismatch, Unreachable,
 };
@@ -14,10 +14,6 @@ use openraft::{BasicNode, Raft};
 use perdure_storage::TypeConfig;
 use perdure_types::{NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, OnceLock};
-
-/// Transport request kind: a Raft RPC.
-pub const KIND_RAFT: u16 = 1;
 
 /// A Raft RPC for one partition.
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,6 +24,11 @@ pub enum RaftRpc {
     Vote(PartitionId, VoteRequest<u64>),
     /// A snapshot chunk.
     InstallSnapshot(PartitionId, InstallSnapshotRequest<TypeConfig>),
+}
+
+impl Rpc for RaftRpc {
+    const KIND: Kind = Kind::Raft;
+    type Reply = RaftRpcResponse;
 }
 
 /// The answer to a [`RaftRpc`]. Errors travel as text except the one the sender acts on: a
@@ -111,7 +112,7 @@ impl PeerConnection {
         option: &RPCOption,
     ) -> Result<RaftRpcResponse, RPCError<u64, BasicNode, E>> {
         self.peers
-            .call(self.target, KIND_RAFT, &rpc, Some(option.hard_ttl()))
+            .rpc(self.target, &rpc, Some(option.hard_ttl()))
             .await
             .map_err(to_rpc_error)
     }
@@ -189,30 +190,28 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     }
 }
 
-/// Serves peers' Raft RPCs by handing them to this node's groups (set once they exist).
-#[derive(Clone, Default)]
+/// Serves peers' Raft RPCs by handing them to this node's groups.
+#[derive(Clone)]
 pub struct RaftService {
-    rafts: Arc<OnceLock<Vec<Raft<TypeConfig>>>>,
+    rafts: Vec<Raft<TypeConfig>>,
 }
 
 impl std::fmt::Debug for RaftService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RaftService")
-            .field("groups", &self.rafts.get().map(Vec::len))
+            .field("groups", &self.rafts.len())
             .finish()
     }
 }
 
 impl RaftService {
-    /// Makes the groups reachable; RPCs before this answer `Failed`.
-    pub fn set(&self, rafts: Vec<Raft<TypeConfig>>) {
-        let _ = self.rafts.set(rafts);
+    /// Serves the groups `rafts` (indexed by group id).
+    pub fn new(rafts: Vec<Raft<TypeConfig>>) -> Self {
+        Self { rafts }
     }
 
     fn raft(&self, p: PartitionId) -> Result<Raft<TypeConfig>, String> {
         self.rafts
-            .get()
-            .ok_or_else(|| "this node's partitions are still starting".to_string())?
             .get(p as usize)
             .cloned()
             .ok_or_else(|| format!("no partition {p}"))
@@ -255,92 +254,10 @@ impl RaftService {
     }
 }
 
-/// Dispatches transport requests by kind: Raft RPCs here, other kinds to handlers registered
-/// later (forwarded client requests, cluster information).
-#[derive(Clone, Default)]
-pub struct Dispatcher {
-    /// The Raft service.
-    pub raft: RaftService,
-    /// This node's outgoing connections, told when a peer connects in (set once).
-    pub peers: Arc<OnceLock<Peers>>,
-    others: Arc<std::sync::RwLock<std::collections::HashMap<u16, Arc<dyn Handler>>>>,
-}
+impl Service for RaftService {
+    type Request = RaftRpc;
 
-impl std::fmt::Debug for Dispatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kinds: Vec<u16> = self
-            .others
-            .read()
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default();
-        f.debug_struct("Dispatcher")
-            .field("raft", &self.raft)
-            .field("kinds", &kinds)
-            .finish()
-    }
-}
-
-impl Dispatcher {
-    /// Serves requests of `kind` with `handler`.
-    pub fn register(&self, kind: u16, handler: Arc<dyn Handler>) {
-        self.others
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(kind, handler);
-    }
-
-    /// Stops serving `kind` (a handler holding what holds this dispatcher must be removed, or the
-    /// two keep each other alive).
-    pub fn unregister(&self, kind: u16) {
-        self.others
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&kind);
-    }
-}
-
-impl Handler for Dispatcher {
-    fn peer_connected(&self, from: NodeId) {
-        if let Some(peers) = self.peers.get() {
-            peers.retry_now(from);
-        }
-    }
-
-    fn handle(
-        &self,
-        from: NodeId,
-        kind: u16,
-        body: Vec<u8>,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-        if kind == KIND_RAFT {
-            let raft = self.raft.clone();
-            return Box::pin(async move {
-                let rpc: RaftRpc =
-                    perdure_types::codec::decode(&body).map_err(|e| RemoteError {
-                        code: RemoteErrorCode::Handler,
-                        message: format!("undecodable raft rpc: {e}"),
-                    })?;
-                let resp = raft.handle(rpc).await;
-                perdure_types::codec::encode(&resp).map_err(|e| RemoteError {
-                    code: RemoteErrorCode::Handler,
-                    message: e.to_string(),
-                })
-            });
-        }
-        let h = self
-            .others
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&kind)
-            .cloned();
-        match h {
-            Some(h) => h.handle(from, kind, body),
-            None => Box::pin(async move {
-                Err(RemoteError {
-                    code: RemoteErrorCode::NotFound,
-                    message: format!("no service of kind {kind} on this node"),
-                })
-            }),
-        }
+    async fn call(&self, _from: NodeId, rpc: RaftRpc) -> Result<RaftRpcResponse, RemoteError> {
+        Ok(self.handle(rpc).await)
     }
 }

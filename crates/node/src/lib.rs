@@ -59,7 +59,8 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.http_addr.clone());
-    let partitions = Arc::new(Partitions::start(&config).await?);
+    // built, then run: the runtime adds its peer service before the node accepts peers
+    let partitions = Arc::new(Partitions::open(&config).await?);
     let runtime = match Runtime::start(
         partitions.clone(),
         Registry::for_config(&config.entities),
@@ -73,6 +74,7 @@ pub async fn run(
             return Err(e.into());
         }
     };
+    partitions.serve();
     let readiness = tokio::spawn(log_when_ready(runtime.clone(), config.clone(), started));
 
     let (app, observer) = observability(

@@ -45,8 +45,10 @@ impl Runtime {
             config,
             partitions.count(),
         ));
-        let host = Host::builder(partitions).workload(workload.clone()).start();
-        let entities = Arc::new(Entities::new(host.router().clone(), workload));
+        let host = Host::builder(partitions)
+            .workload(workload.clone())
+            .start()?;
+        let entities = Arc::new(Entities::new(host.router().clone(), workload)?);
         Ok(Self { host, entities })
     }
 
@@ -68,8 +70,6 @@ impl Runtime {
     /// Stops every partition's workloads and services; requests in flight get
     /// [`Error::Unavailable`].
     pub async fn shutdown(&self) {
-        // the peer services hold the runtime's parts: release them first
-        self.entities.shutdown();
         self.host.shutdown().await;
     }
 }

@@ -1,9 +1,13 @@
 //! The node-to-node transport: authenticated, multiplexed request/response over TCP.
 //!
-//! Every message between nodes goes through here: the Raft RPCs of every partition and, later,
-//! forwarded client requests. A request is `(kind, body)`: `kind` names the service, `body` is
-//! its payload encoded with [`perdure_types::codec`]; the answer is bytes or a [`RemoteError`].
+//! Every message between nodes goes through here: the Raft RPCs of every partition, cluster
+//! formation and membership, forwarded client requests. A request is `(kind, body)`: `kind`
+//! names the service ([`Kind`], the one table of kinds), `body` is its payload encoded with
+//! [`perdure_types::codec`]; the answer is bytes or a [`RemoteError`].
 //!
+//! - A request type implements [`Rpc`] (its kind and its reply type); a handler implements
+//!   [`Service`]; a node's [`Services`] table maps kinds to services, and is complete before
+//!   [`serve`] accepts the first peer. [`Peers::rpc`] sends a typed request.
 //! - The server side is [`serve`]: it accepts peers, authenticates them, and runs a [`Handler`]
 //!   for each request, concurrently, writing answers as they finish.
 //! - The client side is [`Peers`]: one connection per peer, opened on first use, shared by every
@@ -36,12 +40,18 @@
 mod auth;
 mod client;
 mod error;
+mod kind;
 mod server;
+mod services;
+mod typed;
 mod wire;
 
 pub use client::Peers;
 pub use error::{RemoteError, RemoteErrorCode, TransportError};
+pub use kind::{Kind, UnknownKind};
 pub use server::serve;
+pub use services::{DuplicateService, Services};
+pub use typed::{service_fn, FnService, ReplyOf, Rpc, Service, Typed};
 pub use wire::MAX_PAYLOAD;
 
 use perdure_types::config::ClusterConfig;
@@ -54,7 +64,8 @@ use std::time::Duration;
 /// A boxed future that can move between threads.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What a node serves to its peers: Raft dispatch, forwarded requests.
+/// What a node serves to its peers: the raw form of a service (see [`Services`] and [`Service`]
+/// for the typed one).
 pub trait Handler: Send + Sync + 'static {
     /// Handles one request from the authenticated peer `from`; `kind` names the service, `body`
     /// is its codec-encoded payload. The answer is a codec-encoded payload or an error.

@@ -5,13 +5,11 @@ use super::api::SignalOutcome;
 use super::local::Local;
 use super::msg::{Reply, WorkKind};
 use crate::Error;
-use perdure_types::{EntityId, PartitionId};
+use perdure_cluster::transport::{Kind, Rpc};
+use perdure_types::{EntityId, Failure, PartitionId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
-
-/// Transport request kind: an entity request forwarded to the partition's leader.
-pub const KIND_FORWARD: u16 = 3;
 
 /// A forwarded entity request. JSON values travel as text (not self-describing in bincode).
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,6 +34,11 @@ pub(crate) enum EntityRequest {
         after: Option<String>,
         limit: u32,
     },
+}
+
+impl Rpc for EntityRequest {
+    const KIND: Kind = Kind::Forward;
+    type Reply = Result<EntityReply, Failure>;
 }
 
 /// Its answer (failures travel beside it, as `Err(Failure)`).
@@ -63,25 +66,12 @@ pub(crate) fn unexpected(reply: EntityReply) -> Error {
     ))
 }
 
-/// Serves forwarded entity requests from peers; registered at start, removed at shutdown (it
-/// holds the runtime's parts, which hold what holds the transport's service table).
-pub(crate) fn register(local: &Arc<Local>) {
-    let l = local.clone();
-    local.router.partitions().dispatcher().register(
-        KIND_FORWARD,
-        crate::host::typed(move |_from, req: EntityRequest| {
-            let l = l.clone();
-            async move { serve(&l, req).await }
-        }),
-    );
-}
-
-pub(crate) fn unregister(local: &Local) {
-    local
-        .router
-        .partitions()
-        .dispatcher()
-        .unregister(KIND_FORWARD);
+/// Serves forwarded entity requests from peers (added before the node serves its peers).
+pub(crate) fn register(local: &Arc<Local>) -> Result<(), Error> {
+    let partitions = local.router.partitions().clone();
+    crate::host::serve_weak(&partitions, local, |l, req: EntityRequest| async move {
+        serve(&l, req).await
+    })
 }
 
 async fn serve(local: &Local, req: EntityRequest) -> Result<EntityReply, Error> {

@@ -32,7 +32,6 @@ pub mod testing;
 mod workload;
 
 pub use api::{EntityPage, EntitySummary, SignalOutcome, SignalRequest};
-pub use forward::KIND_FORWARD;
 pub use list::MAX_PAGE;
 pub use metrics::EntityMetrics;
 pub use registry::Registry;
@@ -64,16 +63,11 @@ impl std::fmt::Debug for Entities {
 
 impl Entities {
     /// The facade over `workload`, hosted behind `router`; serves forwarded requests from peers
-    /// until [`Entities::shutdown`].
-    pub fn new(router: Arc<Router>, workload: Arc<EntityWorkload>) -> Self {
+    /// while it lives (added before the partitions serve peers).
+    pub fn new(router: Arc<Router>, workload: Arc<EntityWorkload>) -> Result<Self, Error> {
         let local = Arc::new(Local { router, workload });
-        forward::register(&local);
-        Self { local }
-    }
-
-    /// Stops serving forwarded requests (the host stops the actors).
-    pub fn shutdown(&self) {
-        forward::unregister(&self.local);
+        forward::register(&local)?;
+        Ok(Self { local })
     }
 
     /// The entity types.
@@ -99,7 +93,7 @@ impl Entities {
         leader: perdure_types::NodeId,
         req: EntityRequest,
     ) -> Result<EntityReply, Error> {
-        self.router().forward(leader, KIND_FORWARD, &req).await
+        self.router().forward(leader, &req).await
     }
 
     /// Signals an entity; returns once the signal is durable (and applied).

@@ -23,8 +23,8 @@ mod timers;
 
 pub use leader::Leader;
 pub use metrics::HostMetrics;
-pub(crate) use router::typed;
-pub use router::{Route, Router, KIND_PROPOSE, LEADER_WAIT};
+pub(crate) use router::serve_weak;
+pub use router::{Route, Router, LEADER_WAIT};
 
 use crate::Error;
 use futures::future::BoxFuture;
@@ -104,8 +104,8 @@ impl HostBuilder {
     }
 
     /// Starts the host: a proposer and a leader loop per partition, and the peer service that
-    /// takes proposals forwarded from other nodes.
-    pub fn start(self) -> Arc<Host> {
+    /// takes proposals forwarded from other nodes (added before the partitions serve peers).
+    pub fn start(self) -> Result<Arc<Host>, Error> {
         let partitions = self.partitions;
         let n = partitions.count();
         let slots: Arc<Vec<Slot>> = Arc::new(
@@ -123,7 +123,7 @@ impl HostBuilder {
             slots.clone(),
             workloads.clone(),
         ));
-        router::register(&router);
+        router::register(&router)?;
         let mut stop = Vec::new();
         let mut loops = Vec::new();
         for p in 0..n {
@@ -136,12 +136,12 @@ impl HostBuilder {
                 s,
             )));
         }
-        Arc::new(Host {
+        Ok(Arc::new(Host {
             partitions,
             router,
             stop,
             loops: Mutex::new(loops),
-        })
+        }))
     }
 }
 
@@ -202,7 +202,6 @@ impl Host {
     /// Stops every partition's workloads and services; requests in flight get
     /// [`Error::Unavailable`].
     pub async fn shutdown(&self) {
-        router::unregister(&self.partitions);
         for s in &self.stop {
             s.notify_one();
         }

@@ -6,21 +6,16 @@
 use super::leader::Leader;
 use super::{Slot, Workload};
 use crate::Error;
-use futures::future::BoxFuture;
-use perdure_cluster::transport::{Handler, RemoteError, RemoteErrorCode};
+use perdure_cluster::transport::{service_fn, Kind, Rpc};
 use perdure_cluster::Partitions;
 use perdure_types::command::{Command, Op, OpResult};
-use perdure_types::{codec, Failure, NodeId, PartitionId, Target};
+use perdure_types::{Failure, NodeId, PartitionId, Target};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Transport request kind: a command proposed to a partition on its leader (outbox delivery to
-/// a partition led by another node).
-pub const KIND_PROPOSE: u16 = 6;
 
 /// How long a request waits for its partition to have a leader (known here, or this node's
 /// workloads started) before it fails with [`Error::NoLeader`].
@@ -55,6 +50,11 @@ impl std::fmt::Debug for Router {
 struct ProposeRequest {
     partition: PartitionId,
     command: Command,
+}
+
+impl Rpc for ProposeRequest {
+    const KIND: Kind = Kind::Propose;
+    type Reply = Result<Vec<OpResult>, Failure>;
 }
 
 impl Router {
@@ -133,19 +133,17 @@ impl Router {
         }
     }
 
-    /// Sends `req` of transport `kind` to `leader` and returns its answer; a failure there comes
-    /// back as [`Error::Remote`] with its kind, code and message intact.
-    pub async fn forward<Req: Serialize, Reply: DeserializeOwned>(
-        &self,
-        leader: NodeId,
-        kind: u16,
-        req: &Req,
-    ) -> Result<Reply, Error> {
+    /// Sends `req` to `leader` and returns its answer; a failure there comes back as
+    /// [`Error::Remote`] with its kind, code and message intact.
+    pub async fn forward<R, Ok_>(&self, leader: NodeId, req: &R) -> Result<Ok_, Error>
+    where
+        R: Rpc<Reply = Result<Ok_, Failure>>,
+    {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
-        let reply: Result<Reply, Failure> = self
+        let reply = self
             .partitions
             .peers()
-            .call(leader, kind, req, None)
+            .rpc(leader, req, None)
             .await
             .map_err(|e| Error::Unavailable(format!("forwarding to node {leader}: {e}")))?;
         reply.map_err(Error::Remote)
@@ -165,7 +163,7 @@ impl Router {
                     partition: p,
                     command,
                 };
-                self.forward(node, KIND_PROPOSE, &req).await
+                self.forward(node, &req).await
             }
         }
     }
@@ -194,70 +192,46 @@ impl Router {
     }
 }
 
-/// Serves proposals forwarded from peers; registered at start, removed at shutdown (it holds the
-/// router, which holds what holds the transport's service table).
-pub(crate) fn register(router: &Arc<Router>) {
-    let r = router.clone();
-    router.partitions.dispatcher().register(
-        KIND_PROPOSE,
-        typed(move |_from, req: ProposeRequest| {
-            let r = r.clone();
-            async move {
-                let leader = r.local_leader(req.partition).await?;
-                r.propose_here(&leader, req.command).await
-            }
-        }),
-    );
+/// Serves proposals forwarded from peers (added before the node serves its peers).
+pub(crate) fn register(router: &Arc<Router>) -> Result<(), Error> {
+    serve_weak(
+        &router.partitions,
+        router,
+        |r, req: ProposeRequest| async move {
+            let leader = r.local_leader(req.partition).await?;
+            r.propose_here(&leader, req.command).await
+        },
+    )
 }
 
-pub(crate) fn unregister(partitions: &Partitions) {
-    partitions.dispatcher().unregister(KIND_PROPOSE);
-}
-
-/// A transport handler from a typed async function: decodes the request, calls, and encodes
-/// `Ok(reply)` or the error as a [`Failure`] (kind, code and message intact).
-pub(crate) fn typed<Req, Reply, F, Fut>(f: F) -> Arc<dyn Handler>
-where
-    Req: DeserializeOwned + Send + 'static,
-    Reply: Serialize + Send + 'static,
-    F: Fn(NodeId, Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Reply, Error>> + Send + 'static,
-{
-    Arc::new(TypedFn {
-        f,
-        _types: std::marker::PhantomData,
-    })
-}
-
-struct TypedFn<Req, Reply, F> {
+/// Serves requests `R` from peers with `f` over `this`, held weakly: the partitions hold the
+/// table of services, so a service holding what holds them strongly would keep both alive.
+/// Failures cross the wire as [`Failure`]s (kind, code and message intact).
+pub(crate) fn serve_weak<T, R, Ok_, F, Fut>(
+    partitions: &Partitions,
+    this: &Arc<T>,
     f: F,
-    _types: std::marker::PhantomData<fn(Req) -> Reply>,
-}
-
-impl<Req, Reply, F, Fut> Handler for TypedFn<Req, Reply, F>
+) -> Result<(), Error>
 where
-    Req: DeserializeOwned + Send + 'static,
-    Reply: Serialize + Send + 'static,
-    F: Fn(NodeId, Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Reply, Error>> + Send + 'static,
+    T: Send + Sync + 'static,
+    R: Rpc<Reply = Result<Ok_, Failure>>,
+    Ok_: Serialize + DeserializeOwned + Send + 'static,
+    F: Fn(Arc<T>, R) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Ok_, Error>> + Send + 'static,
 {
-    fn handle(
-        &self,
-        from: NodeId,
-        _kind: u16,
-        body: Vec<u8>,
-    ) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-        let fut = codec::decode::<Req>(&body).map(|req| (self.f)(from, req));
-        Box::pin(async move {
-            let fut = fut.map_err(|e| RemoteError {
-                code: RemoteErrorCode::Handler,
-                message: format!("undecodable request: {e}"),
-            })?;
-            let reply: Result<Reply, Failure> = fut.await.map_err(|e| e.to_failure());
-            codec::encode(&reply).map_err(|e| RemoteError {
-                code: RemoteErrorCode::Handler,
-                message: e.to_string(),
+    let weak = Arc::downgrade(this);
+    let f = Arc::new(f);
+    partitions.add_service(service_fn(move |_from, req: R| {
+        let this = weak.upgrade();
+        let f = f.clone();
+        async move {
+            Ok(match this {
+                Some(this) => f(this, req).await.map_err(|e| e.to_failure()),
+                None => {
+                    Err(Error::Unavailable("this node's runtime has stopped".into()).to_failure())
+                }
             })
-        })
-    }
+        }
+    }))?;
+    Ok(())
 }
