@@ -20,9 +20,13 @@ pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
 /// One operation to run.
 #[derive(Debug)]
 pub(crate) struct Work {
+    /// Where it came from, which decides how it is answered and deduplicated.
     pub kind: WorkKind,
+    /// The operation's name.
     pub operation: String,
+    /// Its input.
     pub input: Option<Value>,
+    /// Who waits for the answer (none for inbox messages).
     pub reply: Option<ReplyTx>,
 }
 
@@ -54,6 +58,12 @@ pub(crate) enum EntityMsg {
 pub(crate) enum ProcessorMsg {
     /// Route a message to an entity's actor.
     Deliver(EntityId, EntityMsg),
-    /// An entity actor has been idle; `received` is how many messages it has handled.
-    Idle { entity: EntityId, received: u64 },
+    /// An entity actor has been idle.
+    Idle {
+        /// The entity.
+        entity: EntityId,
+        /// How many messages it has handled (the passivation handshake compares it with how
+        /// many the processor forwarded).
+        received: u64,
+    },
 }
