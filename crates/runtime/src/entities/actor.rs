@@ -12,6 +12,7 @@ use super::entity::{Context, EntityType};
 use super::msg::{EntityMsg, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
 use super::shared::Shared;
 use crate::Error;
+use perdure_storage::state::PartitionState;
 use perdure_types::command::{Op, OpResult};
 use perdure_types::message::{parse_input, Message};
 use perdure_types::{EntityId, Target};
@@ -29,6 +30,28 @@ pub(crate) struct EntityArgs {
     pub etype: Arc<dyn EntityType>,
     pub shared: Arc<Shared>,
     pub processor: ActorRef<ProcessorMsg>,
+}
+
+/// What a batch gathers while its operations run.
+#[derive(Default)]
+struct Batch {
+    /// `RememberId` for each new idempotency key.
+    keys_ops: Vec<Op>,
+    /// Outgoing signals (outbox and timers).
+    effect_ops: Vec<Op>,
+    /// The keys taken into this batch.
+    keys: HashSet<String>,
+    /// Who is answered what once the batch commits.
+    replies: Vec<(ReplyTx, Result<Reply, Error>)>,
+    /// The state after the batch, if an operation changed it.
+    new_state: Option<Option<Value>>,
+    /// The highest inbox message run.
+    dequeue_upto: Option<u64>,
+    /// Whether signals were put in the outbox / timers scheduled.
+    sent: bool,
+    scheduled: bool,
+    /// Operations taken from the queue.
+    taken: usize,
 }
 
 struct InFlight {
@@ -197,7 +220,8 @@ impl EntityState {
         Ok(())
     }
 
-    /// Runs the next batch if none is in flight.
+    /// Runs the next batch if none is in flight: its operations one after the other on the
+    /// in-memory state, then their combined effects proposed as one command.
     fn start_batch(&mut self, myself: &ActorRef<EntityMsg>) {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
@@ -206,101 +230,128 @@ impl EntityState {
         let now = crate::host::now_ms();
         let expires_at = now + self.shared.config.idempotency_window_ms;
         let local = self.shared.leader.state().ok();
-        let mut keys_ops = Vec::new();
-        let mut effect_ops = Vec::new();
-        let mut keys: HashSet<String> = HashSet::new();
-        let mut replies = Vec::new();
-        let mut new_state: Option<Option<Value>> = None;
-        let mut dequeue_upto = None;
-        let (mut sent, mut scheduled) = (false, false);
-        let mut taken = 0;
-        while taken < max {
+        let mut b = Batch::default();
+        while b.taken < max {
             let Some(w) = self.pending.pop_front() else {
                 break;
             };
-            taken += 1;
-            if let WorkKind::Signal {
-                idempotency_key: Some(k),
-            } = &w.kind
-            {
-                let seen = keys.contains(k)
-                    || local
-                        .as_ref()
-                        .map(|l| l.ids().remembers(&self.target, k).unwrap_or(false))
-                        .unwrap_or(false);
-                if seen {
-                    if let Some(tx) = w.reply {
-                        replies.push((tx, Ok(Reply::Signal(SignalOutcome::Duplicate))));
-                    }
-                    continue;
+            b.taken += 1;
+            if self.seen_key(&mut b, &w, local.as_ref(), expires_at) {
+                if let Some(tx) = w.reply {
+                    b.replies
+                        .push((tx, Ok(Reply::Signal(SignalOutcome::Duplicate))));
                 }
-                keys.insert(k.clone());
-                keys_ops.push(Op::RememberId {
-                    target: self.target.clone(),
-                    id: k.clone(),
-                    expires_at,
-                });
+                continue;
             }
             if let WorkKind::Inbox { seq } = w.kind {
-                dequeue_upto = Some(seq);
+                b.dequeue_upto = Some(seq);
             }
-            let current = match &new_state {
-                Some(s) => s.as_ref(),
-                None => self.state.as_ref(),
-            };
-            let outcome = if w.operation.is_empty() {
-                Err("unreadable message".to_string())
-            } else if !self.etype.operations().contains(&w.operation.as_str()) {
-                Err(format!(
-                    "entity type {:?} has no operation {:?}",
-                    self.etype.name(),
-                    w.operation
-                ))
-            } else {
-                let mut ctx =
-                    Context::new(&self.entity, &w.operation, w.input.as_ref(), current, now);
-                match self.etype.execute(&mut ctx) {
-                    Ok(result) => {
-                        let (state, signals) = ctx.into_effects();
-                        match self.signal_ops(signals) {
-                            Ok(ops) => {
-                                for op in &ops {
-                                    sent |= matches!(op, Op::Send { .. });
-                                    scheduled |= matches!(op, Op::ScheduleTimer { .. });
-                                }
-                                effect_ops.extend(ops);
-                                if let Some(s) = state {
-                                    new_state = Some(s);
-                                }
-                                Ok(result)
-                            }
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
-            };
-            let reply = match (&w.kind, outcome) {
-                (WorkKind::Signal { .. }, Ok(_)) => Ok(Reply::Signal(SignalOutcome::Accepted)),
-                (WorkKind::Signal { .. }, Err(e)) => {
-                    tracing::debug!(entity = %self.entity, op = %w.operation, error = %e, "signalled operation failed");
-                    Ok(Reply::Signal(SignalOutcome::Accepted))
-                }
-                (WorkKind::Call, Ok(r)) => Ok(Reply::Call(r.unwrap_or(Value::Null))),
-                (WorkKind::Call, Err(e)) => Err(Error::Operation(e)),
-                (WorkKind::Inbox { seq }, r) => {
-                    if let Err(e) = r {
-                        tracing::debug!(entity = %self.entity, seq, error = %e, "inbox operation failed");
-                    }
-                    continue;
-                }
-            };
-            if let Some(tx) = w.reply {
-                replies.push((tx, reply));
+            let outcome = self.execute(&mut b, &w, now);
+            if let (Some(reply), Some(tx)) = (self.reply_of(&w, outcome), w.reply) {
+                b.replies.push((tx, reply));
             }
         }
-        let mut ops = keys_ops;
-        match &new_state {
+        let ops = self.batch_ops(&mut b);
+        let taken = b.taken;
+        self.in_flight = Some(InFlight {
+            replies: b.replies,
+            new_state: b.new_state,
+            sent: b.sent,
+            scheduled: b.scheduled,
+        });
+        self.commit(myself, ops, taken);
+    }
+
+    /// Whether `w` is a signal whose idempotency key was seen (earlier in this batch, or
+    /// remembered): then nothing of it runs. Otherwise its key is remembered with the batch.
+    fn seen_key(
+        &self,
+        b: &mut Batch,
+        w: &Work,
+        local: Option<&PartitionState>,
+        expires_at: u64,
+    ) -> bool {
+        let WorkKind::Signal {
+            idempotency_key: Some(k),
+        } = &w.kind
+        else {
+            return false;
+        };
+        let seen = b.keys.contains(k)
+            || local
+                .map(|l| l.ids().remembers(&self.target, k).unwrap_or(false))
+                .unwrap_or(false);
+        if !seen {
+            b.keys.insert(k.clone());
+            b.keys_ops.push(Op::RememberId {
+                target: self.target.clone(),
+                id: k.clone(),
+                expires_at,
+            });
+        }
+        seen
+    }
+
+    /// Runs one operation on the state the batch has reached so far, keeping its effects in the
+    /// batch; an error leaves the batch as it was.
+    fn execute(&self, b: &mut Batch, w: &Work, now: u64) -> Result<Option<Value>, String> {
+        if w.operation.is_empty() {
+            return Err("unreadable message".to_string());
+        }
+        if !self.etype.operations().contains(&w.operation.as_str()) {
+            return Err(format!(
+                "entity type {:?} has no operation {:?}",
+                self.etype.name(),
+                w.operation
+            ));
+        }
+        let current = match &b.new_state {
+            Some(s) => s.as_ref(),
+            None => self.state.as_ref(),
+        };
+        let mut ctx = Context::new(&self.entity, &w.operation, w.input.as_ref(), current, now);
+        let result = self.etype.execute(&mut ctx).map_err(|e| e.to_string())?;
+        let (state, signals) = ctx.into_effects();
+        let ops = self.signal_ops(signals)?;
+        for op in &ops {
+            b.sent |= matches!(op, Op::Send { .. });
+            b.scheduled |= matches!(op, Op::ScheduleTimer { .. });
+        }
+        b.effect_ops.extend(ops);
+        if let Some(s) = state {
+            b.new_state = Some(s);
+        }
+        Ok(result)
+    }
+
+    /// What the caller of `w` is answered once the batch commits (inbox messages have none).
+    fn reply_of(
+        &self,
+        w: &Work,
+        outcome: Result<Option<Value>, String>,
+    ) -> Option<Result<Reply, Error>> {
+        match (&w.kind, outcome) {
+            (WorkKind::Signal { .. }, Ok(_)) => Some(Ok(Reply::Signal(SignalOutcome::Accepted))),
+            (WorkKind::Signal { .. }, Err(e)) => {
+                tracing::debug!(entity = %self.entity, op = %w.operation, error = %e, "signalled operation failed");
+                Some(Ok(Reply::Signal(SignalOutcome::Accepted)))
+            }
+            (WorkKind::Call, Ok(r)) => Some(Ok(Reply::Call(r.unwrap_or(Value::Null)))),
+            (WorkKind::Call, Err(e)) => Some(Err(Error::Operation(e))),
+            (WorkKind::Inbox { seq }, r) => {
+                if let Err(e) = r {
+                    tracing::debug!(entity = %self.entity, seq, error = %e, "inbox operation failed");
+                }
+                None
+            }
+        }
+    }
+
+    /// The batch's one command: remembered ids, the final state, outgoing signals, inbox
+    /// removals.
+    fn batch_ops(&self, b: &mut Batch) -> Vec<Op> {
+        let mut ops = std::mem::take(&mut b.keys_ops);
+        match &b.new_state {
             Some(Some(v)) => ops.push(Op::SetState {
                 entity: self.entity.clone(),
                 state: serde_json::to_vec(v).expect("a JSON value always serializes"),
@@ -310,19 +361,19 @@ impl EntityState {
             }),
             None => {}
         }
-        ops.extend(effect_ops);
-        if let Some(upto) = dequeue_upto {
+        ops.append(&mut b.effect_ops);
+        if let Some(upto) = b.dequeue_upto {
             ops.push(Op::Dequeue {
                 target: self.target.clone(),
                 upto,
             });
         }
-        self.in_flight = Some(InFlight {
-            replies,
-            new_state,
-            sent,
-            scheduled,
-        });
+        ops
+    }
+
+    /// Proposes the batch's command (or, with nothing to write, confirms leadership) and tells
+    /// this actor the outcome.
+    fn commit(&self, myself: &ActorRef<EntityMsg>, ops: Vec<Op>, taken: usize) {
         let me = myself.clone();
         let shared = self.shared.clone();
         // request -> partition -> commit -> reply: the commit of this batch, with its entity and
