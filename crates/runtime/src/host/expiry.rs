@@ -2,7 +2,7 @@
 //! per command, every 10 s.
 
 use super::leader::Leader;
-use super::PartitionService;
+use super::service::PartitionService;
 use futures::future::BoxFuture;
 use perdure_types::command::{Command, Op};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ impl PartitionService for IdExpiry {
             loop {
                 tokio::time::sleep(EVERY).await;
                 let cmd = Command::single(Op::ExpireIds {
-                    now: super::now_ms(),
+                    now: super::clock::now_ms(),
                     limit: LIMIT,
                 });
                 // not fenced: forgetting expired ids is right under any leadership

@@ -13,73 +13,31 @@
 //! Dependencies point one way: workloads (e.g. [`crate::entities`]) use the host; the host knows
 //! workloads only through the [`Workload`] trait.
 
+mod clock;
 mod expiry;
 mod leader;
+mod lifecycle;
 mod metrics;
 mod outbox;
 mod proposer;
 mod router;
+mod service;
+mod slot;
 mod timers;
 
+pub(crate) use clock::now_ms;
 pub use leader::Leader;
 pub use metrics::HostMetrics;
 pub(crate) use router::serve_weak;
 pub use router::{Route, Router, LEADER_WAIT};
+pub use service::{PartitionService, Workload};
 
 use crate::Error;
-use futures::future::BoxFuture;
 use perdure_cluster::Partitions;
-use perdure_types::{PartitionId, Target};
+use perdure_types::PartitionId;
+use slot::Slot;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
-
-/// A service that runs on a partition only while this node leads it (outbox delivery, timers,
-/// inbox scans, ...). It is started after the workloads and aborted when leadership goes.
-pub trait PartitionService: Send + 'static {
-    /// A short name, for logs.
-    fn name(&self) -> &'static str;
-    /// Runs until aborted.
-    fn run(self: Box<Self>, leader: Arc<Leader>) -> BoxFuture<'static, ()>;
-}
-
-/// A kind of work hosted on the partitions (entities; orchestrations next). See "How to add a
-/// partition workload" in docs/ARCHITECTURE.md.
-pub trait Workload: Send + Sync + 'static {
-    /// A short name, for logs.
-    fn name(&self) -> &'static str;
-    /// This node leads `leader.partition()` (caught up, fenced to `leader.term()`): start what
-    /// the workload runs there and return its leader-only services.
-    fn lead(
-        &self,
-        leader: Arc<Leader>,
-    ) -> BoxFuture<'_, Result<Vec<Box<dyn PartitionService>>, Error>>;
-    /// Leadership of `partition` ended (or the node stops): stop everything [`Workload::lead`]
-    /// started before returning.
-    fn resign(&self, partition: PartitionId) -> BoxFuture<'_, ()>;
-    /// Messages were just received into the inboxes of `targets` on `partition`, which this node
-    /// leads: run them (targets of other workloads are ignored).
-    fn wake(&self, partition: PartitionId, targets: &[Target]);
-}
-
-/// One partition's slot in the host.
-pub(crate) struct Slot {
-    proposer: proposer::Proposer,
-    metrics: Arc<HostMetrics>,
-    /// The leadership context while this node leads the partition and its workloads run.
-    leader: std::sync::RwLock<Option<Arc<Leader>>>,
-}
-
-impl Slot {
-    fn leader(&self) -> Option<Arc<Leader>> {
-        self.leader
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-    fn set_leader(&self, l: Option<Arc<Leader>>) {
-        *self.leader.write().unwrap_or_else(|p| p.into_inner()) = l;
-    }
-}
 
 /// Collects the workloads before the host starts.
 pub struct HostBuilder {
@@ -110,11 +68,7 @@ impl HostBuilder {
         let n = partitions.count();
         let slots: Arc<Vec<Slot>> = Arc::new(
             (0..n)
-                .map(|p| Slot {
-                    proposer: proposer::Proposer::start(partitions.clone(), p),
-                    metrics: Default::default(),
-                    leader: std::sync::RwLock::new(None),
-                })
+                .map(|p| Slot::new(proposer::Proposer::start(partitions.clone(), p)))
                 .collect(),
         );
         let workloads: Arc<[Arc<dyn Workload>]> = self.workloads.into();
@@ -129,7 +83,7 @@ impl HostBuilder {
         for p in 0..n {
             let s = Arc::new(Notify::new());
             stop.push(s.clone());
-            loops.push(tokio::spawn(leader::leader_loop(
+            loops.push(tokio::spawn(lifecycle::leader_loop(
                 p,
                 router.clone(),
                 workloads.clone(),
@@ -211,21 +165,4 @@ impl Host {
             let _ = l.await;
         }
     }
-}
-
-/// Milliseconds since the Unix epoch, by this node's clock.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// The host's own leader-only services, run on every partition this node leads.
-fn host_services(router: &Arc<Router>) -> Vec<Box<dyn PartitionService>> {
-    vec![
-        Box::new(outbox::OutboxDelivery::new(router.clone())),
-        Box::new(timers::TimerService),
-        Box::new(expiry::IdExpiry),
-    ]
 }

@@ -5,7 +5,7 @@
 
 use super::leader::Leader;
 use super::router::Router;
-use super::PartitionService;
+use super::service::PartitionService;
 use crate::Error;
 use futures::future::BoxFuture;
 use perdure_storage::state::Outgoing;

@@ -4,7 +4,8 @@
 //! retries.
 
 use super::leader::Leader;
-use super::{Slot, Workload};
+use super::service::Workload;
+use super::slot::Slot;
 use crate::Error;
 use perdure_cluster::transport::{service_fn, Kind, Rpc};
 use perdure_cluster::Partitions;

@@ -2,7 +2,7 @@
 //! and from there are delivered like any message.
 
 use super::leader::Leader;
-use super::PartitionService;
+use super::service::PartitionService;
 use futures::future::BoxFuture;
 use perdure_types::command::Op;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ impl PartitionService for TimerService {
 async fn fire_forever(leader: &Leader) {
     let p = leader.partition();
     loop {
-        let now = super::now_ms();
+        let now = super::clock::now_ms();
         let Ok(state) = leader.state() else { return };
         match state.timers().due(now, BATCH) {
             Ok(due) if !due.is_empty() => {
