@@ -48,72 +48,16 @@ pub(crate) fn recover(
         let last = i + 1 == seqs.len();
         scanned.push(scan(dir, seq, last)?);
     }
+    check_successor_lengths(&scanned)?;
+    repair(dir, &tmps, scanned.last())?;
 
-    // A segment followed by another must have the length its successor recorded: this catches
-    // a segment cut short exactly at a record boundary, which its own scan cannot see.
-    for pair in scanned.windows(2) {
-        let (s, next) = (&pair[0], &pair[1]);
-        if s.file_len != next.prev_len {
-            return Err(Error::Corrupt {
-                path: s.path.clone(),
-                offset: s.file_len.min(next.prev_len),
-                reason: format!(
-                    "segment is {} bytes long but was {} bytes when segment {} was started after it (cut short or extended), yet a later segment exists",
-                    s.file_len, next.prev_len, next.seq
-                ),
-            });
-        }
-    }
-
-    // Repairs.
-    for tmp in &tmps {
-        tracing::warn!(file = %tmp.display(), "removing an unfinished write-ahead log segment");
-        std::fs::remove_file(tmp).map_err(|e| Error::io(tmp, "delete", e))?;
-    }
-    if !tmps.is_empty() {
-        sync_dir(dir)?;
-    }
-    if let Some(last) = scanned.last() {
-        if let Some(damage) = &last.tail {
-            tracing::warn!(file = %last.path.display(), offset = last.valid_end,
-                dropped = last.file_len - last.valid_end, %damage,
-                "write-ahead log ends in a torn or damaged record (a write cut short by a crash); truncating it");
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&last.path)
-                .map_err(|e| Error::io(&last.path, "open for truncation", e))?;
-            f.set_len(last.valid_end)
-                .map_err(|e| Error::io(&last.path, "truncate", e))?;
-            f.sync_all()
-                .map_err(|e| Error::io(&last.path, "fsync", e))?;
-        }
-    }
-
-    // Rebuild the state.
-    let mut sticky = BTreeMap::new();
-    let mut watermarks = HashMap::new();
-    let mut segments = VecDeque::with_capacity(scanned.len() + 1);
-    let mut records = Vec::new();
-    let mut active = None;
-    let total = scanned.len();
-    for (i, s) in scanned.into_iter().enumerate() {
-        for r in &s.records {
-            if r.kind == RecordKind::Purge {
-                watermarks.insert(r.partition, r.index);
-            }
-            if r.kind.is_sticky() {
-                sticky.insert((r.partition, r.kind), r.clone());
-            }
-        }
-        records.extend(s.records);
-        segments.push_back(SegmentInfo {
-            seq: s.seq,
-            max_entries: s.max_entries,
-        });
-        if i + 1 == total {
-            active = Some((s.path, s.valid_end));
-        }
-    }
+    let Rebuilt {
+        sticky,
+        watermarks,
+        mut segments,
+        records,
+        active,
+    } = rebuild(scanned);
     let mut created = 0;
     let (file, path, len) = match active {
         Some((path, len)) => (open_for_append(&path)?, path, len),
@@ -151,6 +95,97 @@ pub(crate) fn recover(
     tracing::info!(dir = %dir.display(), records = records.len(),
         segments = writer.segments.len(), "write-ahead log recovered");
     Ok((writer, records))
+}
+
+/// A segment followed by another must have the length its successor recorded: this catches a
+/// segment cut short exactly at a record boundary, which its own scan cannot see.
+fn check_successor_lengths(scanned: &[Scanned]) -> Result<()> {
+    for pair in scanned.windows(2) {
+        let (s, next) = (&pair[0], &pair[1]);
+        if s.file_len != next.prev_len {
+            return Err(Error::Corrupt {
+                path: s.path.clone(),
+                offset: s.file_len.min(next.prev_len),
+                reason: format!(
+                    "segment is {} bytes long but was {} bytes when segment {} was started after it (cut short or extended), yet a later segment exists",
+                    s.file_len, next.prev_len, next.seq
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The repairs recovery makes, once everything was read and validated: unfinished segment files
+/// are removed and a torn tail of the last segment is cut off, durably.
+fn repair(dir: &Path, tmps: &[PathBuf], last: Option<&Scanned>) -> Result<()> {
+    for tmp in tmps {
+        tracing::warn!(file = %tmp.display(), "removing an unfinished write-ahead log segment");
+        std::fs::remove_file(tmp).map_err(|e| Error::io(tmp, "delete", e))?;
+    }
+    if !tmps.is_empty() {
+        sync_dir(dir)?;
+    }
+    if let Some(last) = last {
+        if let Some(damage) = &last.tail {
+            tracing::warn!(file = %last.path.display(), offset = last.valid_end,
+                dropped = last.file_len - last.valid_end, %damage,
+                "write-ahead log ends in a torn or damaged record (a write cut short by a crash); truncating it");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&last.path)
+                .map_err(|e| Error::io(&last.path, "open for truncation", e))?;
+            f.set_len(last.valid_end)
+                .map_err(|e| Error::io(&last.path, "truncate", e))?;
+            f.sync_all()
+                .map_err(|e| Error::io(&last.path, "fsync", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the scanned segments rebuild: the writer's state and every record in order.
+struct Rebuilt {
+    sticky: BTreeMap<(u32, RecordKind), Record>,
+    watermarks: HashMap<u32, u64>,
+    segments: VecDeque<SegmentInfo>,
+    records: Vec<Record>,
+    /// The last segment's path and valid length, to append to.
+    active: Option<(PathBuf, u64)>,
+}
+
+fn rebuild(scanned: Vec<Scanned>) -> Rebuilt {
+    let mut sticky = BTreeMap::new();
+    let mut watermarks = HashMap::new();
+    let mut segments = VecDeque::with_capacity(scanned.len() + 1);
+    let mut records = Vec::new();
+    let mut active = None;
+    let total = scanned.len();
+    for (i, s) in scanned.into_iter().enumerate() {
+        for r in &s.records {
+            if r.kind == RecordKind::Purge {
+                watermarks.insert(r.partition, r.index);
+            }
+            if r.kind.is_sticky() {
+                sticky.insert((r.partition, r.kind), r.clone());
+            }
+        }
+        records.extend(s.records);
+        segments.push_back(SegmentInfo {
+            seq: s.seq,
+            max_entries: s.max_entries,
+        });
+        if i + 1 == total {
+            active = Some((s.path, s.valid_end));
+        }
+    }
+    Rebuilt {
+        sticky,
+        watermarks,
+        segments,
+        records,
+        active,
+    }
 }
 
 /// Creates `dir` (and its parents) if absent, making the new entry durable.
