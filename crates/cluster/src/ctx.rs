@@ -52,6 +52,7 @@ pub(crate) struct Ctx {
     pub node_id: NodeId,
     /// Data partitions, then the metadata group at index `partitions`.
     pub rafts: Vec<Raft<TypeConfig>>,
+    /// The metadata group's state on this node (the membership is read from it).
     pub meta_state: PartitionState,
     /// The metadata group's leadership resumed after a restart, if any (see
     /// [`Resumed`]).

@@ -31,8 +31,11 @@ struct Group {
 
 /// The set of partition groups on this node: start, route, read, stop.
 pub struct Partitions {
+    /// This node.
     node_id: NodeId,
+    /// The data partitions' groups, then (in cluster mode) the metadata group.
     groups: Vec<Group>,
+    /// The node's storage (WAL, state trees, snapshots), released at shutdown.
     store: NodeStore,
     /// Connections to the other nodes (none in single-node mode).
     peers: Peers,

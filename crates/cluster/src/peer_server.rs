@@ -28,6 +28,7 @@ enum State {
 pub(crate) struct PeerServer {
     /// This node's identity on the transport.
     config: Arc<TransportConfig>,
+    /// Single node, building the table (listener bound, not accepting), or serving.
     state: Mutex<State>,
 }
 

@@ -152,31 +152,8 @@ pub(super) async fn handshake(
         None => return Err(Handshake::Broken("closed before Hello".into())),
     };
     tracing::Span::current().record("peer", peer);
-    let refusal = if version != PROTOCOL_VERSION {
-        Some(format!(
-            "protocol version {version} (node {peer}) != {PROTOCOL_VERSION} (node {me})"
-        ))
-    } else if cluster_id != config.cluster_id {
-        Some(format!(
-            "cluster id {cluster_id:?} (node {peer}) != {:?} (node {me})",
-            config.cluster_id
-        ))
-    } else if partitions != config.partitions {
-        Some(format!(
-            "partition count {partitions} (node {peer}) != {} (node {me})",
-            config.partitions
-        ))
-    } else {
-        None
-    };
-    if let Some(reason) = refusal {
-        let _ = wire::write_one(
-            wr,
-            &Message::Refused {
-                reason: reason.clone(),
-            },
-        )
-        .await;
+    if let Some(reason) = refusal(config, version, &cluster_id, peer, partitions) {
+        refuse(wr, &reason).await;
         return Err(Handshake::Refused(reason));
     }
     let nonce_s = auth::nonce();
@@ -212,20 +189,54 @@ pub(super) async fn handshake(
         }
     };
     if !auth::verify_client_proof(&config.secret, &nonce_s, &nonce_c, &proof) {
-        let reason = "wrong cluster secret".to_string();
-        let _ = wire::write_one(
-            wr,
-            &Message::Refused {
-                reason: reason.clone(),
-            },
-        )
-        .await;
+        let reason = "wrong cluster secret";
+        refuse(wr, reason).await;
         return Err(Handshake::Refused(format!("node {peer}: {reason}")));
     }
     wire::write_one(wr, &Message::Welcome)
         .await
         .map_err(|e| broken(&e))?;
     Ok(peer)
+}
+
+/// Why a peer's Hello is refused, if it is: another protocol version, cluster or partition
+/// count.
+fn refusal(
+    config: &TransportConfig,
+    version: u32,
+    cluster_id: &str,
+    peer: NodeId,
+    partitions: u32,
+) -> Option<String> {
+    let me = config.node_id;
+    if version != PROTOCOL_VERSION {
+        Some(format!(
+            "protocol version {version} (node {peer}) != {PROTOCOL_VERSION} (node {me})"
+        ))
+    } else if cluster_id != config.cluster_id {
+        Some(format!(
+            "cluster id {cluster_id:?} (node {peer}) != {:?} (node {me})",
+            config.cluster_id
+        ))
+    } else if partitions != config.partitions {
+        Some(format!(
+            "partition count {partitions} (node {peer}) != {} (node {me})",
+            config.partitions
+        ))
+    } else {
+        None
+    }
+}
+
+/// Tells the peer why it is refused (best effort: it may be gone already).
+async fn refuse(wr: &mut OwnedWriteHalf, reason: &str) {
+    let _ = wire::write_one(
+        wr,
+        &Message::Refused {
+            reason: reason.to_string(),
+        },
+    )
+    .await;
 }
 
 /// Reads requests and spawns a task for each; returns why the connection ended.
