@@ -257,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn damaged_or_newer_meta_is_refused_with_the_file_named() {
+    fn damaged_newer_or_older_meta_is_refused_with_the_file_named() {
         let t = tempfile::tempdir().unwrap();
         drop(DataDir::open(t.path(), 8, 1).unwrap());
         let path = t.path().join(META_FILE);
@@ -274,6 +274,20 @@ mod tests {
         let e = DataDir::open(t.path(), 8, 1).unwrap_err().to_string();
         assert!(e.contains("perdure.meta") && e.contains("newer"), "{e}");
         assert_eq!(fs::read(&path).unwrap(), newer, "the file was rewritten");
+
+        // a data directory of the first format (before messages were addressed by target)
+        let mut older = good.clone();
+        older[at] = 1;
+        let body = older[at..].to_vec();
+        older.truncate(META_MAGIC.len());
+        frame::encode(&body, &mut older);
+        fs::write(&path, &older).unwrap();
+        let e = DataDir::open(t.path(), 8, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("perdure.meta") && e.contains("older perdure"),
+            "{e}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), older, "the file was rewritten");
 
         let mut flipped = good.clone();
         let last = flipped.len() - 1;

@@ -187,4 +187,35 @@ mod tests {
             vec![(1, vec![1]), (2, vec![2])]
         );
     }
+
+    #[test]
+    fn an_instance_has_an_inbox_of_its_own_beside_entities() {
+        let (st, _d) = state();
+        let instance =
+            perdure_types::Target::Instance(perdure_types::InstanceId::new("order-1").unwrap());
+        apply(
+            &st,
+            1,
+            vec![
+                Op::Enqueue {
+                    target: instance.clone(),
+                    message: b"event".to_vec(),
+                },
+                Op::Enqueue {
+                    target: t("a"),
+                    message: b"op".to_vec(),
+                },
+            ],
+        );
+        assert_eq!(
+            st.inbox().messages(&instance).unwrap(),
+            vec![(1, b"event".to_vec())]
+        );
+        assert_eq!(
+            st.inbox().messages(&t("a")).unwrap(),
+            vec![(2, b"op".to_vec())]
+        );
+        // entities (`@...`) sort before instances; each target once
+        assert_eq!(st.inbox().targets(10).unwrap(), vec![t("a"), instance]);
+    }
 }
