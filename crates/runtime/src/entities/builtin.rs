@@ -201,8 +201,20 @@ impl EntityType for Aggregator {
         match ctx.operation() {
             "record" => {
                 let x = number(ctx.input(), "the recorded value")?;
-                s.count += 1;
-                s.sum += x;
+                // Overflow is an operation error that leaves the state as it was: an infinite
+                // sum would be stored as JSON null and break every later operation.
+                let sum = s.sum + x;
+                if !sum.is_finite() {
+                    return Err(OperationError::Failed(format!(
+                        "aggregator overflow: the sum {} + {x} is not a finite number",
+                        s.sum
+                    )));
+                }
+                s.count = s
+                    .count
+                    .checked_add(1)
+                    .ok_or_else(|| OperationError::Failed("aggregator count overflow".into()))?;
+                s.sum = sum;
                 s.min = Some(s.min.map_or(x, |m| m.min(x)));
                 s.max = Some(s.max.map_or(x, |m| m.max(x)));
                 ctx.set_state(&s)?;
@@ -337,5 +349,26 @@ mod tests {
             ))
         );
         assert!(Aggregator.validate("record", Some(&json!("1"))).is_err());
+        let over = run(
+            &Aggregator,
+            &[
+                ("record", Some(json!(1e308))),
+                ("record", Some(json!(1e308))),
+                ("record", Some(json!(-1e308))),
+                ("get", None),
+            ],
+        );
+        assert!(
+            matches!(&over[1], Err(OperationError::Failed(m)) if m.contains("overflow")),
+            "{:?}",
+            over[1]
+        );
+        assert_eq!(
+            over[3],
+            Ok(Some(
+                json!({"count": 2, "sum": 0.0, "min": -1e308, "max": 1e308, "mean": 0.0})
+            )),
+            "the overflowing record left the state as it was, and later ones still apply"
+        );
     }
 }
