@@ -13,8 +13,10 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// Bumped when the messages change incompatibly; a peer speaking another version is refused.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+/// Bumped when the messages or their payloads change incompatibly; a peer speaking another
+/// version is refused at the handshake, naming both versions. 2: payloads in codec format 2
+/// (messages addressed by target, typed services with failures as `Failure`).
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body accepted before the handshake completes (an unauthenticated peer cannot
 /// make this node allocate more).
