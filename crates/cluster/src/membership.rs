@@ -336,7 +336,7 @@ async fn reconcile_group(
 ) -> Result<(), String> {
     let config = metrics.membership_config.membership();
     if config.get_joint_config().len() > 1 {
-        return Ok(()); // a change is half done; openraft finishes it
+        return finish_joint(ctx, g, raft, config).await;
     }
     let voters: BTreeSet<NodeId> = config.voter_ids().collect();
     let learners: BTreeSet<NodeId> = config.learner_ids().collect();
@@ -402,6 +402,29 @@ async fn reconcile_group(
             .await
             .map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+/// Group `g`'s configuration is joint (old and new voters): a voter change was started and
+/// its leader changed before the second step (openraft 0.9 does not finish it under a new
+/// leader). This leader finishes it: the joint configuration's last voter set becomes the whole
+/// configuration. Without this, a removed node stays a voter of the group for good (found by
+/// CI's chaos run: a removed leader that stepped down midway). If the change is still in
+/// flight (not committed), openraft refuses and the next round retries.
+async fn finish_joint(
+    ctx: &Ctx,
+    g: PartitionId,
+    raft: &Raft<TypeConfig>,
+    config: &openraft::Membership<NodeId, BasicNode>,
+) -> Result<(), String> {
+    let Some(last) = config.get_joint_config().last().cloned() else {
+        return Ok(());
+    };
+    tracing::info!(group = g, to = ?last, "finishing a voter change its previous leader left half done");
+    raft.change_membership(ChangeMembers::ReplaceAllVoters(last), g == ctx.partitions())
+        .await
+        .map_err(|e| e.to_string())?;
+    ctx.moves.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
