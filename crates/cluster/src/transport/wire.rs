@@ -154,22 +154,35 @@ pub(crate) enum ReadError {
 /// (so [`FrameReader::next`] is cancel safe: dropping it loses nothing).
 #[derive(Debug)]
 pub(crate) struct FrameReader {
+    /// Bytes read and not yet consumed (from `pos`).
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`.
     pos: usize,
+    /// When bytes last arrived.
     last_read: Instant,
+    /// Frames decoded so far: during the handshake (its first [`HANDSHAKE_FRAMES`] frames, read
+    /// before the peer is authenticated), memory grows only as bytes arrive.
+    decoded: u64,
 }
 
-/// Bytes asked of the socket at least per read.
+/// Bytes asked of the socket at least per read, once a connection has delivered a frame.
 const READ_CHUNK: usize = 64 << 10;
+/// Bytes asked of the socket at most per read during the handshake: a connection that opens
+/// and sends nothing (or a header and then nothing) holds little memory.
+const FIRST_CHUNK: usize = 4 << 10;
+/// Frames each side reads during the handshake (the server: Hello, Proof; the client:
+/// Challenge, Welcome).
+const HANDSHAKE_FRAMES: u64 = 2;
 /// An idle read buffer larger than this is shrunk (after a large frame such as a snapshot).
 const KEEP_BUFFER: usize = 4 << 20;
 
 impl FrameReader {
     pub(crate) fn new() -> Self {
         Self {
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: Vec::new(),
             pos: 0,
             last_read: Instant::now(),
+            decoded: 0,
         }
     }
 
@@ -197,6 +210,7 @@ impl FrameReader {
                     frame::Decoded::Frame { body, len: used } => {
                         let message = codec::decode::<Message>(body)?;
                         self.pos += used;
+                        self.decoded += 1;
                         if self.pos == self.buf.len() {
                             self.buf.clear();
                             self.pos = 0;
@@ -216,7 +230,14 @@ impl FrameReader {
                 self.pos = 0;
             }
             let missing = need.saturating_sub(self.buf.len());
-            self.buf.reserve(missing.max(READ_CHUNK));
+            if self.decoded < HANDSHAKE_FRAMES {
+                // grow in small steps, and only when what arrived filled the buffer
+                if self.buf.capacity() == self.buf.len() {
+                    self.buf.reserve_exact(missing.clamp(1, FIRST_CHUNK));
+                }
+            } else {
+                self.buf.reserve(missing.max(READ_CHUNK));
+            }
             let n = r.read_buf(&mut self.buf).await?;
             if n == 0 {
                 return if self.buf.is_empty() {
@@ -349,6 +370,44 @@ mod tests {
         ));
         writer.await.unwrap();
         assert!(reader.next(&mut b, FRAME_LIMIT).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_holds_memory_only_as_its_first_bytes_arrive() {
+        let reader = FrameReader::new();
+        assert_eq!(reader.buf.capacity(), 0, "nothing before the first byte");
+        // a peer that sends a header announcing a 60 KiB handshake frame, then a few bytes, and
+        // stops: the reader holds what arrived (rounded up), not the announced length
+        let mut bytes = Vec::new();
+        encode(
+            &Message::Response {
+                id: 1,
+                body: vec![7; 60 << 10],
+            },
+            &mut Vec::new(),
+            &mut bytes,
+        )
+        .unwrap();
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(&bytes[..100]).await.unwrap();
+        let mut reader = FrameReader::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            reader.next(&mut b, HANDSHAKE_FRAME_LIMIT),
+        )
+        .await;
+        assert!(read.is_err(), "the frame is incomplete: still waiting");
+        assert!(
+            reader.buf.capacity() <= 2 * FIRST_CHUNK,
+            "{} bytes held for 100 received",
+            reader.buf.capacity()
+        );
+        // the rest arrives: the frame is read whole
+        a.write_all(&bytes[100..]).await.unwrap();
+        match reader.next(&mut b, HANDSHAKE_FRAME_LIMIT).await.unwrap() {
+            Some(Message::Response { id: 1, body }) => assert_eq!(body.len(), 60 << 10),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
