@@ -74,6 +74,20 @@ pub(crate) fn register(local: &Arc<Local>) -> Result<(), Error> {
     })
 }
 
+/// Runs a forwarded operation here, once this node's leadership of its partition runs.
+async fn run_here(
+    local: &Local,
+    entity: EntityId,
+    kind: WorkKind,
+    operation: &str,
+    input: Option<String>,
+) -> Result<Reply, Error> {
+    let input = input.as_deref().map(parse).transpose()?;
+    let p = local.router.partitions().partition_of(&entity);
+    local.router.local_leader(p).await?;
+    local.run(p, entity, kind, operation, input).await
+}
+
 async fn serve(local: &Local, req: EntityRequest) -> Result<EntityReply, Error> {
     let partitions = local.router.partitions().clone();
     Ok(match req {
@@ -83,32 +97,19 @@ async fn serve(local: &Local, req: EntityRequest) -> Result<EntityReply, Error> 
             input,
             key,
         } => {
-            let input = input.as_deref().map(parse).transpose()?;
-            let p = partitions.partition_of(&entity);
-            local.router.local_leader(p).await?;
             let kind = WorkKind::Signal {
                 idempotency_key: key,
             };
-            match local.run(p, entity, kind, &operation, input).await? {
-                Reply::Signal(o) => EntityReply::Signal(o),
-                Reply::Call(_) => EntityReply::Signal(SignalOutcome::Accepted),
-            }
+            let reply = run_here(local, entity, kind, &operation, input).await?;
+            EntityReply::Signal(reply.signal_outcome())
         }
         EntityRequest::Call {
             entity,
             operation,
             input,
         } => {
-            let input = input.as_deref().map(parse).transpose()?;
-            let p = partitions.partition_of(&entity);
-            local.router.local_leader(p).await?;
-            match local
-                .run(p, entity, WorkKind::Call, &operation, input)
-                .await?
-            {
-                Reply::Call(v) => EntityReply::Call(v.to_string()),
-                Reply::Signal(_) => EntityReply::Call("null".into()),
-            }
+            let reply = run_here(local, entity, WorkKind::Call, &operation, input).await?;
+            EntityReply::Call(reply.call_value().to_string())
         }
         EntityRequest::Get { entity } => {
             let p = partitions.partition_of(&entity);

@@ -41,7 +41,7 @@ use crate::host::{Route, Router};
 use crate::Error;
 use forward::{EntityReply, EntityRequest};
 use local::Local;
-use msg::{Reply, WorkKind};
+use msg::WorkKind;
 use perdure_cluster::Partitions;
 use perdure_types::{EntityId, PartitionId};
 use serde_json::Value;
@@ -111,14 +111,11 @@ impl Entities {
                 let kind = WorkKind::Signal {
                     idempotency_key: req.idempotency_key,
                 };
-                match self
+                let reply = self
                     .local
                     .run(p, req.entity, kind, &req.operation, req.input)
-                    .await?
-                {
-                    Reply::Signal(o) => Ok(o),
-                    Reply::Call(_) => Ok(SignalOutcome::Accepted),
-                }
+                    .await?;
+                Ok(reply.signal_outcome())
             }
             Route::Remote(leader) => {
                 let fwd = EntityRequest::Signal {
@@ -163,14 +160,11 @@ impl Entities {
     ) -> Result<Value, Error> {
         let p = self.partitions().partition_of(&entity);
         match self.router().route(p).await? {
-            Route::Local(_) => match self
+            Route::Local(_) => Ok(self
                 .local
                 .run(p, entity, WorkKind::Call, operation, input)
                 .await?
-            {
-                Reply::Call(v) => Ok(v),
-                Reply::Signal(_) => Ok(Value::Null),
-            },
+                .call_value()),
             Route::Remote(leader) => {
                 let fwd = EntityRequest::Call {
                     entity,

@@ -15,6 +15,24 @@ pub(crate) enum Reply {
     Call(Value),
 }
 
+impl Reply {
+    /// What a signal's caller is told (a signal is answered as accepted whatever it returned).
+    pub(crate) fn signal_outcome(self) -> SignalOutcome {
+        match self {
+            Reply::Signal(o) => o,
+            Reply::Call(_) => SignalOutcome::Accepted,
+        }
+    }
+
+    /// What a call's caller gets.
+    pub(crate) fn call_value(self) -> Value {
+        match self {
+            Reply::Call(v) => v,
+            Reply::Signal(_) => Value::Null,
+        }
+    }
+}
+
 pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
 
 /// One operation to run.

@@ -95,39 +95,37 @@ impl Router {
     /// node won leadership and its workloads are starting, waits (up to [`LEADER_WAIT`])
     /// instead of failing at once: a leader change usually completes within that.
     pub async fn route(&self, p: PartitionId) -> Result<Route, Error> {
+        self.wait(p, true).await
+    }
+
+    /// The running leadership of `p` here, for a request that must run on this node (one
+    /// forwarded by a peer): waits while this node leads `p` and its workloads are starting.
+    pub async fn local_leader(&self, p: PartitionId) -> Result<Arc<Leader>, Error> {
+        match self.wait(p, false).await? {
+            Route::Local(l) => Ok(l),
+            Route::Remote(_) => unreachable!("wait(remote_ok = false) answers only Local"),
+        }
+    }
+
+    /// Waits (up to [`LEADER_WAIT`]) until `p`'s leadership runs here or, when `remote_ok`, its
+    /// leader is known to be another node; a leadership here that is starting is waited for.
+    async fn wait(&self, p: PartitionId, remote_ok: bool) -> Result<Route, Error> {
         let since = Instant::now();
         loop {
             if let Some(l) = self.local(p) {
                 return Ok(Route::Local(l));
             }
             let leader = self.partitions.leader(p);
-            match leader {
-                Some(l) if l != self.partitions.node_id() => return Ok(Route::Remote(l)),
-                _ if since.elapsed() < LEADER_WAIT => {
-                    tokio::time::sleep(Duration::from_millis(5)).await
-                }
-                _ => {
-                    return Err(Error::NoLeader {
-                        partition: p,
-                        leader,
-                    })
-                }
+            let elsewhere = leader.filter(|&l| l != self.partitions.node_id());
+            if let (true, Some(l)) = (remote_ok, elsewhere) {
+                return Ok(Route::Remote(l));
             }
-        }
-    }
-
-    /// The running leadership of `p` here, for a request that must run on this node (one
-    /// forwarded by a peer): waits while this node leads `p` and its workloads are starting.
-    pub async fn local_leader(&self, p: PartitionId) -> Result<Arc<Leader>, Error> {
-        let since = Instant::now();
-        loop {
-            if let Some(l) = self.local(p) {
-                return Ok(l);
-            }
-            if !self.partitions.is_leader(p) || since.elapsed() >= LEADER_WAIT {
+            // a local request gives up at once unless this node leads (its workloads starting)
+            let hopeless = !remote_ok && !self.partitions.is_leader(p);
+            if hopeless || since.elapsed() >= LEADER_WAIT {
                 return Err(Error::NoLeader {
                     partition: p,
-                    leader: self.partitions.leader(p),
+                    leader,
                 });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
