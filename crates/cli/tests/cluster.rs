@@ -453,6 +453,41 @@ async fn entity_signals_reach_partitions_led_by_other_nodes() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // an operation that fails on the leader fails the same way through every node: the error's
+    // kind (422), code and message cross the node channel intact
+    let call = |url: String| {
+        let http = http.clone();
+        async move {
+            http.post(format!("{url}{BASE}/entities/counter/boom/call?op=add"))
+                .body(i64::MAX.to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(call(members[0].url()).await.status(), 200);
+    let mut forwarded = 0;
+    for m in &members {
+        // a read says whether this node leads the key's partition or forwards to its leader
+        let read = http
+            .get(format!("{}{BASE}/entities/counter/boom", m.url()))
+            .send()
+            .await
+            .unwrap();
+        forwarded += usize::from(read.headers().get("x-perdure-forwarded").is_some());
+        let r = call(m.url()).await;
+        assert_eq!(r.status(), 422, "through node {}", m.id);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "operation_failed", "{body}");
+        assert_eq!(
+            body["error"]["message"], "operation failed: counter overflow",
+            "{body}"
+        );
+    }
+    assert!(
+        forwarded >= 1,
+        "no node had to forward: the test proved nothing"
+    );
 }
 
 /// A node whose seeds do not answer founds nothing and says, on `/readyz`, which seeds it waits
