@@ -114,6 +114,14 @@ impl Target {
             Target::Instance(_) => None,
         }
     }
+
+    /// The entity, if this is one (owned).
+    pub fn into_entity(self) -> Option<EntityId> {
+        match self {
+            Target::Entity(e) => Some(e),
+            Target::Instance(_) => None,
+        }
+    }
 }
 
 impl From<EntityId> for Target {

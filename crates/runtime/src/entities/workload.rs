@@ -170,10 +170,7 @@ impl PartitionService for InboxScan {
                 }) {
                     Ok(targets) => {
                         // this workload's targets: entities
-                        for e in targets.into_iter().filter_map(|t| match t {
-                            Target::Entity(e) => Some(e),
-                            Target::Instance(_) => None,
-                        }) {
+                        for e in targets.into_iter().filter_map(Target::into_entity) {
                             let _ = self
                                 .processor
                                 .cast(ProcessorMsg::Deliver(e, EntityMsg::ProcessInbox));
