@@ -106,9 +106,7 @@ pub async fn signal(
     let operation = q.operation()?;
     let idempotency_key = idempotency_key(&headers)?;
     let routed = forwarded_header(&app, &entity);
-    app.entities
-        .registry()
-        .check(&entity, &operation, input.as_ref())?;
+    // the facade checks type, operation and input (once) before anything is written
     let outcome = app
         .entities
         .signal(SignalRequest {
@@ -129,9 +127,6 @@ pub async fn call(
     OptionalJson(input): OptionalJson,
 ) -> Result<impl IntoResponse, ApiError> {
     let operation = q.operation()?;
-    app.entities
-        .registry()
-        .check(&entity, &operation, input.as_ref())?;
     let routed = forwarded_header(&app, &entity);
     let result = app.entities.call(entity, &operation, input).await?;
     Ok((routed, Json(result)))
