@@ -216,7 +216,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// mimalloc instead of glibc malloc: under load the node allocates per request, per Raft entry
-/// and per sled page, and glibc's malloc/free/consolidate took about 15% of its CPU.
+/// and per state page, and glibc's malloc/free/consolidate took about 15% of its CPU.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

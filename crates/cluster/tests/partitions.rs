@@ -102,7 +102,7 @@ async fn a_data_directory_refuses_another_partition_count() {
     assert!(e.contains("4 partitions") && e.contains("8"), "{e}");
 }
 
-/// sled is not a durability barrier, so the design must survive losing it entirely: the node
+/// the state store is not a durability barrier, so the design must survive losing it entirely: the node
 /// rebuilds every partition's state from its snapshot file and the write-ahead log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_state_store_is_rebuilt_from_snapshots_and_the_log() {

@@ -5,7 +5,8 @@
 //!   perdure.meta   identity: magic line + one checksummed frame of DataDirMeta (codec)
 //!   LOCK           held (flock) by the one process using the directory
 //!   wal/           write-ahead log segments, shared by every partition
-//!   state/         sled database, one tree per partition
+//!   state/         one redb file per partition group (pNNNNN.redb); derived data, rebuilt from
+//!                  snapshots + log when missing or damaged
 //!   snapshots/pNNNNN/   the latest snapshot file of each partition
 //! ```
 //!
@@ -133,7 +134,7 @@ impl DataDir {
     pub fn wal_dir(&self) -> PathBuf {
         self.root.join("wal")
     }
-    /// The sled database.
+    /// The state store: one redb file per partition group.
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("state")
     }

@@ -58,13 +58,13 @@ pub enum Error {
     /// The write-ahead log was closed.
     #[error("the write-ahead log is closed")]
     WalClosed,
-    /// The embedded state store failed.
+    /// The embedded state store (redb) failed.
     #[error("{}: state store: {source}", path.display())]
-    Sled {
-        /// The store's directory.
+    State {
+        /// The partition's state file.
         path: PathBuf,
-        /// sled's error.
-        source: sled::Error,
+        /// redb's error.
+        source: Box<redb::Error>,
     },
 }
 

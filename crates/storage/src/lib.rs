@@ -3,7 +3,7 @@
 //! - [`wal`]: the write-ahead log shared by every partition of the node (segment files, a
 //!   checksum per record, group-commit fdatasync).
 //! - [`log_store`]: openraft's log storage for one partition, over the WAL.
-//! - [`state`]: a partition's state in a sled tree, applied atomically per log batch.
+//! - [`state`]: a partition's state in its own redb file, applied atomically per log batch.
 //! - [`snapshot`]: snapshot files, durable before the log behind them is purged.
 //! - [`state_machine`]: openraft's state machine over `state` and `snapshot`.
 //! - [`datadir`]: the directory's identity (partition count, node), lock and layout.

@@ -4,7 +4,7 @@ use crate::raft_types::{
     to_raft_err, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::snapshot::{self, SnapshotStore};
-use crate::state::PartitionState;
+use crate::state::{PartitionState, TreeSnapshot};
 use crate::{Error, Result};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
@@ -27,7 +27,7 @@ fn ordinal(l: Option<LogId>) -> u64 {
 }
 
 impl StateMachine {
-    /// Opens the state machine; if the tree is behind the latest snapshot (sled lost writes in a
+    /// Opens the state machine; if the tree is behind the latest snapshot (it lost unsynced writes in a
     /// crash, or was rebuilt), the tree is first restored from that snapshot.
     pub fn open(state: PartitionState, snapshots: SnapshotStore) -> Result<Self> {
         let (mut applied, mut membership) = state.applied()?;
@@ -76,7 +76,7 @@ impl StateMachine {
 
     /// Writes a durable snapshot of the current state now (blocking).
     pub fn snapshot_now(&self) -> Result<SnapshotMeta> {
-        let pairs = self.state.export_shared()?;
+        let pairs = self.state.export_snapshot()?.pairs()?;
         let (meta, _) = write_snapshot(
             self.state.partition(),
             &pairs,
@@ -91,7 +91,7 @@ impl StateMachine {
 /// Encodes the state `pairs` at `applied` as a snapshot and saves it durably.
 fn write_snapshot(
     partition: u32,
-    pairs: &[(sled::IVec, sled::IVec)],
+    pairs: &[(Vec<u8>, Vec<u8>)],
     applied: Option<LogId>,
     membership: StoredMembership,
     store: &SnapshotStore,
@@ -116,7 +116,8 @@ fn write_snapshot(
 #[derive(Debug)]
 pub struct SnapshotBuilder {
     partition: u32,
-    pairs: Result<Vec<(sled::IVec, sled::IVec)>>,
+    /// The state at `applied`, pinned (read when the snapshot is built).
+    pairs: Result<Option<TreeSnapshot>>,
     applied: Option<LogId>,
     membership: StoredMembership,
     snapshots: Arc<SnapshotStore>,
@@ -125,11 +126,15 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let err = |e: &Error| to_raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
-        let pairs = std::mem::replace(&mut self.pairs, Ok(Vec::new())).map_err(|e| err(&e))?;
+        let view = std::mem::replace(&mut self.pairs, Ok(None))
+            .map_err(|e| err(&e))?
+            .ok_or_else(|| err(&Error::WalFailed("snapshot built twice".into())))?;
         let partition = self.partition;
         let (applied, membership) = (self.applied, self.membership.clone());
         let store = self.snapshots.clone();
         let (meta, bytes) = tokio::task::spawn_blocking(move || {
+            let pairs = view.pairs()?;
+            drop(view);
             write_snapshot(partition, &pairs, applied, membership, &store)
         })
         .await
@@ -160,24 +165,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(Vec::new());
         };
         let mut membership = self.membership.clone();
-        let results = self
-            .state
-            .apply(&entries, &mut membership)
-            .map_err(|e| to_raft_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+        // a blocking write (and, once a second, an fsync): never on the runtime's workers
+        let state = self.state.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            state
+                .apply(&entries, &mut membership)
+                .map(|r| (r, membership))
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::WalFailed(format!("apply task: {e}"))));
+        let (results, membership) =
+            results.map_err(|e| to_raft_err(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
         self.applied = Some(last);
         self.membership = membership;
         Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Copied here, while no apply can run, so the snapshot is exactly the state at `applied`.
-        // The copy runs on a blocking thread: with many idempotency keys it takes hundreds of
-        // milliseconds, which must not hold one of the runtime's worker threads (HTTP and the
-        // other partitions go on; this partition's applies wait for the copy).
-        let state = self.state.clone();
-        let pairs = tokio::task::spawn_blocking(move || state.export_shared())
-            .await
-            .unwrap_or_else(|e| Err(Error::WalFailed(format!("snapshot copy task: {e}"))));
+        // Pinned here, while no apply can run, so the snapshot is exactly the state at
+        // `applied`: a read transaction (no copy; applies go on at once). The pairs are read
+        // from it later, on a blocking thread, by the builder.
+        let pairs = self.state.export_snapshot().map(Some);
         SnapshotBuilder {
             partition: self.state.partition(),
             pairs,
@@ -227,7 +235,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| err(&Error::WalFailed(format!("snapshot task: {e}"))))?
             .map_err(|e| err(&e))?;
-        self.state.replace(&content.pairs).map_err(|e| err(&e))?;
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || state.replace(&content.pairs))
+            .await
+            .map_err(|e| err(&Error::WalFailed(format!("snapshot install task: {e}"))))?
+            .map_err(|e| err(&e))?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())

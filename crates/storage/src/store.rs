@@ -9,10 +9,13 @@ use crate::wal::{Wal, WalOptions};
 use crate::{Error, Result};
 use perdure_types::config::NodeConfig;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// sled's page cache budget for the whole node.
-const STATE_CACHE_BYTES: u64 = 256 << 20;
+/// The state store's page cache budget for the whole node, shared out among the groups.
+const STATE_CACHE_BYTES: usize = 256 << 20;
+
+/// The least page cache one group gets.
+const MIN_GROUP_CACHE_BYTES: usize = 4 << 20;
 
 /// A node's data directory, write-ahead log and state store, recovered and ready to hand each
 /// partition its log store and state machine.
@@ -20,7 +23,6 @@ const STATE_CACHE_BYTES: u64 = 256 << 20;
 pub struct NodeStore {
     datadir: DataDir,
     wal: Wal,
-    db: sled::Db,
     state_path: PathBuf,
     recovered: HashMap<u32, PartitionLog>,
     /// One clone per live [`PartitionState`] handle.
@@ -66,14 +68,13 @@ impl NodeStore {
             "write-ahead log recovered"
         );
         let state_path = datadir.state_dir();
-        let db = open_sled(&state_path)?;
+        prepare_state_dir(&state_path)?;
         // one more group than partitions: the cluster's metadata group
         let metrics =
             crate::metrics::StoreMetrics::new(partitions + 1, wal.fsync_seconds().clone());
         Ok(Self {
             datadir,
             wal,
-            db,
             state_path,
             recovered,
             open_states: Default::default(),
@@ -111,19 +112,10 @@ impl NodeStore {
         let log = self.recovered.remove(&partition).unwrap_or_default();
         let log_store = LogStore::new(partition, self.wal.clone(), log)
             .with_commit_gauge(self.metrics.committed[partition as usize].clone());
-        let tree = self
-            .db
-            .open_tree(format!("p{partition:05}"))
-            .map_err(|source| Error::Sled {
-                path: self.state_path.clone(),
-                source,
-            })?;
-        let state = PartitionState::new(
-            partition,
-            tree,
-            self.state_path.clone(),
-            self.open_states.clone(),
-        );
+        let groups = self.partitions() as usize + 1;
+        let cache = (STATE_CACHE_BYTES / groups).max(MIN_GROUP_CACHE_BYTES);
+        let file = self.state_path.join(format!("p{partition:05}.redb"));
+        let state = open_state(partition, &file, cache, &self.open_states)?;
         let snapshots = SnapshotStore::open(self.datadir.snapshot_dir(partition))?
             .with_build_histogram(self.metrics.snapshot_build_seconds.clone());
         let sm = StateMachine::open(state, snapshots)?;
@@ -143,56 +135,73 @@ impl NodeStore {
         Ok((log_store, sm))
     }
 
-    /// Partition state handles still alive (held by state machines or readers). sled keeps its
-    /// directory locked until they are all dropped.
+    /// Partition state handles still alive (held by state machines or readers). Each state file
+    /// stays open (and locked) until its handles are all dropped; the last one closes it cleanly.
     pub fn open_state_handles(&self) -> usize {
         std::sync::Arc::strong_count(&self.open_states) - 1
     }
 
-    /// Writes out the state store's buffers (not a durability barrier: see the state module) and
-    /// closes the write-ahead log after draining it.
+    /// Closes the write-ahead log after draining it. The state files close themselves when their
+    /// last handle drops (making their pending commits durable: not a correctness matter).
     pub fn close(&self) {
-        if let Err(e) = self.db.flush() {
-            tracing::warn!(error = %e, "state store flush at close failed");
-        }
         self.wal.close();
     }
 }
 
-/// Opens sled. A store sled reports as corrupt is moved aside (never deleted) and rebuilt from
+/// Makes sure `path` is a directory of state files. A store of an older perdure (sled's
+/// directory layout) is moved aside, never deleted: the state is derived data, rebuilt from the
 /// snapshots and the log, which hold everything it held.
-fn open_sled(path: &PathBuf) -> Result<sled::Db> {
-    let open = || {
-        sled::Config::new()
-            .path(path)
-            .cache_capacity(STATE_CACHE_BYTES)
-            .flush_every_ms(Some(1000))
-            .open()
-    };
-    match open() {
-        Ok(db) => Ok(db),
-        Err(sled::Error::Corruption { .. }) => {
-            let aside = path.with_extension(format!(
-                "corrupt-{}",
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-            ));
+fn prepare_state_dir(path: &Path) -> Result<()> {
+    if path.join("conf").exists() || path.join("db").exists() {
+        let aside = aside_name(path, "sled");
+        tracing::warn!(
+            "{} holds a sled state store of an older perdure; moving it to {} and rebuilding the \
+             state from snapshots and the log",
+            path.display(),
+            aside.display()
+        );
+        std::fs::rename(path, &aside).map_err(|e| Error::io(path, "rename", e))?;
+    }
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, "create", e))
+}
+
+/// `path` with a suffix naming why it was moved aside, and when.
+fn aside_name(path: &Path, why: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{why}-{secs}"));
+    PathBuf::from(name)
+}
+
+/// Opens a partition's state file. A file the store reports as corrupt (or of a format this
+/// build cannot read) is moved aside, never deleted, and rebuilt from snapshots and the log,
+/// which hold everything it held.
+fn open_state(
+    partition: u32,
+    file: &Path,
+    cache: usize,
+    open: &std::sync::Arc<()>,
+) -> Result<PartitionState> {
+    match PartitionState::open(partition, file, cache, open.clone()) {
+        Err(Error::State { source, .. })
+            if matches!(
+                *source,
+                redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_)
+            ) =>
+        {
+            let aside = aside_name(file, "corrupt");
             tracing::error!(
-                "state store {} is corrupt; moving it to {} and rebuilding from snapshots and the log",
-                path.display(),
+                error = %source,
+                "state file {} is unreadable; moving it to {} and rebuilding from snapshots and the log",
+                file.display(),
                 aside.display()
             );
-            std::fs::rename(path, &aside).map_err(|e| Error::io(path, "rename", e))?;
-            open().map_err(|source| Error::Sled {
-                path: path.clone(),
-                source,
-            })
+            std::fs::rename(file, &aside).map_err(|e| Error::io(file, "rename", e))?;
+            PartitionState::open(partition, file, cache, open.clone())
         }
-        Err(source) => Err(Error::Sled {
-            path: path.clone(),
-            source,
-        }),
+        other => other,
     }
 }

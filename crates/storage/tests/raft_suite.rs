@@ -1,5 +1,5 @@
 //! openraft's storage conformance suite against perdure's log store and state machine, each case
-//! on a fresh data directory with a real write-ahead log and sled store.
+//! on a fresh data directory with a real write-ahead log and redb state store.
 
 use openraft::testing::{StoreBuilder, Suite};
 use perdure_storage::log_store::LogStore;

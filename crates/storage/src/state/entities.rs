@@ -28,12 +28,7 @@ pub struct EntitiesTable<'a> {
 impl EntitiesTable<'_> {
     /// An entity's state.
     pub fn get(&self, entity: &EntityId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .state
-            .tree
-            .get(keys::entity(entity))
-            .map_err(|e| self.state.sled_err(e))?
-            .map(|v| v.to_vec()))
+        self.state.tree.get(&keys::entity(entity))
     }
 
     /// Keys and states of entities named `name`, in key order, after `after`, at most `limit`.
@@ -48,17 +43,14 @@ impl EntitiesTable<'_> {
             Some(a) => keys::entity_after(&prefix, a),
             None => prefix.clone(),
         };
-        let mut out = Vec::new();
-        for kv in self
+        let pairs = self
             .state
             .tree
-            .range(start..keys::prefix_end(&prefix))
-            .take(limit)
-        {
-            let (k, v) = kv.map_err(|e| self.state.sled_err(e))?;
-            out.push((keys::entity_key_of(&prefix, &k), v.to_vec()));
-        }
-        Ok(out)
+            .range(&start, &keys::prefix_end(&prefix), limit)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(k, v)| (keys::entity_key_of(&prefix, &k), v))
+            .collect())
     }
 }
 

@@ -1,42 +1,31 @@
 //! The whole tree as pairs, for snapshots: exported to build one, replaced to install one. The
 //! pairs are the raw keys and values of every table (the layout in `keys.rs`).
 
-use super::PartitionState;
+use super::{PartitionState, TreeSnapshot};
 use crate::Result;
 
 impl PartitionState {
-    /// Every pair of the tree as sled's own shared buffers: mostly reference-count increments,
-    /// no copies, so a snapshot holds the partition's applies for as short a time as possible
-    /// (the snapshot is encoded from these buffers later, off the state machine).
-    pub fn export_shared(&self) -> Result<Vec<(sled::IVec, sled::IVec)>> {
-        self.tree
-            .iter()
-            .map(|kv| kv.map_err(|e| self.sled_err(e)))
-            .collect()
+    /// A consistent, pinned snapshot of the whole tree, taken at once (no copy): the pairs are
+    /// read from it later, off the state machine, while applies go on.
+    pub fn export_snapshot(&self) -> Result<TreeSnapshot> {
+        self.tree.snapshot()
     }
 
     /// Every key and value, owned (tests compare trees with it).
     #[cfg(test)]
     pub fn export(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.tree
-            .iter()
-            .map(|kv| {
-                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(|e| self.sled_err(e))
-            })
-            .collect()
+        self.tree.snapshot()?.pairs()
     }
 
-    /// Replaces the whole tree with `pairs` in one atomic batch.
+    /// Replaces the whole tree with `pairs` in one atomic write. Blocking.
     pub fn replace(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for k in self.tree.iter().keys() {
-            batch.remove(k.map_err(|e| self.sled_err(e))?);
-        }
-        for (k, v) in pairs {
-            batch.insert(k.as_slice(), v.as_slice());
-        }
-        self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))
+        self.tree.write(|table| {
+            table.clear()?;
+            for (k, v) in pairs {
+                table.insert(k, v)?;
+            }
+            Ok(())
+        })
     }
 }
 

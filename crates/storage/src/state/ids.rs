@@ -49,10 +49,7 @@ pub struct IdsTable<'a> {
 impl IdsTable<'_> {
     /// Whether an idempotency id is remembered for a target.
     pub fn remembers(&self, target: &Target, id: &str) -> Result<bool> {
-        self.state
-            .tree
-            .contains_key(keys::id(target, id))
-            .map_err(|e| self.state.sled_err(e))
+        self.state.tree.contains_key(&keys::id(target, id))
     }
 }
 

@@ -65,12 +65,11 @@ impl InboxTable<'_> {
     /// A target's pending inbox messages, oldest first.
     pub fn messages(&self, target: &Target) -> Result<Vec<(u64, Vec<u8>)>> {
         let prefix = keys::inbox_prefix(target);
-        let mut out = Vec::new();
-        for kv in self.state.tree.scan_prefix(&prefix) {
-            let (k, v) = kv.map_err(|e| self.state.sled_err(e))?;
-            out.push((keys::inbox_seq_of(&prefix, &k), v.to_vec()));
-        }
-        Ok(out)
+        let pairs = self.state.tree.scan_prefix(&prefix, usize::MAX)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(k, v)| (keys::inbox_seq_of(&prefix, &k), v))
+            .collect())
     }
 
     /// Targets with pending inbox messages (each once), in key order, at most `limit`.
@@ -78,15 +77,9 @@ impl InboxTable<'_> {
         let mut out: Vec<Target> = Vec::new();
         let mut start = keys::INBOX_ALL.to_vec();
         while out.len() < limit {
-            let Some(kv) = self
-                .state
-                .tree
-                .range(start.clone()..keys::INBOX_END.to_vec())
-                .next()
-            else {
+            let Some((k, _)) = self.state.tree.range(&start, keys::INBOX_END, 1)?.pop() else {
                 break;
             };
-            let (k, _) = kv.map_err(|e| self.state.sled_err(e))?;
             let Some((canonical, past)) = keys::inbox_owner_of(&k) else {
                 break;
             };
@@ -105,10 +98,8 @@ impl InboxTable<'_> {
     pub fn depth(&self, cap: usize) -> usize {
         self.state
             .tree
-            .scan_prefix(keys::INBOX_ALL)
-            .keys()
-            .take(cap)
-            .count()
+            .count_prefix(keys::INBOX_ALL, cap)
+            .unwrap_or(0)
     }
 
     /// Highest sequence number received from `source`.
@@ -116,8 +107,7 @@ impl InboxTable<'_> {
         Ok(self
             .state
             .tree
-            .get(keys::received(source))
-            .map_err(|e| self.state.sled_err(e))?
+            .get(&keys::received(source))?
             .map(|v| keys::u64_of(&v))
             .unwrap_or(0))
     }

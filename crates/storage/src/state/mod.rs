@@ -1,4 +1,5 @@
-//! A partition's state in sled: one tree per partition, applied atomically per log batch.
+//! A partition's state: one tree (its own redb file, see `tree.rs`) per partition, applied
+//! atomically per log batch.
 //!
 //! The tree holds several tables, each a key namespace with one file here that owns its keys'
 //! use, the apply arms of its ops and its queries:
@@ -12,8 +13,8 @@
 //! | `ids.rs` | idempotency ids | `RememberId`, `ExpireIds` | [`PartitionState::ids`] |
 //!
 //! Beside them: `keys.rs` (every key layout, the only code that builds or parses key bytes, pinned
-//! by test vectors), `txn.rs` (one apply batch's pending writes) and `export.rs` (the whole tree as
-//! pairs, for snapshots). This file holds [`PartitionState`] and the apply loop: fencing by
+//! by test vectors), `tree.rs` (the store: the only code that talks to redb), `txn.rs` (one apply
+//! batch's pending writes) and `export.rs` (the whole tree as pairs, for snapshots). This file holds [`PartitionState`] and the apply loop: fencing by
 //! term, the duplicate-id check, membership and the applied position, and the dispatch of each
 //! op to its table.
 //!
@@ -27,8 +28,8 @@
 //!
 //! Nothing else changes: snapshots copy every pair of the tree, whatever its table.
 //!
-//! sled is not a durability barrier (its flush is not an fsync): after a crash this tree may be
-//! behind the log. That is safe because the applied position is stored in the same atomic batch as
+//! The tree is not a durability barrier (most of its commits are not fsynced): after a crash it may
+//! be behind the log. That is safe because the applied position is stored in the same atomic batch as
 //! the changes, so the tree is always some exact prefix of the log; the log (and, below it, the
 //! durable snapshot file) holds everything after it and is re-applied.
 
@@ -41,6 +42,7 @@ mod outbox;
 #[cfg(test)]
 mod testkit;
 mod timers;
+mod tree;
 mod txn;
 
 pub use entities::EntitiesTable;
@@ -48,6 +50,7 @@ pub use ids::IdsTable;
 pub use inbox::InboxTable;
 pub use outbox::{OutboxTable, Outgoing};
 pub use timers::{Timer, TimersTable};
+pub use tree::TreeSnapshot;
 
 use crate::raft_types::{Entry, LogId, StoredMembership};
 use crate::{Error, Result};
@@ -55,35 +58,40 @@ use openraft::EntryPayload;
 use perdure_types::codec;
 use perdure_types::command::{Command, Op, OpResult, ProposalResult};
 use perdure_types::PartitionId;
-use std::path::PathBuf;
+use std::path::Path;
+use tree::Tree;
 use txn::Txn;
 
 /// One partition's tree: the apply logic, and per-table read views.
 #[derive(Debug, Clone)]
 pub struct PartitionState {
     partition: PartitionId,
-    tree: sled::Tree,
-    path: PathBuf,
+    tree: Tree,
     /// Counted by the [`crate::NodeStore`] that made it: the store is closed only once every
-    /// handle on its trees is gone (sled releases its file lock when the last one drops).
+    /// handle on its trees is gone (redb releases a file's lock when its last handle drops).
     _open: std::sync::Arc<()>,
 }
 
 impl PartitionState {
-    /// Wraps `tree`, the state of `partition`; `path` names the store in errors; `open` is the
-    /// owning store's handle counter.
-    pub fn new(
+    /// Opens (or creates) the state of `partition` in the file `path`, with a page cache of
+    /// `cache_bytes`; `open` is the owning store's handle counter.
+    pub(crate) fn open(
         partition: PartitionId,
-        tree: sled::Tree,
-        path: PathBuf,
+        path: &Path,
+        cache_bytes: usize,
         open: std::sync::Arc<()>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        Ok(Self {
             partition,
-            tree,
-            path,
+            tree: Tree::open(path, cache_bytes)?,
             _open: open,
-        }
+        })
+    }
+
+    /// Makes every applied batch durable in the tree's file (at close: less to re-apply at the
+    /// next start; never needed for correctness).
+    pub fn sync(&self) -> Result<()> {
+        self.tree.sync()
     }
 
     /// The partition.
@@ -116,38 +124,27 @@ impl PartitionState {
         IdsTable { state: self }
     }
 
-    fn sled_err(&self, source: sled::Error) -> Error {
-        Error::Sled {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
     fn decode<T: serde::de::DeserializeOwned>(&self, v: &[u8]) -> Result<T> {
         codec::decode(v).map_err(|source| Error::Codec {
-            path: self.path.join(format!("p{:05}", self.partition)),
+            path: self.tree.path().to_path_buf(),
             source,
         })
     }
 
     fn encode<T: serde::Serialize>(&self, v: &T) -> Result<Vec<u8>> {
         codec::encode(v).map_err(|source| Error::Codec {
-            path: self.path.join(format!("p{:05}", self.partition)),
+            path: self.tree.path().to_path_buf(),
             source,
         })
     }
 
     /// The last applied log id and membership recorded in the tree.
     pub fn applied(&self) -> Result<(Option<LogId>, StoredMembership)> {
-        let applied = match self.tree.get(keys::APPLIED).map_err(|e| self.sled_err(e))? {
+        let applied = match self.tree.get(keys::APPLIED)? {
             Some(v) => Some(self.decode(&v)?),
             None => None,
         };
-        let membership = match self
-            .tree
-            .get(keys::MEMBERSHIP)
-            .map_err(|e| self.sled_err(e))?
-        {
+        let membership = match self.tree.get(keys::MEMBERSHIP)? {
             Some(v) => self.decode(&v)?,
             None => StoredMembership::default(),
         };
@@ -155,24 +152,31 @@ impl PartitionState {
     }
 
     /// Applies log entries in one atomic batch; returns one result per entry and the new
-    /// membership if an entry changed it.
+    /// membership if an entry changed it. Blocking: call it off the async runtime's workers.
     pub fn apply(
         &self,
         entries: &[Entry],
         membership: &mut StoredMembership,
     ) -> Result<Vec<ProposalResult>> {
-        let mut txn = Txn::new(self);
-        let mut results = Vec::with_capacity(entries.len());
-        for entry in entries {
-            results.push(self.apply_entry(&mut txn, entry, membership)?);
-        }
-        if let Some(last) = entries.last() {
-            let v = self.encode(&last.log_id)?;
-            txn.put(keys::APPLIED.to_vec(), v);
-        }
-        let batch = txn.into_batch();
-        self.tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
-        Ok(results)
+        self.tree.write(|table| {
+            let mut txn = Txn::new(self, table);
+            let mut results = Vec::with_capacity(entries.len());
+            for entry in entries {
+                results.push(self.apply_entry(&mut txn, entry, membership)?);
+            }
+            if let Some(last) = entries.last() {
+                let v = self.encode(&last.log_id)?;
+                txn.put(keys::APPLIED.to_vec(), v);
+            }
+            let pending = txn.into_pending();
+            for (k, v) in pending {
+                match v {
+                    Some(v) => table.insert(&k, &v)?,
+                    None => table.remove(&k)?,
+                }
+            }
+            Ok(results)
+        })
     }
 
     /// One entry: its commands (each skipped whole if fenced to another term than the entry's),

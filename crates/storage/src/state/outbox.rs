@@ -58,8 +58,7 @@ impl OutboxTable<'_> {
     /// order, at most `limit`.
     pub fn pending(&self, limit: usize) -> Result<Vec<Outgoing>> {
         let mut out = Vec::new();
-        for kv in self.state.tree.scan_prefix(keys::OUTBOX_ALL).take(limit) {
-            let (k, v) = kv.map_err(|e| self.state.sled_err(e))?;
+        for (k, v) in self.state.tree.scan_prefix(keys::OUTBOX_ALL, limit)? {
             if let Some((dest, seq)) = keys::outbox_of(&k) {
                 let (target, message): (Target, Vec<u8>) = self.state.decode(&v)?;
                 out.push(Outgoing {
@@ -83,13 +82,12 @@ impl OutboxTable<'_> {
     ) -> Result<Vec<(u64, Target, Vec<u8>)>> {
         let prefix = keys::outbox_prefix(dest);
         let mut out = Vec::new();
-        for kv in self
+        let start = keys::outbox(dest, after.saturating_add(1));
+        for (k, v) in self
             .state
             .tree
-            .range(keys::outbox(dest, after.saturating_add(1))..keys::prefix_end(&prefix))
-            .take(limit)
+            .range(&start, &keys::prefix_end(&prefix), limit)?
         {
-            let (k, v) = kv.map_err(|e| self.state.sled_err(e))?;
             let (target, message): (Target, Vec<u8>) = self.state.decode(&v)?;
             out.push((keys::outbox_seq_of(&prefix, &k), target, message));
         }
@@ -101,10 +99,8 @@ impl OutboxTable<'_> {
     pub fn depth(&self, cap: usize) -> usize {
         self.state
             .tree
-            .scan_prefix(keys::OUTBOX_ALL)
-            .keys()
-            .take(cap)
-            .count()
+            .count_prefix(keys::OUTBOX_ALL, cap)
+            .unwrap_or(0)
     }
 }
 

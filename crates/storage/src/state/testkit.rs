@@ -7,19 +7,12 @@ use openraft::{CommittedLeaderId, EntryPayload};
 use perdure_types::command::{Command, Op, OpResult};
 use perdure_types::{EntityId, Target};
 
-/// A fresh partition 0 in a temporary sled database (kept while the directory lives).
+/// A fresh partition 0 in a temporary file (kept while the directory lives).
 pub(super) fn state() -> (PartitionState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new()
-        .temporary(true)
-        .path(dir.path())
-        .open()
-        .unwrap();
-    let tree = db.open_tree("p00000").unwrap();
-    (
-        PartitionState::new(0, tree, dir.path().to_path_buf(), Default::default()),
-        dir,
-    )
+    let path = dir.path().join("p00000.redb");
+    let st = PartitionState::open(0, &path, 8 << 20, Default::default()).unwrap();
+    (st, dir)
 }
 
 /// Entity `key` of the test entity type `t`.

@@ -50,13 +50,8 @@ impl TimersTable<'_> {
     /// Timers due at or before `now`, earliest first, at most `limit`.
     pub fn due(&self, now: Millis, limit: usize) -> Result<Vec<Timer>> {
         let mut out = Vec::new();
-        for kv in self
-            .state
-            .tree
-            .range(keys::TIMERS_ALL.to_vec()..keys::timer(now.saturating_add(1), 0))
-            .take(limit)
-        {
-            let (k, v) = kv.map_err(|e| self.state.sled_err(e))?;
+        let end = keys::timer(now.saturating_add(1), 0);
+        for (k, v) in self.state.tree.range(keys::TIMERS_ALL, &end, limit)? {
             let (target, message): (Target, Vec<u8>) = self.state.decode(&v)?;
             let (due, id) = keys::timer_of(&k);
             out.push(Timer {
@@ -74,10 +69,8 @@ impl TimersTable<'_> {
         Ok(self
             .state
             .tree
-            .scan_prefix(keys::TIMERS_ALL)
-            .next()
-            .transpose()
-            .map_err(|e| self.state.sled_err(e))?
+            .scan_prefix(keys::TIMERS_ALL, 1)?
+            .pop()
             .map(|(k, _)| keys::timer_due_of(&k)))
     }
 }

@@ -1,23 +1,27 @@
 //! The pending writes of one apply batch: later ops of the batch read what earlier ops wrote,
-//! and the whole batch reaches sled as one atomic `apply_batch`.
+//! and the whole batch reaches the tree in one write transaction.
 
+use super::tree::WriteTable;
 use super::{keys, PartitionState};
 use crate::Result;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 /// Pending writes of one apply batch over a partition's tree, read back by later ops of the
-/// same batch.
+/// same batch. The writes reach the tree only when the whole batch applied without error
+/// ([`Txn::into_pending`]), so a failed batch leaves the tree as it was.
 pub(super) struct Txn<'a> {
     state: &'a PartitionState,
+    table: &'a WriteTable<'a>,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl<'a> Txn<'a> {
-    /// An empty batch over `state`'s tree.
-    pub(super) fn new(state: &'a PartitionState) -> Self {
+    /// An empty batch over `table`, the write transaction of `state`'s tree.
+    pub(super) fn new(state: &'a PartitionState, table: &'a WriteTable<'a>) -> Self {
         Self {
             state,
+            table,
             pending: BTreeMap::new(),
         }
     }
@@ -27,12 +31,7 @@ impl<'a> Txn<'a> {
         if let Some(v) = self.pending.get(k) {
             return Ok(v.clone());
         }
-        Ok(self
-            .state
-            .tree
-            .get(k)
-            .map_err(|e| self.state.sled_err(e))?
-            .map(|v| v.to_vec()))
+        self.table.get(k)
     }
 
     /// Writes `k`.
@@ -78,13 +77,15 @@ impl<'a> Txn<'a> {
     /// Live keys in `[start, end)`, at most `limit`, merging the tree with pending writes.
     pub(super) fn keys(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
         let mut out: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
-        for kv in self.state.tree.range(start..end) {
-            let (k, _) = kv.map_err(|e| self.state.sled_err(e))?;
-            if !matches!(self.pending.get(k.as_ref()), Some(None)) {
-                out.insert(k.to_vec(), ());
-            }
-            if out.len() >= limit {
-                break;
+        // deleted pending keys hide tree keys: ask the tree for enough to fill `limit` after them
+        let hidden = self
+            .pending
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .filter(|(_, v)| v.is_none())
+            .count();
+        for k in self.table.keys(start, end, limit.saturating_add(hidden))? {
+            if !matches!(self.pending.get(&k), Some(None)) {
+                out.insert(k, ());
             }
         }
         let range = (
@@ -99,15 +100,8 @@ impl<'a> Txn<'a> {
         Ok(out.into_keys().take(limit).collect())
     }
 
-    /// The batch to hand to sled.
-    pub(super) fn into_batch(self) -> sled::Batch {
-        let mut b = sled::Batch::default();
-        for (k, v) in self.pending {
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
-            }
-        }
-        b
+    /// The batch's writes, to hand to the write transaction once the batch applied.
+    pub(super) fn into_pending(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        self.pending
     }
 }
