@@ -1,6 +1,7 @@
 //! `perdure-chaos`: runs a Jepsen-style fault test against a real perdure cluster and writes a
 //! report folder. See `chaos-tests/README.md`.
 
+mod fresh;
 mod nemesis;
 mod workload;
 
@@ -37,6 +38,9 @@ struct Cli {
 enum Cmd {
     /// Start a cluster, run workloads under faults, heal, check, write a report.
     Run(RunArgs),
+    /// Fresh single nodes under plain load, round after round: each must still answer and keep
+    /// every acknowledged add (a hang dumps the node's stacks). `--duration 30m` is the soak.
+    FreshNodes(fresh::FreshArgs),
     /// Run the checkers again on a recorded history (`history.jsonl` of a report).
     Check {
         /// The history file.
@@ -148,6 +152,16 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::FreshNodes(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            match rt.block_on(fresh::run(args))? {
+                0 => Ok(()),
+                c => std::process::exit(c),
+            }
+        }
         Cmd::Check {
             history,
             lin_steps,

@@ -149,6 +149,13 @@ impl Node {
         }
     }
 
+    /// How the process ended, once it has (`None` while it runs, or when there is none).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Whether it is SIGSTOPped.
     pub fn is_paused(&self) -> bool {
         self.paused

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dashboard;
 pub mod http;
 pub mod metrics;
+pub mod watchdog;
 
 use perdure_cluster::Partitions;
 use perdure_runtime::{Registry, Runtime};
@@ -55,6 +56,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let started = Instant::now();
+    let _watchdog = watchdog::start(Duration::from_millis(config.watchdog.stall_after_ms));
+    watchdog::test_stall();
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())

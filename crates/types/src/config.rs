@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub metrics: MetricsConfig,
     /// Logging settings.
     pub log: LogConfig,
+    /// The watchdog that fails stop a node whose async runtime stopped making progress.
+    pub watchdog: WatchdogConfig,
 }
 
 impl Default for NodeConfig {
@@ -73,6 +75,25 @@ impl Default for NodeConfig {
             cluster: ClusterConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+            watchdog: WatchdogConfig::default(),
+        }
+    }
+}
+
+/// Watchdog settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// How long the async runtime may make no progress at all before the node logs its threads'
+    /// stacks and exits with code 70 (a supervisor restarts it; the cluster fails over). 0 turns
+    /// the watchdog off; otherwise at least 1000. Default 30000 (30 s).
+    pub stall_after_ms: u64,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            stall_after_ms: 30_000,
         }
     }
 }
@@ -358,6 +379,13 @@ impl NodeConfig {
             return Err(ConfigError::new(
                 "entities.max_batch_ops",
                 "must be at least 1",
+            ));
+        }
+        let wd = self.watchdog.stall_after_ms;
+        if wd != 0 && wd < 1000 {
+            return Err(ConfigError::new(
+                "watchdog.stall_after_ms",
+                "must be 0 (off) or at least 1000 (1 s)",
             ));
         }
         let h = &self.http;
