@@ -157,24 +157,44 @@ fn threads() -> String {
     out
 }
 
+/// How long a stack tool may take before it is killed (the node must exit regardless).
+const STACKS_WITHIN: Duration = Duration::from_secs(20);
+
 /// Every thread's native stack from `eu-stack` or `gdb`, when one is installed and may attach.
+/// The tool writes to a file, not a pipe: while it holds this process stopped, no thread of ours
+/// could drain a pipe, and a full one would block the tool for good.
 fn native_stacks() -> Option<String> {
     // a child may trace its parent only when the parent says so (Yama ptrace_scope 1)
     let _ = rustix::process::set_ptracer(rustix::process::PTracer::Any);
     let pid = std::process::id().to_string();
+    let file = std::env::temp_dir().join(format!("perdure-{pid}-stacks.txt"));
     let tools: [(&str, Vec<&str>); 2] = [
         ("eu-stack", vec!["-p", &pid]),
-        (
-            "gdb",
-            vec!["-batch", "-p", &pid, "-ex", "thread apply all bt"],
-        ),
+        ("gdb", vec!["-batch", "-p", &pid, "-ex", "thread apply all bt"]),
     ];
     for (tool, args) in tools {
-        let Ok(out) = std::process::Command::new(tool).args(&args).output() else {
+        let Ok(out) = std::fs::File::create(&file) else {
+            return None;
+        };
+        let Ok(mut child) = std::process::Command::new(tool)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
             continue;
         };
-        if !out.stdout.is_empty() {
-            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        let deadline = Instant::now() + STACKS_WITHIN;
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let stacks = std::fs::read_to_string(&file).unwrap_or_default();
+        let _ = std::fs::remove_file(&file);
+        if !stacks.trim().is_empty() {
+            return Some(stacks);
         }
     }
     None

@@ -212,34 +212,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )
         };
         let bytes = snapshot.into_inner();
-        let content =
-            snapshot::decode(&bytes, Path::new("<received snapshot>")).map_err(|e| err(&e))?;
-        if content.partition != self.state.partition()
-            || content.meta.last_log_id != meta.last_log_id
-        {
-            return Err(err(&Error::Format {
-                path: "<received snapshot>".into(),
-                reason: format!(
-                    "snapshot of partition {} at {:?} offered to partition {} as {:?}",
-                    content.partition,
-                    content.meta.last_log_id,
-                    self.state.partition(),
-                    meta.last_log_id
-                ),
-            }));
-        }
-        // Durable file first: once the tree is replaced, the log before it may be purged.
-        let store = self.snapshots.clone();
-        let m = meta.clone();
-        tokio::task::spawn_blocking(move || store.save(&m, &bytes))
-            .await
-            .map_err(|e| err(&Error::WalFailed(format!("snapshot task: {e}"))))?
-            .map_err(|e| err(&e))?;
-        let state = self.state.clone();
-        tokio::task::spawn_blocking(move || state.replace(&content.pairs))
-            .await
-            .map_err(|e| err(&Error::WalFailed(format!("snapshot install task: {e}"))))?
-            .map_err(|e| err(&e))?;
+        let (state, store, m) = (self.state.clone(), self.snapshots.clone(), meta.clone());
+        // decode, durable file, then the tree: blocking work, on a blocking thread
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let content = snapshot::decode(&bytes, Path::new("<received snapshot>"))?;
+            if content.partition != state.partition() || content.meta.last_log_id != m.last_log_id {
+                return Err(Error::Format {
+                    path: "<received snapshot>".into(),
+                    reason: format!(
+                        "snapshot of partition {} at {:?} offered to partition {} as {:?}",
+                        content.partition,
+                        content.meta.last_log_id,
+                        state.partition(),
+                        m.last_log_id
+                    ),
+                });
+            }
+            // Durable file first: once the tree is replaced, the log before it may be purged.
+            store.save(&m, &bytes)?;
+            state.replace(&content.pairs)
+        })
+        .await
+        .map_err(|e| err(&Error::WalFailed(format!("snapshot install task: {e}"))))?
+        .map_err(|e| err(&e))?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
@@ -247,12 +242,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let err = |e: &Error| to_raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
-        let Some((path, bytes)) = self.snapshots.latest().map_err(|e| err(&e))? else {
+        // a file read and a decode of the whole state: on a blocking thread
+        let store = self.snapshots.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<_> {
+            let Some((path, bytes)) = store.latest()? else {
+                return Ok(None);
+            };
+            let content = snapshot::decode(&bytes, &path)?;
+            Ok(Some((content.meta, bytes)))
+        })
+        .await
+        .map_err(|e| err(&Error::WalFailed(format!("snapshot read task: {e}"))))?
+        .map_err(|e| err(&e))?;
+        let Some((meta, bytes)) = read else {
             return Ok(None);
         };
-        let content = snapshot::decode(&bytes, &path).map_err(|e| err(&e))?;
         Ok(Some(Snapshot {
-            meta: content.meta,
+            meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
     }

@@ -142,7 +142,11 @@ impl NodeMetrics {
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(State(m): State<Arc<NodeMetrics>>) -> Response {
-    match m.render() {
+    // the refresh reads the state store (queue depths): on a blocking thread, never a worker
+    let rendered = tokio::task::spawn_blocking(move || m.render())
+        .await
+        .unwrap_or_else(|e| Err(prometheus::Error::Msg(format!("metrics task: {e}"))));
+    match rendered {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,
@@ -157,7 +161,8 @@ pub async fn metrics(State(m): State<Arc<NodeMetrics>>) -> Response {
 
 /// `GET /dashboard/stats`: the summary the web dashboard polls.
 pub async fn stats(State(m): State<Arc<NodeMetrics>>) -> Json<serde_json::Value> {
-    Json(m.summary())
+    let summary = tokio::task::spawn_blocking(move || m.summary()).await;
+    Json(summary.unwrap_or_else(|e| json!({"error": format!("stats task: {e}")})))
 }
 
 /// `GET /metrics` and `GET /dashboard/stats`.

@@ -12,7 +12,6 @@ use super::entity::{Context, EntityType};
 use super::msg::{EntityMsg, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
 use super::shared::Shared;
 use crate::Error;
-use perdure_storage::state::PartitionState;
 use perdure_types::command::{Op, OpResult};
 use perdure_types::message::{parse_input, Message};
 use perdure_types::{EntityId, Target};
@@ -92,8 +91,13 @@ impl Actor for EntityActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let local = args.shared.leader.state()?;
-        let state = match local.entities().get(&args.entity)? {
+        let entity = args.entity.clone();
+        let stored = args
+            .shared
+            .leader
+            .read(move |s| s.entities().get(&entity))
+            .await?;
+        let state = match stored {
             Some(bytes) => Some(serde_json::from_slice(&bytes)?),
             None => None,
         };
@@ -131,7 +135,7 @@ impl Actor for EntityActor {
             }
             EntityMsg::ProcessInbox => {
                 st.received += 1;
-                st.take_inbox()?;
+                st.take_inbox().await?;
             }
             EntityMsg::Committed(result) => st.committed(result, &myself)?,
             EntityMsg::Tick => {
@@ -148,7 +152,8 @@ impl Actor for EntityActor {
                 return Ok(());
             }
         }
-        st.start_batch(&myself);
+        let remembered = st.remembered_keys().await;
+        st.start_batch(&myself, &remembered);
         Ok(())
     }
 
@@ -183,12 +188,13 @@ impl Actor for EntityActor {
 
 impl EntityState {
     /// Queues the inbox messages not yet taken.
-    fn take_inbox(&mut self) -> Result<(), Error> {
-        let local = self.shared.leader.state()?;
-        let inbox = local
-            .inbox()
-            .messages(&self.target)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+    async fn take_inbox(&mut self) -> Result<(), Error> {
+        let target = self.target.clone();
+        let inbox = self
+            .shared
+            .leader
+            .read(move |s| s.inbox().messages(&target))
+            .await?;
         for (seq, bytes) in inbox {
             if seq <= self.inbox_taken {
                 continue;
@@ -222,21 +228,60 @@ impl EntityState {
 
     /// Runs the next batch if none is in flight: its operations one after the other on the
     /// in-memory state, then their combined effects proposed as one command.
-    fn start_batch(&mut self, myself: &ActorRef<EntityMsg>) {
+    /// The idempotency keys of the next batch's signals that the partition remembers: read in
+    /// one go on a blocking thread before the batch is put together. None read when no batch can
+    /// start; on a failed read none counts as remembered (the apply's own duplicate check still
+    /// applies nothing twice).
+    async fn remembered_keys(&self) -> HashSet<String> {
+        if self.in_flight.is_some() {
+            return HashSet::new();
+        }
+        let max = self.shared.config.max_batch_ops as usize;
+        let keys: Vec<String> = self
+            .pending
+            .iter()
+            .take(max)
+            .filter_map(|w| match &w.kind {
+                WorkKind::Signal {
+                    idempotency_key: Some(k),
+                } => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        if keys.is_empty() {
+            return HashSet::new();
+        }
+        let target = self.target.clone();
+        self.shared
+            .leader
+            .read(move |s| {
+                let ids = s.ids();
+                let mut seen = HashSet::new();
+                for k in keys {
+                    if ids.remembers(&target, &k)? {
+                        seen.insert(k);
+                    }
+                }
+                Ok(seen)
+            })
+            .await
+            .unwrap_or_default()
+    }
+
+    fn start_batch(&mut self, myself: &ActorRef<EntityMsg>, remembered: &HashSet<String>) {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
         let max = self.shared.config.max_batch_ops as usize;
         let now = crate::host::now_ms();
         let expires_at = now + self.shared.config.idempotency_window_ms;
-        let local = self.shared.leader.state().ok();
         let mut b = Batch::default();
         while b.taken < max {
             let Some(w) = self.pending.pop_front() else {
                 break;
             };
             b.taken += 1;
-            if self.seen_key(&mut b, &w, local.as_ref(), expires_at) {
+            if self.seen_key(&mut b, &w, remembered, expires_at) {
                 if let Some(tx) = w.reply {
                     b.replies
                         .push((tx, Ok(Reply::Signal(SignalOutcome::Duplicate))));
@@ -268,7 +313,7 @@ impl EntityState {
         &self,
         b: &mut Batch,
         w: &Work,
-        local: Option<&PartitionState>,
+        remembered: &HashSet<String>,
         expires_at: u64,
     ) -> bool {
         let WorkKind::Signal {
@@ -277,10 +322,7 @@ impl EntityState {
         else {
             return false;
         };
-        let seen = b.keys.contains(k)
-            || local
-                .map(|l| l.ids().remembers(&self.target, k).unwrap_or(false))
-                .unwrap_or(false);
+        let seen = b.keys.contains(k) || remembered.contains(k);
         if !seen {
             b.keys.insert(k.clone());
             b.keys_ops.push(Op::RememberId {

@@ -48,7 +48,7 @@ impl Local {
         } else {
             self.router.partitions().read(p).await?
         };
-        state_of(&state, entity)
+        read_entity(state, entity).await
     }
 
     /// Up to `limit` entities of type `name` of partition `p` after `after`, read here after one
@@ -61,10 +61,14 @@ impl Local {
         limit: usize,
     ) -> Result<Vec<(String, Value)>, Error> {
         let state = self.router.partitions().read(p).await?;
-        let got = state
-            .entities()
-            .list(name, after, limit)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let (name, after) = (name.to_string(), after.map(str::to_string));
+        let got = blocking(move || {
+            state
+                .entities()
+                .list(&name, after.as_deref(), limit)
+                .map_err(|e| Error::Unavailable(e.to_string()))
+        })
+        .await?;
         Ok(got
             .into_iter()
             .map(|(k, bytes)| (k, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
@@ -72,8 +76,26 @@ impl Local {
     }
 }
 
+/// Runs a store read on a blocking thread: a read may wait on the disk, never on a runtime worker.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, Error> + Send + 'static,
+) -> Result<R, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Unavailable(format!("state read task: {e}")))?
+}
+
+/// `entity`'s state in `state`, parsed, read on a blocking thread.
+pub(crate) async fn read_entity(
+    state: PartitionState,
+    entity: &EntityId,
+) -> Result<Option<Value>, Error> {
+    let entity = entity.clone();
+    blocking(move || state_of(&state, &entity)).await
+}
+
 /// `entity`'s state in `state`, parsed.
-pub(crate) fn state_of(state: &PartitionState, entity: &EntityId) -> Result<Option<Value>, Error> {
+fn state_of(state: &PartitionState, entity: &EntityId) -> Result<Option<Value>, Error> {
     match state
         .entities()
         .get(entity)

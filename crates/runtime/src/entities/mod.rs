@@ -188,7 +188,7 @@ impl Entities {
             return self.local.get(p, entity).await; // the injected bug: no forwarding, no barrier
         }
         match self.partitions().read(p).await {
-            Ok(state) => local::state_of(&state, entity),
+            Ok(state) => local::read_entity(state, entity).await,
             Err(perdure_cluster::Error::NotLeader {
                 leader: Some(l), ..
             }) if l != self.partitions().node_id() => {

@@ -163,11 +163,7 @@ impl PartitionService for InboxScan {
     fn run(self: Box<Self>, leader: Arc<Leader>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             loop {
-                match leader.state().and_then(|s| {
-                    s.inbox()
-                        .targets(SCAN_LIMIT)
-                        .map_err(|e| Error::Unavailable(e.to_string()))
-                }) {
+                match leader.read(|s| s.inbox().targets(SCAN_LIMIT)).await {
                     Ok(targets) => {
                         // this workload's targets: entities
                         for e in targets.into_iter().filter_map(Target::into_entity) {

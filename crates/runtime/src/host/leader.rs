@@ -90,6 +90,19 @@ impl Leader {
         Ok(self.partitions.local_state(self.partition)?)
     }
 
+    /// Runs `f` over the partition's applied state on a blocking thread (a store read may wait
+    /// on the disk: never on the runtime's workers) and returns what it read.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PartitionState) -> Result<R, perdure_storage::Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let state = self.state()?;
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .map_err(|e| Error::Unavailable(format!("state read task: {e}")))?
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
     /// Confirms this node still leads (a quorum read barrier), without writing.
     pub async fn confirm(&self) -> Result<(), Error> {
         self.partitions.read(self.partition).await?;

@@ -43,10 +43,7 @@ impl OutboxDelivery {
     async fn deliver_forever(&self, leader: &Leader) {
         let p = leader.partition();
         loop {
-            let pending = match leader
-                .state()
-                .and_then(|s| s.outbox().pending(BATCH).map_err(storage_err))
-            {
+            let pending = match leader.read(|s| s.outbox().pending(BATCH)).await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "outbox read failed");
@@ -107,10 +104,6 @@ impl OutboxDelivery {
         leader.metrics().add_delivered(n);
         Ok(())
     }
-}
-
-fn storage_err(e: perdure_storage::Error) -> Error {
-    Error::Unavailable(e.to_string())
 }
 
 fn check_received(

@@ -28,8 +28,10 @@ async fn fire_forever(leader: &Leader) {
     let p = leader.partition();
     loop {
         let now = super::clock::now_ms();
-        let Ok(state) = leader.state() else { return };
-        match state.timers().due(now, BATCH) {
+        if leader.state().is_err() {
+            return;
+        }
+        match leader.read(move |s| s.timers().due(now, BATCH)).await {
             Ok(due) if !due.is_empty() => {
                 let n = due.len() as u64;
                 let mut ops = Vec::with_capacity(due.len() * 2);
@@ -59,7 +61,7 @@ async fn fire_forever(leader: &Leader) {
             Ok(_) => {}
             Err(e) => tracing::warn!(partition = p, error = %e, "timer scan failed"),
         }
-        let wait = match state.timers().next_due() {
+        let wait = match leader.read(|s| s.timers().next_due()).await {
             Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now).clamp(1, 1000)),
             _ => Duration::from_millis(1000),
         };
