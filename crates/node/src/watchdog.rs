@@ -170,7 +170,10 @@ fn native_stacks() -> Option<String> {
     let file = std::env::temp_dir().join(format!("perdure-{pid}-stacks.txt"));
     let tools: [(&str, Vec<&str>); 2] = [
         ("eu-stack", vec!["-p", &pid]),
-        ("gdb", vec!["-batch", "-p", &pid, "-ex", "thread apply all bt"]),
+        (
+            "gdb",
+            vec!["-batch", "-p", &pid, "-ex", "thread apply all bt"],
+        ),
     ];
     for (tool, args) in tools {
         let Ok(out) = std::fs::File::create(&file) else {

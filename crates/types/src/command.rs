@@ -50,6 +50,29 @@ impl Command {
         self.fence_term = Some(term);
         self
     }
+
+    /// The bytes of its ops' payloads (states, messages, ids) plus a small fixed cost per op:
+    /// what the command weighs in a log entry, within a few percent.
+    pub fn payload_bytes(&self) -> usize {
+        self.ops.iter().map(Op::payload_bytes).sum()
+    }
+}
+
+impl Op {
+    /// The bytes of this op's payload (state, message, id) plus a small fixed cost.
+    pub fn payload_bytes(&self) -> usize {
+        const FIXED: usize = 48;
+        FIXED
+            + match self {
+                Op::SetState { state, .. } => state.len(),
+                Op::Enqueue { message, .. }
+                | Op::Send { message, .. }
+                | Op::Receive { message, .. }
+                | Op::ScheduleTimer { message, .. } => message.len(),
+                Op::RememberId { id, .. } => id.len(),
+                _ => 0,
+            }
+    }
 }
 
 /// One change inside a [`Command`].

@@ -210,6 +210,13 @@ pub struct EntitiesConfig {
     pub idempotency_window_ms: u64,
     /// Most operations one entity runs in one batch (one commit). Default 1 000.
     pub max_batch_ops: u32,
+    /// Largest state one entity may hold, as stored (JSON bytes): an operation that would grow it
+    /// past this fails (its effects discarded, the state unchanged). Default 16 MiB; between
+    /// 1 KiB and 64 MiB.
+    pub max_state_bytes: u64,
+    /// An entity's batch stops taking operations once its command (new state, messages, ids)
+    /// weighs this much; the rest go in the next batch. Default 4 MiB; between 64 KiB and 64 MiB.
+    pub max_batch_bytes: u64,
     /// Also register the test entity types `relay` and `probe` (for tests and fault runs).
     /// Default false.
     pub test_types: bool,
@@ -221,6 +228,8 @@ impl Default for EntitiesConfig {
             passivate_after_ms: 60_000,
             idempotency_window_ms: 3600 * 1000,
             max_batch_ops: 1000,
+            max_state_bytes: 16 << 20,
+            max_batch_bytes: 4 << 20,
             test_types: false,
         }
     }
@@ -386,6 +395,18 @@ impl NodeConfig {
             return Err(ConfigError::new(
                 "watchdog.stall_after_ms",
                 "must be 0 (off) or at least 1000 (1 s)",
+            ));
+        }
+        if !((1 << 10)..=(64 << 20)).contains(&e.max_state_bytes) {
+            return Err(ConfigError::new(
+                "entities.max_state_bytes",
+                "must be between 1 KiB and 64 MiB",
+            ));
+        }
+        if !((64 << 10)..=(64 << 20)).contains(&e.max_batch_bytes) {
+            return Err(ConfigError::new(
+                "entities.max_batch_bytes",
+                "must be between 64 KiB and 64 MiB",
             ));
         }
         let h = &self.http;

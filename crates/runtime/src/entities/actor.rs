@@ -51,6 +51,34 @@ struct Batch {
     scheduled: bool,
     /// Operations taken from the queue.
     taken: usize,
+    /// The stored size of `new_state` (JSON bytes; 0 when unchanged or deleted).
+    state_bytes: usize,
+    /// What the outgoing signals and remembered ids weigh in the command.
+    other_bytes: usize,
+}
+
+impl Batch {
+    /// What the batch's command weighs so far, within a few percent.
+    fn bytes(&self) -> usize {
+        self.state_bytes + self.other_bytes
+    }
+}
+
+/// The length of `v` as JSON, without building the bytes.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 struct InFlight {
@@ -273,10 +301,12 @@ impl EntityState {
             return;
         }
         let max = self.shared.config.max_batch_ops as usize;
+        let max_bytes = self.shared.config.max_batch_bytes as usize;
         let now = crate::host::now_ms();
         let expires_at = now + self.shared.config.idempotency_window_ms;
         let mut b = Batch::default();
-        while b.taken < max {
+        // bounded by count and by bytes: a batch of big operations commits as several commands
+        while b.taken < max && (b.taken == 0 || b.bytes() < max_bytes) {
             let Some(w) = self.pending.pop_front() else {
                 break;
             };
@@ -325,11 +355,13 @@ impl EntityState {
         let seen = b.keys.contains(k) || remembered.contains(k);
         if !seen {
             b.keys.insert(k.clone());
-            b.keys_ops.push(Op::RememberId {
+            let op = Op::RememberId {
                 target: self.target.clone(),
                 id: k.clone(),
                 expires_at,
-            });
+            };
+            b.other_bytes += op.payload_bytes();
+            b.keys_ops.push(op);
         }
         seen
     }
@@ -354,14 +386,33 @@ impl EntityState {
         let mut ctx = Context::new(&self.entity, &w.operation, w.input.as_ref(), current, now);
         let result = self.etype.execute(&mut ctx).map_err(|e| e.to_string())?;
         let (state, signals) = ctx.into_effects();
+        let state_bytes = match &state {
+            Some(Some(v)) => {
+                let n = json_len(v);
+                let cap = self.shared.config.max_state_bytes;
+                if n as u64 > cap {
+                    return Err(format!(
+                        "the entity's state would be {n} bytes, over its limit of {cap} \
+                         (entities.max_state_bytes); the operation was not applied"
+                    ));
+                }
+                Some(n)
+            }
+            Some(None) => Some(0),
+            None => None,
+        };
         let ops = self.signal_ops(signals)?;
         for op in &ops {
             b.sent |= matches!(op, Op::Send { .. });
             b.scheduled |= matches!(op, Op::ScheduleTimer { .. });
+            b.other_bytes += op.payload_bytes();
         }
         b.effect_ops.extend(ops);
         if let Some(s) = state {
             b.new_state = Some(s);
+        }
+        if let Some(n) = state_bytes {
+            b.state_bytes = n;
         }
         Ok(result)
     }

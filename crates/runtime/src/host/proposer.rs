@@ -14,6 +14,15 @@ use tracing::Instrument;
 /// Most commands in one proposal.
 const MAX_COMMANDS: usize = 4096;
 
+/// A proposal takes no more commands once it weighs this much (one log entry: its memory on
+/// every replica until a snapshot, its WAL record).
+const MAX_PROPOSAL_BYTES: usize = 32 << 20;
+
+/// The heaviest command proposed at all: far above what the entity limits let a batch reach
+/// (`entities.max_state_bytes` + `max_batch_bytes`), and below the WAL's record limit, so no
+/// command can make the log refuse an entry and stop its group.
+pub(crate) const MAX_COMMAND_BYTES: usize = 160 << 20;
+
 type Reply = oneshot::Sender<Result<Vec<OpResult>, Error>>;
 
 /// A handle to one partition's proposer task.
@@ -27,11 +36,28 @@ impl Proposer {
     pub fn start(partitions: Arc<Partitions>, p: PartitionId) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Command, Reply)>();
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            let mut carried: Option<(Command, Reply)> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(c) => c,
+                    None => match rx.recv().await {
+                        Some(c) => c,
+                        None => break,
+                    },
+                };
+                let mut bytes = first.0.payload_bytes();
                 let mut batch = vec![first];
-                while batch.len() < MAX_COMMANDS {
+                while batch.len() < MAX_COMMANDS && bytes < MAX_PROPOSAL_BYTES {
                     match rx.try_recv() {
-                        Ok(x) => batch.push(x),
+                        Ok(x) => {
+                            let n = x.0.payload_bytes();
+                            if bytes + n > MAX_PROPOSAL_BYTES {
+                                carried = Some(x);
+                                break;
+                            }
+                            bytes += n;
+                            batch.push(x);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -44,6 +70,13 @@ impl Proposer {
 
     /// Proposes `command`; answers its op results once committed and applied.
     pub async fn propose(&self, command: Command) -> Result<Vec<OpResult>, Error> {
+        let bytes = command.payload_bytes();
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(Error::Operation(format!(
+                "the change weighs {bytes} bytes, over the {MAX_COMMAND_BYTES} one command may; \
+                 nothing was applied"
+            )));
+        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((command, tx))
