@@ -145,6 +145,7 @@ mod tests {
             partitions: 4,
             secret: "s".into(),
             rpc_timeout: Duration::from_secs(1),
+            stats: Default::default(),
         })
     }
 

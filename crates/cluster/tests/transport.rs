@@ -31,6 +31,7 @@ fn config(node_id: u64) -> TransportConfig {
         partitions: 8,
         secret: SECRET.into(),
         rpc_timeout: Duration::from_secs(5),
+        stats: Default::default(),
     }
 }
 
