@@ -3,6 +3,10 @@
 # ./perdure-cluster/, logs in ./perdure-cluster/nodeN.log. Ctrl-C stops all three.
 #   bash deploy/local-cluster.sh            # build (release) and start
 #   NODE_BIN=target/debug/perdure bash deploy/local-cluster.sh   (an existing binary)
+# The node channel's secret is made once per cluster (32 random bytes, perdure-cluster/secret,
+# readable by you only) and passed to the nodes as PERDURE_CLUSTER__SECRET; the example configs
+# carry none. A node started by hand (config/node4.toml) needs it too:
+#   PERDURE_CLUSTER__SECRET=$(cat perdure-cluster/secret) perdure serve --config config/node4.toml
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${NODE_BIN:-target/release/perdure}
@@ -10,6 +14,11 @@ if [ -z "${NODE_BIN:-}" ]; then
   cargo build --release --bin perdure
 fi
 mkdir -p perdure-cluster
+if [ ! -s perdure-cluster/secret ]; then
+  (umask 077 && head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' > perdure-cluster/secret)
+fi
+PERDURE_CLUSTER__SECRET=$(cat perdure-cluster/secret)
+export PERDURE_CLUSTER__SECRET
 pids=()
 cleanup() {
   echo "stopping the cluster"

@@ -8,6 +8,8 @@ use crate::ids::NodeId;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+pub mod channel;
+
 /// Most partitions a cluster may have.
 pub const MAX_PARTITIONS: u32 = 4096;
 
@@ -147,8 +149,11 @@ pub struct MemberConfig {
 pub struct ClusterConfig {
     /// The cluster's name; a node of another cluster is refused. Default `perdure`.
     pub cluster_id: String,
-    /// The secret nodes prove to each other (challenge-response: it never crosses the wire).
-    /// Required, at least 16 characters, when `members` is not empty.
+    /// The secret that authenticates the node channel (the handshake's proofs and every frame's
+    /// MAC; it never crosses the wire). Required when `members` is not empty: at least 16
+    /// characters while every peer address is loopback, else 32 random bytes (64 hex digits);
+    /// example secrets are refused (see [`channel`]). Best set from the environment
+    /// (`PERDURE_CLUSTER__SECRET`) rather than in a file.
     pub secret: String,
     /// Where this node listens for other nodes. Default `127.0.0.1:7171`.
     pub listen_addr: String,
@@ -405,12 +410,6 @@ impl NodeConfig {
         if c.members.is_empty() {
             return Ok(());
         }
-        if c.secret.len() < 16 {
-            return Err(ConfigError::new(
-                "cluster.secret",
-                "must be at least 16 characters when cluster.members is set",
-            ));
-        }
         let mut ids = std::collections::BTreeSet::new();
         for m in &c.members {
             if !ids.insert(m.node_id) {
@@ -437,7 +436,7 @@ impl NodeConfig {
                 ),
             ));
         }
-        Ok(())
+        channel::check(c)
     }
 }
 
