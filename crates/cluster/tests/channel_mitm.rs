@@ -28,6 +28,7 @@ fn config(node_id: NodeId) -> TransportConfig {
         node_id,
         partitions: 8,
         secret: SECRET.into(),
+        tls: None,
         rpc_timeout: Duration::from_secs(2),
         stats: Default::default(),
     }

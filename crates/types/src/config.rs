@@ -166,6 +166,24 @@ pub struct ClusterConfig {
     pub replication_factor: u32,
     /// Timeout of one node-to-node request. Default 2 000 ms.
     pub rpc_timeout_ms: u64,
+    /// TLS with mutual authentication on the node channel (`[cluster.tls]`); absent: the
+    /// channel is authenticated by `secret` alone. With TLS, `secret` is not used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The node channel's TLS (`[cluster.tls]`): every node has a certificate for the name
+/// `node-{node_id}.perdure` issued by the cluster's CA (`perdure cert` makes them); a peer is
+/// the node its certificate names, and a certificate of another CA is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the cluster's CA certificate (the only one trusted for peers).
+    pub ca: PathBuf,
+    /// PEM file of this node's certificate (chain), issued by the CA for `node-{node_id}.perdure`.
+    pub cert: PathBuf,
+    /// PEM file of this node's private key.
+    pub key: PathBuf,
 }
 
 impl Default for ClusterConfig {
@@ -177,6 +195,7 @@ impl Default for ClusterConfig {
             members: Vec::new(),
             replication_factor: 3,
             rpc_timeout_ms: 2000,
+            tls: None,
         }
     }
 }

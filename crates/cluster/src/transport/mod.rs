@@ -46,6 +46,11 @@
 //! frame, or a frame over the limit (64 KiB before the handshake, [`MAX_PAYLOAD`] after) is
 //! disconnected. Frames are authenticated, not encrypted: the channel hides nothing from a
 //! listener on the path.
+//!
+//! With [`ChannelTls`] (`[cluster.tls]`) the connection is TLS 1.3 with mutual authentication
+//! by certificates of the cluster's CA (`tls.rs`), and the same messages run inside it without
+//! proofs (zeros) or frame MACs: the client's TLS checks that the server's certificate is for
+//! the node it means to reach, the server that the client's is for the node id of its `Hello`.
 
 mod auth;
 mod client;
@@ -55,6 +60,7 @@ mod server;
 mod services;
 mod session;
 mod stats;
+mod tls;
 mod typed;
 mod wire;
 
@@ -64,6 +70,7 @@ pub use kind::{Kind, UnknownKind};
 pub use server::serve;
 pub use services::{DuplicateService, Services};
 pub use stats::ChannelStats;
+pub use tls::{node_name, ChannelTls, TlsError};
 pub use typed::{service_fn, FnService, ReplyOf, Rpc, Service, Typed};
 pub use wire::MAX_PAYLOAD;
 
@@ -139,8 +146,10 @@ pub struct TransportConfig {
     pub node_id: NodeId,
     /// The cluster's partition count: a peer with another count is refused.
     pub partitions: u32,
-    /// The shared secret each side proves it knows (never sent).
+    /// The shared secret each side proves it knows (never sent), unless `tls` is set.
     pub secret: String,
+    /// TLS with mutual authentication by certificates (then `secret` is not used).
+    pub tls: Option<ChannelTls>,
     /// Timeout of a request that names none.
     pub rpc_timeout: Duration,
     /// What the transport counts of refused frames and handshakes (shared by clones).
@@ -148,13 +157,20 @@ pub struct TransportConfig {
 }
 
 impl TransportConfig {
-    /// The transport settings of node `node_id` of a cluster of `partitions` partitions.
-    pub fn from_cluster(cluster: &ClusterConfig, node_id: NodeId, partitions: u32) -> Self {
+    /// The transport settings of node `node_id` of a cluster of `partitions` partitions (with
+    /// `tls`, loaded by [`ChannelTls::load`], when `[cluster.tls]` is set).
+    pub fn from_cluster(
+        cluster: &ClusterConfig,
+        node_id: NodeId,
+        partitions: u32,
+        tls: Option<ChannelTls>,
+    ) -> Self {
         Self {
             cluster_id: cluster.cluster_id.clone(),
             node_id,
             partitions,
             secret: cluster.secret.clone(),
+            tls,
             rpc_timeout: Duration::from_millis(cluster.rpc_timeout_ms),
             stats: ChannelStats::default(),
         }
@@ -168,6 +184,7 @@ impl fmt::Debug for TransportConfig {
             .field("node_id", &self.node_id)
             .field("partitions", &self.partitions)
             .field("secret", &"<redacted>")
+            .field("tls", &self.tls.is_some())
             .field("rpc_timeout", &self.rpc_timeout)
             .finish()
     }
@@ -184,6 +201,7 @@ mod tests {
             node_id: 1,
             partitions: 4,
             secret: "very-secret-value".into(),
+            tls: None,
             rpc_timeout: Duration::from_secs(1),
             stats: ChannelStats::default(),
         };

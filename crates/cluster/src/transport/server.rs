@@ -4,20 +4,22 @@ use super::auth::{self, Role, Transcript};
 use super::error::{RemoteError, RemoteErrorCode};
 use super::session::FrameMac;
 use super::stats::ChannelStats;
+use super::tls;
 use super::wire::{
-    self, FrameReader, Message, ReadError, FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, MAX_PAYLOAD,
-    PROTOCOL_VERSION,
+    self, FrameReader, Message, Rd, ReadError, Wr, FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, MAX_PAYLOAD,
+    NONCE_LEN, PROTOCOL_VERSION,
 };
 use super::{Handler, TransportConfig};
 use futures::FutureExt;
 use perdure_types::NodeId;
+use rustls::pki_types::CertificateDer;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -90,14 +92,10 @@ async fn connection(
     handler: Arc<dyn Handler>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
     let mut reader = FrameReader::new();
-    let handshake = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        handshake(&mut reader, &mut rd, &mut wr, &config),
-    )
-    .await;
-    let (from, seal) = match handshake {
+    let handshake =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, open(stream, &mut reader, &config)).await;
+    let (rd, wr, from, seal) = match handshake {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(Handshake::Refused(reason))) => {
             config.stats.handshake_refused();
@@ -126,15 +124,45 @@ async fn connection(
     tracing::debug!(%reason, "transport: peer disconnected");
 }
 
-/// The server's half of the handshake; returns the peer's node id (proven: it is part of what
-/// the peer's proof covers) and the MAC of the frames to send it. From here `reader` accepts
-/// only frames of the session (the `Welcome` sent here is the first frame sealed with it).
-pub(super) async fn handshake(
+/// TLS (if configured), then the handshake, on an accepted connection: its halves, the peer's
+/// node id and the MAC of the frames to send it.
+async fn open(
+    stream: TcpStream,
     reader: &mut FrameReader,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
     config: &TransportConfig,
-) -> Result<(NodeId, FrameMac), Handshake> {
+) -> Result<(Rd, Wr, NodeId, Option<FrameMac>), Handshake> {
+    let (mut rd, mut wr, cert): (Rd, Wr, _) = match &config.tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Box::new(rd), Box::new(wr), None)
+        }
+        Some(tls) => {
+            let (rd, wr, cert) = tls.accept(stream).await.map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => Handshake::Refused(format!("TLS: {e}")),
+                _ => Handshake::Broken(format!("TLS: {e}")),
+            })?;
+            (rd, wr, Some(cert))
+        }
+    };
+    let (from, seal) = handshake(reader, &mut rd, &mut wr, config, cert.as_ref()).await?;
+    Ok((rd, wr, from, seal))
+}
+
+/// The server's half of the handshake; returns the peer's node id (proven: it is part of what
+/// the peer's proof covers, or, under TLS, the name its certificate `cert` is valid for) and
+/// the MAC of the frames to send it (none under TLS). From here `reader` accepts only frames
+/// of the session (the `Welcome` sent here is the first frame sealed with it).
+pub(super) async fn handshake<R, W>(
+    reader: &mut FrameReader,
+    rd: &mut R,
+    wr: &mut W,
+    config: &TransportConfig,
+    cert: Option<&CertificateDer<'_>>,
+) -> Result<(NodeId, Option<FrameMac>), Handshake>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let broken = |e: &dyn std::fmt::Display| Handshake::Broken(e.to_string());
     let me = config.node_id;
     let hello = reader
@@ -158,7 +186,13 @@ pub(super) async fn handshake(
         None => return Err(Handshake::Broken("closed before Hello".into())),
     };
     tracing::Span::current().record("peer", peer);
-    if let Some(reason) = refusal(config, version, &cluster_id, peer, partitions) {
+    let refused = refusal(config, version, &cluster_id, peer, partitions).or_else(|| {
+        let cert = cert?;
+        tls::check_names(cert, peer)
+            .err()
+            .map(|e| format!("a peer claiming node {peer}: {e}"))
+    });
+    if let Some(reason) = refused {
         refuse(wr, &reason).await;
         return Err(Handshake::Refused(reason));
     }
@@ -172,10 +206,15 @@ pub(super) async fn handshake(
         nonce_c: &nonce_c,
         nonce_s: &nonce_s,
     };
+    // Under TLS, TLS proved who the peer is (and the proofs would need a secret): none.
+    let tls = config.tls.is_some();
     let challenge = Message::Challenge {
         node_id: me,
         nonce: nonce_s,
-        proof: transcript.server_proof(&config.secret),
+        proof: match tls {
+            false => transcript.server_proof(&config.secret),
+            true => [0; NONCE_LEN],
+        },
     };
     wire::write_one(wr, &challenge, None)
         .await
@@ -203,6 +242,12 @@ pub(super) async fn handshake(
             ))
         }
     };
+    if tls {
+        wire::write_one(wr, &Message::Welcome, None)
+            .await
+            .map_err(|e| broken(&e))?;
+        return Ok((peer, None));
+    }
     if !transcript.verify_client_proof(&config.secret, &proof) {
         let reason = "wrong cluster secret (or a relay changed the handshake)";
         refuse(wr, reason).await;
@@ -213,7 +258,7 @@ pub(super) async fn handshake(
         .await
         .map_err(|e| broken(&e))?;
     reader.authenticate(session.recv);
-    Ok((peer, session.send))
+    Ok((peer, Some(session.send)))
 }
 
 /// Why a peer's Hello is refused, if it is: it claims this node's own id, or another protocol
@@ -248,7 +293,7 @@ fn refusal(
 }
 
 /// Tells the peer why it is refused (best effort: it may be gone already).
-async fn refuse(wr: &mut OwnedWriteHalf, reason: &str) {
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, reason: &str) {
     let _ = wire::write_one(
         wr,
         &Message::Refused {
@@ -262,7 +307,7 @@ async fn refuse(wr: &mut OwnedWriteHalf, reason: &str) {
 /// Reads requests and spawns a task for each; returns why the connection ended.
 async fn requests(
     mut reader: FrameReader,
-    mut rd: OwnedReadHalf,
+    mut rd: Rd,
     tx: mpsc::UnboundedSender<Message>,
     from: NodeId,
     handler: Arc<dyn Handler>,
@@ -357,6 +402,7 @@ mod tests {
             node_id: 2,
             partitions: 4,
             secret: "the-secret-of-the-cluster".into(),
+            tls: None,
             rpc_timeout: Duration::from_secs(5),
             stats: Default::default(),
         })

@@ -33,6 +33,11 @@ pub(crate) const FRAME_LIMIT: usize = frame::MAX_BODY;
 /// Largest request or response payload: a frame also holds the message's own few bytes.
 pub const MAX_PAYLOAD: usize = frame::MAX_BODY - 1024;
 
+/// The read half of a connection (plain TCP or TLS).
+pub(crate) type Rd = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection (plain TCP or TLS).
+pub(crate) type Wr = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// Size of the handshake nonces and proofs.
 pub(crate) const NONCE_LEN: usize = 32;
 
@@ -320,19 +325,19 @@ const KEEP_BATCH: usize = 4 << 20;
 
 /// The writer of a connection: waits for a message, then takes every other message already
 /// queued (up to about [`MAX_BATCH`] bytes), and writes them all with one `write_all` of a reused
-/// buffer; each message is sealed with the next MAC of the connection's session (`mac`).
-/// Returns when every sender is gone (`Ok`) or a write fails.
+/// buffer; each message is sealed with the next MAC of the connection's session (`mac`; none
+/// under TLS). Returns when every sender is gone (`Ok`) or a write fails.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Message>,
     mut w: W,
-    mut mac: FrameMac,
+    mut mac: Option<FrameMac>,
 ) -> io::Result<()> {
     let mut out = Vec::with_capacity(64 << 10);
     let mut scratch = Vec::with_capacity(4 << 10);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            if let Err(e) = encode(&message, &mut scratch, &mut out, Some(&mut mac)) {
+            if let Err(e) = encode(&message, &mut scratch, &mut out, mac.as_mut()) {
                 // The callers check sizes first; this is a bug, not a peer's fault.
                 tracing::error!(message = message.name(), error = %e, "message dropped");
             }

@@ -3,6 +3,8 @@
 //! A node that has peers (`cluster.members` set) authenticates every frame with its cluster
 //! secret (see the cluster crate's transport). So that no cluster runs on a guessable key:
 //!
+//! - with `[cluster.tls]` the channel is secured by TLS and the secret is not used: its three
+//!   paths must be set (the files are read when the node starts);
 //! - an empty secret, or one of the example/placeholder secrets, is refused everywhere;
 //! - while every peer address (`cluster.listen_addr`, each member's `addr`) is a loopback
 //!   address, at least [`MIN_LOOPBACK_CHARS`] characters are enough (a cluster on one machine);
@@ -36,10 +38,23 @@ const KNOWN_WEAK: &[&str] = &[
 
 /// How to make a good secret, for error messages.
 const HOW: &str = "generate one, e.g. `openssl rand -hex 32`, and pass it as \
-                   PERDURE_CLUSTER__SECRET (deploy/local-cluster.sh makes one per cluster)";
+                   PERDURE_CLUSTER__SECRET (or use TLS: [cluster.tls], `perdure cert`)";
 
-/// Checks `cluster.secret` against the rules above (only called when `members` is set).
+/// Checks `cluster.secret` (or `cluster.tls`) against the rules above (only called when
+/// `members` is set).
 pub(super) fn check(c: &ClusterConfig) -> Result<(), ConfigError> {
+    if let Some(tls) = &c.tls {
+        for (key, path) in [
+            ("cluster.tls.ca", &tls.ca),
+            ("cluster.tls.cert", &tls.cert),
+            ("cluster.tls.key", &tls.key),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::new(key, "must name a PEM file"));
+            }
+        }
+        return Ok(());
+    }
     let secret = &c.secret;
     if secret.is_empty() {
         return Err(ConfigError::new(
@@ -167,6 +182,19 @@ mod tests {
         let mut c = cluster("127.0.0.1", "a-test-secret-of-enough-length");
         c.members[0].addr = "192.168.1.2:7171".into();
         assert!(check(&c).unwrap_err().reason.contains("192.168.1.2:7171"));
+    }
+
+    #[test]
+    fn with_tls_the_secret_is_not_needed_but_every_path_is() {
+        let mut c = cluster("10.0.0.5", "");
+        c.tls = Some(crate::config::TlsConfig {
+            ca: "ca.pem".into(),
+            cert: "node-1.pem".into(),
+            key: "node-1.key".into(),
+        });
+        check(&c).unwrap();
+        c.tls.as_mut().unwrap().key = "".into();
+        assert_eq!(check(&c).unwrap_err().key, "cluster.tls.key");
     }
 
     #[test]

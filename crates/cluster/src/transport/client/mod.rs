@@ -5,8 +5,8 @@ use super::error::TransportError;
 use super::session::FrameMac;
 use super::stats::ChannelStats;
 use super::wire::{
-    self, FrameReader, Message, ReadError, FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, MAX_PAYLOAD,
-    PROTOCOL_VERSION,
+    self, FrameReader, Message, Rd, ReadError, Wr, FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, MAX_PAYLOAD,
+    NONCE_LEN, PROTOCOL_VERSION,
 };
 use super::TransportConfig;
 use perdure_types::{codec, NodeId};
@@ -17,7 +17,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -487,7 +486,22 @@ async fn connect(
         .await
         .map_err(|e| Failure::Unreachable(format!("cannot connect to {addr}: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr): (Rd, Wr) = match &config.tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Box::new(rd), Box::new(wr))
+        }
+        // The server's certificate must be one for node `node`.
+        Some(tls) => tls
+            .connect(stream, node)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidData => {
+                    Failure::Refused(format!("TLS with {addr} (node {node}): {e}"))
+                }
+                _ => Failure::Unreachable(format!("TLS with {addr}: {e}")),
+            })?,
+    };
     let mut reader = FrameReader::new();
     let seal = handshake(&mut reader, &mut rd, &mut wr, &config, node, &addr).await?;
     tracing::debug!("transport: connected");
@@ -529,16 +543,16 @@ async fn connect(
 }
 
 /// The client's half of the handshake with the node expected at `addr`; returns the MAC of the
-/// frames to send it. From here `reader` accepts only frames of the session (the server's
-/// `Welcome` is the first).
+/// frames to send it (none under TLS). From here `reader` accepts only frames of the session
+/// (the server's `Welcome` is the first).
 async fn handshake(
     reader: &mut FrameReader,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut Rd,
+    wr: &mut Wr,
     config: &TransportConfig,
     node: NodeId,
     addr: &str,
-) -> Result<FrameMac, Failure> {
+) -> Result<Option<FrameMac>, Failure> {
     let lost = |e: &dyn fmt::Display| Failure::Unreachable(format!("handshake with {addr}: {e}"));
     let nonce_c = auth::nonce();
     let hello = Message::Hello {
@@ -576,9 +590,11 @@ async fn handshake(
         nonce_c: &nonce_c,
         nonce_s: &nonce_s,
     };
+    // Under TLS the server's certificate proved it is `node`; there are no proofs.
+    let tls = config.tls.is_some();
     let refusal = if peer != node {
         Some(format!("{addr} is node {peer}, not node {node}"))
-    } else if !transcript.verify_server_proof(&config.secret, &proof_s) {
+    } else if !tls && !transcript.verify_server_proof(&config.secret, &proof_s) {
         Some(
             "the peer does not know the cluster secret \
              (its proof does not match this node's secret: one of the two is misconfigured, \
@@ -601,15 +617,24 @@ async fn handshake(
         return Err(Failure::Refused(reason));
     }
     let proof = Message::Proof {
-        proof: transcript.client_proof(&config.secret),
+        proof: match tls {
+            false => transcript.client_proof(&config.secret),
+            true => [0; NONCE_LEN],
+        },
     };
     wire::write_one(wr, &proof, None)
         .await
         .map_err(|e| lost(&e))?;
-    let session = transcript.session(&config.secret, Role::Client);
-    reader.authenticate(session.recv);
+    let send = match tls {
+        false => {
+            let session = transcript.session(&config.secret, Role::Client);
+            reader.authenticate(session.recv);
+            Some(session.send)
+        }
+        true => None,
+    };
     match reader.next(rd, HANDSHAKE_FRAME_LIMIT).await {
-        Ok(Some(Message::Welcome)) => Ok(session.send),
+        Ok(Some(Message::Welcome)) => Ok(send),
         Err(ReadError::Unauthentic(e)) => Err(Failure::Refused(format!(
             "the peer's Welcome is not of this session ({e}): a relay on the path?"
         ))),
@@ -630,7 +655,7 @@ async fn handshake(
 /// request reconnects.
 async fn read_loop(
     mut reader: FrameReader,
-    mut rd: OwnedReadHalf,
+    mut rd: Rd,
     shared: Arc<Shared>,
     tx: mpsc::WeakUnboundedSender<Message>,
     rpc_timeout: Duration,

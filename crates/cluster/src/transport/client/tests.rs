@@ -10,6 +10,7 @@ fn config(node_id: NodeId, rpc_timeout_ms: u64) -> Arc<TransportConfig> {
         node_id,
         partitions: 4,
         secret: "the-secret-of-the-cluster".into(),
+        tls: None,
         rpc_timeout: Duration::from_millis(rpc_timeout_ms),
         stats: Default::default(),
     })
@@ -35,9 +36,10 @@ async fn fake_peer_after(
         tokio::time::sleep(handshake_after).await;
         let (mut rd, mut wr) = stream.into_split();
         let mut reader = FrameReader::new();
-        let Ok((_, seal)) =
-            super::super::server::handshake(&mut reader, &mut rd, &mut wr, &config(2, 100)).await
-        else {
+        let config = config(2, 100);
+        let handshake =
+            super::super::server::handshake(&mut reader, &mut rd, &mut wr, &config, None);
+        let Ok((_, seal)) = handshake.await else {
             panic!("handshake failed");
         };
         let (tx, rx) = mpsc::unbounded_channel();
