@@ -245,3 +245,73 @@ fn a_node_refuses_to_start_with_a_certificate_of_another_node() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_tls_and_a_node_with_it_do_not_talk() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("perdure test CA");
+    let plain = |id| TransportConfig {
+        secret: "a-cluster-secret-of-some-length".into(),
+        tls: None,
+        ..config(id, &ca.issue(dir.path(), id), id)
+    };
+    let (tls_addr, tls_calls) = server(config(2, &ca.issue(dir.path(), 2), 2)).await;
+    expect_refused(plain(1), 2, tls_addr, "a client without TLS").await;
+    let (plain_addr, plain_calls) = server(plain(2)).await;
+    expect_refused(
+        config(1, &ca.issue(dir.path(), 1), 1),
+        2,
+        plain_addr,
+        "a server without TLS",
+    )
+    .await;
+    assert_eq!(tls_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(plain_calls.load(Ordering::SeqCst), 0);
+}
+
+/// The cost of TLS on the channel, printed beside `transport.rs`'s
+/// `echo_latency_and_throughput` (the same requests; no timing is asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_over_tls_latency_and_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("perdure test CA");
+    let (addr, _) = server(config(2, &ca.issue(dir.path(), 2), 2)).await;
+    let peers = Peers::new(Arc::new(config(1, &ca.issue(dir.path(), 1), 1)));
+    peers.set_address(2, addr.to_string());
+    peers.request(2, ECHO, vec![0], None).await.unwrap();
+    let n = 2000;
+    let start = std::time::Instant::now();
+    for i in 0..n as u64 {
+        let body = i.to_le_bytes().to_vec();
+        assert_eq!(
+            peers.request(2, ECHO, body.clone(), None).await.unwrap(),
+            body
+        );
+    }
+    let sequential = start.elapsed();
+    let rounds = 10;
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..1000u64 {
+            let peers = peers.clone();
+            requests.spawn(async move {
+                let body = i.to_le_bytes().to_vec();
+                assert_eq!(
+                    peers.request(2, ECHO, body.clone(), None).await.unwrap(),
+                    body
+                );
+            });
+        }
+        while let Some(done) = requests.join_next().await {
+            done.unwrap();
+        }
+    }
+    let concurrent = start.elapsed();
+    println!(
+        "echo over TLS: sequential round trip {:?} mean ({n} requests); \
+         1000 concurrent: {:.0} requests/s ({rounds} rounds in {concurrent:?})",
+        sequential / n,
+        (rounds * 1000) as f64 / concurrent.as_secs_f64(),
+    );
+}

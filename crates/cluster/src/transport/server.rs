@@ -138,7 +138,9 @@ async fn open(
         }
         Some(tls) => {
             let (rd, wr, cert) = tls.accept(stream).await.map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData => Handshake::Refused(format!("TLS: {e}")),
+                io::ErrorKind::InvalidData => Handshake::Refused(format!(
+                    "TLS: {e} (a peer without [cluster.tls], or with a certificate of another CA?)"
+                )),
                 _ => Handshake::Broken(format!("TLS: {e}")),
             })?;
             (rd, wr, Some(cert))

@@ -496,9 +496,10 @@ async fn connect(
             .connect(stream, node)
             .await
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::InvalidData => {
-                    Failure::Refused(format!("TLS with {addr} (node {node}): {e}"))
-                }
+                std::io::ErrorKind::InvalidData => Failure::Refused(format!(
+                    "TLS with {addr} (node {node}): {e} (a peer without [cluster.tls], or with a \
+                     certificate of another CA or for another node?)"
+                )),
                 _ => Failure::Unreachable(format!("TLS with {addr}: {e}")),
             })?,
     };
