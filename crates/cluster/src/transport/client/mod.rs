@@ -636,15 +636,15 @@ async fn handshake(
     };
     match reader.next(rd, HANDSHAKE_FRAME_LIMIT).await {
         Ok(Some(Message::Welcome)) => Ok(send),
+        Ok(Some(Message::Refused { reason })) => Err(Failure::Refused(reason)),
+        Ok(Some(other)) => Err(lost(&format!("expected Welcome, got {}", other.name()))),
+        Ok(None) => Err(lost(&"the peer closed the connection")),
+        // (a refusal sent after the proof is not sealed either: it can only come from a peer
+        // that did not derive this session)
         Err(ReadError::Unauthentic(e)) => Err(Failure::Refused(format!(
-            "the peer's Welcome is not of this session ({e}): a relay on the path?"
+            "the peer's Welcome is not of this session ({e}): a wrong secret, or a relay on the path"
         ))),
         Err(e) => Err(lost(&e)),
-        Ok(next) => match next {
-            Some(Message::Refused { reason }) => Err(Failure::Refused(reason)),
-            Some(other) => Err(lost(&format!("expected Welcome, got {}", other.name()))),
-            None => Err(lost(&"the peer closed the connection")),
-        },
     }
 }
 
