@@ -1,6 +1,7 @@
 //! `perdure`: the one binary. `perdure serve` runs a node; `signal`, `call`, `get` and `list` are
 //! clients of a node's HTTP API; other subcommands are tools.
 
+mod cert;
 mod client_cmd;
 mod logging;
 
@@ -80,6 +81,10 @@ enum Cmd {
         #[command(flatten)]
         client: ClientFlags,
     },
+    /// Make a CA and node certificates for the node channel's TLS (`[cluster.tls]`) of a local
+    /// cluster: `perdure cert --dir perdure-certs --nodes 1,2,3` (again with more ids to add
+    /// nodes: the CA in the directory is reused).
+    Cert(cert::CertArgs),
     /// Developer and test tools (not a stable interface).
     #[command(hide = true, subcommand)]
     Debug(DebugCmd),
@@ -222,6 +227,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+
     // `serve` logs as its config says; other commands use the defaults (and the environment)
     let serve_config = match &cli.command {
         Cmd::Serve(flags) => Some(flags.load()?),
@@ -239,6 +245,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {
+            Cmd::Cert(args) => cert::run(args),
             Cmd::Serve(flags) => {
                 let config = match serve_config {
                     Some(c) => c,

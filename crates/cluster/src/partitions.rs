@@ -6,7 +6,7 @@ use crate::formation;
 use crate::membership::{MetaChange, MetaError};
 use crate::peer_server::PeerServer;
 use crate::raft_net::{RaftService, TransportNetwork};
-use crate::transport::{Kind, Peers, Service, Services, TransportConfig};
+use crate::transport::{ChannelTls, Kind, Peers, Service, Services, TransportConfig};
 use crate::Error;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
@@ -162,12 +162,20 @@ impl Partitions {
     /// initialized with this node as its only voter; an initialized group is never initialized
     /// again.
     pub async fn open(config: &NodeConfig) -> Result<Self, Error> {
-        let mut store = NodeStore::open(config)?;
         let c = &config.cluster;
+        // Read the channel's certificates before any disk work: a bad path fails the start.
+        let tls = match (&c.tls, c.members.is_empty()) {
+            (Some(tls), false) => Some(
+                ChannelTls::load(tls, config.node_id).map_err(|e| Error::Config(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let mut store = NodeStore::open(config)?;
         let tconf = Arc::new(TransportConfig::from_cluster(
             c,
             config.node_id,
             store.partitions(),
+            tls,
         ));
         let peers = Peers::new(tconf.clone());
         for m in &c.members {

@@ -144,7 +144,9 @@ mod tests {
             node_id,
             partitions: 4,
             secret: "s".into(),
+            tls: None,
             rpc_timeout: Duration::from_secs(1),
+            stats: Default::default(),
         })
     }
 

@@ -30,7 +30,9 @@ fn config(node_id: u64) -> TransportConfig {
         node_id,
         partitions: 8,
         secret: SECRET.into(),
+        tls: None,
         rpc_timeout: Duration::from_secs(5),
+        stats: Default::default(),
     }
 }
 

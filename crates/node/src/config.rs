@@ -237,6 +237,10 @@ mod tests {
         assert!(e.contains("`partitions`"), "{e}");
     }
 
+    /// A secret as `deploy/local-cluster.sh` makes one (32 random bytes in hex).
+    const GENERATED_SECRET: &str =
+        "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b";
+
     #[test]
     fn example_configs_parse_and_validate() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
@@ -244,11 +248,49 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                load(Some(&path), vec![], vec![])
+                let secret = env(&[("PERDURE_CLUSTER__SECRET", GENERATED_SECRET)]);
+                load(Some(&path), secret, vec![])
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 seen += 1;
             }
         }
         assert!(seen >= 1, "no example configs in {}", dir.display());
+    }
+
+    #[test]
+    fn example_cluster_configs_carry_no_usable_secret() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        for n in 1..=4 {
+            let path = dir.join(format!("node{n}.toml"));
+            let e = load(Some(&path), vec![], vec![]).unwrap_err();
+            match e {
+                Error::Invalid(e) => assert_eq!(e.key, "cluster.secret", "{}", path.display()),
+                other => panic!("{}: {other}", path.display()),
+            }
+        }
+        // the secret the examples carried before is refused however it is given
+        let old = env(&[("PERDURE_CLUSTER__SECRET", "local-cluster-secret-change-me")]);
+        let e = load(Some(&dir.join("node1.toml")), old, vec![]).unwrap_err();
+        assert!(e.to_string().contains("cluster.secret"), "{e}");
+    }
+
+    #[test]
+    fn a_node_with_peers_off_loopback_refuses_a_weak_secret_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n.toml");
+        std::fs::write(
+            &file,
+            "[cluster]\nlisten_addr = \"0.0.0.0:7171\"\nmembers = [\n  \
+             { node_id = 1, addr = \"10.0.0.1:7171\", http_addr = \"10.0.0.1:7071\" },\n]\n",
+        )
+        .unwrap();
+        let weak = env(&[("PERDURE_CLUSTER__SECRET", "sixteen-chars-or-more")]);
+        let e = load(Some(&file), weak, vec![]).unwrap_err().to_string();
+        assert!(
+            e.contains("`cluster.secret`") && e.contains("not loopback"),
+            "{e}"
+        );
+        let strong = env(&[("PERDURE_CLUSTER__SECRET", GENERATED_SECRET)]);
+        load(Some(&file), strong, vec![]).unwrap();
     }
 }

@@ -8,6 +8,8 @@ use crate::ids::NodeId;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+pub mod channel;
+
 /// Most partitions a cluster may have.
 pub const MAX_PARTITIONS: u32 = 4096;
 
@@ -168,8 +170,11 @@ pub struct MemberConfig {
 pub struct ClusterConfig {
     /// The cluster's name; a node of another cluster is refused. Default `perdure`.
     pub cluster_id: String,
-    /// The secret nodes prove to each other (challenge-response: it never crosses the wire).
-    /// Required, at least 16 characters, when `members` is not empty.
+    /// The secret that authenticates the node channel (the handshake's proofs and every frame's
+    /// MAC; it never crosses the wire). Required when `members` is not empty: at least 16
+    /// characters while every peer address is loopback, else 32 random bytes (64 hex digits);
+    /// example secrets are refused (see [`channel`]). Best set from the environment
+    /// (`PERDURE_CLUSTER__SECRET`) rather than in a file.
     pub secret: String,
     /// Where this node listens for other nodes. Default `127.0.0.1:7171`.
     pub listen_addr: String,
@@ -182,6 +187,24 @@ pub struct ClusterConfig {
     pub replication_factor: u32,
     /// Timeout of one node-to-node request. Default 2 000 ms.
     pub rpc_timeout_ms: u64,
+    /// TLS with mutual authentication on the node channel (`[cluster.tls]`); absent: the
+    /// channel is authenticated by `secret` alone. With TLS, `secret` is not used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The node channel's TLS (`[cluster.tls]`): every node has a certificate for the name
+/// `node-{node_id}.perdure` issued by the cluster's CA (`perdure cert` makes them); a peer is
+/// the node its certificate names, and a certificate of another CA is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the cluster's CA certificate (the only one trusted for peers).
+    pub ca: PathBuf,
+    /// PEM file of this node's certificate (chain), issued by the CA for `node-{node_id}.perdure`.
+    pub cert: PathBuf,
+    /// PEM file of this node's private key.
+    pub key: PathBuf,
 }
 
 impl Default for ClusterConfig {
@@ -193,6 +216,7 @@ impl Default for ClusterConfig {
             members: Vec::new(),
             replication_factor: 3,
             rpc_timeout_ms: 2000,
+            tls: None,
         }
     }
 }
@@ -454,12 +478,6 @@ impl NodeConfig {
         if c.members.is_empty() {
             return Ok(());
         }
-        if c.secret.len() < 16 {
-            return Err(ConfigError::new(
-                "cluster.secret",
-                "must be at least 16 characters when cluster.members is set",
-            ));
-        }
         let mut ids = std::collections::BTreeSet::new();
         for m in &c.members {
             if !ids.insert(m.node_id) {
@@ -486,7 +504,7 @@ impl NodeConfig {
                 ),
             ));
         }
-        Ok(())
+        channel::check(c)
     }
 }
 

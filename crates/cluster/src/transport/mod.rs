@@ -18,24 +18,39 @@
 //!
 //! Each message is one [`perdure_types::codec::frame`]: `[len u32 LE][crc32 u32 LE][body]`, the
 //! body being `codec::encode` of the message enum (see `wire.rs`). A connection starts with the
-//! handshake, client first:
+//! handshake, client first (`T` is the transcript: version, cluster id, partition count, the
+//! client's id, the id of the node the client means to reach, both nonces; see `auth.rs`):
 //!
 //! ```text
 //! C → S  Hello     { version, cluster_id, node_id, partitions, nonce_c }
-//! S → C  Challenge { node_id, nonce_s, proof_s = HMAC-SHA256(secret, "server" | nonce_c | nonce_s) }
-//!     or Refused   { reason }          (other cluster id, partition count or protocol version)
-//! C → S  Proof     { proof_c = HMAC-SHA256(secret, "client" | nonce_s | nonce_c) }
+//! S → C  Challenge { node_id, nonce_s, proof_s = HMAC-SHA256(secret, "server proof" | T) }
+//!     or Refused   { reason }          (other cluster id, partition count or protocol version,
+//!                                       or a peer claiming this node's id)
+//! C → S  Proof     { proof_c = HMAC-SHA256(secret, "client proof" | T) }
 //!     or Refused   { reason }          (the client checks proof_s first; if it is wrong, or the
 //!                                       peer is not the node expected at that address, the
 //!                                       client says why and hangs up)
-//! S → C  Welcome   or Refused { "wrong cluster secret" }
+//! S → C  Welcome   (the first frame with a MAC)  or Refused { "wrong cluster secret" }
 //! ```
 //!
-//! then, in any order and interleaved: `Request { id, kind, body }` (C → S), `Response { id, body }`
-//! or `Failure { id, RemoteError }` (S → C), and `Ping`/`Pong` (the client checks a silent
-//! server is still there while requests are outstanding). The secret never crosses the wire.
-//! A peer that sends anything out of order, a damaged or undecodable frame, or a frame over the
-//! limit (64 KiB before the handshake, [`MAX_PAYLOAD`] after) is disconnected.
+//! A relay that rewrites the id a side claims or expects changes `T` on one side only: the
+//! proofs do not verify and the handshake is refused. From `Welcome` on, every frame's body
+//! ends with a 16-byte MAC under a key of its direction derived from `T`, over the direction,
+//! an implicit sequence number (from 0 per direction, never sent) and the body (`session.rs`):
+//! a changed, injected, replayed, reordered, dropped-then-replayed or reflected frame, or one
+//! from another connection, is refused and the connection closed (counted in [`ChannelStats`]).
+//! Then, in any order and interleaved: `Request { id, kind, body }` (C → S),
+//! `Response { id, body }` or `Failure { id, RemoteError }` (S → C), and `Ping`/`Pong` (the
+//! client checks a silent server is still there while requests are outstanding). The secret
+//! never crosses the wire. A peer that sends anything out of order, a damaged or undecodable
+//! frame, or a frame over the limit (64 KiB before the handshake, [`MAX_PAYLOAD`] after) is
+//! disconnected. Frames are authenticated, not encrypted: the channel hides nothing from a
+//! listener on the path.
+//!
+//! With [`ChannelTls`] (`[cluster.tls]`) the connection is TLS 1.3 with mutual authentication
+//! by certificates of the cluster's CA (`tls.rs`), and the same messages run inside it without
+//! proofs (zeros) or frame MACs: the client's TLS checks that the server's certificate is for
+//! the node it means to reach, the server that the client's is for the node id of its `Hello`.
 
 mod auth;
 mod client;
@@ -43,6 +58,9 @@ mod error;
 mod kind;
 mod server;
 mod services;
+mod session;
+mod stats;
+mod tls;
 mod typed;
 mod wire;
 
@@ -51,6 +69,8 @@ pub use error::{RemoteError, RemoteErrorCode, TransportError};
 pub use kind::{Kind, UnknownKind};
 pub use server::serve;
 pub use services::{DuplicateService, Services};
+pub use stats::ChannelStats;
+pub use tls::{node_name, ChannelTls, TlsError};
 pub use typed::{service_fn, FnService, ReplyOf, Rpc, Service, Typed};
 pub use wire::MAX_PAYLOAD;
 
@@ -126,21 +146,33 @@ pub struct TransportConfig {
     pub node_id: NodeId,
     /// The cluster's partition count: a peer with another count is refused.
     pub partitions: u32,
-    /// The shared secret each side proves it knows (never sent).
+    /// The shared secret each side proves it knows (never sent), unless `tls` is set.
     pub secret: String,
+    /// TLS with mutual authentication by certificates (then `secret` is not used).
+    pub tls: Option<ChannelTls>,
     /// Timeout of a request that names none.
     pub rpc_timeout: Duration,
+    /// What the transport counts of refused frames and handshakes (shared by clones).
+    pub stats: ChannelStats,
 }
 
 impl TransportConfig {
-    /// The transport settings of node `node_id` of a cluster of `partitions` partitions.
-    pub fn from_cluster(cluster: &ClusterConfig, node_id: NodeId, partitions: u32) -> Self {
+    /// The transport settings of node `node_id` of a cluster of `partitions` partitions (with
+    /// `tls`, loaded by [`ChannelTls::load`], when `[cluster.tls]` is set).
+    pub fn from_cluster(
+        cluster: &ClusterConfig,
+        node_id: NodeId,
+        partitions: u32,
+        tls: Option<ChannelTls>,
+    ) -> Self {
         Self {
             cluster_id: cluster.cluster_id.clone(),
             node_id,
             partitions,
             secret: cluster.secret.clone(),
+            tls,
             rpc_timeout: Duration::from_millis(cluster.rpc_timeout_ms),
+            stats: ChannelStats::default(),
         }
     }
 }
@@ -152,6 +184,7 @@ impl fmt::Debug for TransportConfig {
             .field("node_id", &self.node_id)
             .field("partitions", &self.partitions)
             .field("secret", &"<redacted>")
+            .field("tls", &self.tls.is_some())
             .field("rpc_timeout", &self.rpc_timeout)
             .finish()
     }
@@ -168,7 +201,9 @@ mod tests {
             node_id: 1,
             partitions: 4,
             secret: "very-secret-value".into(),
+            tls: None,
             rpc_timeout: Duration::from_secs(1),
+            stats: ChannelStats::default(),
         };
         let shown = format!("{c:?}");
         assert!(!shown.contains("very-secret-value"), "{shown}");

@@ -1,20 +1,25 @@
 //! The server side: accept peers, authenticate them, run the handler for each request.
 
-use super::auth;
+use super::auth::{self, Role, Transcript};
 use super::error::{RemoteError, RemoteErrorCode};
+use super::session::FrameMac;
+use super::stats::ChannelStats;
+use super::tls;
 use super::wire::{
-    self, FrameReader, Message, FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, MAX_PAYLOAD, PROTOCOL_VERSION,
+    self, FrameReader, Message, Rd, ReadError, Wr, FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, MAX_PAYLOAD,
+    NONCE_LEN, PROTOCOL_VERSION,
 };
 use super::{Handler, TransportConfig};
 use futures::FutureExt;
 use perdure_types::NodeId;
+use rustls::pki_types::CertificateDer;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -87,16 +92,13 @@ async fn connection(
     handler: Arc<dyn Handler>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
     let mut reader = FrameReader::new();
-    let handshake = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        handshake(&mut reader, &mut rd, &mut wr, &config),
-    )
-    .await;
-    let from = match handshake {
-        Ok(Ok(from)) => from,
+    let handshake =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, open(stream, &mut reader, &config)).await;
+    let (rd, wr, from, seal) = match handshake {
+        Ok(Ok(accepted)) => accepted,
         Ok(Err(Handshake::Refused(reason))) => {
+            config.stats.handshake_refused();
             tracing::warn!(%addr, %reason, "transport: handshake refused");
             return;
         }
@@ -113,22 +115,56 @@ async fn connection(
     handler.peer_connected(from);
     let (tx, rx) = mpsc::unbounded_channel();
     let reason = tokio::select! {
-        written = wire::write_loop(rx, wr) => match written {
+        written = wire::write_loop(rx, wr, seal) => match written {
             Ok(()) => "closed".to_string(),
             Err(e) => format!("write failed: {e}"),
         },
-        reason = requests(reader, rd, tx, from, handler) => reason,
+        reason = requests(reader, rd, tx, from, handler, &config.stats) => reason,
     };
     tracing::debug!(%reason, "transport: peer disconnected");
 }
 
-/// The server's half of the handshake; returns the peer's node id.
-pub(super) async fn handshake(
+/// TLS (if configured), then the handshake, on an accepted connection: its halves, the peer's
+/// node id and the MAC of the frames to send it.
+async fn open(
+    stream: TcpStream,
     reader: &mut FrameReader,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
     config: &TransportConfig,
-) -> Result<NodeId, Handshake> {
+) -> Result<(Rd, Wr, NodeId, Option<FrameMac>), Handshake> {
+    let (mut rd, mut wr, cert): (Rd, Wr, _) = match &config.tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Box::new(rd), Box::new(wr), None)
+        }
+        Some(tls) => {
+            let (rd, wr, cert) = tls.accept(stream).await.map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => Handshake::Refused(format!(
+                    "TLS: {e} (a peer without [cluster.tls], or with a certificate of another CA?)"
+                )),
+                _ => Handshake::Broken(format!("TLS: {e}")),
+            })?;
+            (rd, wr, Some(cert))
+        }
+    };
+    let (from, seal) = handshake(reader, &mut rd, &mut wr, config, cert.as_ref()).await?;
+    Ok((rd, wr, from, seal))
+}
+
+/// The server's half of the handshake; returns the peer's node id (proven: it is part of what
+/// the peer's proof covers, or, under TLS, the name its certificate `cert` is valid for) and
+/// the MAC of the frames to send it (none under TLS). From here `reader` accepts only frames
+/// of the session (the `Welcome` sent here is the first frame sealed with it).
+pub(super) async fn handshake<R, W>(
+    reader: &mut FrameReader,
+    rd: &mut R,
+    wr: &mut W,
+    config: &TransportConfig,
+    cert: Option<&CertificateDer<'_>>,
+) -> Result<(NodeId, Option<FrameMac>), Handshake>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let broken = |e: &dyn std::fmt::Display| Handshake::Broken(e.to_string());
     let me = config.node_id;
     let hello = reader
@@ -152,17 +188,37 @@ pub(super) async fn handshake(
         None => return Err(Handshake::Broken("closed before Hello".into())),
     };
     tracing::Span::current().record("peer", peer);
-    if let Some(reason) = refusal(config, version, &cluster_id, peer, partitions) {
+    let refused = refusal(config, version, &cluster_id, peer, partitions).or_else(|| {
+        let cert = cert?;
+        tls::check_names(cert, peer)
+            .err()
+            .map(|e| format!("a peer claiming node {peer}: {e}"))
+    });
+    if let Some(reason) = refused {
         refuse(wr, &reason).await;
         return Err(Handshake::Refused(reason));
     }
     let nonce_s = auth::nonce();
+    let transcript = Transcript {
+        version,
+        cluster_id: &config.cluster_id,
+        partitions,
+        client: peer,
+        server: me,
+        nonce_c: &nonce_c,
+        nonce_s: &nonce_s,
+    };
+    // Under TLS, TLS proved who the peer is (and the proofs would need a secret): none.
+    let tls = config.tls.is_some();
     let challenge = Message::Challenge {
         node_id: me,
         nonce: nonce_s,
-        proof: auth::server_proof(&config.secret, &nonce_c, &nonce_s),
+        proof: match tls {
+            false => transcript.server_proof(&config.secret),
+            true => [0; NONCE_LEN],
+        },
     };
-    wire::write_one(wr, &challenge)
+    wire::write_one(wr, &challenge, None)
         .await
         .map_err(|e| broken(&e))?;
     let proof = match reader
@@ -188,19 +244,27 @@ pub(super) async fn handshake(
             ))
         }
     };
-    if !auth::verify_client_proof(&config.secret, &nonce_s, &nonce_c, &proof) {
-        let reason = "wrong cluster secret";
+    if tls {
+        wire::write_one(wr, &Message::Welcome, None)
+            .await
+            .map_err(|e| broken(&e))?;
+        return Ok((peer, None));
+    }
+    if !transcript.verify_client_proof(&config.secret, &proof) {
+        let reason = "wrong cluster secret (or a relay changed the handshake)";
         refuse(wr, reason).await;
         return Err(Handshake::Refused(format!("node {peer}: {reason}")));
     }
-    wire::write_one(wr, &Message::Welcome)
+    let mut session = transcript.session(&config.secret, Role::Server);
+    wire::write_one(wr, &Message::Welcome, Some(&mut session.send))
         .await
         .map_err(|e| broken(&e))?;
-    Ok(peer)
+    reader.authenticate(session.recv);
+    Ok((peer, Some(session.send)))
 }
 
-/// Why a peer's Hello is refused, if it is: another protocol version, cluster or partition
-/// count.
+/// Why a peer's Hello is refused, if it is: it claims this node's own id, or another protocol
+/// version, cluster or partition count.
 fn refusal(
     config: &TransportConfig,
     version: u32,
@@ -209,7 +273,9 @@ fn refusal(
     partitions: u32,
 ) -> Option<String> {
     let me = config.node_id;
-    if version != PROTOCOL_VERSION {
+    if peer == me {
+        Some(format!("a peer claims to be this node ({me})"))
+    } else if version != PROTOCOL_VERSION {
         Some(format!(
             "protocol version {version} (node {peer}) != {PROTOCOL_VERSION} (node {me})"
         ))
@@ -229,12 +295,13 @@ fn refusal(
 }
 
 /// Tells the peer why it is refused (best effort: it may be gone already).
-async fn refuse(wr: &mut OwnedWriteHalf, reason: &str) {
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, reason: &str) {
     let _ = wire::write_one(
         wr,
         &Message::Refused {
             reason: reason.to_string(),
         },
+        None,
     )
     .await;
 }
@@ -242,10 +309,11 @@ async fn refuse(wr: &mut OwnedWriteHalf, reason: &str) {
 /// Reads requests and spawns a task for each; returns why the connection ended.
 async fn requests(
     mut reader: FrameReader,
-    mut rd: OwnedReadHalf,
+    mut rd: Rd,
     tx: mpsc::UnboundedSender<Message>,
     from: NodeId,
     handler: Arc<dyn Handler>,
+    stats: &ChannelStats,
 ) -> String {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
@@ -286,6 +354,11 @@ async fn requests(
             }
             Ok(Some(other)) => return format!("unexpected {} from the peer", other.name()),
             Ok(None) => return "closed by the peer".into(),
+            Err(ReadError::Unauthentic(e)) => {
+                stats.frame_refused();
+                tracing::warn!(peer = from, error = %e, "transport: frame refused, connection closed");
+                return e.to_string();
+            }
             Err(e) => return e.to_string(),
         }
     }
@@ -331,7 +404,9 @@ mod tests {
             node_id: 2,
             partitions: 4,
             secret: "the-secret-of-the-cluster".into(),
+            tls: None,
             rpc_timeout: Duration::from_secs(5),
+            stats: Default::default(),
         })
     }
 
@@ -349,9 +424,24 @@ mod tests {
         (addr, calls)
     }
 
+    /// A hand-driven client: unsealed frames until [`Raw::prove`], then frames of the session.
     struct Raw {
         stream: TcpStream,
         reader: FrameReader,
+        seal: Option<FrameMac>,
+    }
+
+    /// The transcript of node 1's handshake with node 2 (the test server).
+    fn transcript<'a>(nonce_c: &'a [u8; 32], nonce_s: &'a [u8; 32]) -> Transcript<'a> {
+        Transcript {
+            version: PROTOCOL_VERSION,
+            cluster_id: "c",
+            partitions: 4,
+            client: 1,
+            server: 2,
+            nonce_c,
+            nonce_s,
+        }
     }
 
     impl Raw {
@@ -359,11 +449,27 @@ mod tests {
             Raw {
                 stream: TcpStream::connect(addr).await.unwrap(),
                 reader: FrameReader::new(),
+                seal: None,
             }
         }
 
         async fn send(&mut self, m: &Message) {
-            wire::write_one(&mut self.stream, m).await.unwrap();
+            wire::write_one(&mut self.stream, m, self.seal.as_mut())
+                .await
+                .unwrap();
+        }
+
+        /// Sends the client's proof (under `secret`) and, from here, seals and opens frames as
+        /// the session of that proof would.
+        async fn prove(&mut self, secret: &str, nonce_c: &[u8; 32], nonce_s: &[u8; 32]) {
+            let t = transcript(nonce_c, nonce_s);
+            self.send(&Message::Proof {
+                proof: t.client_proof(secret),
+            })
+            .await;
+            let session = t.session(secret, Role::Client);
+            self.seal = Some(session.send);
+            self.reader.authenticate(session.recv);
         }
 
         async fn recv(&mut self) -> Option<Message> {
@@ -402,12 +508,9 @@ mod tests {
                     nonce,
                     proof,
                 }) => {
-                    assert!(auth::verify_server_proof(
-                        &config().secret,
-                        &nonce_c,
-                        &nonce,
-                        &proof
-                    ));
+                    assert!(
+                        transcript(&nonce_c, &nonce).verify_server_proof(&config().secret, &proof)
+                    );
                     (nonce_c, nonce)
                 }
                 other => panic!("{other:?}"),
@@ -446,11 +549,13 @@ mod tests {
         let mut raw = Raw::connect(addr).await;
         let (nonce_c, nonce_s) = raw.hello().await;
         raw.send(&Message::Proof {
-            proof: auth::client_proof("not-the-secret", &nonce_s, &nonce_c),
+            proof: transcript(&nonce_c, &nonce_s).client_proof("not-the-secret"),
         })
         .await;
         match raw.recv().await {
-            Some(Message::Refused { reason }) => assert_eq!(reason, "wrong cluster secret"),
+            Some(Message::Refused { reason }) => {
+                assert!(reason.starts_with("wrong cluster secret"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         raw.expect_closed().await;
@@ -459,7 +564,20 @@ mod tests {
         let mut raw = Raw::connect(addr).await;
         let (nonce_c, nonce_s) = raw.hello().await;
         raw.send(&Message::Proof {
-            proof: auth::server_proof(&config().secret, &nonce_c, &nonce_s),
+            proof: transcript(&nonce_c, &nonce_s).server_proof(&config().secret),
+        })
+        .await;
+        assert!(matches!(raw.recv().await, Some(Message::Refused { .. })));
+
+        // Nor does a proof made for another client id than the one this client claimed.
+        let mut raw = Raw::connect(addr).await;
+        let (nonce_c, nonce_s) = raw.hello().await;
+        let as_node_3 = Transcript {
+            client: 3,
+            ..transcript(&nonce_c, &nonce_s)
+        };
+        raw.send(&Message::Proof {
+            proof: as_node_3.client_proof(&config().secret),
         })
         .await;
         assert!(matches!(raw.recv().await, Some(Message::Refused { .. })));
@@ -467,14 +585,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_peer_claiming_the_servers_own_id_is_refused() {
+        let (addr, _) = server().await;
+        let mut raw = Raw::connect(addr).await;
+        raw.send(&Message::Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: "c".into(),
+            node_id: 2,
+            partitions: 4,
+            nonce: auth::nonce(),
+        })
+        .await;
+        match raw.recv().await {
+            Some(Message::Refused { reason }) => assert!(reason.contains("this node (2)")),
+            other => panic!("{other:?}"),
+        }
+        raw.expect_closed().await;
+    }
+
+    #[tokio::test]
     async fn a_handshake_message_after_the_handshake_is_disconnected() {
         let (addr, calls) = server().await;
         let mut raw = Raw::connect(addr).await;
         let (nonce_c, nonce_s) = raw.hello().await;
-        raw.send(&Message::Proof {
-            proof: auth::client_proof(&config().secret, &nonce_s, &nonce_c),
-        })
-        .await;
+        raw.prove(&config().secret, &nonce_c, &nonce_s).await;
         assert!(matches!(raw.recv().await, Some(Message::Welcome)));
         raw.send(&Message::Request {
             id: 9,
@@ -491,5 +625,26 @@ mod tests {
         raw.send(&Message::Welcome).await;
         raw.expect_closed().await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_frame_without_the_sessions_mac_closes_the_connection() {
+        let (addr, calls) = server().await;
+        let mut raw = Raw::connect(addr).await;
+        let (nonce_c, nonce_s) = raw.hello().await;
+        raw.prove(&config().secret, &nonce_c, &nonce_s).await;
+        assert!(matches!(raw.recv().await, Some(Message::Welcome)));
+        // The request of a client that proved the secret, but sent without the session's MAC
+        // (as a relay injecting its own frame would).
+        let unsealed = Message::Request {
+            id: 1,
+            kind: 1,
+            body: vec![1],
+        };
+        wire::write_one(&mut raw.stream, &unsealed, None)
+            .await
+            .unwrap();
+        raw.expect_closed().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
 }

@@ -1,10 +1,12 @@
 //! What travels on a connection: the messages, how they are framed, read and written.
 //!
 //! Every message is one [`codec::frame`] (`[len u32 LE][crc32 u32 LE][body]`) whose body is
-//! `codec::encode(&Message)`. Payloads (`body` fields) are serialized as byte strings (one length
-//! then the bytes), not as sequences of `u8`.
+//! `codec::encode(&Message)`, followed, once the handshake has made a session, by the frame's
+//! MAC (`session.rs`). Payloads (`body` fields) are serialized as byte strings (one length then
+//! the bytes), not as sequences of `u8`.
 
 use super::error::RemoteError;
+use super::session::{FrameMac, Unauthentic, TAG_LEN};
 use perdure_types::codec::{self, frame};
 use perdure_types::NodeId;
 use serde::{Deserialize, Serialize};
@@ -15,8 +17,11 @@ use tokio::sync::mpsc;
 
 /// Bumped when the messages or their payloads change incompatibly; a peer speaking another
 /// version is refused at the handshake, naming both versions. 2: payloads in codec format 2
-/// (messages addressed by target, typed services with failures as `Failure`).
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+/// (messages addressed by target, typed services with failures as `Failure`). 3: the handshake
+/// binds both node ids, the cluster and the version, and every later frame carries a MAC under
+/// a per-connection session key (the messages' shapes are those of 2, so peers of either
+/// version still refuse each other naming both versions).
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame body accepted before the handshake completes (an unauthenticated peer cannot
 /// make this node allocate more).
@@ -28,6 +33,11 @@ pub(crate) const FRAME_LIMIT: usize = frame::MAX_BODY;
 /// Largest request or response payload: a frame also holds the message's own few bytes.
 pub const MAX_PAYLOAD: usize = frame::MAX_BODY - 1024;
 
+/// The read half of a connection (plain TCP or TLS).
+pub(crate) type Rd = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection (plain TCP or TLS).
+pub(crate) type Wr = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// Size of the handshake nonces and proofs.
 pub(crate) const NONCE_LEN: usize = 32;
 
@@ -38,6 +48,7 @@ pub(crate) enum Message {
     Hello {
         version: u32,
         cluster_id: String,
+        /// The client's node id (proven by its proof, which covers it).
         node_id: NodeId,
         partitions: u32,
         nonce: [u8; NONCE_LEN],
@@ -50,7 +61,8 @@ pub(crate) enum Message {
     },
     /// Client → server: the client's proof that it knows the secret.
     Proof { proof: [u8; NONCE_LEN] },
-    /// Server → client: the handshake succeeded.
+    /// Server → client: the handshake succeeded (the first frame with a MAC: it confirms the
+    /// server derived the same session).
     Welcome,
     /// Either way: the handshake failed, and why. The connection closes after it.
     Refused { reason: String },
@@ -148,6 +160,8 @@ pub(crate) enum ReadError {
     Corrupt(frame::Corruption),
     #[error("undecodable message: {0}")]
     Codec(#[from] codec::Error),
+    #[error(transparent)]
+    Unauthentic(#[from] Unauthentic),
 }
 
 /// Reads messages from a byte stream, keeping what it has read but not yet decoded across calls
@@ -163,6 +177,8 @@ pub(crate) struct FrameReader {
     /// Frames decoded so far: during the handshake (its first [`HANDSHAKE_FRAMES`] frames, read
     /// before the peer is authenticated), memory grows only as bytes arrive.
     decoded: u64,
+    /// Once the handshake made a session: checks each frame's MAC and sequence number.
+    session: Option<FrameMac>,
 }
 
 /// Bytes asked of the socket at least per read, once a connection has delivered a frame.
@@ -183,7 +199,14 @@ impl FrameReader {
             pos: 0,
             last_read: Instant::now(),
             decoded: 0,
+            session: None,
         }
+    }
+
+    /// From now on every frame must carry the next MAC of `mac` (see `session.rs`); one that
+    /// does not is a [`ReadError::Unauthentic`].
+    pub(crate) fn authenticate(&mut self, mac: FrameMac) {
+        self.session = Some(mac);
     }
 
     /// When bytes last arrived.
@@ -208,6 +231,10 @@ impl FrameReader {
                 }
                 match frame::decode(avail) {
                     frame::Decoded::Frame { body, len: used } => {
+                        let body = match &mut self.session {
+                            Some(mac) => mac.open(body)?,
+                            None => body,
+                        };
                         let message = codec::decode::<Message>(body)?;
                         self.pos += used;
                         self.decoded += 1;
@@ -251,16 +278,18 @@ impl FrameReader {
     }
 }
 
-/// Appends `message` as one frame to `out`, using `scratch` for the body. Fails (appending
-/// nothing) if the body would exceed a frame's limit.
+/// Appends `message` as one frame to `out`, using `scratch` for the body, sealed with the next
+/// MAC of `mac` if given. Fails (appending nothing, using no sequence number) if the body would
+/// exceed a frame's limit.
 pub(crate) fn encode(
     message: &Message,
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
+    mac: Option<&mut FrameMac>,
 ) -> Result<(), codec::Error> {
     scratch.clear();
     codec::encode_into(message, scratch)?;
-    if scratch.len() > frame::MAX_BODY {
+    if scratch.len() + TAG_LEN > frame::MAX_BODY {
         return Err(codec::Error::Encode {
             type_name: "transport message",
             reason: format!(
@@ -270,17 +299,22 @@ pub(crate) fn encode(
             ),
         });
     }
+    if let Some(mac) = mac {
+        mac.seal(scratch);
+    }
     frame::encode(scratch, out);
     Ok(())
 }
 
-/// Writes one message on its own (the handshake, before the writer task exists).
+/// Writes one message on its own (the handshake, before the writer task exists), sealed with
+/// `mac` if given.
 pub(crate) async fn write_one<W: AsyncWrite + Unpin>(
     w: &mut W,
     message: &Message,
+    mac: Option<&mut FrameMac>,
 ) -> io::Result<()> {
     let mut out = Vec::new();
-    encode(message, &mut Vec::new(), &mut out).map_err(io::Error::other)?;
+    encode(message, &mut Vec::new(), &mut out, mac).map_err(io::Error::other)?;
     w.write_all(&out).await
 }
 
@@ -291,17 +325,19 @@ const KEEP_BATCH: usize = 4 << 20;
 
 /// The writer of a connection: waits for a message, then takes every other message already
 /// queued (up to about [`MAX_BATCH`] bytes), and writes them all with one `write_all` of a reused
-/// buffer. Returns when every sender is gone (`Ok`) or a write fails.
+/// buffer; each message is sealed with the next MAC of the connection's session (`mac`; none
+/// under TLS). Returns when every sender is gone (`Ok`) or a write fails.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Message>,
     mut w: W,
+    mut mac: Option<FrameMac>,
 ) -> io::Result<()> {
     let mut out = Vec::with_capacity(64 << 10);
     let mut scratch = Vec::with_capacity(4 << 10);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            if let Err(e) = encode(&message, &mut scratch, &mut out) {
+            if let Err(e) = encode(&message, &mut scratch, &mut out, mac.as_mut()) {
                 // The callers check sizes first; this is a bug, not a peer's fault.
                 tracing::error!(message = message.name(), error = %e, "message dropped");
             }
@@ -325,6 +361,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::session::Direction;
 
     #[tokio::test]
     async fn messages_round_trip_through_frames() {
@@ -340,9 +377,11 @@ mod tests {
             },
             Message::Ping,
         ];
+        let key = [3u8; 32];
+        let mut seal = FrameMac::new(&key, Direction::ServerToClient);
         let mut bytes = Vec::new();
         for m in &messages {
-            encode(m, &mut Vec::new(), &mut bytes).unwrap();
+            encode(m, &mut Vec::new(), &mut bytes, Some(&mut seal)).unwrap();
         }
         // payloads are byte strings: length prefix then the bytes, nothing per byte
         assert!(bytes.len() < 100_000 + 100, "{}", bytes.len());
@@ -352,6 +391,7 @@ mod tests {
             a.write_all(&bytes).await.unwrap();
         });
         let mut reader = FrameReader::new();
+        reader.authenticate(FrameMac::new(&key, Direction::ServerToClient));
         match reader.next(&mut b, FRAME_LIMIT).await.unwrap() {
             Some(Message::Request {
                 id: 7,
@@ -386,6 +426,7 @@ mod tests {
             },
             &mut Vec::new(),
             &mut bytes,
+            None,
         )
         .unwrap();
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
@@ -421,6 +462,7 @@ mod tests {
             },
             &mut Vec::new(),
             &mut bytes,
+            None,
         )
         .unwrap();
         let mut reader = FrameReader::new();

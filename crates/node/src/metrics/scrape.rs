@@ -72,6 +72,8 @@ pub(super) struct Scraped {
     wal_records: IntCounter,
     wal_syncs: IntCounter,
     wal_segments: IntGauge,
+    peer_frames_refused: IntCounter,
+    peer_handshakes_refused: IntCounter,
 }
 
 /// The per-partition gauges.
@@ -247,6 +249,16 @@ impl Scraped {
                 "perdure_wal_segments",
                 "Write-ahead log segment files on disk.",
             )?,
+            peer_frames_refused: counter(
+                r,
+                "perdure_peer_frames_refused_total",
+                "Node-to-node frames that failed authentication (changed, injected, replayed or reordered); each closed its connection.",
+            )?,
+            peer_handshakes_refused: counter(
+                r,
+                "perdure_peer_handshakes_refused_total",
+                "Node-to-node handshakes refused (wrong secret or proof, another cluster, a peer that is not the node it claims).",
+            )?,
         })
     }
 
@@ -275,5 +287,8 @@ impl Scraped {
         mirror(&self.wal_records, w.records);
         mirror(&self.wal_syncs, w.syncs);
         self.wal_segments.set(w.live_segments as i64);
+        let channel = &partitions.peers().config().stats;
+        mirror(&self.peer_frames_refused, channel.frames_refused());
+        mirror(&self.peer_handshakes_refused, channel.handshakes_refused());
     }
 }

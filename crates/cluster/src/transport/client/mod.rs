@@ -1,9 +1,12 @@
 //! The client side: one connection per peer, many requests in flight on it.
 
-use super::auth;
+use super::auth::{self, Role, Transcript};
 use super::error::TransportError;
+use super::session::FrameMac;
+use super::stats::ChannelStats;
 use super::wire::{
-    self, FrameReader, Message, FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, MAX_PAYLOAD, PROTOCOL_VERSION,
+    self, FrameReader, Message, Rd, ReadError, Wr, FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, MAX_PAYLOAD,
+    NONCE_LEN, PROTOCOL_VERSION,
 };
 use super::TransportConfig;
 use perdure_types::{codec, NodeId};
@@ -14,7 +17,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -186,9 +188,10 @@ impl Peers {
         let span = tracing::debug_span!("transport_peer", peer = node, peer_addr = %addr);
         let attempt = connect(self.inner.config.clone(), node, addr.clone()).instrument(span);
         let (tx, rx) = oneshot::channel();
+        let stats = self.inner.config.stats.clone();
         tokio::spawn(async move {
             let _one_at_a_time = attempt_lock;
-            let _ = tx.send(Self::attempt(&slot, addr, attempt).await);
+            let _ = tx.send(Self::attempt(&slot, addr, attempt, &stats).await);
         });
         answer_by(
             rx,
@@ -205,6 +208,7 @@ impl Peers {
         slot: &Slot,
         addr: String,
         attempt: impl std::future::Future<Output = Result<Arc<Conn>, Failure>>,
+        stats: &ChannelStats,
     ) -> Result<Arc<Conn>, TransportError> {
         let node = slot.node;
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
@@ -215,6 +219,7 @@ impl Peers {
             Ok(Err(failure)) => {
                 match &failure {
                     Failure::Refused(reason) => {
+                        stats.handshake_refused();
                         tracing::warn!(peer = node, peer_addr = %addr, %reason, "transport: peer refused the handshake")
                     }
                     Failure::Unreachable(reason) => {
@@ -481,9 +486,25 @@ async fn connect(
         .await
         .map_err(|e| Failure::Unreachable(format!("cannot connect to {addr}: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr): (Rd, Wr) = match &config.tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Box::new(rd), Box::new(wr))
+        }
+        // The server's certificate must be one for node `node`.
+        Some(tls) => tls
+            .connect(stream, node)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidData => Failure::Refused(format!(
+                    "TLS with {addr} (node {node}): {e} (a peer without [cluster.tls], or with a \
+                     certificate of another CA or for another node?)"
+                )),
+                _ => Failure::Unreachable(format!("TLS with {addr}: {e}")),
+            })?,
+    };
     let mut reader = FrameReader::new();
-    handshake(&mut reader, &mut rd, &mut wr, &config, node, &addr).await?;
+    let seal = handshake(&mut reader, &mut rd, &mut wr, &config, node, &addr).await?;
     tracing::debug!("transport: connected");
 
     let shared = Arc::new(Shared {
@@ -495,7 +516,7 @@ async fn connect(
     let writer_shared = shared.clone();
     tokio::spawn(
         async move {
-            if let Err(e) = wire::write_loop(rx, wr).await {
+            if let Err(e) = wire::write_loop(rx, wr, seal).await {
                 writer_shared.close(format!("write failed: {e}"));
             }
         }
@@ -508,6 +529,7 @@ async fn connect(
             shared.clone(),
             tx.downgrade(),
             config.rpc_timeout,
+            config.stats.clone(),
         )
         .instrument(span),
     )
@@ -521,15 +543,17 @@ async fn connect(
     }))
 }
 
-/// The client's half of the handshake.
+/// The client's half of the handshake with the node expected at `addr`; returns the MAC of the
+/// frames to send it (none under TLS). From here `reader` accepts only frames of the session
+/// (the server's `Welcome` is the first).
 async fn handshake(
     reader: &mut FrameReader,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut Rd,
+    wr: &mut Wr,
     config: &TransportConfig,
     node: NodeId,
     addr: &str,
-) -> Result<(), Failure> {
+) -> Result<Option<FrameMac>, Failure> {
     let lost = |e: &dyn fmt::Display| Failure::Unreachable(format!("handshake with {addr}: {e}"));
     let nonce_c = auth::nonce();
     let hello = Message::Hello {
@@ -539,7 +563,9 @@ async fn handshake(
         partitions: config.partitions,
         nonce: nonce_c,
     };
-    wire::write_one(wr, &hello).await.map_err(|e| lost(&e))?;
+    wire::write_one(wr, &hello, None)
+        .await
+        .map_err(|e| lost(&e))?;
     let next = reader
         .next(rd, HANDSHAKE_FRAME_LIMIT)
         .await
@@ -554,14 +580,28 @@ async fn handshake(
         Some(other) => return Err(lost(&format!("expected Challenge, got {}", other.name()))),
         None => return Err(lost(&"the peer closed the connection")),
     };
-    let refusal = if !auth::verify_server_proof(&config.secret, &nonce_c, &nonce_s, &proof_s) {
+    // The transcript names the node this node means to reach: a relay that rewrote the id the
+    // peer answered with cannot make the peer's proof cover it.
+    let transcript = Transcript {
+        version: PROTOCOL_VERSION,
+        cluster_id: &config.cluster_id,
+        partitions: config.partitions,
+        client: config.node_id,
+        server: node,
+        nonce_c: &nonce_c,
+        nonce_s: &nonce_s,
+    };
+    // Under TLS the server's certificate proved it is `node`; there are no proofs.
+    let tls = config.tls.is_some();
+    let refusal = if peer != node {
+        Some(format!("{addr} is node {peer}, not node {node}"))
+    } else if !tls && !transcript.verify_server_proof(&config.secret, &proof_s) {
         Some(
             "the peer does not know the cluster secret \
-             (its proof does not match this node's secret: one of the two is misconfigured)"
+             (its proof does not match this node's secret: one of the two is misconfigured, \
+             or a relay on the path changed the handshake)"
                 .to_string(),
         )
-    } else if peer != node {
-        Some(format!("{addr} is node {peer}, not node {node}"))
     } else {
         None
     };
@@ -572,23 +612,39 @@ async fn handshake(
             &Message::Refused {
                 reason: reason.clone(),
             },
+            None,
         )
         .await;
         return Err(Failure::Refused(reason));
     }
     let proof = Message::Proof {
-        proof: auth::client_proof(&config.secret, &nonce_s, &nonce_c),
+        proof: match tls {
+            false => transcript.client_proof(&config.secret),
+            true => [0; NONCE_LEN],
+        },
     };
-    wire::write_one(wr, &proof).await.map_err(|e| lost(&e))?;
-    match reader
-        .next(rd, HANDSHAKE_FRAME_LIMIT)
+    wire::write_one(wr, &proof, None)
         .await
-        .map_err(|e| lost(&e))?
-    {
-        Some(Message::Welcome) => Ok(()),
-        Some(Message::Refused { reason }) => Err(Failure::Refused(reason)),
-        Some(other) => Err(lost(&format!("expected Welcome, got {}", other.name()))),
-        None => Err(lost(&"the peer closed the connection")),
+        .map_err(|e| lost(&e))?;
+    let send = match tls {
+        false => {
+            let session = transcript.session(&config.secret, Role::Client);
+            reader.authenticate(session.recv);
+            Some(session.send)
+        }
+        true => None,
+    };
+    match reader.next(rd, HANDSHAKE_FRAME_LIMIT).await {
+        Ok(Some(Message::Welcome)) => Ok(send),
+        Ok(Some(Message::Refused { reason })) => Err(Failure::Refused(reason)),
+        Ok(Some(other)) => Err(lost(&format!("expected Welcome, got {}", other.name()))),
+        Ok(None) => Err(lost(&"the peer closed the connection")),
+        // (a refusal sent after the proof is not sealed either: it can only come from a peer
+        // that did not derive this session)
+        Err(ReadError::Unauthentic(e)) => Err(Failure::Refused(format!(
+            "the peer's Welcome is not of this session ({e}): a wrong secret, or a relay on the path"
+        ))),
+        Err(e) => Err(lost(&e)),
     }
 }
 
@@ -600,10 +656,11 @@ async fn handshake(
 /// request reconnects.
 async fn read_loop(
     mut reader: FrameReader,
-    mut rd: OwnedReadHalf,
+    mut rd: Rd,
     shared: Arc<Shared>,
     tx: mpsc::WeakUnboundedSender<Message>,
     rpc_timeout: Duration,
+    stats: ChannelStats,
 ) {
     let node = shared.node;
     let period = rpc_timeout.max(Duration::from_millis(50));
@@ -620,6 +677,11 @@ async fn read_loop(
                 Ok(Some(Message::Pong)) => {}
                 Ok(Some(other)) => break format!("unexpected {} from the peer", other.name()),
                 Ok(None) => break "the peer closed the connection".to_string(),
+                Err(ReadError::Unauthentic(e)) => {
+                    stats.frame_refused();
+                    tracing::warn!(peer = node, error = %e, "transport: frame refused, connection closed");
+                    break e.to_string();
+                }
                 Err(e) => break e.to_string(),
             },
             _ = tick.tick() => {

@@ -10,7 +10,9 @@ fn config(node_id: NodeId, rpc_timeout_ms: u64) -> Arc<TransportConfig> {
         node_id,
         partitions: 4,
         secret: "the-secret-of-the-cluster".into(),
+        tls: None,
         rpc_timeout: Duration::from_millis(rpc_timeout_ms),
+        stats: Default::default(),
     })
 }
 
@@ -34,13 +36,14 @@ async fn fake_peer_after(
         tokio::time::sleep(handshake_after).await;
         let (mut rd, mut wr) = stream.into_split();
         let mut reader = FrameReader::new();
-        let Ok(_) =
-            super::super::server::handshake(&mut reader, &mut rd, &mut wr, &config(2, 100)).await
-        else {
+        let config = config(2, 100);
+        let handshake =
+            super::super::server::handshake(&mut reader, &mut rd, &mut wr, &config, None);
+        let Ok((_, seal)) = handshake.await else {
             panic!("handshake failed");
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(wire::write_loop(rx, wr));
+        tokio::spawn(wire::write_loop(rx, wr, seal));
         while let Ok(Some(m)) = reader.next(&mut rd, FRAME_LIMIT).await {
             match m {
                 Message::Request { id, body, .. } => {
