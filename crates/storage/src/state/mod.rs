@@ -335,3 +335,4 @@ mod tests {
         assert_eq!(st.entities().get(&e("f")).unwrap(), Some(b"c".to_vec()));
     }
 }
+
