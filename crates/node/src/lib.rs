@@ -6,13 +6,16 @@
 
 pub mod config;
 pub mod dashboard;
+pub mod health;
 pub mod http;
+pub mod limits;
 pub mod metrics;
+pub mod server;
 
 use perdure_cluster::Partitions;
 use perdure_runtime::{Registry, Runtime};
 use perdure_types::config::NodeConfig;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -30,13 +33,14 @@ pub enum Error {
     /// The entity runtime could not start.
     #[error("entity runtime: {0}")]
     Runtime(#[from] perdure_runtime::Error),
-    /// The HTTP server failed.
-    #[error("HTTP server on {addr}: {source}")]
-    Serve {
-        /// The address it listened on.
-        addr: String,
-        /// The I/O error.
-        source: std::io::Error,
+    /// A group's Raft core stopped on a storage error (or a panic): the node stopped instead of
+    /// staying up unable to commit (fail-stop, see [`health`]); a supervisor should restart it.
+    #[error("fail-stop: {group}'s Raft core stopped on an error: {reason}")]
+    Fatal {
+        /// The group (`partition N` or `the metadata group`).
+        group: String,
+        /// The error it stopped on.
+        reason: String,
     },
     /// Something still held the partitions after the server and runtime stopped, so storage could
     /// not be closed cleanly.
@@ -83,43 +87,16 @@ pub async fn run(
         &partitions,
         &config,
     );
-    tracing::info!("listening on http://{addr}");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .into_future();
-    tokio::pin!(server);
-    tokio::pin!(shutdown);
-    let mut runtime_stopped = false;
-    let served = tokio::select! {
-        r = &mut server => r,
-        () = &mut shutdown => {
-            tracing::info!("shutting down");
-            let _ = stop_tx.send(());
-            tokio::select! {
-                r = &mut server => r,
-                () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-                    tracing::warn!(
-                        grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
-                        "requests still running after the shutdown grace; stopping the runtime under them"
-                    );
-                    runtime.shutdown().await;
-                    runtime_stopped = true;
-                    // a request stuck on something the runtime does not cancel (a stalled
-                    // upload, a forwarded request) must not keep storage from closing
-                    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            tracing::warn!("connections still open after a second grace; closing them");
-                            Ok(())
-                        }
-                    }
-                }
-            }
-        }
-    };
+    let limits = server::Limits::of(&config.http, limits::open_files_limit());
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout_ms = config.http.header_read_timeout_ms,
+        idle_timeout_ms = config.http.idle_timeout_ms,
+        body_read_timeout_ms = config.http.body_read_timeout_ms,
+        "listening on http://{addr}"
+    );
+    let (fatal, runtime_stopped) =
+        serve_until(listener, app, limits, shutdown, &partitions, &runtime).await;
     readiness.abort();
     let _ = readiness.await;
     if let Some((stop, task)) = observer {
@@ -131,8 +108,73 @@ pub async fn run(
     }
     drop(runtime);
     stop_partitions(partitions).await?;
-    tracing::info!("stopped");
-    served.map_err(|source| Error::Serve { addr, source })
+    match fatal {
+        Some(e) => {
+            tracing::error!("stopped after a fatal storage error");
+            Err(e)
+        }
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Serves `app` until `shutdown` completes or a group stops on a fatal error (returned), then
+/// stops the server: in-flight requests get [`SHUTDOWN_GRACE`], then the runtime is stopped
+/// under them (the second value says so) and, after a second grace, every connection is closed.
+async fn serve_until(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: server::Limits,
+    shutdown: impl Future<Output = ()>,
+    partitions: &Partitions,
+    runtime: &Runtime,
+) -> (Option<Error>, bool) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = server::serve(listener, app, limits, async move {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(server);
+    tokio::pin!(shutdown);
+    let fatal_watch = health::fatal_storage_error(partitions);
+    tokio::pin!(fatal_watch);
+    let mut fatal = None;
+    tokio::select! {
+        () = &mut server => {}
+        () = &mut shutdown => tracing::info!("shutting down"),
+        p = &mut fatal_watch => {
+            let group = if p.metadata {
+                "the metadata group".to_string()
+            } else {
+                format!("partition {}", p.group)
+            };
+            tracing::error!(
+                group = %group,
+                cause = %p.problem,
+                "a Raft group stopped on a storage error: this node cannot commit any more; \
+                 stopping (fail-stop) so that a supervisor restarts it once the cause is gone"
+            );
+            fatal = Some(Error::Fatal { group, reason: p.problem });
+        }
+    }
+    let _ = stop_tx.send(());
+    tokio::select! {
+        () = &mut server => (fatal, false),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!(
+                grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
+                "requests still running after the shutdown grace; stopping the runtime under them"
+            );
+            runtime.shutdown().await;
+            // a request stuck on something the runtime does not cancel (a stalled
+            // upload, a forwarded request) must not keep storage from closing
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+                tracing::warn!("connections still open after a second grace; closing them");
+            }
+            (fatal, true)
+        }
+    }
 }
 
 /// The stop signal and task of the leadership sampler of [`metrics::NodeMetrics`].

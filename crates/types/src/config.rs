@@ -213,6 +213,20 @@ pub struct HttpConfig {
     pub max_body_bytes: u64,
     /// Most signals in one batch-signal request. Default 10 000.
     pub max_batch_signals: u32,
+    /// Time a client has to send a complete request head (request line and headers), counted
+    /// from its first byte; a slower one (slowloris) is disconnected. Default 10 000 ms.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight that sends nothing for this long is closed (idle
+    /// keep-alive, or a connection that never sends a request). Default 60 000 ms.
+    pub idle_timeout_ms: u64,
+    /// Time a client has to send a request's whole body once its head arrived; a slower one gets
+    /// 408 and the connection is closed. Default 30 000 ms.
+    pub body_read_timeout_ms: u64,
+    /// Most open client connections; a connection over the cap is answered 503
+    /// `too_many_connections` and closed at once. Default: 10 000 or half the process's
+    /// open-files limit, whichever is lower.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
 
 impl Default for HttpConfig {
@@ -220,6 +234,10 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: 1 << 20,
             max_batch_signals: 10_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: None,
         }
     }
 }
@@ -373,6 +391,24 @@ impl NodeConfig {
                 "must be at least 1",
             ));
         }
+        for (key, ms) in [
+            ("http.header_read_timeout_ms", h.header_read_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+            ("http.body_read_timeout_ms", h.body_read_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(ConfigError::new(
+                    key,
+                    "must be between 100 ms and 3 600 000 ms (1 h)",
+                ));
+            }
+        }
+        if h.max_connections == Some(0) {
+            return Err(ConfigError::new(
+                "http.max_connections",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 
@@ -458,6 +494,14 @@ mod tests {
         c.entities = EntitiesConfig::default();
         c.http.max_body_bytes = 10;
         assert_eq!(c.validate().unwrap_err().key, "http.max_body_bytes");
+        c.http = HttpConfig::default();
+        c.http.header_read_timeout_ms = 0;
+        assert_eq!(c.validate().unwrap_err().key, "http.header_read_timeout_ms");
+        c.http = HttpConfig {
+            max_connections: Some(0),
+            ..HttpConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "http.max_connections");
     }
 
     #[test]

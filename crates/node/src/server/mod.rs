@@ -1,0 +1,211 @@
+//! The HTTP server under the API's router: accepts connections up to a cap, gives each one an
+//! idle and a header deadline ([`conn`]), serves HTTP/1.1 with hyper, and stops gracefully.
+//!
+//! - Connection cap (`http.max_connections`): a connection over it is answered
+//!   `503 too_many_connections` (with `Retry-After`) and closed at once, so clients learn why
+//!   instead of hanging in the listen backlog, and file descriptors stay for storage.
+//! - Idle (`http.idle_timeout_ms`) and header (`http.header_read_timeout_ms`) deadlines: see
+//!   [`conn`]. The body deadline (`http.body_read_timeout_ms`) is a layer on the router
+//!   ([`crate::http`]).
+//! - `accept` failing for lack of file descriptors (EMFILE, ENFILE) is logged (once a second at
+//!   most) and retried after a short pause instead of spinning.
+//! - Stopping: no new connections; each open one finishes the request it serves and is closed
+//!   (hyper's graceful shutdown; an idle one at once). Dropping the future closes every
+//!   connection.
+
+pub mod conn;
+
+use axum::Router;
+use conn::{Clock, TimedIo, Timeouts};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// How the server treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most connections served at once.
+    pub max_connections: u32,
+    /// The idle and header deadlines.
+    pub timeouts: Timeouts,
+}
+
+impl Limits {
+    /// The limits `http` configures; without `http.max_connections`, 10 000 or half of
+    /// `open_files`, whichever is lower.
+    pub fn of(http: &perdure_types::config::HttpConfig, open_files: Option<u64>) -> Self {
+        Self {
+            max_connections: http
+                .max_connections
+                .unwrap_or_else(|| crate::limits::default_max_connections(open_files)),
+            timeouts: Timeouts {
+                header_read: Duration::from_millis(http.header_read_timeout_ms),
+                idle: Duration::from_millis(http.idle_timeout_ms),
+            },
+        }
+    }
+}
+
+/// Connections over the cap being answered 503 at once, at most; past that they are just
+/// closed.
+const MAX_REFUSING: usize = 64;
+
+/// What a connection over the cap reads before it is closed.
+const TOO_MANY: &str = concat!(
+    "HTTP/1.1 503 Service Unavailable\r\n",
+    "content-type: application/json\r\n",
+    "retry-after: 1\r\n",
+    "connection: close\r\n",
+    "content-length: 100\r\n",
+    "\r\n",
+    r#"{"error":{"code":"too_many_connections","message":"the node serves as many connections as it may"}}"#,
+    "\n",
+);
+
+/// Serves `app` on `listener` until `stop` completes and every connection has finished (see the
+/// module doc); dropping the returned future closes every connection at once.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    let mut last_accept_error: Option<tokio::time::Instant> = None;
+    tokio::pin!(stop);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = &mut stop => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    accept_failed(&e, &mut last_accept_error).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                let app = app.clone();
+                let closing = closing_rx.clone();
+                conns.spawn(async move {
+                    serve_connection(stream, app, limits.timeouts, closing).await;
+                    drop(slot);
+                });
+            }
+            Err(_) => {
+                if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(stream).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    while conns.join_next().await.is_some() {}
+}
+
+/// Logs an accept failure (at most once a second) and pauses when the process is out of file
+/// descriptors, so the loop does not spin; other errors concern one connection only.
+async fn accept_failed(e: &std::io::Error, last: &mut Option<tokio::time::Instant>) {
+    let out_of_files = matches!(e.raw_os_error(), Some(code) if code == 24 || code == 23);
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        *last = Some(tokio::time::Instant::now());
+        tracing::error!(error = %e, out_of_files, "accepting an HTTP connection failed");
+    }
+    if out_of_files {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Answers a connection over the cap 503 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(TOO_MANY.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Serves one connection until it closes, times out, or `closing` turns true (then it finishes
+/// its request and closes).
+async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    timeouts: Timeouts,
+    mut closing: watch::Receiver<bool>,
+) {
+    let clock = Clock::new(timeouts);
+    let io = TokioIo::new(TimedIo::new(stream, clock.clone()));
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        clock.request_started();
+        let done = RequestDone(clock.clone());
+        async move {
+            let resp = app.oneshot(req.map(axum::body::Body::new)).await;
+            drop(done);
+            resp
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut graceful = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "HTTP connection closed on an error");
+                }
+                return;
+            }
+            changed = closing.changed(), if !graceful => {
+                if changed.is_err() || *closing.borrow() {
+                    graceful = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Tells a connection's clock that a request ended, also when its handler is dropped midway
+/// (the client went away).
+struct RequestDone(Arc<Clock>);
+
+impl Drop for RequestDone {
+    fn drop(&mut self) {
+        self.0.request_done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_well_formed() {
+        let (head, body) = TOO_MANY.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "too_many_connections");
+    }
+}
