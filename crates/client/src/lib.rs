@@ -15,8 +15,9 @@
 //! ```
 //!
 //! Retries: signals (each with an idempotency key, the same on every attempt), reads and
-//! listings are retried on connection errors, timeouts and `503`, with exponential backoff, up
-//! to [`RetryPolicy::attempts`]. A call is not idempotent and is retried only when its connection
+//! listings are retried on connection errors, timeouts, `503` and `504` (`outcome_unknown`: the
+//! same idempotency key makes the retry safe), with exponential backoff, up to
+//! [`RetryPolicy::attempts`]. A call is not idempotent and is retried only when its connection
 //! was refused (it never reached the server). No request is retried on a `4xx`.
 
 #![warn(missing_docs)]

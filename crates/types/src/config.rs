@@ -192,6 +192,11 @@ pub struct EntitiesConfig {
     /// Also register the test entity types `relay` and `probe` (for tests and fault runs).
     /// Default false.
     pub test_types: bool,
+    /// Longest an entity request (signal, call, read, listing page) waits for its partition:
+    /// past it the request is answered 504, `outcome_unknown` for a write (it may still take
+    /// effect once a quorum is back; a signal retried with the same idempotency key is applied
+    /// at most once), `deadline_exceeded` for a read. Default 10 000 ms.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for EntitiesConfig {
@@ -201,6 +206,7 @@ impl Default for EntitiesConfig {
             idempotency_window_ms: 3600 * 1000,
             max_batch_ops: 1000,
             test_types: false,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -376,6 +382,12 @@ impl NodeConfig {
             return Err(ConfigError::new(
                 "entities.max_batch_ops",
                 "must be at least 1",
+            ));
+        }
+        if !(100..=3_600_000).contains(&e.request_timeout_ms) {
+            return Err(ConfigError::new(
+                "entities.request_timeout_ms",
+                "must be between 100 ms and 3 600 000 ms (1 h)",
             ));
         }
         let h = &self.http;

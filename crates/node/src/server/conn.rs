@@ -50,6 +50,10 @@ pub struct Timeouts {
 pub struct Clock {
     phase: Mutex<Phase>,
     timeouts: Timeouts,
+    /// The task last told that a read is pending: woken when a request ends, so that its read
+    /// is polled again and the idle deadline armed (hyper may have polled the read while the
+    /// request was busy, when there was no deadline to arm).
+    reader: Mutex<Option<std::task::Waker>>,
 }
 
 impl Clock {
@@ -58,6 +62,7 @@ impl Clock {
         Arc::new(Self {
             phase: Mutex::new(Phase::Idle(Instant::now())),
             timeouts,
+            reader: Mutex::new(None),
         })
     }
 
@@ -84,11 +89,28 @@ impl Clock {
 
     /// The router answered a request.
     pub fn request_done(&self) {
-        let mut p = self.phase();
-        *p = match *p {
-            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
-            _ => Phase::Idle(Instant::now()),
+        let idle = {
+            let mut p = self.phase();
+            *p = match *p {
+                Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+                _ => Phase::Idle(Instant::now()),
+            };
+            matches!(*p, Phase::Idle(_))
         };
+        if idle {
+            let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(w) = reader {
+                w.wake();
+            }
+        }
+    }
+
+    /// Remembers the task waiting on a read.
+    fn waiting(&self, waker: &std::task::Waker) {
+        let mut r = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if !r.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *r = Some(waker.clone());
+        }
     }
 
     /// When the connection must be cut if nothing changes, and why.
@@ -139,6 +161,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
+                this.clock.waiting(cx.waker());
                 let Some((deadline, why)) = this.clock.deadline() else {
                     return Poll::Pending;
                 };
@@ -249,5 +272,30 @@ mod tests {
             t.elapsed()
         );
         drop(b.write_all(b"x").await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_pending_while_busy_gets_the_idle_deadline_when_the_request_ends() {
+        let (a, _b) = tokio::io::duplex(64);
+        let clock = Clock::new(timeouts());
+        let mut io = TimedIo::new(a, clock.clone());
+        clock.request_started();
+        let t = Instant::now();
+        let ender = {
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                clock.request_done();
+            })
+        };
+        // one read, first polled while busy (no deadline), must end at done + idle
+        let e = io.read(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            (5600..5650).contains(&t.elapsed().as_millis()),
+            "{:?}",
+            t.elapsed()
+        );
+        ender.await.unwrap();
     }
 }
