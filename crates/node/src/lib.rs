@@ -183,8 +183,9 @@ type Observer = (
     tokio::task::JoinHandle<()>,
 );
 
-/// Adds the web dashboard (`/`) and, with `metrics.enabled`, `GET /metrics` and the
-/// measuring middleware to `api`.
+/// Adds the web dashboard (`/`), the access guard (tokens, Host and Origin checks:
+/// [`http::access`]) and, with `metrics.enabled`, `GET /metrics` and the measuring middleware
+/// to `api`.
 fn observability(
     api: axum::Router,
     runtime: &Arc<Runtime>,
@@ -192,24 +193,29 @@ fn observability(
     config: &NodeConfig,
 ) -> (axum::Router, Option<Observer>) {
     let app = api.merge(dashboard::router(runtime.clone()));
+    let access = http::access::Access::new(&config.auth, &config.http);
+    let guarded = |app: axum::Router| {
+        app.layer(axum::middleware::from_fn_with_state(
+            access.clone(),
+            http::access::guard,
+        ))
+    };
     if !config.metrics.enabled {
-        return (app, None);
+        return (guarded(app), None);
     }
     let m = match metrics::NodeMetrics::new(runtime.clone(), partitions.clone()) {
         Ok(m) => Arc::new(m),
         Err(e) => {
             tracing::error!(error = %e, "metrics could not be set up; serving without them");
-            return (app, None);
+            return (guarded(app), None);
         }
     };
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(m.clone().watch_leaders(stopped));
-    let app = app
-        .merge(metrics::router(m.clone()))
-        .layer(axum::middleware::from_fn_with_state(
-            m.requests().clone(),
-            metrics::track,
-        ));
+    // refused requests are measured too (the guard runs inside the measuring middleware)
+    let app = guarded(app.merge(metrics::router(m.clone()))).layer(
+        axum::middleware::from_fn_with_state(m.requests().clone(), metrics::track),
+    );
     (app, Some((stop, task)))
 }
 

@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub entities: EntitiesConfig,
     /// HTTP API settings.
     pub http: HttpConfig,
+    /// Client authentication on the HTTP API (no tokens: none, see [`AuthConfig`]).
+    pub auth: AuthConfig,
     /// Cluster settings (empty `members`: a single node).
     pub cluster: ClusterConfig,
     /// Metrics (`GET /metrics`) settings.
@@ -70,6 +72,7 @@ impl Default for NodeConfig {
             raft: RaftConfig::default(),
             entities: EntitiesConfig::default(),
             http: HttpConfig::default(),
+            auth: AuthConfig::default(),
             cluster: ClusterConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
@@ -233,6 +236,10 @@ pub struct HttpConfig {
     /// open-files limit, whichever is lower.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// Without `[auth]` tokens, the `Host` names (without port) requests may carry besides IP
+    /// addresses and `localhost`: a request for another name (a DNS-rebinding page) is refused
+    /// 403. `"*"` allows every name. Default empty.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -244,8 +251,46 @@ impl Default for HttpConfig {
             idle_timeout_ms: 60_000,
             body_read_timeout_ms: 30_000,
             max_connections: None,
+            allowed_hosts: Vec::new(),
         }
     }
+}
+
+/// What an API token may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read entity state and listings, the cluster status, metrics.
+    Read,
+    /// Also signal entities and call operations.
+    Write,
+    /// Also change the cluster's membership (and purge, when purges exist).
+    Admin,
+}
+
+/// One API token (`[[auth.tokens]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs (never the token itself).
+    pub name: String,
+    /// The secret a client presents: `Authorization: Bearer TOKEN`, the `x-functions-key`
+    /// header or the `code` query parameter. At least 16 characters.
+    pub token: String,
+    /// What it may do: `read`, `write` or `admin`.
+    pub role: Role,
+}
+
+/// Client authentication on the HTTP API. With tokens, every request but `/healthz`, `/readyz`
+/// and the dashboard's static files needs one (401 without, 403 for a role too low). Without
+/// tokens, anyone who reaches the port may do anything, and only browsers are kept out: the
+/// `Host` must be an IP address, `localhost` or in `http.allowed_hosts`, and a state-changing
+/// request from another `Origin` is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The accepted tokens. Default none.
+    pub tokens: Vec<TokenConfig>,
 }
 
 /// Write-ahead log settings.
@@ -421,6 +466,36 @@ impl NodeConfig {
                 "must be at least 1",
             ));
         }
+        if h.allowed_hosts
+            .iter()
+            .any(|n| n.is_empty() || n.contains(':'))
+        {
+            return Err(ConfigError::new(
+                "http.allowed_hosts",
+                "entries are host names without a port (or \"*\")",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.auth.tokens {
+            if t.name.is_empty() {
+                return Err(ConfigError::new("auth.tokens", "every token needs a name"));
+            }
+            if t.token.len() < 16 || t.token.chars().any(|c| !c.is_ascii_graphic()) {
+                return Err(ConfigError::new(
+                    "auth.tokens",
+                    format!(
+                        "token {:?}: at least 16 visible ASCII characters, no spaces",
+                        t.name
+                    ),
+                ));
+            }
+            if !seen.insert(&t.token) {
+                return Err(ConfigError::new(
+                    "auth.tokens",
+                    format!("token {:?} is listed twice", t.name),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -514,6 +589,15 @@ mod tests {
             ..HttpConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "http.max_connections");
+        c.http = HttpConfig::default();
+        c.auth.tokens.push(TokenConfig {
+            name: "ops".into(),
+            token: "short".into(),
+            role: Role::Admin,
+        });
+        assert_eq!(c.validate().unwrap_err().key, "auth.tokens");
+        c.auth.tokens[0].token = "long-enough-token-1".into();
+        c.validate().unwrap();
     }
 
     #[test]

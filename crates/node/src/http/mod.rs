@@ -13,6 +13,7 @@
 //!
 //! Every error is JSON `{"error":{"code":"...","message":"..."}}`.
 
+pub mod access;
 pub mod entities;
 pub mod error;
 pub mod extract;
