@@ -42,6 +42,9 @@ pub enum Error {
         /// The error it stopped on.
         reason: String,
     },
+    /// The `[http.tls]` certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] server::tls::TlsError),
     /// Something still held the partitions after the server and runtime stopped, so storage could
     /// not be closed cleanly.
     #[error("shutdown incomplete: {0}")]
@@ -63,6 +66,8 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.http_addr.clone());
+    // the TLS files first: nothing is opened for a node that cannot serve
+    let limits = server::Limits::of(&config.http, limits::open_files_limit())?;
     // built, then run: the runtime adds its peer service before the node accepts peers
     let partitions = Arc::new(Partitions::open(&config).await?);
     let runtime = match Runtime::start(
@@ -87,13 +92,17 @@ pub async fn run(
         &partitions,
         &config,
     );
-    let limits = server::Limits::of(&config.http, limits::open_files_limit());
+    let scheme = if limits.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         max_connections = limits.max_connections,
         header_read_timeout_ms = config.http.header_read_timeout_ms,
         idle_timeout_ms = config.http.idle_timeout_ms,
         body_read_timeout_ms = config.http.body_read_timeout_ms,
-        "listening on http://{addr}"
+        "listening on {scheme}://{addr}"
     );
     let (fatal, runtime_stopped) =
         serve_until(listener, app, limits, shutdown, &partitions, &runtime).await;

@@ -240,6 +240,19 @@ pub struct HttpConfig {
     /// addresses and `localhost`: a request for another name (a DNS-rebinding page) is refused
     /// 403. `"*"` allows every name. Default empty.
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS instead of HTTP (`[http.tls]`). Default off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The HTTP port's certificate (`[http.tls]`), both PEM files read at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -252,6 +265,7 @@ impl Default for HttpConfig {
             body_read_timeout_ms: 30_000,
             max_connections: None,
             allowed_hosts: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -474,6 +488,14 @@ impl NodeConfig {
                 "http.allowed_hosts",
                 "entries are host names without a port (or \"*\")",
             ));
+        }
+        if let Some(tls) = &h.tls {
+            if tls.cert_file.as_os_str().is_empty() {
+                return Err(ConfigError::new("http.tls.cert_file", "must not be empty"));
+            }
+            if tls.key_file.as_os_str().is_empty() {
+                return Err(ConfigError::new("http.tls.key_file", "must not be empty"));
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for t in &self.auth.tokens {

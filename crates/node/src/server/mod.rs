@@ -14,6 +14,7 @@
 //!   connection.
 
 pub mod conn;
+pub mod tls;
 
 use axum::Router;
 use conn::{Clock, TimedIo, Timeouts};
@@ -28,19 +29,34 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 /// How the server treats connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Limits {
     /// Most connections served at once.
     pub max_connections: u32,
-    /// The idle and header deadlines.
+    /// The idle and header deadlines (the header deadline also bounds a TLS handshake).
     pub timeouts: Timeouts,
+    /// TLS (`[http.tls]`), or plain HTTP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("max_connections", &self.max_connections)
+            .field("timeouts", &self.timeouts)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Limits {
     /// The limits `http` configures; without `http.max_connections`, 10 000 or half of
-    /// `open_files`, whichever is lower.
-    pub fn of(http: &perdure_types::config::HttpConfig, open_files: Option<u64>) -> Self {
-        Self {
+    /// `open_files`, whichever is lower. Fails when `[http.tls]` files cannot be used.
+    pub fn of(
+        http: &perdure_types::config::HttpConfig,
+        open_files: Option<u64>,
+    ) -> Result<Self, tls::TlsError> {
+        Ok(Self {
             max_connections: http
                 .max_connections
                 .unwrap_or_else(|| crate::limits::default_max_connections(open_files)),
@@ -48,7 +64,8 @@ impl Limits {
                 header_read: Duration::from_millis(http.header_read_timeout_ms),
                 idle: Duration::from_millis(http.idle_timeout_ms),
             },
-        }
+            tls: http.tls.as_ref().map(tls::acceptor).transpose()?,
+        })
     }
 }
 
@@ -99,8 +116,21 @@ pub async fn serve(
             Ok(slot) => {
                 let app = app.clone();
                 let closing = closing_rx.clone();
+                let (timeouts, tls) = (limits.timeouts, limits.tls.clone());
                 conns.spawn(async move {
-                    serve_connection(stream, app, limits.timeouts, closing).await;
+                    match tls {
+                        None => serve_connection(stream, app, timeouts, closing).await,
+                        Some(tls) => {
+                            let handshake = tls.accept(stream);
+                            match tokio::time::timeout(timeouts.header_read, handshake).await {
+                                Ok(Ok(stream)) => {
+                                    serve_connection(stream, app, timeouts, closing).await
+                                }
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        }
+                    }
                     drop(slot);
                 });
             }
@@ -143,12 +173,14 @@ async fn refuse(mut stream: TcpStream) {
 
 /// Serves one connection until it closes, times out, or `closing` turns true (then it finishes
 /// its request and closes).
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     app: Router,
     timeouts: Timeouts,
     mut closing: watch::Receiver<bool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let clock = Clock::new(timeouts);
     let io = TokioIo::new(TimedIo::new(stream, clock.clone()));
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
