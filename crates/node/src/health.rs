@@ -29,13 +29,19 @@ pub async fn readiness(partitions: &Partitions, host: &Host) -> Result<usize, St
         ));
     }
     let problems = partitions.unservable();
-    if !problems.is_empty() {
-        return Err(describe(&problems));
+    let fatal: Vec<GroupProblem> = problems.iter().filter(|p| p.fatal).cloned().collect();
+    if !fatal.is_empty() {
+        return Err(describe(&fatal));
     }
+    // formation (founding, joining, removed) and leaders of every partition, as before; then
+    // the groups this node is a member of
     partitions
         .wait_ready(Duration::ZERO)
         .await
         .map_err(|e| e.to_string())?;
+    if !problems.is_empty() {
+        return Err(describe(&problems));
+    }
     Ok(partitions.leading())
 }
 
