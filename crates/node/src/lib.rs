@@ -86,11 +86,13 @@ pub async fn run(
     partitions.serve();
     let readiness = tokio::spawn(log_when_ready(runtime.clone(), config.clone(), started));
 
+    let connections = server::ConnMetrics::new();
     let (app, observer) = observability(
         http::router(&runtime, partitions.clone(), config.http.clone()),
         &runtime,
         &partitions,
         &config,
+        &connections,
     );
     let scheme = if limits.tls.is_some() {
         "https"
@@ -104,8 +106,15 @@ pub async fn run(
         body_read_timeout_ms = config.http.body_read_timeout_ms,
         "listening on {scheme}://{addr}"
     );
-    let (fatal, runtime_stopped) =
-        serve_until(listener, app, limits, shutdown, &partitions, &runtime).await;
+    let (fatal, runtime_stopped) = serve_until(
+        listener,
+        (app, connections),
+        limits,
+        shutdown,
+        &partitions,
+        &runtime,
+    )
+    .await;
     readiness.abort();
     let _ = readiness.await;
     if let Some((stop, task)) = observer {
@@ -134,14 +143,14 @@ pub async fn run(
 /// under them (the second value says so) and, after a second grace, every connection is closed.
 async fn serve_until(
     listener: TcpListener,
-    app: axum::Router,
+    (app, connections): (axum::Router, server::ConnMetrics),
     limits: server::Limits,
     shutdown: impl Future<Output = ()>,
     partitions: &Partitions,
     runtime: &Runtime,
 ) -> (Option<Error>, bool) {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = server::serve(listener, app, limits, async move {
+    let server = server::serve(listener, app, limits, connections, async move {
         let _ = stop_rx.await;
     });
     tokio::pin!(server);
@@ -200,6 +209,7 @@ fn observability(
     runtime: &Arc<Runtime>,
     partitions: &Arc<Partitions>,
     config: &NodeConfig,
+    connections: &server::ConnMetrics,
 ) -> (axum::Router, Option<Observer>) {
     let app = api.merge(dashboard::router(runtime.clone()));
     let access = http::access::Access::new(&config.auth, &config.http);
@@ -219,6 +229,9 @@ fn observability(
             return (guarded(app), None);
         }
     };
+    if let Err(e) = connections.register(m.registry()) {
+        tracing::error!(error = %e, "the connection metrics could not be registered");
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(m.clone().watch_leaders(stopped));
     // refused requests are measured too (the guard runs inside the measuring middleware)

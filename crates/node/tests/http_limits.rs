@@ -21,6 +21,25 @@ async fn node() -> (Node, tempfile::TempDir) {
     (Node::start_with(c).await, dir)
 }
 
+/// A metric's value from `GET /metrics`.
+async fn metric(node: &Node, name: &str) -> f64 {
+    let text = node
+        .http
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn addr(node: &Node) -> String {
     node.url.trim_start_matches("http://").to_string()
 }
@@ -123,7 +142,7 @@ async fn a_slow_body_gets_408() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_over_the_cap_gets_503() {
     let (node, _dir) = node().await;
-    // the node's own readiness probe has closed; fill the 8 slots
+    // fill the 8 slots (with the test client's pooled connection, if it kept one)
     let mut held = Vec::new();
     for _ in 0..8 {
         held.push(TcpStream::connect(addr(&node)).await.unwrap());
@@ -137,6 +156,11 @@ async fn a_connection_over_the_cap_gets_503() {
     // once they go, new connections are served again
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // the 9th raw connection at least (the test client may hold a pooled one too)
+    assert!(metric(&node, "perdure_http_connections_refused_total").await >= 1.0);
+    // the scrape's own connections are the ones open
+    let open = metric(&node, "perdure_http_connections").await;
+    assert!((1.0..=2.0).contains(&open), "{open} connections open");
     let r = node
         .http
         .get(format!("{}/healthz", node.url))

@@ -132,15 +132,18 @@ pub struct TimedIo<T> {
     inner: T,
     clock: Arc<Clock>,
     sleep: Pin<Box<Sleep>>,
+    /// Counts the connections cut by a deadline.
+    timed_out: prometheus::IntCounter,
 }
 
 impl<T> TimedIo<T> {
-    /// Wraps `inner` under `clock`.
-    pub fn new(inner: T, clock: Arc<Clock>) -> Self {
+    /// Wraps `inner` under `clock`; a cut is counted in `timed_out`.
+    pub fn new(inner: T, clock: Arc<Clock>, timed_out: prometheus::IntCounter) -> Self {
         Self {
             inner,
             clock,
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timed_out,
         }
     }
 }
@@ -170,6 +173,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                 }
                 match this.sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
+                        this.timed_out.inc();
                         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
                     }
                     Poll::Pending => Poll::Pending,
@@ -215,6 +219,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn counter() -> prometheus::IntCounter {
+        prometheus::IntCounter::new("t", "t").unwrap()
+    }
+
     fn timeouts() -> Timeouts {
         Timeouts {
             header_read: Duration::from_millis(200),
@@ -226,7 +234,7 @@ mod tests {
     async fn an_idle_connection_times_out_after_the_idle_timeout() {
         let (a, _b) = tokio::io::duplex(64);
         let clock = Clock::new(timeouts());
-        let mut io = TimedIo::new(a, clock);
+        let mut io = TimedIo::new(a, clock, counter());
         let t = Instant::now();
         let e = io.read(&mut [0u8; 8]).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
@@ -241,7 +249,7 @@ mod tests {
     async fn a_started_head_must_complete_within_the_header_timeout() {
         let (a, mut b) = tokio::io::duplex(64);
         let clock = Clock::new(timeouts());
-        let mut io = TimedIo::new(a, clock.clone());
+        let mut io = TimedIo::new(a, clock.clone(), counter());
         b.write_all(b"GET / HT").await.unwrap();
         assert_eq!(io.read(&mut [0u8; 64]).await.unwrap(), 8);
         let t = Instant::now();
@@ -258,7 +266,7 @@ mod tests {
     async fn a_busy_connection_has_no_deadline_and_idles_again_after_its_request() {
         let (a, mut b) = tokio::io::duplex(64);
         let clock = Clock::new(timeouts());
-        let mut io = TimedIo::new(a, clock.clone());
+        let mut io = TimedIo::new(a, clock.clone(), counter());
         clock.request_started();
         let read = tokio::time::timeout(Duration::from_secs(3600), io.read(&mut [0u8; 8])).await;
         assert!(read.is_err(), "a busy connection was cut");
@@ -278,7 +286,7 @@ mod tests {
     async fn a_read_pending_while_busy_gets_the_idle_deadline_when_the_request_ends() {
         let (a, _b) = tokio::io::duplex(64);
         let clock = Clock::new(timeouts());
-        let mut io = TimedIo::new(a, clock.clone());
+        let mut io = TimedIo::new(a, clock.clone(), counter());
         clock.request_started();
         let t = Instant::now();
         let ender = {

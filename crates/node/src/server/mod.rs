@@ -69,6 +69,55 @@ impl Limits {
     }
 }
 
+/// The server's own measurements (registered in the node's registry when metrics are on).
+#[derive(Debug, Clone)]
+pub struct ConnMetrics {
+    /// `perdure_http_connections`: client connections open now.
+    pub open: prometheus::IntGauge,
+    /// `perdure_http_connections_refused_total`: connections over the cap, answered 503.
+    pub refused: prometheus::IntCounter,
+    /// `perdure_http_connections_timed_out_total`: connections closed by the idle or header
+    /// timeout, or a TLS handshake that did not finish within the header timeout.
+    pub timed_out: prometheus::IntCounter,
+}
+
+impl ConnMetrics {
+    /// Unregistered metrics.
+    pub fn new() -> Self {
+        let counter = |name: &str, help: &str| {
+            prometheus::IntCounter::new(name, help).expect("a valid metric name")
+        };
+        Self {
+            open: prometheus::IntGauge::new(
+                "perdure_http_connections",
+                "Client HTTP connections open now.",
+            )
+            .expect("a valid metric name"),
+            refused: counter(
+                "perdure_http_connections_refused_total",
+                "Client connections over http.max_connections, answered 503 and closed.",
+            ),
+            timed_out: counter(
+                "perdure_http_connections_timed_out_total",
+                "Client connections closed by the idle or header read timeout.",
+            ),
+        }
+    }
+
+    /// Registers them in `r`.
+    pub fn register(&self, r: &prometheus::Registry) -> prometheus::Result<()> {
+        r.register(Box::new(self.open.clone()))?;
+        r.register(Box::new(self.refused.clone()))?;
+        r.register(Box::new(self.timed_out.clone()))
+    }
+}
+
+impl Default for ConnMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Connections over the cap being answered 503 at once, at most; past that they are just
 /// closed.
 const MAX_REFUSING: usize = 64;
@@ -91,6 +140,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    metrics: ConnMetrics,
     stop: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
@@ -116,25 +166,33 @@ pub async fn serve(
             Ok(slot) => {
                 let app = app.clone();
                 let closing = closing_rx.clone();
-                let (timeouts, tls) = (limits.timeouts, limits.tls.clone());
+                let (timeouts, tls, m) = (limits.timeouts, limits.tls.clone(), metrics.clone());
+                m.open.inc();
                 conns.spawn(async move {
+                    let timed_out = m.timed_out.clone();
                     match tls {
-                        None => serve_connection(stream, app, timeouts, closing).await,
+                        None => serve_connection(stream, app, timeouts, timed_out, closing).await,
                         Some(tls) => {
                             let handshake = tls.accept(stream);
                             match tokio::time::timeout(timeouts.header_read, handshake).await {
                                 Ok(Ok(stream)) => {
-                                    serve_connection(stream, app, timeouts, closing).await
+                                    serve_connection(stream, app, timeouts, timed_out, closing)
+                                        .await
                                 }
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                                Err(_) => {
+                                    timed_out.inc();
+                                    tracing::debug!("TLS handshake timed out")
+                                }
                             }
                         }
                     }
+                    m.open.dec();
                     drop(slot);
                 });
             }
             Err(_) => {
+                metrics.refused.inc();
                 if let Ok(permit) = refusing.clone().try_acquire_owned() {
                     tokio::spawn(async move {
                         refuse(stream).await;
@@ -177,12 +235,13 @@ async fn serve_connection<S>(
     stream: S,
     app: Router,
     timeouts: Timeouts,
+    timed_out: prometheus::IntCounter,
     mut closing: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let clock = Clock::new(timeouts);
-    let io = TokioIo::new(TimedIo::new(stream, clock.clone()));
+    let io = TokioIo::new(TimedIo::new(stream, clock.clone(), timed_out));
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let app = app.clone();
         clock.request_started();
