@@ -18,6 +18,16 @@ const fmtRate = (r) => (r == null ? "–" : r >= 1000 ? (r / 1000).toFixed(1) + 
 // tab's sessionStorage (never in a cookie, so other sites cannot make the browser send it) and
 // sent as a Bearer token.
 const TOKEN_KEY = "perdure-token";
+// A link may carry the token once (`/?token=...`): it is kept and taken out of the address bar.
+(() => {
+  const q = new URLSearchParams(location.search);
+  const t = q.get("token");
+  if (!t) return;
+  sessionStorage.setItem(TOKEN_KEY, t);
+  q.delete("token");
+  const rest = q.toString();
+  window.history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+})();
 let asking = null;
 async function askToken(why) {
   if (!asking) {
