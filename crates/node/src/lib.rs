@@ -55,7 +55,8 @@ pub enum Error {
 /// cleanly: in-flight requests get [`SHUTDOWN_GRACE`] to finish, then the runtime stops under
 /// those still running and connections still open after a second grace are closed; then every
 /// group stops and the write-ahead log is drained and closed. Nothing acknowledged is affected:
-/// an unfinished request was never answered.
+/// an unfinished request was never answered. When a group stops on a storage error instead
+/// (see [`health`]), the node stops the same way and returns [`Error::Fatal`] (fail-stop).
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,

@@ -207,17 +207,23 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
 }
 
-/// Logs an accept failure (at most once a second) and pauses when the process is out of file
-/// descriptors, so the loop does not spin; other errors concern one connection only.
+/// Logs an accept failure (at most once a second) and, unless it concerned one connection only
+/// (aborted or reset before it was accepted), pauses so the loop does not spin: out of file
+/// descriptors (EMFILE, ENFILE), out of memory or buffers.
 async fn accept_failed(e: &std::io::Error, last: &mut Option<tokio::time::Instant>) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused
+    ) {
+        return;
+    }
     let out_of_files = matches!(e.raw_os_error(), Some(code) if code == 24 || code == 23);
     if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
         *last = Some(tokio::time::Instant::now());
         tracing::error!(error = %e, out_of_files, "accepting an HTTP connection failed");
     }
-    if out_of_files {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Answers a connection over the cap 503 and closes it.
