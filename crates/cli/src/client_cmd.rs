@@ -11,12 +11,19 @@ pub struct ClientFlags {
     /// The node's HTTP address.
     #[arg(long, env = "PERDURE_URL", default_value = "http://127.0.0.1:7071")]
     pub url: String,
+    /// The API token, for a node with `[auth]` tokens (sent as `Authorization: Bearer`).
+    #[arg(long, env = "PERDURE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl ClientFlags {
     fn client(&self) -> anyhow::Result<Client> {
         // one request per command: learning the routing table first would only add a request
-        Ok(Client::builder(&self.url).routing(false).build()?)
+        let mut b = Client::builder(&self.url).routing(false);
+        if let Some(t) = &self.token {
+            b = b.token(t.clone());
+        }
+        Ok(b.build()?)
     }
 }
 

@@ -197,8 +197,15 @@ enum DebugCmd {
     },
 }
 
+/// How long a node may take to stop once asked (SIGTERM or Ctrl-C) before the process exits
+/// anyway: longer than the node's own bounded stop (two request graces, then storage), so it
+/// only fires when something hangs. A second signal exits at once.
+const STOP_DEADLINE: Duration = Duration::from_secs(45);
+
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed at once (before the node starts),
-/// so a signal that arrives during start-up still stops the node cleanly.
+/// so a signal that arrives during start-up still stops the node cleanly. From the first signal
+/// on, the stop is bounded: a second signal, or [`STOP_DEADLINE`] passing, exits the process
+/// with status 1 (nothing acknowledged depends on a clean stop: acknowledgements follow fsync).
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
@@ -210,13 +217,56 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                tracing::error!("second stop signal: exiting now");
+                std::process::exit(1);
+            });
+            force_exit_after(STOP_DEADLINE);
         })
     }
     #[cfg(not(unix))]
     {
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
+            force_exit_after(STOP_DEADLINE);
         })
+    }
+}
+
+/// Exits the process with status 1 if it still runs `after` from now. A plain thread, so a
+/// stuck async runtime cannot hold it up.
+fn force_exit_after(after: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        tracing::error!(
+            deadline_s = after.as_secs(),
+            "the node did not stop within the deadline; exiting now"
+        );
+        std::process::exit(1);
+    });
+}
+
+/// Raises the open-files soft limit to the hard limit (every HTTP and peer connection, WAL
+/// segment and state file takes a descriptor) and logs both.
+fn raise_open_files_limit() {
+    let f = perdure_node::limits::raise_open_files_limit();
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    tracing::info!(
+        before = %show(f.before),
+        now = %show(f.after),
+        hard = %show(f.hard),
+        "open-files limit"
+    );
+    if f.after.is_some_and(|n| n < 4096) {
+        tracing::warn!(
+            now = %show(f.after),
+            "the open-files limit is low: HTTP connections are capped at half of it \
+             (raise the hard limit, e.g. LimitNOFILE= in systemd or ulimit -Hn)"
+        );
     }
 }
 
@@ -252,6 +302,7 @@ fn main() -> anyhow::Result<()> {
                     None => flags.load()?,
                 };
                 let shutdown = shutdown_signal()?;
+                raise_open_files_limit();
                 let listener = tokio::net::TcpListener::bind(&config.http_addr)
                     .await
                     .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;

@@ -1,7 +1,9 @@
-//! A full disk answers 503 and loses nothing already acknowledged. The data directory lives on a
-//! 3 MiB tmpfs (this test mounts it, so it needs root, as CI has); registers are written until the
-//! disk is full; the failure must be a 503 (not a hang, a panic or a 500) while the process stays
-//! up; then the filesystem is grown, the node restarted, and every acknowledged write is there.
+//! A full disk answers 503, stops the node (fail-stop) and loses nothing already acknowledged.
+//! The data directory lives on a 3 MiB tmpfs (this test mounts it, so it needs root, as CI has);
+//! registers are written until the disk is full; the failure must be a 503 (not a hang, a panic
+//! or a 500); then the node must exit non-zero with the cause in its log (a node that cannot
+//! commit does not stay up answering `ready`: Hardening case 5), so a supervisor restarts it;
+//! then the filesystem is grown, the node restarted, and every acknowledged write is there.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,22 +44,30 @@ impl Drop for Tmpfs {
     }
 }
 
-fn start(data: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_perdure"))
-        .args([
-            "serve",
-            "--partitions",
-            "2",
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .env("PERDURE_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn start(data: &Path, port: u16, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(
+        std::env::var_os("PERDURE_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_perdure").into()),
+    )
+    .args([
+        "serve",
+        "--partitions",
+        "2",
+        "--http-addr",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .arg("--data-dir")
+    .arg(data)
+    .env("PERDURE_LOG", "error")
+    .stdout(Stdio::null())
+    .stderr(log)
+    .spawn()
+    .unwrap()
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str) {
@@ -69,7 +79,7 @@ async fn wait_ready(http: &reqwest::Client, url: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_answers_503_and_loses_nothing_acknowledged() {
+async fn a_full_disk_answers_503_stops_the_node_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(&dir.path().join("mnt"), "3m");
     let data = fs.0.join("data");
@@ -83,7 +93,8 @@ async fn a_full_disk_answers_503_and_loses_nothing_acknowledged() {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let mut node = start(&data, port);
+    let log = dir.path().join("node.log");
+    let mut node = start(&data, port, &log);
     wait_ready(&http, &url).await;
 
     let payload = "x".repeat(4096);
@@ -114,39 +125,45 @@ async fn a_full_disk_answers_503_and_loses_nothing_acknowledged() {
         "only {} writes fit: the test proves little",
         acked.len()
     );
-    // later writes keep failing cleanly, and the process stays up
-    for i in 0..5 {
-        let r = http
-            .post(format!("{url}{BASE}/entities/register/late{i}/call?op=set"))
+    // fail-stop: the node exits non-zero, the cause in its log, instead of staying up unable
+    // to commit (later requests fail cleanly meanwhile: 503, or no connection)
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the node stayed up for 30 s on a full disk (it cannot commit)"
+        );
+        if let Ok(r) = http
+            .post(format!("{url}{BASE}/entities/register/late/call?op=set"))
             .json(&payload)
             .send()
             .await
-            .unwrap();
-        assert_eq!(r.status(), 503, "a write after the disk filled up");
-        assert!(r.headers().contains_key("retry-after"));
-    }
+        {
+            assert_eq!(r.status(), 503, "a write after the disk filled up");
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
-        node.try_wait().unwrap().is_none(),
-        "the node died on a full disk"
+        !status.success(),
+        "exit status {status} after a fatal storage error"
     );
-    assert_eq!(
-        http.get(format!("{url}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("fail-stop") && text.contains("No space left"),
+        "the log does not say why the node stopped:\n{text}"
     );
     eprintln!(
-        "{} writes acknowledged before the disk filled up at write {failed_at}",
+        "{} writes acknowledged before the disk filled up at write {failed_at}; the node stopped with {status}",
         acked.len()
     );
 
     // grow the disk, restart: every acknowledged write is there
-    node.kill().unwrap();
-    node.wait().unwrap();
     fs.resize("256m");
-    let mut node = start(&data, port);
+    let mut node = start(&data, port, &log);
     wait_ready(&http, &url).await;
     for &i in &acked {
         let r = http

@@ -460,3 +460,60 @@ async fn the_web_dashboard_renders_members_partitions_and_an_entity_in_chromium(
         w.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_dashboard_works_with_a_token_in_chromium() {
+    let Some(bin) = tool("chromium").or_else(|| tool("chromium-browser")) else {
+        return;
+    };
+    let (read, write) = ("dashboard-read-token-0123", "app-write-token-012345678");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(1, 0, dir.path()).unwrap();
+    let mut config = spec.config(&[]);
+    config.partitions = 4;
+    let token = |name: &str, token: &str, role| perdure_types::config::TokenConfig {
+        name: name.into(),
+        token: token.into(),
+        role,
+    };
+    config.auth.tokens = vec![
+        token("dashboard", read, perdure_types::config::Role::Read),
+        token("app", write, perdure_types::config::Role::Write),
+    ];
+    spec.write_config(&config).unwrap();
+    let _nodes = Nodes::start(std::slice::from_ref(&spec));
+    assert!(ready(&spec.url(), Duration::from_secs(30)).await);
+    let http = client();
+    let r = http
+        .post(format!(
+            "{}{BASE}/entities/counter/tokened?op=add",
+            spec.url()
+        ))
+        .bearer_auth(write)
+        .body("7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // the token given once in the link, kept in sessionStorage, sent as Bearer
+    let page = format!("{}/?token={read}#entity=counter/tokened", spec.url());
+    let profile = dir.path().join("chromium");
+    let dom = tokio::task::spawn_blocking(move || chromium(&bin, &profile, &["--dump-dom", &page]))
+        .await
+        .unwrap();
+    let html = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    assert!(
+        html.contains("<pre id=\"entity-state\">7</pre>"),
+        "the entity's state is not shown with a read token:\n{html}"
+    );
+    assert!(
+        html.contains("data-node=\"1\""),
+        "the member is missing:\n{html}"
+    );
+    assert!(html.contains(">ready<"), "readiness not shown:\n{html}");
+}

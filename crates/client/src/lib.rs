@@ -15,8 +15,9 @@
 //! ```
 //!
 //! Retries: signals (each with an idempotency key, the same on every attempt), reads and
-//! listings are retried on connection errors, timeouts and `503`, with exponential backoff, up
-//! to [`RetryPolicy::attempts`]. A call is not idempotent and is retried only when its connection
+//! listings are retried on connection errors, timeouts, `503` and `504` (`outcome_unknown`: the
+//! same idempotency key makes the retry safe), with exponential backoff, up to
+//! [`RetryPolicy::attempts`]. A call is not idempotent and is retried only when its connection
 //! was refused (it never reached the server). No request is retried on a `4xx`.
 
 #![warn(missing_docs)]
@@ -79,9 +80,27 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     retry: RetryPolicy,
     routing: bool,
+    token: Option<Token>,
+}
+
+/// An API token; its `Debug` does not show it.
+#[derive(Clone)]
+struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
 }
 
 impl ClientBuilder {
+    /// The API token sent with every request as `Authorization: Bearer TOKEN` (a node with
+    /// `[auth]` tokens answers 401 without one, 403 when its role is too low). Default none.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Token(token.into()));
+        self
+    }
+
     /// Timeout of one attempt, from sending to the last byte of the answer. Default 30 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -133,9 +152,17 @@ impl ClientBuilder {
         if base.query().is_some() || base.fragment().is_some() {
             return Err(invalid("the URL may not have a query or fragment".into()));
         }
+        let mut headers = HeaderMap::new();
+        if let Some(Token(token)) = &self.token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::InvalidArgument("the token must be visible ASCII".into()))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
+            .default_headers(headers)
             .build()
             .map_err(Error::Transport)?;
         Ok(Client {
@@ -197,6 +224,7 @@ impl Client {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
+            token: None,
             routing: true,
         }
     }

@@ -101,12 +101,14 @@ fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Whether a `kind` request that failed with `failure` may be tried again. Never on a 4xx.
+/// Whether a `kind` request that failed with `failure` may be tried again. Never on a 4xx; an
+/// idempotent request also on 503 (unavailable) and 504 (its partition missed the request
+/// deadline: `outcome_unknown`, and the retry carries the same idempotency key).
 pub(crate) fn retryable(kind: Kind, failure: Failure) -> bool {
     match (kind, failure) {
         (_, Failure::Refused) => true,
         (Kind::Call, _) => false,
-        (Kind::Idempotent, Failure::Status(s)) => s == 503,
+        (Kind::Idempotent, Failure::Status(s)) => s == 503 || s == 504,
         (Kind::Idempotent, Failure::Connect | Failure::Timeout | Failure::Io) => true,
         (Kind::Idempotent, Failure::Other) => false,
     }
@@ -117,9 +119,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idempotent_requests_retry_on_connection_errors_timeouts_and_503_only() {
+    fn idempotent_requests_retry_on_connection_errors_timeouts_503_and_504_only() {
         use Failure::*;
-        for f in [Refused, Connect, Timeout, Io, Status(503)] {
+        for f in [Refused, Connect, Timeout, Io, Status(503), Status(504)] {
             assert!(retryable(Kind::Idempotent, f), "{f:?}");
         }
         for f in [
@@ -144,6 +146,7 @@ mod tests {
             Io,
             Other,
             Status(503),
+            Status(504),
             Status(400),
             Status(422),
         ] {

@@ -456,6 +456,13 @@ impl Partitions {
             .count()
     }
 
+    /// Test hook: the next write-ahead log write fails as a disk error would, which poisons the
+    /// log and stops the group that wrote (for fail-stop and readiness tests).
+    #[doc(hidden)]
+    pub fn inject_storage_failure(&self) {
+        self.store.wal().inject_write_failure();
+    }
+
     /// Write-ahead log counters (syncs, records, bytes, segments).
     pub fn wal_stats(&self) -> perdure_storage::wal::WalStats {
         self.store.wal().stats()

@@ -190,3 +190,59 @@ impl Partitions {
         }
     }
 }
+
+/// A group this node is a member of that cannot serve now (see [`Partitions::unservable`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupProblem {
+    /// The group: a partition, or the metadata group (numbered after the partitions).
+    pub group: PartitionId,
+    /// Whether it is the metadata group.
+    pub metadata: bool,
+    /// Whether its Raft core stopped on an error (a storage failure or a panic): it will not
+    /// serve again in this process.
+    pub fatal: bool,
+    /// What is wrong, for people.
+    pub problem: String,
+}
+
+impl Partitions {
+    /// The groups this node is a voter or learner of that cannot serve now: the Raft core
+    /// stopped (a fatal storage error, or shutdown), or no leader is known. Groups not
+    /// initialized yet (a cluster still forming) are not listed: readiness waits for formation
+    /// separately.
+    pub fn unservable(&self) -> Vec<GroupProblem> {
+        let me = self.node_id();
+        let mut out = Vec::new();
+        let mut g = 0;
+        while let Some(raft) = self.any_group(g) {
+            let m = raft.metrics().borrow().clone();
+            let metadata = g == self.count();
+            let member = m.membership_config.membership().get_node(&me).is_some();
+            let problem = match &m.running_state {
+                Err(openraft::error::Fatal::Stopped) => Some((false, "stopped".to_string())),
+                Err(e) => Some((true, format!("raft stopped on an error: {e}"))),
+                Ok(()) if member && m.current_leader.is_none() => {
+                    Some((false, "no leader known".to_string()))
+                }
+                Ok(()) => None,
+            };
+            if let Some((fatal, problem)) = problem {
+                out.push(GroupProblem {
+                    group: g,
+                    metadata,
+                    fatal,
+                    problem,
+                });
+            }
+            g += 1;
+        }
+        out
+    }
+
+    /// The first group whose Raft core stopped on an error (a storage failure such as a full
+    /// disk, too many open files or an I/O error, or a panic): this process cannot serve it
+    /// again and should stop (fail-stop) so that a supervisor restarts it.
+    pub fn fatal(&self) -> Option<GroupProblem> {
+        self.unservable().into_iter().find(|p| p.fatal)
+    }
+}

@@ -4,9 +4,9 @@
 //! Environment variables name a key in upper case with `__` between levels:
 //! `PERDURE_DATA_DIR=/var/lib/perdure`, `PERDURE_RAFT__HEARTBEAT_INTERVAL_MS=50`. A value is read
 //! as a TOML integer, float or boolean when it parses as one, and as a string otherwise.
-//! `PERDURE_LOG`, `PERDURE_LOG_FORMAT`, `PERDURE_URL` (the CLI client's server) and every
-//! `PERDURE_TEST_*` (test switches such as `PERDURE_TEST_SEED`, inherited by the nodes tests
-//! start) are not node settings and are skipped.
+//! `PERDURE_LOG`, `PERDURE_LOG_FORMAT`, `PERDURE_URL` and `PERDURE_TOKEN` (the CLI client's
+//! server and API token) and every `PERDURE_TEST_*` (test switches such as `PERDURE_TEST_SEED`,
+//! inherited by the nodes tests start) are not node settings and are skipped.
 
 use perdure_types::config::{ConfigError, NodeConfig};
 use std::path::{Path, PathBuf};
@@ -69,9 +69,9 @@ pub fn load(
         let Some(rest) = name.strip_prefix("PERDURE_") else {
             continue;
         };
-        // Not node settings: the log filter, the CLI client's server address, test switches.
+        // Not node settings: the log filter, the CLI client's server and token, test switches.
         if rest.is_empty()
-            || matches!(rest, "LOG" | "LOG_FORMAT" | "URL")
+            || matches!(rest, "LOG" | "LOG_FORMAT" | "URL" | "TOKEN")
             || rest.starts_with("TEST_")
         {
             continue;

@@ -6,14 +6,17 @@
 
 pub mod config;
 pub mod dashboard;
+pub mod health;
 pub mod http;
+pub mod limits;
 pub mod metrics;
+pub mod server;
 pub mod watchdog;
 
 use perdure_cluster::Partitions;
 use perdure_runtime::{Registry, Runtime};
 use perdure_types::config::NodeConfig;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -31,14 +34,18 @@ pub enum Error {
     /// The entity runtime could not start.
     #[error("entity runtime: {0}")]
     Runtime(#[from] perdure_runtime::Error),
-    /// The HTTP server failed.
-    #[error("HTTP server on {addr}: {source}")]
-    Serve {
-        /// The address it listened on.
-        addr: String,
-        /// The I/O error.
-        source: std::io::Error,
+    /// A group's Raft core stopped on a storage error (or a panic): the node stopped instead of
+    /// staying up unable to commit (fail-stop, see [`health`]); a supervisor should restart it.
+    #[error("fail-stop: {group}'s Raft core stopped on an error: {reason}")]
+    Fatal {
+        /// The group (`partition N` or `the metadata group`).
+        group: String,
+        /// The error it stopped on.
+        reason: String,
     },
+    /// The `[http.tls]` certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] server::tls::TlsError),
     /// Something still held the partitions after the server and runtime stopped, so storage could
     /// not be closed cleanly.
     #[error("shutdown incomplete: {0}")]
@@ -49,7 +56,8 @@ pub enum Error {
 /// cleanly: in-flight requests get [`SHUTDOWN_GRACE`] to finish, then the runtime stops under
 /// those still running and connections still open after a second grace are closed; then every
 /// group stops and the write-ahead log is drained and closed. Nothing acknowledged is affected:
-/// an unfinished request was never answered.
+/// an unfinished request was never answered. When a group stops on a storage error instead
+/// (see [`health`]), the node stops the same way and returns [`Error::Fatal`] (fail-stop).
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
@@ -62,6 +70,8 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.http_addr.clone());
+    // the TLS files first: nothing is opened for a node that cannot serve
+    let limits = server::Limits::of(&config.http, limits::open_files_limit())?;
     // built, then run: the runtime adds its peer service before the node accepts peers
     let partitions = Arc::new(Partitions::open(&config).await?);
     let runtime = match Runtime::start(
@@ -80,49 +90,35 @@ pub async fn run(
     partitions.serve();
     let readiness = tokio::spawn(log_when_ready(runtime.clone(), config.clone(), started));
 
+    let connections = server::ConnMetrics::new();
     let (app, observer) = observability(
         http::router(&runtime, partitions.clone(), config.http.clone()),
         &runtime,
         &partitions,
         &config,
+        &connections,
     );
-    tracing::info!("listening on http://{addr}");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .into_future();
-    tokio::pin!(server);
-    tokio::pin!(shutdown);
-    let mut runtime_stopped = false;
-    let served = tokio::select! {
-        r = &mut server => r,
-        () = &mut shutdown => {
-            tracing::info!("shutting down");
-            let _ = stop_tx.send(());
-            tokio::select! {
-                r = &mut server => r,
-                () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-                    tracing::warn!(
-                        grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
-                        "requests still running after the shutdown grace; stopping the runtime under them"
-                    );
-                    runtime.shutdown().await;
-                    runtime_stopped = true;
-                    // a request stuck on something the runtime does not cancel (a stalled
-                    // upload, a forwarded request) must not keep storage from closing
-                    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            tracing::warn!("connections still open after a second grace; closing them");
-                            Ok(())
-                        }
-                    }
-                }
-            }
-        }
+    let scheme = if limits.tls.is_some() {
+        "https"
+    } else {
+        "http"
     };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout_ms = config.http.header_read_timeout_ms,
+        idle_timeout_ms = config.http.idle_timeout_ms,
+        body_read_timeout_ms = config.http.body_read_timeout_ms,
+        "listening on {scheme}://{addr}"
+    );
+    let (fatal, runtime_stopped) = serve_until(
+        listener,
+        (app, connections),
+        limits,
+        shutdown,
+        &partitions,
+        &runtime,
+    )
+    .await;
     readiness.abort();
     let _ = readiness.await;
     if let Some((stop, task)) = observer {
@@ -134,8 +130,73 @@ pub async fn run(
     }
     drop(runtime);
     stop_partitions(partitions).await?;
-    tracing::info!("stopped");
-    served.map_err(|source| Error::Serve { addr, source })
+    match fatal {
+        Some(e) => {
+            tracing::error!("stopped after a fatal storage error");
+            Err(e)
+        }
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Serves `app` until `shutdown` completes or a group stops on a fatal error (returned), then
+/// stops the server: in-flight requests get [`SHUTDOWN_GRACE`], then the runtime is stopped
+/// under them (the second value says so) and, after a second grace, every connection is closed.
+async fn serve_until(
+    listener: TcpListener,
+    (app, connections): (axum::Router, server::ConnMetrics),
+    limits: server::Limits,
+    shutdown: impl Future<Output = ()>,
+    partitions: &Partitions,
+    runtime: &Runtime,
+) -> (Option<Error>, bool) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = server::serve(listener, app, limits, connections, async move {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(server);
+    tokio::pin!(shutdown);
+    let fatal_watch = health::fatal_storage_error(partitions);
+    tokio::pin!(fatal_watch);
+    let mut fatal = None;
+    tokio::select! {
+        () = &mut server => {}
+        () = &mut shutdown => tracing::info!("shutting down"),
+        p = &mut fatal_watch => {
+            let group = if p.metadata {
+                "the metadata group".to_string()
+            } else {
+                format!("partition {}", p.group)
+            };
+            tracing::error!(
+                group = %group,
+                cause = %p.problem,
+                "a Raft group stopped on a storage error: this node cannot commit any more; \
+                 stopping (fail-stop) so that a supervisor restarts it once the cause is gone"
+            );
+            fatal = Some(Error::Fatal { group, reason: p.problem });
+        }
+    }
+    let _ = stop_tx.send(());
+    tokio::select! {
+        () = &mut server => (fatal, false),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!(
+                grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
+                "requests still running after the shutdown grace; stopping the runtime under them"
+            );
+            runtime.shutdown().await;
+            // a request stuck on something the runtime does not cancel (a stalled
+            // upload, a forwarded request) must not keep storage from closing
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+                tracing::warn!("connections still open after a second grace; closing them");
+            }
+            (fatal, true)
+        }
+    }
 }
 
 /// The stop signal and task of the leadership sampler of [`metrics::NodeMetrics`].
@@ -144,33 +205,43 @@ type Observer = (
     tokio::task::JoinHandle<()>,
 );
 
-/// Adds the web dashboard (`/`) and, with `metrics.enabled`, `GET /metrics` and the
-/// measuring middleware to `api`.
+/// Adds the web dashboard (`/`), the access guard (tokens, Host and Origin checks:
+/// [`http::access`]) and, with `metrics.enabled`, `GET /metrics` and the measuring middleware
+/// to `api`.
 fn observability(
     api: axum::Router,
     runtime: &Arc<Runtime>,
     partitions: &Arc<Partitions>,
     config: &NodeConfig,
+    connections: &server::ConnMetrics,
 ) -> (axum::Router, Option<Observer>) {
     let app = api.merge(dashboard::router(runtime.clone()));
+    let access = http::access::Access::new(&config.auth, &config.http);
+    let guarded = |app: axum::Router| {
+        app.layer(axum::middleware::from_fn_with_state(
+            access.clone(),
+            http::access::guard,
+        ))
+    };
     if !config.metrics.enabled {
-        return (app, None);
+        return (guarded(app), None);
     }
     let m = match metrics::NodeMetrics::new(runtime.clone(), partitions.clone()) {
         Ok(m) => Arc::new(m),
         Err(e) => {
             tracing::error!(error = %e, "metrics could not be set up; serving without them");
-            return (app, None);
+            return (guarded(app), None);
         }
     };
+    if let Err(e) = connections.register(m.registry()) {
+        tracing::error!(error = %e, "the connection metrics could not be registered");
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(m.clone().watch_leaders(stopped));
-    let app = app
-        .merge(metrics::router(m.clone()))
-        .layer(axum::middleware::from_fn_with_state(
-            m.requests().clone(),
-            metrics::track,
-        ));
+    // refused requests are measured too (the guard runs inside the measuring middleware)
+    let app = guarded(app.merge(metrics::router(m.clone()))).layer(
+        axum::middleware::from_fn_with_state(m.requests().clone(), metrics::track),
+    );
     (app, Some((stop, task)))
 }
 

@@ -55,6 +55,19 @@ pub enum Error {
     /// Safe to retry with the same idempotency key.
     #[error("{0}")]
     Unavailable(String),
+    /// The request was not answered within `entities.request_timeout_ms` (its partition could
+    /// not reach a quorum, or its leader could not be found, in time). A write's outcome is
+    /// unknown: it may still take effect; a signal retried with the same idempotency key is
+    /// applied at most once.
+    #[error("{}", deadline_message(*partition, *waited_ms, *write))]
+    DeadlineExceeded {
+        /// The partition.
+        partition: PartitionId,
+        /// How long the request waited.
+        waited_ms: u64,
+        /// Whether it was a write (signal or call), whose outcome is then unknown.
+        write: bool,
+    },
     /// A request forwarded to another node's leader failed there: its kind, code and message as
     /// that node gave them.
     #[error("{}", .0.message)]
@@ -71,6 +84,7 @@ impl Error {
             | Error::BadInput { .. } => ErrorKind::InvalidArgument,
             Error::Operation(_) => ErrorKind::OperationFailed,
             Error::NoLeader { .. } | Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
             Error::Remote(f) => f.kind,
         }
     }
@@ -84,6 +98,8 @@ impl Error {
             Error::BadInput { .. } => "bad_input",
             Error::Operation(_) => "operation_failed",
             Error::NoLeader { .. } | Error::Unavailable(_) => "unavailable",
+            Error::DeadlineExceeded { write: true, .. } => "outcome_unknown",
+            Error::DeadlineExceeded { write: false, .. } => "deadline_exceeded",
             Error::Remote(f) => &f.code,
         }
     }
@@ -106,6 +122,21 @@ impl Error {
                 message: e.to_string(),
             },
         }
+    }
+}
+
+fn deadline_message(partition: PartitionId, waited_ms: u64, write: bool) -> String {
+    if write {
+        format!(
+            "partition {partition} did not commit within {waited_ms} ms (no quorum reachable?): \
+             the outcome is unknown, the operation may still take effect; a signal retried with \
+             the same Idempotency-Key is applied at most once"
+        )
+    } else {
+        format!(
+            "partition {partition} could not serve the read within {waited_ms} ms (no quorum \
+             reachable?); retry"
+        )
     }
 }
 
@@ -144,6 +175,28 @@ mod tests {
                 "operation failed: boom"
             )
         );
+    }
+
+    #[test]
+    fn a_write_past_its_deadline_says_its_outcome_is_unknown() {
+        let w = Error::DeadlineExceeded {
+            partition: 3,
+            waited_ms: 10_000,
+            write: true,
+        };
+        assert_eq!(
+            (w.kind(), w.code()),
+            (ErrorKind::DeadlineExceeded, "outcome_unknown")
+        );
+        assert!(w.to_string().contains("outcome is unknown"), "{w}");
+        let there = Error::Remote(w.to_failure());
+        assert_eq!(there.code(), "outcome_unknown");
+        let r = Error::DeadlineExceeded {
+            partition: 3,
+            waited_ms: 10_000,
+            write: false,
+        };
+        assert_eq!(r.code(), "deadline_exceeded");
     }
 
     #[test]

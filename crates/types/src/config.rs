@@ -53,6 +53,8 @@ pub struct NodeConfig {
     pub entities: EntitiesConfig,
     /// HTTP API settings.
     pub http: HttpConfig,
+    /// Client authentication on the HTTP API (no tokens: none, see [`AuthConfig`]).
+    pub auth: AuthConfig,
     /// Cluster settings (empty `members`: a single node).
     pub cluster: ClusterConfig,
     /// Metrics (`GET /metrics`) settings.
@@ -74,6 +76,7 @@ impl Default for NodeConfig {
             raft: RaftConfig::default(),
             entities: EntitiesConfig::default(),
             http: HttpConfig::default(),
+            auth: AuthConfig::default(),
             cluster: ClusterConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
@@ -244,6 +247,11 @@ pub struct EntitiesConfig {
     /// Also register the test entity types `relay` and `probe` (for tests and fault runs).
     /// Default false.
     pub test_types: bool,
+    /// Longest an entity request (signal, call, read, listing page) waits for its partition:
+    /// past it the request is answered 504, `outcome_unknown` for a write (it may still take
+    /// effect once a quorum is back; a signal retried with the same idempotency key is applied
+    /// at most once), `deadline_exceeded` for a read. Default 10 000 ms.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for EntitiesConfig {
@@ -255,6 +263,7 @@ impl Default for EntitiesConfig {
             max_state_bytes: 16 << 20,
             max_batch_bytes: 4 << 20,
             test_types: false,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -267,6 +276,37 @@ pub struct HttpConfig {
     pub max_body_bytes: u64,
     /// Most signals in one batch-signal request. Default 10 000.
     pub max_batch_signals: u32,
+    /// Time a client has to send a complete request head (request line and headers), counted
+    /// from its first byte; a slower one (slowloris) is disconnected. Default 10 000 ms.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight that sends nothing for this long is closed (idle
+    /// keep-alive, or a connection that never sends a request). Default 60 000 ms.
+    pub idle_timeout_ms: u64,
+    /// Time a client has to send a request's whole body once its head arrived; a slower one gets
+    /// 408 and the connection is closed. Default 30 000 ms.
+    pub body_read_timeout_ms: u64,
+    /// Most open client connections; a connection over the cap is answered 503
+    /// `too_many_connections` and closed at once. Default: 10 000 or half the process's
+    /// open-files limit, whichever is lower.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Without `[auth]` tokens, the `Host` names (without port) requests may carry besides IP
+    /// addresses and `localhost`: a request for another name (a DNS-rebinding page) is refused
+    /// 403. `"*"` allows every name. Default empty.
+    pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS instead of HTTP (`[http.tls]`). Default off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<HttpTlsConfig>,
+}
+
+/// The HTTP port's certificate (`[http.tls]`), both PEM files read at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -274,8 +314,51 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: 1 << 20,
             max_batch_signals: 10_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: None,
+            allowed_hosts: Vec::new(),
+            tls: None,
         }
     }
+}
+
+/// What an API token may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read entity state and listings, the cluster status, metrics.
+    Read,
+    /// Also signal entities and call operations.
+    Write,
+    /// Also change the cluster's membership (and purge, when purges exist).
+    Admin,
+}
+
+/// One API token (`[[auth.tokens]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs (never the token itself).
+    pub name: String,
+    /// The secret a client presents: `Authorization: Bearer TOKEN`, the `x-functions-key`
+    /// header or the `code` query parameter. At least 16 characters.
+    pub token: String,
+    /// What it may do: `read`, `write` or `admin`.
+    pub role: Role,
+}
+
+/// Client authentication on the HTTP API. With tokens, every request but `/healthz`, `/readyz`
+/// and the dashboard's static files needs one (401 without, 403 for a role too low). Without
+/// tokens, anyone who reaches the port may do anything, and only browsers are kept out: the
+/// `Host` must be an IP address, `localhost` or in `http.allowed_hosts`, and a state-changing
+/// request from another `Origin` is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The accepted tokens. Default none.
+    pub tokens: Vec<TokenConfig>,
 }
 
 /// Write-ahead log settings.
@@ -433,6 +516,12 @@ impl NodeConfig {
                 "must be between 64 KiB and 64 MiB",
             ));
         }
+        if !(100..=3_600_000).contains(&e.request_timeout_ms) {
+            return Err(ConfigError::new(
+                "entities.request_timeout_ms",
+                "must be between 100 ms and 3 600 000 ms (1 h)",
+            ));
+        }
         let h = &self.http;
         if h.max_body_bytes < 1024 || h.max_body_bytes > (256 << 20) {
             return Err(ConfigError::new(
@@ -445,6 +534,62 @@ impl NodeConfig {
                 "http.max_batch_signals",
                 "must be at least 1",
             ));
+        }
+        for (key, ms) in [
+            ("http.header_read_timeout_ms", h.header_read_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+            ("http.body_read_timeout_ms", h.body_read_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(ConfigError::new(
+                    key,
+                    "must be between 100 ms and 3 600 000 ms (1 h)",
+                ));
+            }
+        }
+        if h.max_connections == Some(0) {
+            return Err(ConfigError::new(
+                "http.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if h.allowed_hosts
+            .iter()
+            .any(|n| n.is_empty() || n.contains(':'))
+        {
+            return Err(ConfigError::new(
+                "http.allowed_hosts",
+                "entries are host names without a port (or \"*\")",
+            ));
+        }
+        if let Some(tls) = &h.tls {
+            if tls.cert_file.as_os_str().is_empty() {
+                return Err(ConfigError::new("http.tls.cert_file", "must not be empty"));
+            }
+            if tls.key_file.as_os_str().is_empty() {
+                return Err(ConfigError::new("http.tls.key_file", "must not be empty"));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.auth.tokens {
+            if t.name.is_empty() {
+                return Err(ConfigError::new("auth.tokens", "every token needs a name"));
+            }
+            if t.token.len() < 16 || t.token.chars().any(|c| !c.is_ascii_graphic()) {
+                return Err(ConfigError::new(
+                    "auth.tokens",
+                    format!(
+                        "token {:?}: at least 16 visible ASCII characters, no spaces",
+                        t.name
+                    ),
+                ));
+            }
+            if !seen.insert(&t.token) {
+                return Err(ConfigError::new(
+                    "auth.tokens",
+                    format!("token {:?} is listed twice", t.name),
+                ));
+            }
         }
         Ok(())
     }
@@ -525,6 +670,23 @@ mod tests {
         c.entities = EntitiesConfig::default();
         c.http.max_body_bytes = 10;
         assert_eq!(c.validate().unwrap_err().key, "http.max_body_bytes");
+        c.http = HttpConfig::default();
+        c.http.header_read_timeout_ms = 0;
+        assert_eq!(c.validate().unwrap_err().key, "http.header_read_timeout_ms");
+        c.http = HttpConfig {
+            max_connections: Some(0),
+            ..HttpConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "http.max_connections");
+        c.http = HttpConfig::default();
+        c.auth.tokens.push(TokenConfig {
+            name: "ops".into(),
+            token: "short".into(),
+            role: Role::Admin,
+        });
+        assert_eq!(c.validate().unwrap_err().key, "auth.tokens");
+        c.auth.tokens[0].token = "long-enough-token-1".into();
+        c.validate().unwrap();
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub enum ErrorKind {
     Unavailable,
     /// A bug or damaged data: not the caller's fault, and retrying will not help.
     Internal,
+    /// The request was not answered within its deadline (its partition could not reach a
+    /// quorum in time). For a write the outcome is unknown: it may still take effect. A retry
+    /// with the same idempotency key is applied at most once.
+    DeadlineExceeded,
 }
 
 impl ErrorKind {
@@ -35,6 +39,7 @@ impl ErrorKind {
             ErrorKind::OperationFailed => "operation_failed",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }

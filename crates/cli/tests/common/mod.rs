@@ -90,6 +90,16 @@ impl Server {
         self.node.log()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.node.pid()
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.node.running()
+    }
+
     /// Sends SIGTERM and waits (at most `within`) for the exit; returns the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         self.node.stop(within).unwrap_or_else(|e| panic!("{e}"))

@@ -14,8 +14,47 @@ const el = (tag, attrs, ...kids) => {
 const fmtMs = (s) => (s == null ? "–" : s < 0.001 ? (s * 1e6).toFixed(0) + " µs" : s < 1 ? (s * 1e3).toFixed(1) + " ms" : s.toFixed(2) + " s");
 const fmtRate = (r) => (r == null ? "–" : r >= 1000 ? (r / 1000).toFixed(1) + "k" : r.toFixed(r < 10 ? 1 : 0));
 
+// A node with [auth] tokens answers 401 without one: the token is asked for once, kept in this
+// tab's sessionStorage (never in a cookie, so other sites cannot make the browser send it) and
+// sent as a Bearer token.
+const TOKEN_KEY = "perdure-token";
+// A link may carry the token once (`/?token=...`): it is kept and taken out of the address bar.
+(() => {
+  const q = new URLSearchParams(location.search);
+  const t = q.get("token");
+  if (!t) return;
+  sessionStorage.setItem(TOKEN_KEY, t);
+  q.delete("token");
+  const rest = q.toString();
+  window.history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+})();
+let asking = null;
+async function askToken(why) {
+  if (!asking) {
+    asking = Promise.resolve().then(() => {
+      const t = window.prompt(why + "\nAPI token (kept for this tab only):", "");
+      if (t) sessionStorage.setItem(TOKEN_KEY, t.trim());
+      return Boolean(t);
+    }).finally(() => setTimeout(() => { asking = null; }, 0));
+  }
+  return asking;
+}
+
+async function authedFetch(url) {
+  for (let attempt = 0; ; attempt++) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const r = await fetch(url, { cache: "no-store", headers });
+    if ((r.status !== 401 && r.status !== 403) || attempt > 0) return r;
+    if (r.status === 403 && !token) return r;
+    sessionStorage.removeItem(TOKEN_KEY);
+    const why = r.status === 401 ? "This node requires an API token." : "This token's role may not read this.";
+    if (!(await askToken(why))) return r;
+  }
+}
+
 async function getJson(url) {
-  const r = await fetch(url, { cache: "no-store" });
+  const r = await authedFetch(url);
   const body = await r.text();
   let v = null;
   try { v = body ? JSON.parse(body) : null; } catch (_) { v = body; }

@@ -80,6 +80,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::OperationFailed => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 
@@ -102,9 +103,15 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::GATEWAY_TIMEOUT {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // the rest of a body that timed out may still be on its way: do not read it as
+            // the next request
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }
@@ -127,6 +134,18 @@ mod tests {
         });
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(e.code, "unknown_entity_type");
+    }
+
+    #[test]
+    fn a_write_past_its_deadline_is_504_outcome_unknown() {
+        let r = ApiError::from(perdure_runtime::Error::DeadlineExceeded {
+            partition: 1,
+            waited_ms: 10_000,
+            write: true,
+        });
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(r.code, "outcome_unknown");
+        assert_eq!(r.into_response().headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

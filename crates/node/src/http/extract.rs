@@ -60,7 +60,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     }
 }
 
-/// Reads the whole body within the configured limit (413 `body_too_large` past it).
+/// Reads the whole body within the configured limit (413 `body_too_large` past it) and time
+/// (408 `body_timeout` past `http.body_read_timeout_ms`).
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -69,10 +70,28 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
                 "body_too_large",
                 "the request body is larger than http.max_body_bytes",
             )
+        } else if timed_out(&e) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive within http.body_read_timeout_ms",
+            )
         } else {
             ApiError::bad_request("bad_body", e.body_text())
         }
     })
+}
+
+/// Whether reading the body failed because it took longer than the body timeout.
+fn timed_out(e: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

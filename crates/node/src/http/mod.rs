@@ -9,10 +9,11 @@
 //! | `POST {BASE}/entities:batch` | many signals, one result each |
 //! | `GET /cluster` | members and their health, partitions with replicas and leaders |
 //! | `DELETE /cluster/members/{id}` | removes a member for good; its replicas move to the others |
-//! | `GET /healthz`, `GET /readyz` | process alive; every partition has a leader and its entity runtime runs |
+//! | `GET /healthz`, `GET /readyz` | process alive; the node can serve (see [`crate::health`]) |
 //!
 //! Every error is JSON `{"error":{"code":"...","message":"..."}}`.
 
+pub mod access;
 pub mod entities;
 pub mod error;
 pub mod extract;
@@ -31,6 +32,7 @@ use perdure_types::config::HttpConfig;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// Base path of the Durable Functions-style routes.
@@ -56,6 +58,7 @@ pub struct App {
 /// metric depends on a route's spelling).
 pub fn router(runtime: &Runtime, cluster: Arc<Partitions>, http: HttpConfig) -> Router {
     let body_limit = usize::try_from(http.max_body_bytes).unwrap_or(usize::MAX);
+    let body_timeout = Duration::from_millis(http.body_read_timeout_ms);
     let measured = |kind: OpKind| from_fn_with_state(kind, measure_op);
     let api = Router::new()
         .route(
@@ -81,6 +84,7 @@ pub fn router(runtime: &Runtime, cluster: Arc<Partitions>, http: HttpConfig) -> 
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -155,28 +159,21 @@ async fn remove_member(
     }
 }
 
-/// `GET /readyz`: 200 when every partition has a leader and this node's entity runtime runs on
-/// every partition it leads, else 503.
+/// `GET /readyz`: 200 when this node can serve (see [`crate::health::readiness`]): its cluster
+/// is formed, every partition has a leader, its entity runtime runs on every partition it leads
+/// and no group it is a member of is stopped (a fatal storage error) or without a leader; else
+/// 503 `not_ready` saying which.
 async fn readyz(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
-    let partitions = &app.cluster;
-    let starting = app.host.starting();
-    if !starting.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("entity runtime still starting on partitions {starting:?}"),
-        ));
-    }
-    match partitions.wait_ready(Duration::ZERO).await {
-        Ok(()) => Ok(Json(json!({
+    match crate::health::readiness(&app.cluster, &app.host).await {
+        Ok(leading) => Ok(Json(json!({
             "status": "ready",
-            "partitions": partitions.count(),
-            "leading": partitions.leading(),
+            "partitions": app.cluster.count(),
+            "leading": leading,
         }))),
-        Err(e) => Err(ApiError::new(
+        Err(why) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            e.to_string(),
+            why,
         )),
     }
 }

@@ -83,6 +83,12 @@ impl NodeMetrics {
         self.requests.ops()
     }
 
+    /// The node's registry (for measurements owned elsewhere, such as the server's
+    /// connection counts).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The request-path metrics, the state of [`track`].
     pub fn requests(&self) -> &Arc<RequestMetrics> {
         &self.requests

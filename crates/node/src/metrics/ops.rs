@@ -77,7 +77,9 @@ impl Outcome {
     pub fn of_code(code: &str) -> Self {
         match code {
             "operation_failed" => Outcome::Failed,
-            "unavailable" | "internal" => Outcome::Unavailable,
+            "unavailable" | "internal" | "outcome_unknown" | "deadline_exceeded" => {
+                Outcome::Unavailable
+            }
             _ => Outcome::Rejected,
         }
     }

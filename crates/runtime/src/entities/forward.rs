@@ -4,6 +4,7 @@
 use super::api::SignalOutcome;
 use super::local::Local;
 use super::msg::{Reply, WorkKind};
+use crate::host::within;
 use crate::Error;
 use perdure_cluster::transport::{Kind, Rpc};
 use perdure_types::{EntityId, Failure, PartitionId};
@@ -84,8 +85,13 @@ async fn run_here(
 ) -> Result<Reply, Error> {
     let input = input.as_deref().map(parse).transpose()?;
     let p = local.router.partitions().partition_of(&entity);
-    local.router.local_leader(p).await?;
-    local.run(p, entity, kind, operation, input).await
+    // bounded here too: the forwarding node stops waiting at its rpc timeout, and a request
+    // served for it must not wait on for ever behind a lost quorum
+    within(local.workload.request_timeout(), p, true, async {
+        local.router.local_leader(p).await?;
+        local.run(p, entity, kind, operation, input).await
+    })
+    .await
 }
 
 async fn serve(local: &Local, req: EntityRequest) -> Result<EntityReply, Error> {
@@ -113,7 +119,13 @@ async fn serve(local: &Local, req: EntityRequest) -> Result<EntityReply, Error> 
         }
         EntityRequest::Get { entity } => {
             let p = partitions.partition_of(&entity);
-            EntityReply::Get(local.get(p, &entity).await?.map(|v| v.to_string()))
+            let state = within(
+                local.workload.request_timeout(),
+                p,
+                false,
+                local.get(p, &entity),
+            );
+            EntityReply::Get(state.await?.map(|v| v.to_string()))
         }
         EntityRequest::Entities {
             partition,
@@ -121,12 +133,16 @@ async fn serve(local: &Local, req: EntityRequest) -> Result<EntityReply, Error> 
             after,
             limit,
         } => EntityReply::Entities(
-            local
-                .entities(partition, &name, after.as_deref(), limit as usize)
-                .await?
-                .into_iter()
-                .map(|(k, v)| (k, v.to_string()))
-                .collect(),
+            within(
+                local.workload.request_timeout(),
+                partition,
+                false,
+                local.entities(partition, &name, after.as_deref(), limit as usize),
+            )
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect(),
         ),
     })
 }

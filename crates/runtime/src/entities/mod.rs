@@ -37,7 +37,7 @@ pub use metrics::EntityMetrics;
 pub use registry::Registry;
 pub use workload::EntityWorkload;
 
-use crate::host::{Route, Router};
+use crate::host::{within, Route, Router};
 use crate::Error;
 use forward::{EntityReply, EntityRequest};
 use local::Local;
@@ -96,16 +96,27 @@ impl Entities {
         self.router().forward(leader, &req).await
     }
 
-    /// Signals an entity; returns once the signal is durable (and applied).
+    /// Longest a request waits for its partition (see [`crate::host::within`]).
+    fn deadline(&self) -> std::time::Duration {
+        self.workload().request_timeout()
+    }
+
+    /// Signals an entity; returns once the signal is durable (and applied), or
+    /// [`Error::DeadlineExceeded`] (outcome unknown) past `entities.request_timeout_ms`.
     pub async fn signal(&self, req: SignalRequest) -> Result<SignalOutcome, Error> {
         self.registry()
             .check(&req.entity, &req.operation, req.input.as_ref())?;
         let span = tracing::debug_span!("signal", entity = %req.entity, op = %req.operation);
-        tracing::Instrument::instrument(self.signal_checked(req), span).await
+        let p = self.partitions().partition_of(&req.entity);
+        let signal = tracing::Instrument::instrument(self.signal_checked(p, req), span);
+        within(self.deadline(), p, true, signal).await
     }
 
-    async fn signal_checked(&self, req: SignalRequest) -> Result<SignalOutcome, Error> {
-        let p = self.partitions().partition_of(&req.entity);
+    async fn signal_checked(
+        &self,
+        p: PartitionId,
+        req: SignalRequest,
+    ) -> Result<SignalOutcome, Error> {
         match self.router().route(p).await? {
             Route::Local(_) => {
                 let kind = WorkKind::Signal {
@@ -140,7 +151,8 @@ impl Entities {
         futures::future::join_all(reqs.into_iter().map(|r| self.signal(r))).await
     }
 
-    /// Runs an operation and returns its result once committed.
+    /// Runs an operation and returns its result once committed, or
+    /// [`Error::DeadlineExceeded`] (outcome unknown) past `entities.request_timeout_ms`.
     pub async fn call(
         &self,
         entity: EntityId,
@@ -149,16 +161,19 @@ impl Entities {
     ) -> Result<Value, Error> {
         self.registry().check(&entity, operation, input.as_ref())?;
         let span = tracing::debug_span!("call", entity = %entity, op = %operation);
-        tracing::Instrument::instrument(self.call_checked(entity, operation, input), span).await
+        let p = self.partitions().partition_of(&entity);
+        let call =
+            tracing::Instrument::instrument(self.call_checked(p, entity, operation, input), span);
+        within(self.deadline(), p, true, call).await
     }
 
     async fn call_checked(
         &self,
+        p: PartitionId,
         entity: EntityId,
         operation: &str,
         input: Option<Value>,
     ) -> Result<Value, Error> {
-        let p = self.partitions().partition_of(&entity);
         match self.router().route(p).await? {
             Route::Local(_) => Ok(self
                 .local
@@ -180,10 +195,14 @@ impl Entities {
     }
 
     /// The committed state of an entity (linearizable: one read barrier), `None` if it does
-    /// not exist.
+    /// not exist; [`Error::DeadlineExceeded`] past `entities.request_timeout_ms`.
     pub async fn get(&self, entity: &EntityId) -> Result<Option<Value>, Error> {
         self.registry().get(entity.name())?;
         let p = self.partitions().partition_of(entity);
+        within(self.deadline(), p, false, self.get_checked(p, entity)).await
+    }
+
+    async fn get_checked(&self, p: PartitionId, entity: &EntityId) -> Result<Option<Value>, Error> {
         if crate::chaos_bug::stale_reads() {
             return self.local.get(p, entity).await; // the injected bug: no forwarding, no barrier
         }
@@ -254,9 +273,8 @@ impl Entities {
         let mut entities = Vec::new();
         while p < self.partitions().count() {
             let want = limit - entities.len();
-            let got = self
-                .partition_entities(p, t, after.as_deref(), want)
-                .await?;
+            let page = self.partition_entities(p, t, after.as_deref(), want);
+            let got = within(self.deadline(), p, false, page).await?;
             let full = got.len() == want;
             for (key, state) in got {
                 entities.push(EntitySummary { key, state });

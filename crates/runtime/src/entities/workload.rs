@@ -50,6 +50,11 @@ impl EntityWorkload {
         &self.registry
     }
 
+    /// Longest an entity request waits for its partition (`entities.request_timeout_ms`).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.request_timeout_ms)
+    }
+
     /// Counters of partition `p`'s entity actors.
     pub fn metrics(&self, p: PartitionId) -> Option<&EntityMetrics> {
         self.metrics.get(p as usize).map(|m| m.as_ref())

@@ -14,6 +14,7 @@
 //! workloads only through the [`Workload`] trait.
 
 mod clock;
+mod deadline;
 mod expiry;
 mod leader;
 mod lifecycle;
@@ -26,6 +27,7 @@ mod slot;
 mod timers;
 
 pub(crate) use clock::now_ms;
+pub use deadline::within;
 pub use leader::Leader;
 pub use metrics::HostMetrics;
 pub(crate) use router::serve_weak;

@@ -335,4 +335,3 @@ mod tests {
         assert_eq!(st.entities().get(&e("f")).unwrap(), Some(b"c".to_vec()));
     }
 }
-
