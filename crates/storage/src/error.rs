@@ -30,7 +30,7 @@ pub enum Error {
     /// acknowledged, or been a vote): the node refuses to start rather than cut it off. The way
     /// out is to rebuild the node from its replicas (docs/ARCHITECTURE.md, "Rebuilding a damaged
     /// node").
-    #[error("{}: damaged write-ahead log record at byte {offset} ({reason}), followed by an intact record at byte {intact_at}: a crash tears only the final write, so this is damage to data that was already synced (acknowledged writes or votes may be in it); refusing to start rather than drop it. Rebuild this node from its replicas: remove it from the cluster and let it rejoin under a new node id with an empty data directory (docs/ARCHITECTURE.md, \"Rebuilding a damaged node\")", path.display())]
+    #[error("{}: damaged write-ahead log record at byte {offset} ({reason}), followed by an intact record at byte {intact_at}: a crash tears only the final write, so this is damage to data that was already synced (acknowledged writes or votes may be in it); refusing to start rather than drop it. Rebuild this node from its replicas: start it under a new node id with an empty data directory, then remove the old id from the cluster (docs/ARCHITECTURE.md, \"Rebuilding a damaged node\")", path.display())]
     WalDamaged {
         /// The segment.
         path: PathBuf,
