@@ -5,6 +5,7 @@
 #   bash fuzz/run.sh            # CI-sized: 60 s per target
 #   bash fuzz/run.sh 3600       # an hour per target
 #   TARGETS="wal_segment" bash fuzz/run.sh 600
+#   FUZZ_TARGET_DIR=/var/cache/perdure-fuzz bash fuzz/run.sh   # keep the build between clones
 #
 # Findings: fuzz/artifacts/TARGET/crash-* (replay one with
 # `cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-...`). The corpus grows in
@@ -24,9 +25,14 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi
 
+dir_args=()
+if [ -n "${FUZZ_TARGET_DIR:-}" ]; then
+    dir_args=(--target-dir "$FUZZ_TARGET_DIR")
+fi
+
 start=$(date +%s)
 for target in $TARGETS; do
-    cargo +nightly fuzz build "$target"
+    cargo +nightly fuzz build "${dir_args[@]}" "$target"
 done
 echo "fuzz: built in $(($(date +%s) - start)) s"
 
@@ -41,7 +47,7 @@ for target in $TARGETS; do
     fi
     echo "fuzz: $target for $SECONDS_PER_TARGET s (log: $log)"
     status=0
-    cargo +nightly fuzz run "$target" "${dirs[@]}" -- \
+    cargo +nightly fuzz run "${dir_args[@]}" "$target" "${dirs[@]}" -- \
         -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=10 \
         -print_final_stats=1 >"$log" 2>&1 || status=$?
     grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|stat::new_units_added)' "$log" || true
