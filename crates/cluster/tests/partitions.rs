@@ -287,8 +287,10 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 /// The whole node, not just the WAL, over a torn or damaged log tail: for every byte offset in the
 /// last ~300 bytes of the last segment, cut the file there (or flip that byte), with the state
-/// store kept or lost, and start the node. It must open (no panic, no refusal) and hold exactly a
-/// prefix of the writes, in order: never a value that was not written, never a hole.
+/// store kept or lost, and start the node. A cut, or a flip in the last record (a torn final
+/// write), must open (no panic) and hold exactly a prefix of the writes, in order: never a value
+/// that was not written, never a hole. A flip in an earlier record (intact records after it:
+/// damage to synced data) must refuse to start, naming the segment and the damaged record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_opens_on_every_torn_or_damaged_tail() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,7 +320,9 @@ async fn the_node_opens_on_every_torn_or_damaged_tail() {
             .unwrap()
     };
     let seg_len = std::fs::metadata(last_segment(&pristine)).unwrap().len();
+    let starts = record_starts(&std::fs::read(last_segment(&pristine)).unwrap());
     let mut cases = 0;
+    let mut refused = 0;
     for offset in seg_len.saturating_sub(300)..seg_len {
         for (flip, lose_state) in [(false, false), (false, true), (true, false), (true, true)] {
             // every byte is cut and flipped; the state store is kept or lost on alternate bytes
@@ -340,6 +344,25 @@ async fn the_node_opens_on_every_torn_or_damaged_tail() {
                 std::fs::remove_dir_all(base.data_dir.join("state")).unwrap();
             }
             let what = format!("offset {offset}, flip {flip}, state lost {lose_state}");
+            let holding = starts.iter().rev().find(|&&s| s <= offset).copied();
+            if flip && holding != starts.last().copied() {
+                let e = Partitions::start(&base)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("{what}: damage before intact records opened"))
+                    .to_string();
+                let named = format!(
+                    "damaged write-ahead log record at byte {}",
+                    holding.unwrap()
+                );
+                assert!(
+                    e.contains(seg.to_str().unwrap()) && e.contains(&named),
+                    "{what}: {e}"
+                );
+                cases += 1;
+                refused += 1;
+                continue;
+            }
             let parts = Partitions::start(&base)
                 .await
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -371,4 +394,18 @@ async fn the_node_opens_on_every_torn_or_damaged_tail() {
         }
     }
     assert_eq!(cases, 600);
+    assert!(refused > 0 && refused < 300, "{refused} refused");
+}
+
+/// Where each record of a WAL segment starts (32-byte header, then `[len u32][crc u32][body]`
+/// frames).
+fn record_starts(segment: &[u8]) -> Vec<u64> {
+    let mut starts = Vec::new();
+    let mut at = 32;
+    while at + 8 <= segment.len() {
+        starts.push(at as u64);
+        at += 8 + u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+    }
+    assert_eq!(at, segment.len());
+    starts
 }

@@ -25,6 +25,22 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The last write-ahead log segment holds a damaged record followed by an intact one. A crash
+    /// tears only the final write, so this is damage to data that was synced (and may have been
+    /// acknowledged, or been a vote): the node refuses to start rather than cut it off. The way
+    /// out is to rebuild the node from its replicas (docs/ARCHITECTURE.md, "Rebuilding a damaged
+    /// node").
+    #[error("{}: damaged write-ahead log record at byte {offset} ({reason}), followed by an intact record at byte {intact_at}: a crash tears only the final write, so this is damage to data that was already synced (acknowledged writes or votes may be in it); refusing to start rather than drop it. Rebuild this node from its replicas: start it under a new node id with an empty data directory, then remove the old id from the cluster (docs/ARCHITECTURE.md, \"Rebuilding a damaged node\")", path.display())]
+    WalDamaged {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// Byte offset of the first intact record after it.
+        intact_at: u64,
+        /// What is wrong with the damaged record.
+        reason: String,
+    },
     /// A file is not one of ours, or of a format this build does not read.
     #[error("{}: {reason}", path.display())]
     Format {

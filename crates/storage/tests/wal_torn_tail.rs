@@ -1,9 +1,12 @@
 //! A crash can leave the last segment cut anywhere, or with garbage at its end: recovery must
-//! keep exactly the records written whole before the damage, and the log must go on.
+//! keep exactly the records written whole before the damage, and the log must go on. Damage
+//! followed by an intact record is not a torn final write: it is refused, naming the file and
+//! the damaged record's offset, and the file is left as it was.
 
 use std::path::{Path, PathBuf};
 
 use perdure_storage::wal::{Record, RecordKind, Wal, WalOptions};
+use perdure_storage::Error;
 use rand::{Rng, SeedableRng};
 
 fn opts(segment_bytes: u64) -> WalOptions {
@@ -63,14 +66,24 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// What recovery must do with a damaged segment.
+#[derive(Debug, PartialEq)]
+enum Expect {
+    /// Open, keeping this many of the last three records.
+    Keep(usize),
+    /// Refuse, naming the damaged record that starts at this offset.
+    Refuse(u64),
+}
+
 /// Runs `damage` on a copy of `dir`'s last segment for every byte offset of its last three
-/// records, then checks that recovery returns exactly `expected(offset)` and that the log
-/// accepts and keeps a new record afterwards.
+/// records, then checks that recovery returns exactly what `expected(offset, bounds)` says
+/// (`bounds`: where the last three records start, and where the last one ends) and, when it opens, that the log accepts and keeps a new record
+/// afterwards.
 fn for_each_offset_of_last_three(
     dir: &Path,
     o: &WalOptions,
     damage: impl Fn(&Path, u64),
-    expected_len: impl Fn(u64, &[u64]) -> usize,
+    expected: impl Fn(u64, &[u64]) -> Expect,
 ) {
     let work = tempfile::tempdir().unwrap();
     // the records a clean open returns (sticky heads included), and where the last three start
@@ -99,6 +112,7 @@ fn for_each_offset_of_last_three(
     );
     let last_name = segments(dir).pop().unwrap();
     let last_name = last_name.file_name().unwrap();
+    let bounds = [start, ends[0], ends[1], ends[2]];
     let mut case = 0;
     for offset in start..ends[2] {
         case += 1;
@@ -106,7 +120,21 @@ fn for_each_offset_of_last_three(
         copy_dir(dir, &copy);
         let seg = copy.join(last_name);
         damage(&seg, offset);
-        let keep = expected_len(offset, &ends);
+        let keep = match expected(offset, &bounds) {
+            Expect::Keep(keep) => keep,
+            Expect::Refuse(at) => {
+                let damaged = std::fs::read(&seg).unwrap();
+                match Wal::open(&copy, o.clone()) {
+                    Err(Error::WalDamaged {
+                        path, offset: o, ..
+                    }) if path == seg && o == at => {}
+                    other => panic!("offset {offset}: expected a refusal at {at}: {other:?}"),
+                }
+                assert_eq!(std::fs::read(&seg).unwrap(), damaged, "offset {offset}");
+                std::fs::remove_dir_all(&copy).unwrap();
+                continue;
+            }
+        };
         let want = &baseline[..n - 3 + keep];
         let (wal, got) = Wal::open(&copy, o.clone())
             .unwrap_or_else(|e| panic!("offset {offset}: reopen failed: {e}"));
@@ -141,14 +169,20 @@ fn flip_at(path: &Path, offset: u64) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// How many of the last three records are whole before `cut`.
-fn whole_before(cut: u64, ends: &[u64]) -> usize {
-    ends.iter().filter(|&&e| e <= cut).count()
+/// A cut keeps the records whole before it.
+fn whole_before(cut: u64, bounds: &[u64]) -> Expect {
+    Expect::Keep(bounds[1..].iter().filter(|&&e| e <= cut).count())
 }
 
-/// How many of the last three records come before the one holding byte `offset`.
-fn before_the_one_holding(offset: u64, ends: &[u64]) -> usize {
-    ends.iter().filter(|&&e| e <= offset).count()
+/// A flipped byte in the last record is a torn final write: the records before it are kept. In
+/// an earlier record, intact records follow: refused, naming the record holding the byte.
+fn torn_if_last_else_refused(offset: u64, bounds: &[u64]) -> Expect {
+    let holding = bounds[1..].iter().filter(|&&e| e <= offset).count();
+    if holding == 2 {
+        Expect::Keep(2)
+    } else {
+        Expect::Refuse(bounds[holding])
+    }
 }
 
 #[test]
@@ -166,7 +200,7 @@ fn every_cut_in_the_last_three_records_recovers_the_prefix() {
 }
 
 #[test]
-fn every_flipped_byte_in_the_last_three_records_recovers_a_strict_prefix() {
+fn every_flipped_byte_in_the_last_record_recovers_a_strict_prefix_and_earlier_ones_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
     write_log(&dir, &sample_records(40, 2), WalOptions::default());
@@ -174,7 +208,7 @@ fn every_flipped_byte_in_the_last_three_records_recovers_a_strict_prefix() {
         &dir,
         &WalOptions::default(),
         flip_at,
-        before_the_one_holding,
+        torn_if_last_else_refused,
     );
 }
 
@@ -192,7 +226,7 @@ fn cuts_and_flips_in_the_last_of_many_segments() {
     write_log(&dir, &records, o.clone());
     assert!(segments(&dir).len() > 3);
     for_each_offset_of_last_three(&dir, &o, truncate_at, whole_before);
-    for_each_offset_of_last_three(&dir, &o, flip_at, before_the_one_holding);
+    for_each_offset_of_last_three(&dir, &o, flip_at, torn_if_last_else_refused);
 }
 
 #[test]

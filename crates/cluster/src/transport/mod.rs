@@ -55,6 +55,8 @@
 mod auth;
 mod client;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod kind;
 mod server;
 mod services;

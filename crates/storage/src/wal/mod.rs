@@ -17,9 +17,11 @@
 //! - **Deletion**: the oldest segments are deleted once every partition that has `Entries` in
 //!   them has a durable `Purge` at or above their highest `Entries` index. A partition that never
 //!   purges keeps every segment holding its entries alive.
-//! - **Recovery** ([`Wal::open`]): damage in a segment followed by another segment is refused; in
-//!   the last segment the first incomplete or damaged record and everything after it are a torn
-//!   tail, cut off with a warning.
+//! - **Recovery** ([`Wal::open`]): damage in a segment followed by another segment is refused. In
+//!   the last segment, an incomplete or damaged record with no intact record anywhere after it
+//!   is a torn final write: it and everything after it are cut off with a warning. A damaged
+//!   record followed by an intact one is damage to synced data, refused naming the file and
+//!   the offset ([`Error::WalDamaged`]).
 //!
 //! Header layout (32 bytes, little-endian): `[magic "PERDWAL\0" 8][version u8 = 1]
 //! [reserved 3 zero bytes][seq u64][previous segment's final length u64]
@@ -28,7 +30,11 @@
 //! `[partition u32][kind u8][index u64][payload]`.
 
 mod format;
+#[doc(hidden)]
+pub mod fuzz;
 mod recovery;
+mod resync;
+mod scan;
 mod segment;
 mod writer;
 
@@ -174,7 +180,8 @@ impl Wal {
     /// order, sticky heads included (so a sticky record may come back more than once).
     ///
     /// Refuses, touching no file, a directory holding anything but segments, a segment this
-    /// build cannot read, or damage that cannot be a torn tail.
+    /// build cannot read, or damage that cannot be a torn final write (damage in a segment that
+    /// is not the last, or damage followed by an intact record: [`Error::WalDamaged`]).
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Vec<Record>)> {
         let shared = Arc::new(Shared::new());
         let (writer, records) = recovery::recover(dir, opts, shared.clone())?;

@@ -1,16 +1,12 @@
 //! Opening a log directory: validation of every file first (refusing without touching anything),
-//! then the few repairs a crash can call for (leftover temporary files, a torn tail).
+//! then the few repairs a crash can call for (leftover temporary files, a torn final write).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use perdure_types::codec::frame::{self, Decoded};
-
-use super::format::{
-    check_header, classify, decode_record, segment_name, BodyError, FileName, Header, HeaderError,
-    SEGMENT_HEADER_LEN,
-};
+use super::format::{classify, segment_name, FileName};
+use super::scan::{self, Refused};
 use super::segment::{create_segment, open_for_append, sync_dir};
 use super::writer::{SegmentInfo, Shared, Writer};
 use super::{Record, RecordKind, WalOptions};
@@ -26,7 +22,8 @@ struct Scanned {
     valid_end: u64,
     /// File length.
     file_len: u64,
-    /// Why the scan stopped before the end of the file (only possible for the last segment).
+    /// Why the scan stopped before the end of the file: a torn final write (only possible for
+    /// the last segment, with no intact record after the damage).
     tail: Option<String>,
     /// The previous segment's final length, from the header.
     prev_len: u64,
@@ -130,7 +127,7 @@ fn repair(dir: &Path, tmps: &[PathBuf], last: Option<&Scanned>) -> Result<()> {
         if let Some(damage) = &last.tail {
             tracing::warn!(file = %last.path.display(), offset = last.valid_end,
                 dropped = last.file_len - last.valid_end, %damage,
-                "write-ahead log ends in a torn or damaged record (a write cut short by a crash); truncating it");
+                "write-ahead log ends in a torn final write (a bad record with nothing intact after it: a write cut short by a crash); truncating it");
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&last.path)
@@ -275,85 +272,37 @@ fn check_contiguous(dir: &Path, seqs: &[u64]) -> Result<()> {
 fn scan(dir: &Path, seq: u64, last: bool) -> Result<Scanned> {
     let path = dir.join(segment_name(seq));
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
-    let file_len = bytes.len() as u64;
-    let corrupt = |offset: usize, reason: String| Error::Corrupt {
-        path: path.clone(),
-        offset: offset as u64,
-        reason,
-    };
-    let prev_len = match check_header(&bytes, seq) {
-        Ok(Header::Valid { prev_len }) => prev_len,
-        Ok(Header::Short) => {
-            // A segment is renamed into place only after its header is synced, so a short one
-            // is damage, not a crash: refuse (deleting it could drop the latest vote it heads).
-            return Err(corrupt(
-                bytes.len(),
-                format!(
-                    "segment of {} bytes is shorter than its header (segments appear only once their header is on disk: this is damage, not a crash)",
-                    bytes.len()
-                ),
-            ));
-        }
-        Err(HeaderError::Format(reason)) => return Err(Error::Format { path, reason }),
-        Err(HeaderError::Corrupt { offset, reason }) => {
+    let parsed = match scan::parse(&bytes, seq, last) {
+        Ok(parsed) => parsed,
+        Err(Refused::Format(reason)) => return Err(Error::Format { path, reason }),
+        Err(Refused::Corrupt { offset, reason }) => {
             return Err(Error::Corrupt {
                 path,
                 offset,
                 reason,
             })
         }
-    };
-
-    let mut records = Vec::new();
-    let mut max_entries: HashMap<u32, u64> = HashMap::new();
-    let mut at = SEGMENT_HEADER_LEN;
-    while at < bytes.len() {
-        let damage = match frame::decode(&bytes[at..]) {
-            Decoded::Frame { body, len } => match decode_record(body) {
-                Ok(record) => {
-                    if record.kind == RecordKind::Entries {
-                        let max = max_entries.entry(record.partition).or_insert(0);
-                        *max = (*max).max(record.index);
-                    }
-                    records.push(record);
-                    at += len;
-                    continue;
-                }
-                // An intact checksum over an unknown kind is not a torn write.
-                Err(e @ BodyError::UnknownKind(_)) => return Err(corrupt(at, e.to_string())),
-                Err(e @ BodyError::TooShort(_)) => e.to_string(),
-            },
-            Decoded::Incomplete => format!(
-                "record incomplete: the segment ends {} bytes after its start",
-                bytes.len() - at
-            ),
-            Decoded::Corrupt(c) => c.to_string(),
-        };
-        if last {
-            return Ok(Scanned {
-                seq,
+        Err(Refused::DamagedBeforeIntact {
+            offset,
+            intact_at,
+            reason,
+        }) => {
+            return Err(Error::WalDamaged {
                 path,
-                records,
-                max_entries,
-                valid_end: at as u64,
-                file_len,
-                tail: Some(damage),
-                prev_len,
-            });
+                offset,
+                intact_at,
+                reason,
+            })
         }
-        return Err(corrupt(
-            at,
-            format!("{damage}, yet a later segment exists (this is damage, not a torn write)"),
-        ));
-    }
+    };
     Ok(Scanned {
         seq,
         path,
-        records,
-        max_entries,
-        valid_end: at as u64,
-        file_len,
-        tail: None,
-        prev_len,
+        file_len: bytes.len() as u64,
+        records: parsed.records,
+        max_entries: parsed.max_entries,
+        valid_end: parsed.valid_end,
+        tail: parsed.tail,
+        prev_len: parsed.prev_len,
     })
 }
