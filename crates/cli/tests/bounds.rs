@@ -15,6 +15,8 @@ async fn huge_appends_fail_as_operations_and_the_partition_serves_on() {
     // one partition: the list and the counter below share its Raft group
     let mut c = test_config(&m, &[], "bounds", "", 1);
     c.http.max_body_bytes = 100 << 20;
+    // a debug build takes seconds per 90 MiB operation: the answers, not the deadline, are tested
+    c.entities.request_timeout_ms = 120_000;
     m.write_config(&c).unwrap();
     let mut node = start(&m);
     node.wait_ready(Duration::from_secs(30)).unwrap();
