@@ -164,8 +164,10 @@ async fn a_leader_kill_loses_nothing_and_the_cluster_recovers() {
             eprintln!("leaders after restart: {view:?} ({:?})", t.elapsed());
             break;
         }
+        // 90 s: under load a takeover can lose its election to a leader whose log is ahead,
+        // then backs off 10 s, 20 s (seen in CI on 2 busy cores; about 4 s on an idle machine)
         assert!(
-            t.elapsed() < Duration::from_secs(30),
+            t.elapsed() < Duration::from_secs(90),
             "the restarted node never led again: {view:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
