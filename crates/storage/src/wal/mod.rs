@@ -299,4 +299,6 @@ impl Drop for Inner {
 }
 
 #[cfg(test)]
+mod damage_tests;
+#[cfg(test)]
 mod tests;
