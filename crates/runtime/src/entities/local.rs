@@ -3,6 +3,7 @@
 
 use super::msg::{EntityMsg, Reply, Work, WorkKind};
 use super::workload::EntityWorkload;
+use crate::host::read_blocking;
 use crate::host::Router;
 use crate::Error;
 use perdure_storage::state::PartitionState;
@@ -62,7 +63,7 @@ impl Local {
     ) -> Result<Vec<(String, Value)>, Error> {
         let state = self.router.partitions().read(p).await?;
         let (name, after) = (name.to_string(), after.map(str::to_string));
-        let got = blocking(move || {
+        let got = read_blocking(move || {
             state
                 .entities()
                 .list(&name, after.as_deref(), limit)
@@ -76,22 +77,13 @@ impl Local {
     }
 }
 
-/// Runs a store read on a blocking thread: a read may wait on the disk, never on a runtime worker.
-async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> Result<R, Error> + Send + 'static,
-) -> Result<R, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Unavailable(format!("state read task: {e}")))?
-}
-
 /// `entity`'s state in `state`, parsed, read on a blocking thread.
 pub(crate) async fn read_entity(
     state: PartitionState,
     entity: &EntityId,
 ) -> Result<Option<Value>, Error> {
     let entity = entity.clone();
-    blocking(move || state_of(&state, &entity)).await
+    read_blocking(move || state_of(&state, &entity)).await
 }
 
 /// `entity`'s state in `state`, parsed.

@@ -11,6 +11,16 @@ use perdure_types::PartitionId;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// Runs a store read `f` on a blocking thread (a read may wait on the disk: never on a runtime
+/// worker).
+pub(crate) async fn read_blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, Error> + Send + 'static,
+) -> Result<R, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Unavailable(format!("state read task: {e}")))?
+}
+
 /// One leadership of one partition on this node: what its workloads and services share.
 pub struct Leader {
     partition: PartitionId,
@@ -97,10 +107,7 @@ impl Leader {
         f: impl FnOnce(&PartitionState) -> Result<R, perdure_storage::Error> + Send + 'static,
     ) -> Result<R, Error> {
         let state = self.state()?;
-        tokio::task::spawn_blocking(move || f(&state))
-            .await
-            .map_err(|e| Error::Unavailable(format!("state read task: {e}")))?
-            .map_err(|e| Error::Unavailable(e.to_string()))
+        read_blocking(move || f(&state).map_err(|e| Error::Unavailable(e.to_string()))).await
     }
 
     /// Confirms this node still leads (a quorum read barrier), without writing.

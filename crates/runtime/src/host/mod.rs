@@ -28,6 +28,7 @@ mod timers;
 
 pub(crate) use clock::now_ms;
 pub use deadline::within;
+pub(crate) use leader::read_blocking;
 pub use leader::Leader;
 pub use metrics::HostMetrics;
 pub(crate) use router::serve_weak;
