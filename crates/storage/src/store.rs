@@ -186,11 +186,12 @@ fn open_state(
     open: &std::sync::Arc<()>,
 ) -> Result<PartitionState> {
     match PartitionState::open(partition, file, cache, open.clone()) {
+        // corrupt, of another format version, or not a redb file at all (e.g. a torn creation)
         Err(Error::State { source, .. })
             if matches!(
-                *source,
+                &*source,
                 redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_)
-            ) =>
+            ) || matches!(&*source, redb::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData) =>
         {
             let aside = aside_name(file, "corrupt");
             tracing::error!(
@@ -203,5 +204,49 @@ fn open_state(
             PartitionState::open(partition, file, cache, open.clone())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sled_state_directory_is_moved_aside_whole_and_an_empty_one_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(state.join("blobs")).unwrap();
+        std::fs::write(state.join("conf"), b"sled conf").unwrap();
+        std::fs::write(state.join("db"), b"sled db").unwrap();
+        prepare_state_dir(&state).unwrap();
+        assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("state.sled-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::read(aside[0].join("db")).unwrap(), b"sled db");
+        // a directory of state files is left as it is
+        std::fs::write(state.join("p00000.redb"), b"x").unwrap();
+        prepare_state_dir(&state).unwrap();
+        assert!(state.join("p00000.redb").exists());
+    }
+
+    #[test]
+    fn an_unreadable_state_file_is_moved_aside_and_a_fresh_one_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p00000.redb");
+        std::fs::write(&file, vec![0xA5u8; 64 << 10]).unwrap();
+        let st = open_state(0, &file, 4 << 20, &Default::default()).unwrap();
+        assert_eq!(st.applied().unwrap().0, None);
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().contains("p00000.redb.corrupt-")
+            })
+            .count();
+        assert_eq!(aside, 1);
     }
 }
