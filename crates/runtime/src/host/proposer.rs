@@ -114,3 +114,25 @@ async fn propose(partitions: &Partitions, p: PartitionId, batch: Vec<(Command, R
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perdure_types::command::Op;
+    use perdure_types::EntityId;
+
+    #[tokio::test]
+    async fn a_command_over_the_limit_is_refused_before_it_is_queued() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let proposer = Proposer { tx };
+        let huge = Command::single(Op::SetState {
+            entity: EntityId::new("t", "k").unwrap(),
+            state: vec![0; MAX_COMMAND_BYTES + 1],
+        });
+        match proposer.propose(huge).await {
+            Err(Error::Operation(m)) => assert!(m.contains("nothing was applied"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(rx.try_recv().is_err(), "nothing reached the proposer task");
+    }
+}
