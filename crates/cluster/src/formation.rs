@@ -19,6 +19,7 @@
 use crate::ctx::Ctx;
 use crate::info::InfoService;
 use crate::membership::{self, ElectService, MetaChange, MetaError, MetaService};
+use crate::transfer::{Gates, TransferRequest, TransferService};
 use crate::transport::{DuplicateService, Services};
 use openraft::{BasicNode, ServerState};
 use perdure_types::membership::Membership;
@@ -27,12 +28,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-/// Adds the services a clustered node offers its peers: what it holds, membership changes, and
-/// elections handed over.
-pub(crate) fn add_services(ctx: &Ctx, services: &mut Services) -> Result<(), DuplicateService> {
+/// Adds the services a clustered node offers its peers: what it holds, membership changes,
+/// elections handed over, and leadership handed over on request.
+pub(crate) fn add_services(
+    ctx: &Ctx,
+    gates: &Gates,
+    services: &mut Services,
+) -> Result<(), DuplicateService> {
     services.add(InfoService(ctx.clone()))?;
     services.add(MetaService(ctx.clone()))?;
-    services.add(ElectService(ctx.clone()))
+    services.add(ElectService(ctx.clone()))?;
+    services.add(TransferService {
+        ctx: ctx.clone(),
+        gates: gates.clone(),
+    })
 }
 
 /// Starts the formation, membership and balancing tasks.
@@ -231,13 +240,12 @@ fn balance_backoff(failures: u32) -> Duration {
     Duration::from_secs(10 << doublings).min(Duration::from_secs(300))
 }
 
-/// How a node takes back leadership of the groups it is preferred for. openraft 0.9 has no
-/// leadership transfer: the preferred node calls an election, which deposes the leader and costs
-/// the group about an election timeout, and under load it often fails (the old leader, with the
-/// longest log, wins again). So the balancer takes back an idle group (no new entries for 3 s:
-/// the move costs nothing) it is preferred for, but a busy one only while it leads fewer than its
-/// fair share (`groups / members`), one group at a time; a group whose attempt failed waits
-/// longer before the next (10 s doubling to 5 min).
+/// How a node takes back leadership of the groups it is preferred for: it asks the leader to hand
+/// the group over ([`crate::transfer`]: the leader pauses the group's writes until this node has
+/// caught up and won an election, a pause of well under a second). The balancer takes back an
+/// idle group (no new entries for 3 s) it is preferred for, and a busy one only while it leads
+/// fewer than its fair share (`groups / members`), one group at a time; a group whose attempt
+/// failed waits longer before the next (10 s doubling to 5 min).
 async fn balance_leaders(ctx: Ctx) {
     let me = ctx.node_id;
     // per group, from here: since when the leader is the same, and since when its log is too
@@ -320,7 +328,22 @@ async fn balance_leaders(ctx: Ctx) {
                 && (idle || below_fair_share)
             {
                 tracing::info!(group = g, from = ?m.current_leader, leading, idle, "taking back leadership as preferred leader");
-                let _ = ctx.rafts[g as usize].trigger().elect().await;
+                if let Some(leader) = m.current_leader {
+                    // the leader pauses the group's writes until this node caught up and won
+                    let asked = ctx
+                        .peers
+                        .rpc(leader, &TransferRequest(g), Some(Duration::from_secs(8)))
+                        .await;
+                    match asked {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(why)) => {
+                            tracing::info!(group = g, %why, "the leader did not hand over")
+                        }
+                        Err(e) => {
+                            tracing::info!(group = g, error = %e, "asking the leader to hand over failed")
+                        }
+                    }
+                }
                 entry.leader_since = Instant::now();
                 last_attempt = Some((g, Instant::now()));
                 break; // one at a time

@@ -12,8 +12,9 @@
 //! the layers above add their peer services ([`Partitions::add_service`]), then
 //! [`Partitions::serve`] accepts peers with the complete table of services.
 //!
-//! Modules depend one way (→ reads "uses"): `status` → `partitions` → `formation` → `membership`
-//! → `info` → `ctx` → `barrier`; `partitions` also uses `peer_server` and `raft_net`; everything
+//! Modules depend one way (→ reads "uses"): `status` → `partitions` → `formation` → `transfer` →
+//! `membership` → `info` → `ctx` → `barrier`; `partitions` also uses `peer_server`, `raft_net`
+//! and `transfer` (the write gates); everything
 //! may use `transport` and `error`, which use nothing above them.
 
 mod barrier;
@@ -26,6 +27,7 @@ pub mod partitions;
 mod peer_server;
 pub mod raft_net;
 pub mod status;
+mod transfer;
 pub mod transport;
 
 pub use error::Error;

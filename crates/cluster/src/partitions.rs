@@ -6,6 +6,7 @@ use crate::formation;
 use crate::membership::{MetaChange, MetaError};
 use crate::peer_server::PeerServer;
 use crate::raft_net::{RaftService, TransportNetwork};
+use crate::transfer::Gates;
 use crate::transport::{ChannelTls, Kind, Peers, Service, Services, TransportConfig};
 use crate::Error;
 use openraft::error::{ClientWriteError, RaftError};
@@ -44,6 +45,9 @@ pub struct Partitions {
     server: PeerServer,
     /// What the cluster tasks share (membership, leader hints); `None` in single-node mode.
     ctx: Option<Ctx>,
+    /// One write gate per group: proposals pass it, a leadership transfer closes it
+    /// ([`crate::transfer`]).
+    gates: Gates,
     /// Background tasks (transport server, formation, leader balancing), started by
     /// [`Partitions::serve`] and stopped at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -213,8 +217,9 @@ impl Partitions {
             let (state, resumed) = (meta.state.clone(), meta.resumed.clone());
             Ctx::new(config.node_id, rafts, state, resumed, peers.clone(), c)
         });
+        let gates = Gates::new(groups.len());
         if let Some(ctx) = &ctx {
-            formation::add_services(ctx, &mut services)?;
+            formation::add_services(ctx, &gates, &mut services)?;
         }
         Ok(Self {
             node_id: config.node_id,
@@ -223,6 +228,7 @@ impl Partitions {
             peers,
             server: PeerServer::new(tconf, listener, services),
             ctx,
+            gates,
             tasks: Default::default(),
         })
     }
@@ -369,6 +375,8 @@ impl Partitions {
         let group = self.group(p)?;
         let span =
             tracing::debug_span!("propose", partition = p, commands = proposal.commands.len());
+        // held until the entry is committed: a leadership transfer waits for it
+        let _pass = self.gates.pass(p).await;
         match group.raft.client_write(proposal).instrument(span).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -483,6 +491,7 @@ impl Partitions {
             peers,
             server,
             ctx,
+            gates: _,
             tasks,
         } = self;
         for t in tasks.into_inner().unwrap_or_else(|p| p.into_inner()) {

@@ -46,6 +46,9 @@ kinds! {
     /// A command proposed to a partition on its leader: outbox delivery to a partition led by
     /// another node (`perdure_runtime::host`).
     Propose = 6, "propose";
+    /// "Hand group G over to me": the preferred leader of a group asks its leader for it
+    /// (`crate::transfer`).
+    Transfer = 7, "transfer";
 }
 
 impl Kind {
@@ -97,6 +100,7 @@ mod tests {
             (Kind::Meta, 4),
             (Kind::Elect, 5),
             (Kind::Propose, 6),
+            (Kind::Transfer, 7),
         ];
         assert_eq!(
             Kind::ALL.len(),
@@ -121,7 +125,7 @@ mod tests {
 
     #[test]
     fn unknown_numbers_are_refused_by_number() {
-        for n in [0, 7, 999, u16::MAX] {
+        for n in [0, 8, 999, u16::MAX] {
             let e = Kind::try_from(n).unwrap_err();
             assert_eq!(e, UnknownKind(n));
             assert!(e.to_string().contains(&n.to_string()), "{e}");
