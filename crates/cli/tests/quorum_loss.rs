@@ -192,3 +192,70 @@ async fn after_losing_its_quorum_every_request_is_answered_within_the_deadline()
         }
     }
 }
+
+/// A write forwarded to a leader that stops answering (paused: the request may have reached it,
+/// and may have been replicated before it stopped) has an unknown outcome. Before, the
+/// forwarding node gave up at the transport's 2 s and answered 503 `unavailable`, which tells a
+/// client a retry is safe; now it waits for the request's own deadline and answers 504
+/// `outcome_unknown`, the same as a write to a leader without a quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_forwarded_to_a_leader_that_stops_answering_has_an_unknown_outcome() {
+    const SHORT: Duration = Duration::from_secs(4);
+    let dir = tempfile::tempdir().unwrap();
+    let members = three_members(dir.path());
+    for m in &members {
+        let mut c = test_config(m, &members, "forward", "a-test-secret-of-enough-length", 8);
+        c.entities.request_timeout_ms = SHORT.as_millis() as u64;
+        write_minimal(m, &c);
+    }
+    let mut nodes = Nodes::start(&members);
+    for m in &members {
+        assert!(
+            ready(&m.url(), Duration::from_secs(30)).await,
+            "node {} never ready",
+            m.id
+        );
+    }
+    let http = reqwest::Client::builder()
+        .timeout(SHORT + MARGIN)
+        .build()
+        .unwrap();
+    let url = members[0].url();
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    wait_balanced(&http, &url, PARTITIONS as usize, &ids).await;
+    // a partition led by node 2 or 3; node 1 forwards to it
+    let keys = one_key_per_partition("counter");
+    let mut target = None;
+    for (i, m) in members.iter().enumerate().skip(1) {
+        if let Some(&p) = led_by(&http, &url, m.id).await.iter().next() {
+            target = Some((i, p));
+            break;
+        }
+    }
+    let (leader, p) = target.expect("nodes 2 and 3 lead nothing");
+    let entity = format!("{url}{BASE}/entities/counter/{}", keys[p]);
+    let r = http
+        .post(format!("{entity}/call?op=add"))
+        .json(&1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the entity answers through node 1");
+    nodes.0[leader].pause().unwrap();
+    let t = Instant::now();
+    let r = http
+        .post(format!("{entity}/call?op=add"))
+        .json(&1)
+        .send()
+        .await
+        .expect("answered within the deadline");
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    nodes.0[leader].resume().unwrap();
+    eprintln!("answered {status} {body} after {:?}", t.elapsed());
+    assert_eq!(
+        (status, body["error"]["code"].as_str().unwrap_or("")),
+        (504, "outcome_unknown"),
+        "a forwarded write whose leader went silent: {body}"
+    );
+}

@@ -93,7 +93,11 @@ impl Entities {
         leader: perdure_types::NodeId,
         req: EntityRequest,
     ) -> Result<EntityReply, Error> {
-        self.router().forward(leader, &req).await
+        // past the request's own deadline, so that deadline answers first (a write then has an
+        // unknown outcome, as it may still take effect there); the transport's shorter timeout
+        // would call it unavailable, which says a retry is safe
+        let wait = self.deadline() + std::time::Duration::from_secs(1);
+        self.router().forward(leader, &req, Some(wait)).await
     }
 
     /// Longest a request waits for its partition (see [`crate::host::within`]).

@@ -132,9 +132,15 @@ impl Router {
         }
     }
 
-    /// Sends `req` to `leader` and returns its answer; a failure there comes back as
-    /// [`Error::Remote`] with its kind, code and message intact.
-    pub async fn forward<R, Ok_>(&self, leader: NodeId, req: &R) -> Result<Ok_, Error>
+    /// Sends `req` to `leader` and returns its answer, waiting at most `timeout` (`None`: the
+    /// transport's `cluster.rpc_timeout_ms`); a failure there comes back as [`Error::Remote`]
+    /// with its kind, code and message intact.
+    pub async fn forward<R, Ok_>(
+        &self,
+        leader: NodeId,
+        req: &R,
+        timeout: Option<Duration>,
+    ) -> Result<Ok_, Error>
     where
         R: Rpc<Reply = Result<Ok_, Failure>>,
     {
@@ -142,7 +148,7 @@ impl Router {
         let reply = self
             .partitions
             .peers()
-            .rpc(leader, req, None)
+            .rpc(leader, req, timeout)
             .await
             .map_err(|e| Error::Unavailable(format!("forwarding to node {leader}: {e}")))?;
         reply.map_err(Error::Remote)
@@ -162,7 +168,7 @@ impl Router {
                     partition: p,
                     command,
                 };
-                self.forward(node, &req).await
+                self.forward(node, &req, None).await
             }
         }
     }
