@@ -45,22 +45,8 @@ impl Proposer {
                         None => break,
                     },
                 };
-                let mut bytes = first.0.payload_bytes();
-                let mut batch = vec![first];
-                while batch.len() < MAX_COMMANDS && bytes < MAX_PROPOSAL_BYTES {
-                    match rx.try_recv() {
-                        Ok(x) => {
-                            let n = x.0.payload_bytes();
-                            if bytes + n > MAX_PROPOSAL_BYTES {
-                                carried = Some(x);
-                                break;
-                            }
-                            bytes += n;
-                            batch.push(x);
-                        }
-                        Err(_) => break,
-                    }
-                }
+                let (batch, rest) = next_batch(first, &mut rx);
+                carried = rest;
                 let span = tracing::debug_span!("propose", partition = p, commands = batch.len());
                 propose(&partitions, p, batch).instrument(span).await;
             }
@@ -84,6 +70,31 @@ impl Proposer {
         rx.await
             .map_err(|_| Error::Unavailable("the partition's proposer stopped".into()))?
     }
+}
+
+/// The next proposal: `first`, then what is queued, up to [`MAX_COMMANDS`] commands and
+/// [`MAX_PROPOSAL_BYTES`] (a single heavier command goes alone); the command that did not fit
+/// is carried into the next one.
+fn next_batch(
+    first: (Command, Reply),
+    rx: &mut mpsc::UnboundedReceiver<(Command, Reply)>,
+) -> (Vec<(Command, Reply)>, Option<(Command, Reply)>) {
+    let mut bytes = first.0.payload_bytes();
+    let mut batch = vec![first];
+    while batch.len() < MAX_COMMANDS && bytes < MAX_PROPOSAL_BYTES {
+        match rx.try_recv() {
+            Ok(x) => {
+                let n = x.0.payload_bytes();
+                if bytes + n > MAX_PROPOSAL_BYTES {
+                    return (batch, Some(x));
+                }
+                bytes += n;
+                batch.push(x);
+            }
+            Err(_) => break,
+        }
+    }
+    (batch, None)
 }
 
 /// Proposes `batch` as one entry and answers each command's sender.
@@ -134,5 +145,57 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(rx.try_recv().is_err(), "nothing reached the proposer task");
+    }
+
+    fn command(bytes: usize) -> (Command, Reply) {
+        let c = Command::single(Op::SetState {
+            entity: EntityId::new("t", "k").unwrap(),
+            state: vec![0; bytes],
+        });
+        (c, oneshot::channel().0)
+    }
+
+    /// Sizes of the proposals `commands` make, in order.
+    fn proposals(commands: Vec<(Command, Reply)>) -> Vec<Vec<usize>> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for c in commands {
+            tx.send(c).unwrap();
+        }
+        let mut out = Vec::new();
+        let mut carried = None;
+        while let Some(first) = carried.take().or_else(|| rx.try_recv().ok()) {
+            let (batch, rest) = next_batch(first, &mut rx);
+            out.push(batch.iter().map(|(c, _)| c.payload_bytes()).collect());
+            carried = rest;
+        }
+        out
+    }
+
+    #[test]
+    fn proposals_split_by_bytes_and_by_count_and_lose_nothing() {
+        const MIB: usize = 1 << 20;
+        // 20 MiB commands: two would pass the 32 MiB cap, so each goes alone
+        let sizes = proposals((0..3).map(|_| command(20 * MIB)).collect());
+        assert_eq!(
+            sizes.len(),
+            3,
+            "{:?}",
+            sizes.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        // 10 MiB commands: three to a proposal (30 MiB), the fourth carried over
+        let sizes = proposals((0..7).map(|_| command(10 * MIB)).collect());
+        let counts: Vec<usize> = sizes.iter().map(Vec::len).collect();
+        assert_eq!(counts, [3, 3, 1]);
+        for s in &sizes {
+            assert!(s.iter().sum::<usize>() <= MAX_PROPOSAL_BYTES, "{s:?}");
+        }
+        // a command over the proposal cap (but under the command cap) still goes, alone
+        let sizes = proposals(vec![command(MIB), command(40 * MIB), command(MIB)]);
+        let counts: Vec<usize> = sizes.iter().map(Vec::len).collect();
+        assert_eq!(counts, [1, 1, 1]);
+        // small ones: at most MAX_COMMANDS to a proposal, none lost
+        let sizes = proposals((0..MAX_COMMANDS + 5).map(|_| command(8)).collect());
+        let counts: Vec<usize> = sizes.iter().map(Vec::len).collect();
+        assert_eq!(counts, [MAX_COMMANDS, 5]);
     }
 }
