@@ -25,6 +25,9 @@ pub(crate) const MAX_COMMAND_BYTES: usize = 160 << 20;
 
 type Reply = oneshot::Sender<Result<Vec<OpResult>, Error>>;
 
+/// A command waiting to be proposed, with where its results go.
+type Queued = (Command, Reply);
+
 /// A handle to one partition's proposer task.
 #[derive(Debug, Clone)]
 pub(crate) struct Proposer {
@@ -76,9 +79,9 @@ impl Proposer {
 /// [`MAX_PROPOSAL_BYTES`] (a single heavier command goes alone); the command that did not fit
 /// is carried into the next one.
 fn next_batch(
-    first: (Command, Reply),
-    rx: &mut mpsc::UnboundedReceiver<(Command, Reply)>,
-) -> (Vec<(Command, Reply)>, Option<(Command, Reply)>) {
+    first: Queued,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
+) -> (Vec<Queued>, Option<Queued>) {
     let mut bytes = first.0.payload_bytes();
     let mut batch = vec![first];
     while batch.len() < MAX_COMMANDS && bytes < MAX_PROPOSAL_BYTES {
