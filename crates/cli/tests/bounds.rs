@@ -78,3 +78,109 @@ async fn huge_appends_fail_as_operations_and_the_partition_serves_on() {
         Some(200)
     );
 }
+
+/// The value of an unlabelled sample (or the sum over a labelled family's samples matching
+/// `labels`) in a Prometheus text page.
+fn sample(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            (n == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+async fn metrics(http: &reqwest::Client, url: &str) -> String {
+    http.get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Case 9: a burst of new entity ids keeps at most `entities.max_active` actors active (the one
+/// idle the longest is passivated to make room), and every operation is still applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_entity_actors_stay_within_max_active_and_every_operation_applies() {
+    const MAX: u64 = 100;
+    const ENTITIES: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let m = member(1, dir.path());
+    let mut c = test_config(&m, &[], "bounds", "", 1);
+    c.entities.max_active = MAX;
+    // nothing is idle long enough to be passivated for it: only the bound stops actors
+    c.entities.passivate_after_ms = 600_000;
+    m.write_config(&c).unwrap();
+    let mut node = start(&m);
+    node.wait_ready(Duration::from_secs(30)).unwrap();
+    let url = m.url();
+    let http = http_client();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // the gauge, sampled while the load runs
+    let poll = {
+        let (http, url, done) = (http.clone(), url.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut highest = 0.0f64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = metrics(&http, &url).await;
+                highest = highest.max(sample(&text, "perdure_actors_active", ""));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            highest
+        })
+    };
+    // 3 000 distinct counters, 32 at a time: signals and calls
+    let mut workers = Vec::new();
+    for w in 0..32 {
+        let (http, url) = (http.clone(), url.clone());
+        workers.push(tokio::spawn(async move {
+            for i in (w..ENTITIES).step_by(32) {
+                let base = format!("{url}/{BASE}/entities/counter/n{i}");
+                let target = if i % 2 == 0 {
+                    format!("{base}?op=add")
+                } else {
+                    format!("{base}/call?op=add")
+                };
+                let r = http.post(target).json(&1).send().await.unwrap();
+                assert!(r.status().is_success(), "{i}: {}", r.status());
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let highest = poll.await.unwrap();
+    let text = metrics(&http, &url).await;
+    assert!(
+        highest <= MAX as f64,
+        "{highest} actors were active at once, over entities.max_active = {MAX}"
+    );
+    assert!(sample(&text, "perdure_actors_active", "") <= MAX as f64);
+    let pressure = sample(
+        &text,
+        "perdure_actor_passivations_total",
+        "reason=\"pressure\"",
+    );
+    assert!(
+        pressure >= (ENTITIES as u64 - MAX) as f64,
+        "{pressure} passivations under pressure"
+    );
+    // every operation applied, once
+    for i in 0..ENTITIES {
+        let v: serde_json::Value = http
+            .get(format!("{url}/{BASE}/entities/counter/n{i}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v, serde_json::json!(1), "counter n{i}");
+    }
+    assert!(node.log_tail(200).lines().all(|l| !l.contains("panicked")));
+}

@@ -19,7 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub(crate) struct EntityActor;
 
@@ -105,8 +105,6 @@ pub(crate) struct EntityState {
     inbox_taken: u64,
     /// Messages received from the processor (for the passivation handshake).
     received: u64,
-    last_active: Instant,
-    ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for EntityActor {
@@ -116,7 +114,7 @@ impl Actor for EntityActor {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let entity = args.entity.clone();
@@ -129,10 +127,6 @@ impl Actor for EntityActor {
             Some(bytes) => Some(serde_json::from_slice(&bytes)?),
             None => None,
         };
-        let idle = Duration::from_millis(args.shared.config.passivate_after_ms);
-        let ticker = myself.send_interval((idle / 4).max(Duration::from_millis(10)), || {
-            EntityMsg::Tick
-        });
         tracing::trace!(entity = %args.entity, "activated");
         Ok(EntityState {
             target: Target::Entity(args.entity.clone()),
@@ -145,8 +139,6 @@ impl Actor for EntityActor {
             in_flight: None,
             inbox_taken: 0,
             received: 0,
-            last_active: Instant::now(),
-            ticker: Some(ticker),
         })
     }
 
@@ -166,22 +158,18 @@ impl Actor for EntityActor {
                 st.take_inbox().await?;
             }
             EntityMsg::Committed(result) => st.committed(result, &myself)?,
-            EntityMsg::Tick => {
-                let idle = Duration::from_millis(st.shared.config.passivate_after_ms);
-                if st.pending.is_empty()
-                    && st.in_flight.is_none()
-                    && st.last_active.elapsed() >= idle
-                {
-                    let _ = st.processor.cast(ProcessorMsg::Idle {
-                        entity: st.entity.clone(),
-                        received: st.received,
-                    });
-                }
-                return Ok(());
-            }
         }
         let remembered = st.remembered_keys().await;
         st.start_batch(&myself, &remembered);
+        if st.pending.is_empty() && st.in_flight.is_none() {
+            // the passivation handshake: the processor may stop this actor once it knows
+            // that everything it forwarded was handled
+            let _ = st.processor.cast(ProcessorMsg::Idle {
+                entity: st.entity.clone(),
+                actor: myself.get_id(),
+                received: st.received,
+            });
+        }
         Ok(())
     }
 
@@ -190,9 +178,6 @@ impl Actor for EntityActor {
         _myself: ActorRef<Self::Msg>,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = st.ticker.take() {
-            t.abort();
-        }
         // Anyone still waiting learns the outcome is unknown: retry (idempotency keys make it safe).
         let gone = || {
             Error::Unavailable(
@@ -533,7 +518,6 @@ impl EntityState {
         let Some(f) = self.in_flight.take() else {
             return Ok(());
         };
-        self.last_active = Instant::now();
         let result = result.and_then(|ops| {
             if ops
                 .iter()
