@@ -184,3 +184,82 @@ async fn active_entity_actors_stay_within_max_active_and_every_operation_applies
     }
     assert!(node.log_tail(200).lines().all(|l| !l.contains("panicked")));
 }
+
+/// Case 12: a partition remembers at most `entities.max_idempotency_keys` keys; a signal with a
+/// new key past it is refused with 429 `too_many_idempotency_keys` (nothing applied), a retry
+/// of a remembered key is still acknowledged as a duplicate, and nothing applies twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_past_the_bound_are_refused_and_retries_still_acknowledged() {
+    const MAX: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let m = member(1, dir.path());
+    let mut c = test_config(&m, &[], "bounds", "", 1);
+    c.entities.max_idempotency_keys = MAX as u64;
+    m.write_config(&c).unwrap();
+    let mut node = start(&m);
+    node.wait_ready(Duration::from_secs(30)).unwrap();
+    let url = m.url();
+    let http = http_client();
+    let signal = |key: Option<String>| {
+        let mut r = http
+            .post(format!("{url}/{BASE}/entities/counter/keyed?op=add"))
+            .json(&1);
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        r.send()
+    };
+    // MAX + 5 new keys, one after the other, to entities of the one partition
+    for i in 0..MAX + 5 {
+        let r = signal(Some(format!("key-{i}"))).await.unwrap();
+        let status = r.status().as_u16();
+        let retry_after = r.headers().get("retry-after").cloned();
+        let body: serde_json::Value = r.json().await.unwrap();
+        if i < MAX {
+            assert_eq!(status, 202, "key {i}: {body}");
+            assert_eq!(body["duplicate"], false);
+        } else {
+            assert_eq!(status, 429, "key {i} is over the bound: {body}");
+            assert_eq!(body["error"]["code"], "too_many_idempotency_keys");
+            assert!(retry_after.is_some(), "429 says when to retry");
+        }
+    }
+    // a retry of a remembered key: acknowledged as before, not applied again
+    let r = signal(Some("key-0".into())).await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["duplicate"],
+        true
+    );
+    // a refused key stays refused (it was not remembered), a signal without a key runs
+    let r = signal(Some(format!("key-{MAX}"))).await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let r = signal(None).await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // the batch endpoint answers the same error per item
+    let r = http
+        .post(format!("{url}/{BASE}/entities:batch"))
+        .json(&serde_json::json!({"signals": [
+            {"name": "counter", "key": "keyed", "op": "add", "input": 1, "idempotencyKey": "key-1"},
+            {"name": "counter", "key": "keyed", "op": "add", "input": 1, "idempotencyKey": "batch-new"},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["results"][0]["duplicate"], true, "{body}");
+    assert_eq!(
+        body["results"][1]["error"]["code"], "too_many_idempotency_keys",
+        "{body}"
+    );
+    // applied: the MAX keyed signals once each, and the one without a key
+    let v: serde_json::Value = http
+        .get(format!("{url}/{BASE}/entities/counter/keyed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, serde_json::json!(MAX + 1), "{}", node.log_tail(20));
+}

@@ -259,6 +259,12 @@ pub struct EntitiesConfig {
     /// busy, the new entity's requests wait until one is idle). An active actor costs about
     /// 3 KiB beside its state (docs/PERFORMANCE.md). Default 20 000; between 1 and 10 000 000.
     pub max_active: u64,
+    /// Most idempotency keys one partition remembers. A signal with a new key past it is
+    /// refused (HTTP 429 `too_many_idempotency_keys`, nothing applied) until older keys expire;
+    /// a retry of a remembered key is acknowledged as before. A key costs about 350 bytes of
+    /// state on disk (both indexes, redb pages) and is copied into every snapshot of its
+    /// partition. Default 250 000 (about 90 MB per partition); between 1 and 100 000 000.
+    pub max_idempotency_keys: u64,
 }
 
 impl Default for EntitiesConfig {
@@ -272,6 +278,7 @@ impl Default for EntitiesConfig {
             test_types: false,
             request_timeout_ms: 10_000,
             max_active: 20_000,
+            max_idempotency_keys: 250_000,
         }
     }
 }
@@ -436,6 +443,12 @@ mod tests {
         c.entities = EntitiesConfig::default();
         c.entities.max_active = 0;
         assert_eq!(c.validate().unwrap_err().key, "entities.max_active");
+        c.entities = EntitiesConfig::default();
+        c.entities.max_idempotency_keys = 0;
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "entities.max_idempotency_keys"
+        );
         c.entities = EntitiesConfig::default();
         c.http.max_body_bytes = 10;
         assert_eq!(c.validate().unwrap_err().key, "http.max_body_bytes");

@@ -18,6 +18,7 @@ use perdure_types::{EntityId, Target};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +41,9 @@ struct Batch {
     effect_ops: Vec<Op>,
     /// The keys taken into this batch.
     keys: HashSet<String>,
+    /// Idempotency keys the partition remembers (as read before the batch, plus those in other
+    /// batches in flight): new keys are refused past `entities.max_idempotency_keys`.
+    keys_known: u64,
     /// Who is answered what once the batch commits.
     replies: Vec<(ReplyTx, Result<Reply, Error>)>,
     /// The state after the batch, if an operation changed it.
@@ -81,8 +85,28 @@ fn json_len(v: &Value) -> usize {
     c.0
 }
 
+/// The idempotency keys of the next batch that the partition remembers, and how many keys it
+/// remembers in all.
+#[derive(Default)]
+struct Remembered {
+    seen: HashSet<String>,
+    count: u64,
+}
+
+/// What an operation's idempotency key means for it.
+enum Key {
+    /// No key, or a new one within the bound: it runs (its key remembered with the batch).
+    NoneOrNew,
+    /// Seen before: nothing of it runs; it is acknowledged as a duplicate.
+    Seen,
+    /// New, but the partition remembers its maximum of keys: refused.
+    OverBound,
+}
+
 struct InFlight {
     replies: Vec<(ReplyTx, Result<Reply, Error>)>,
+    /// New idempotency keys the batch remembers (counted in `Shared::keys_in_flight`).
+    new_keys: u64,
     /// The state after the batch, if the batch changed it.
     new_state: Option<Option<Value>>,
     /// Whether the batch put messages in the outbox or timers.
@@ -185,6 +209,9 @@ impl Actor for EntityActor {
             )
         };
         if let Some(f) = st.in_flight.take() {
+            st.shared
+                .keys_in_flight
+                .fetch_sub(f.new_keys, Ordering::Relaxed);
             for (tx, _) in f.replies {
                 let _ = tx.send(Err(gone()));
             }
@@ -245,9 +272,9 @@ impl EntityState {
     /// one go on a blocking thread before the batch is put together. None read when no batch can
     /// start; on a failed read none counts as remembered (the apply's own duplicate check still
     /// applies nothing twice).
-    async fn remembered_keys(&self) -> HashSet<String> {
+    async fn remembered_keys(&self) -> Remembered {
         if self.in_flight.is_some() {
-            return HashSet::new();
+            return Remembered::default();
         }
         let max = self.shared.config.max_batch_ops as usize;
         let keys: Vec<String> = self
@@ -262,7 +289,7 @@ impl EntityState {
             })
             .collect();
         if keys.is_empty() {
-            return HashSet::new();
+            return Remembered::default();
         }
         let target = self.target.clone();
         self.shared
@@ -275,13 +302,16 @@ impl EntityState {
                         seen.insert(k);
                     }
                 }
-                Ok(seen)
+                Ok(Remembered {
+                    seen,
+                    count: ids.count()?,
+                })
             })
             .await
             .unwrap_or_default()
     }
 
-    fn start_batch(&mut self, myself: &ActorRef<EntityMsg>, remembered: &HashSet<String>) {
+    fn start_batch(&mut self, myself: &ActorRef<EntityMsg>, remembered: &Remembered) {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
@@ -289,19 +319,38 @@ impl EntityState {
         let max_bytes = self.shared.config.max_batch_bytes as usize;
         let now = crate::host::now_ms();
         let expires_at = now + self.shared.config.idempotency_window_ms;
-        let mut b = Batch::default();
+        let mut b = Batch {
+            keys_known: remembered.count + self.shared.keys_in_flight.load(Ordering::Relaxed),
+            ..Batch::default()
+        };
         // bounded by count and by bytes: a batch of big operations commits as several commands
         while b.taken < max && (b.taken == 0 || b.bytes() < max_bytes) {
             let Some(w) = self.pending.pop_front() else {
                 break;
             };
             b.taken += 1;
-            if self.seen_key(&mut b, &w, remembered, expires_at) {
-                if let Some(tx) = w.reply {
-                    b.replies
-                        .push((tx, Ok(Reply::Signal(SignalOutcome::Duplicate))));
+            match self.check_key(&mut b, &w, &remembered.seen, expires_at) {
+                Key::NoneOrNew => {}
+                Key::Seen => {
+                    if let Some(tx) = w.reply {
+                        b.replies
+                            .push((tx, Ok(Reply::Signal(SignalOutcome::Duplicate))));
+                    }
+                    continue;
                 }
-                continue;
+                Key::OverBound => {
+                    if let Some(tx) = w.reply {
+                        b.replies.push((
+                            tx,
+                            Err(Error::TooManyIdempotencyKeys {
+                                partition: self.shared.leader.partition(),
+                                max: self.shared.config.max_idempotency_keys,
+                                window_ms: self.shared.config.idempotency_window_ms,
+                            }),
+                        ));
+                    }
+                    continue;
+                }
             }
             if let WorkKind::Inbox { seq } = w.kind {
                 b.dequeue_upto = Some(seq);
@@ -313,7 +362,12 @@ impl EntityState {
         }
         let ops = self.batch_ops(&mut b);
         let taken = b.taken;
+        let new_keys = b.keys.len() as u64;
+        self.shared
+            .keys_in_flight
+            .fetch_add(new_keys, Ordering::Relaxed);
         self.in_flight = Some(InFlight {
+            new_keys,
             replies: b.replies,
             new_state: b.new_state,
             sent: b.sent,
@@ -323,22 +377,28 @@ impl EntityState {
     }
 
     /// Whether `w` is a signal whose idempotency key was seen (earlier in this batch, or
-    /// remembered): then nothing of it runs. Otherwise its key is remembered with the batch.
-    fn seen_key(
+    /// remembered): then nothing of it runs; or one with a new key over the partition's bound:
+    /// then it is refused. Otherwise its key is remembered with the batch.
+    fn check_key(
         &self,
         b: &mut Batch,
         w: &Work,
         remembered: &HashSet<String>,
         expires_at: u64,
-    ) -> bool {
+    ) -> Key {
         let WorkKind::Signal {
             idempotency_key: Some(k),
         } = &w.kind
         else {
-            return false;
+            return Key::NoneOrNew;
         };
-        let seen = b.keys.contains(k) || remembered.contains(k);
-        if !seen {
+        if b.keys.contains(k) || remembered.contains(k) {
+            return Key::Seen;
+        }
+        if b.keys_known + b.keys.len() as u64 >= self.shared.config.max_idempotency_keys {
+            return Key::OverBound;
+        }
+        {
             b.keys.insert(k.clone());
             let op = Op::RememberId {
                 target: self.target.clone(),
@@ -348,7 +408,7 @@ impl EntityState {
             b.other_bytes += op.payload_bytes();
             b.keys_ops.push(op);
         }
-        seen
+        Key::NoneOrNew
     }
 
     /// Runs one operation on the state the batch has reached so far, keeping its effects in the
@@ -518,6 +578,10 @@ impl EntityState {
         let Some(f) = self.in_flight.take() else {
             return Ok(());
         };
+        // committed keys are now counted by the partition (or were not written at all)
+        self.shared
+            .keys_in_flight
+            .fetch_sub(f.new_keys, Ordering::Relaxed);
         let result = result.and_then(|ops| {
             if ops
                 .iter()
