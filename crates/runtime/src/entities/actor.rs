@@ -13,6 +13,7 @@ use super::msg::{EntityMsg, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
 use super::shared::Shared;
 use crate::Error;
 use perdure_types::command::{Op, OpResult};
+use perdure_types::delta::StateDelta;
 use perdure_types::message::{parse_input, Message};
 use perdure_types::{EntityId, Target};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -109,6 +110,8 @@ struct InFlight {
     new_keys: u64,
     /// The state after the batch, if the batch changed it.
     new_state: Option<Option<Value>>,
+    /// The same as stored.
+    new_stored: Option<Option<Vec<u8>>>,
     /// Whether the batch put messages in the outbox or timers.
     sent: bool,
     scheduled: bool,
@@ -123,6 +126,8 @@ pub(crate) struct EntityState {
     processor: ActorRef<ProcessorMsg>,
     /// The committed state.
     state: Option<Value>,
+    /// The committed state as stored (the base of the next batch's state delta).
+    stored: Option<Vec<u8>>,
     pending: VecDeque<Work>,
     in_flight: Option<InFlight>,
     /// Highest inbox sequence number taken into a batch.
@@ -147,8 +152,8 @@ impl Actor for EntityActor {
             .leader
             .read(move |s| s.entities().get(&entity))
             .await?;
-        let state = match stored {
-            Some(bytes) => Some(serde_json::from_slice(&bytes)?),
+        let state = match &stored {
+            Some(bytes) => Some(serde_json::from_slice(bytes)?),
             None => None,
         };
         tracing::trace!(entity = %args.entity, "activated");
@@ -159,6 +164,7 @@ impl Actor for EntityActor {
             shared: args.shared,
             processor: args.processor,
             state,
+            stored,
             pending: VecDeque::new(),
             in_flight: None,
             inbox_taken: 0,
@@ -360,7 +366,7 @@ impl EntityState {
                 b.replies.push((tx, reply));
             }
         }
-        let ops = self.batch_ops(&mut b);
+        let (ops, new_stored) = self.batch_ops(&mut b);
         let taken = b.taken;
         let new_keys = b.keys.len() as u64;
         self.shared
@@ -370,6 +376,7 @@ impl EntityState {
             new_keys,
             replies: b.replies,
             new_state: b.new_state,
+            new_stored,
             sent: b.sent,
             scheduled: b.scheduled,
         });
@@ -486,19 +493,45 @@ impl EntityState {
     }
 
     /// The batch's one command: remembered ids, the final state, outgoing signals, inbox
-    /// removals.
-    fn batch_ops(&self, b: &mut Batch) -> Vec<Op> {
+    /// removals; and the new state as stored, if the batch changes it.
+    ///
+    /// The state is written as a delta on the committed state when that is much smaller (a
+    /// list appended to). Safe because the delta's base is what the partition holds when the
+    /// command applies: this actor is the entity's only writer on this leader, has one batch in
+    /// flight at a time and adopts a batch's state only once it committed; a command of an
+    /// earlier actor or leadership that commits after this one read its state makes the delta
+    /// not fit, and the command applies nothing (fenced by length and CRC-32, answered
+    /// `Skipped`: this actor then stops and the next message reactivates it from committed
+    /// state).
+    fn batch_ops(&self, b: &mut Batch) -> (Vec<Op>, Option<Option<Vec<u8>>>) {
         let mut ops = std::mem::take(&mut b.keys_ops);
-        match &b.new_state {
-            Some(Some(v)) => ops.push(Op::SetState {
-                entity: self.entity.clone(),
-                state: serde_json::to_vec(v).expect("a JSON value always serializes"),
-            }),
-            Some(None) => ops.push(Op::DeleteState {
-                entity: self.entity.clone(),
-            }),
-            None => {}
-        }
+        let new_stored = match &b.new_state {
+            Some(Some(v)) => {
+                let new = serde_json::to_vec(v).expect("a JSON value always serializes");
+                let delta = self
+                    .stored
+                    .as_deref()
+                    .and_then(|old| StateDelta::between(old, &new));
+                ops.push(match delta {
+                    Some(delta) => Op::PatchState {
+                        entity: self.entity.clone(),
+                        delta,
+                    },
+                    None => Op::SetState {
+                        entity: self.entity.clone(),
+                        state: new.clone(),
+                    },
+                });
+                Some(Some(new))
+            }
+            Some(None) => {
+                ops.push(Op::DeleteState {
+                    entity: self.entity.clone(),
+                });
+                Some(None)
+            }
+            None => None,
+        };
         ops.append(&mut b.effect_ops);
         if let Some(upto) = b.dequeue_upto {
             ops.push(Op::Dequeue {
@@ -506,7 +539,7 @@ impl EntityState {
                 upto,
             });
         }
-        ops
+        (ops, new_stored)
     }
 
     /// Proposes the batch's command (or, with nothing to write, confirms leadership) and tells
@@ -602,6 +635,9 @@ impl EntityState {
             Ok(()) => {
                 if let Some(s) = f.new_state {
                     self.state = s;
+                }
+                if let Some(s) = f.new_stored {
+                    self.stored = s;
                 }
                 for (tx, r) in f.replies {
                     let _ = tx.send(r);
