@@ -68,6 +68,24 @@ pub enum Error {
         /// Whether it was a write (signal or call), whose outcome is then unknown.
         write: bool,
     },
+    /// A signal with a new idempotency key was refused: its partition remembers
+    /// `entities.max_idempotency_keys` keys already. Nothing was applied; keys are forgotten as
+    /// their window (`entities.idempotency_window_ms`) ends. A retry of a key already
+    /// remembered is still acknowledged.
+    #[error(
+        "partition {partition} remembers {max} idempotency keys, its limit \
+         (entities.max_idempotency_keys): a signal with a new key is refused until older keys \
+         expire ({window_ms} ms after their signal); retry later, or signal without an \
+         idempotency key"
+    )]
+    TooManyIdempotencyKeys {
+        /// The partition.
+        partition: PartitionId,
+        /// The bound.
+        max: u64,
+        /// How long a key is remembered.
+        window_ms: u64,
+    },
     /// A request forwarded to another node's leader failed there: its kind, code and message as
     /// that node gave them.
     #[error("{}", .0.message)]
@@ -85,6 +103,7 @@ impl Error {
             Error::Operation(_) => ErrorKind::OperationFailed,
             Error::NoLeader { .. } | Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
+            Error::TooManyIdempotencyKeys { .. } => ErrorKind::ResourceExhausted,
             Error::Remote(f) => f.kind,
         }
     }
@@ -100,6 +119,7 @@ impl Error {
             Error::NoLeader { .. } | Error::Unavailable(_) => "unavailable",
             Error::DeadlineExceeded { write: true, .. } => "outcome_unknown",
             Error::DeadlineExceeded { write: false, .. } => "deadline_exceeded",
+            Error::TooManyIdempotencyKeys { .. } => "too_many_idempotency_keys",
             Error::Remote(f) => &f.code,
         }
     }

@@ -13,8 +13,8 @@ pub mod error;
 pub mod host;
 
 pub use entities::{
-    builtin, entity, testing, Entities, EntityMetrics, EntityPage, EntitySummary, Registry,
-    SignalOutcome, SignalRequest, MAX_PAGE,
+    builtin, entity, testing, Entities, EntityMetrics, EntityPage, EntitySummary, Passivation,
+    Registry, SignalOutcome, SignalRequest, MAX_PAGE,
 };
 pub use error::Error;
 pub use host::{Host, HostMetrics, LEADER_WAIT};

@@ -352,6 +352,75 @@ async fn scheduled_signals_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_operation_at_a_time_per_entity_when_passivated_under_pressure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    // one actor per partition (4 partitions): every new entity waits for, or evicts, another
+    cfg.entities.max_active = 4;
+    cfg.entities.passivate_after_ms = 600_000; // only the bound stops actors
+    let node = Node::start(&cfg).await;
+    let rt = node.runtime.entities().clone();
+    let entities: Vec<EntityId> = (0..12).map(|i| id("probe", &format!("q{i}"))).collect();
+    let highest = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let (rt, highest) = (rt.clone(), highest.clone());
+        tokio::spawn(async move {
+            loop {
+                for p in 0..4 {
+                    let a = rt.workload().metrics(p).unwrap().active();
+                    highest.fetch_max(a, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for w in 0..24 {
+        let rt = rt.clone();
+        let entities = entities.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            for i in 0..30 {
+                let e = entities[(w + i) % entities.len()].clone();
+                let r = if i % 2 == 0 {
+                    rt.call(e.clone(), "visit", None).await.map(|_| ())
+                } else {
+                    rt.signal(signal(&e, "visit", None, None)).await.map(|_| ())
+                };
+                r.expect("operation");
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    sampler.abort();
+    assert_eq!(overlaps(), 0, "two operations overlapped on one entity");
+    let mut sum = 0;
+    for e in &entities {
+        sum += rt.get(e).await.unwrap().unwrap().as_u64().unwrap();
+    }
+    assert_eq!(sum, total, "every operation applied exactly once");
+    let pressure: u64 = (0..cfg.partitions)
+        .map(|p| {
+            let m = rt.workload().metrics(p).unwrap();
+            m.passivations_for(perdure_runtime::Passivation::Pressure)
+        })
+        .sum();
+    assert!(pressure > 0, "the bound never passivated an actor");
+    let highest = highest.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        highest <= 1,
+        "{highest} actors active in one partition, over its share of 1"
+    );
+    drop(rt);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_operation_at_a_time_per_entity_under_passivation_churn() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());

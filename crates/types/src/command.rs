@@ -11,6 +11,7 @@
 //! workload, messages are [`crate::message::Message`]s. Inboxes, outboxes, timers and idempotency
 //! ids are addressed by [`Target`] (an entity or an orchestration instance).
 
+use crate::delta::StateDelta;
 use crate::ids::{EntityId, PartitionId};
 use crate::target::Target;
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,7 @@ impl Op {
                 | Op::Receive { message, .. }
                 | Op::ScheduleTimer { message, .. } => message.len(),
                 Op::RememberId { id, .. } => id.len(),
+                Op::PatchState { delta, .. } => delta.middle.len(),
                 _ => 0,
             }
     }
@@ -169,6 +171,16 @@ pub enum Op {
         due: Millis,
         /// Its id.
         id: u64,
+    },
+    /// Replace an entity's state by a [`StateDelta`] on its stored state (written instead of
+    /// [`Op::SetState`] when much smaller: a list appended to). Fenced: if the stored state is
+    /// not the one the delta was computed from (length and CRC-32), the whole command applies
+    /// nothing and every op answers [`OpResult::Skipped`], on every replica alike.
+    PatchState {
+        /// The entity.
+        entity: EntityId,
+        /// The change.
+        delta: StateDelta,
     },
 }
 

@@ -253,6 +253,18 @@ pub struct EntitiesConfig {
     /// effect once a quorum is back; a signal retried with the same idempotency key is applied
     /// at most once), `deadline_exceeded` for a read. Default 10 000 ms.
     pub request_timeout_ms: u64,
+    /// Most entity actors active on this node. Each partition it leads may keep an equal share
+    /// (`max_active / partitions`, at least 1) active: when a partition is at its share, the
+    /// actor idle the longest is passivated to make room for a new entity (or, with every one
+    /// busy, the new entity's requests wait until one is idle). An active actor costs about
+    /// 3 KiB beside its state (docs/PERFORMANCE.md). Default 20 000; between 1 and 10 000 000.
+    pub max_active: u64,
+    /// Most idempotency keys one partition remembers. A signal with a new key past it is
+    /// refused (HTTP 429 `too_many_idempotency_keys`, nothing applied) until older keys expire;
+    /// a retry of a remembered key is acknowledged as before. A key costs about 350 bytes of
+    /// state on disk (both indexes, redb pages) and is copied into every snapshot of its
+    /// partition. Default 250 000 (about 90 MB per partition); between 1 and 100 000 000.
+    pub max_idempotency_keys: u64,
 }
 
 impl Default for EntitiesConfig {
@@ -265,6 +277,8 @@ impl Default for EntitiesConfig {
             max_batch_bytes: 4 << 20,
             test_types: false,
             request_timeout_ms: 10_000,
+            max_active: 20_000,
+            max_idempotency_keys: 250_000,
         }
     }
 }
@@ -426,6 +440,15 @@ mod tests {
         let mut c = NodeConfig::default();
         c.entities.passivate_after_ms = 0;
         assert_eq!(c.validate().unwrap_err().key, "entities.passivate_after_ms");
+        c.entities = EntitiesConfig::default();
+        c.entities.max_active = 0;
+        assert_eq!(c.validate().unwrap_err().key, "entities.max_active");
+        c.entities = EntitiesConfig::default();
+        c.entities.max_idempotency_keys = 0;
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "entities.max_idempotency_keys"
+        );
         c.entities = EntitiesConfig::default();
         c.http.max_body_bytes = 10;
         assert_eq!(c.validate().unwrap_err().key, "http.max_body_bytes");

@@ -27,6 +27,9 @@ pub enum ErrorKind {
     /// quorum in time). For a write the outcome is unknown: it may still take effect. A retry
     /// with the same idempotency key is applied at most once.
     DeadlineExceeded,
+    /// A bound was hit (e.g. the idempotency keys a partition remembers): a retry after a while
+    /// (or without what the bound counts) may succeed. Nothing was applied.
+    ResourceExhausted,
 }
 
 impl ErrorKind {
@@ -40,6 +43,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
             ErrorKind::DeadlineExceeded => "deadline_exceeded",
+            ErrorKind::ResourceExhausted => "resource_exhausted",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod delta;
 pub mod error;
 pub mod ids;
 pub mod membership;

@@ -81,6 +81,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -103,7 +104,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::GATEWAY_TIMEOUT {
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::GATEWAY_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -146,6 +150,19 @@ mod tests {
         assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(r.code, "outcome_unknown");
         assert_eq!(r.into_response().headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn too_many_idempotency_keys_is_429_with_retry_after() {
+        let e = ApiError::from(perdure_runtime::Error::TooManyIdempotencyKeys {
+            partition: 3,
+            max: 10,
+            window_ms: 3_600_000,
+        });
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.code, "too_many_idempotency_keys");
+        assert!(e.message.contains("entities.max_idempotency_keys"));
+        assert_eq!(e.into_response().headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 
 use openraft::ServerState;
 use perdure_cluster::Partitions;
+use perdure_runtime::Passivation;
 use perdure_runtime::Runtime;
-use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// How many inbox or outbox messages a scrape counts per partition at most (bounded work).
 pub const DEPTH_CAP: usize = 100_000;
@@ -62,7 +63,8 @@ pub(super) struct Scraped {
     /// Entity actors active on this node.
     pub actors_active: IntGauge,
     activations: IntCounter,
-    passivations: IntCounter,
+    /// Passivations by reason: `idle`, `pressure`.
+    passivations: IntCounterVec,
     delivered: IntCounter,
     timers_fired: IntCounter,
     /// Requests forwarded to another node's leader.
@@ -209,11 +211,17 @@ impl Scraped {
                 "perdure_actor_activations_total",
                 "Entity actors activated on this node.",
             )?,
-            passivations: counter(
-                r,
-                "perdure_actor_passivations_total",
-                "Entity actors passivated (stopped when idle) on this node.",
-            )?,
+            passivations: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "perdure_actor_passivations_total",
+                        "Entity actors passivated on this node, by reason: idle (idle longer than entities.passivate_after_ms) or pressure (a partition at its share of entities.max_active made room for a new entity).",
+                    ),
+                    &["reason"],
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             delivered: counter(
                 r,
                 "perdure_outbox_delivered_total",
@@ -265,20 +273,27 @@ impl Scraped {
     /// Reads the node's counters into the scraped metrics.
     pub(super) fn refresh(&self, runtime: &Runtime, partitions: &Partitions) {
         self.leaders.set(self.partitions.refresh(partitions));
-        let (mut act, mut pas, mut del, mut tim) = (0, 0, 0, 0);
+        let (mut act, mut active, mut del, mut tim) = (0, 0, 0, 0);
+        let (mut idle, mut pressure) = (0, 0);
         for p in 0..partitions.count() {
             if let Some(m) = runtime.entities().workload().metrics(p) {
                 act += m.activations();
-                pas += m.passivations();
+                active += m.active();
+                idle += m.passivations_for(Passivation::Idle);
+                pressure += m.passivations_for(Passivation::Pressure);
             }
             if let Some(m) = runtime.host().metrics(p) {
                 del += m.delivered();
                 tim += m.timers_fired();
             }
         }
-        self.actors_active.set(act.saturating_sub(pas) as i64);
+        self.actors_active.set(active as i64);
         mirror(&self.activations, act);
-        mirror(&self.passivations, pas);
+        mirror(&self.passivations.with_label_values(&["idle"]), idle);
+        mirror(
+            &self.passivations.with_label_values(&["pressure"]),
+            pressure,
+        );
         mirror(&self.delivered, del);
         mirror(&self.timers_fired, tim);
         mirror(&self.forwarded, runtime.host().forwarded());

@@ -13,13 +13,15 @@ use super::msg::{EntityMsg, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
 use super::shared::Shared;
 use crate::Error;
 use perdure_types::command::{Op, OpResult};
+use perdure_types::delta::StateDelta;
 use perdure_types::message::{parse_input, Message};
 use perdure_types::{EntityId, Target};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub(crate) struct EntityActor;
 
@@ -40,6 +42,9 @@ struct Batch {
     effect_ops: Vec<Op>,
     /// The keys taken into this batch.
     keys: HashSet<String>,
+    /// Idempotency keys the partition remembers (as read before the batch, plus those in other
+    /// batches in flight): new keys are refused past `entities.max_idempotency_keys`.
+    keys_known: u64,
     /// Who is answered what once the batch commits.
     replies: Vec<(ReplyTx, Result<Reply, Error>)>,
     /// The state after the batch, if an operation changed it.
@@ -81,10 +86,32 @@ fn json_len(v: &Value) -> usize {
     c.0
 }
 
+/// The idempotency keys of the next batch that the partition remembers, and how many keys it
+/// remembers in all.
+#[derive(Default)]
+struct Remembered {
+    seen: HashSet<String>,
+    count: u64,
+}
+
+/// What an operation's idempotency key means for it.
+enum Key {
+    /// No key, or a new one within the bound: it runs (its key remembered with the batch).
+    NoneOrNew,
+    /// Seen before: nothing of it runs; it is acknowledged as a duplicate.
+    Seen,
+    /// New, but the partition remembers its maximum of keys: refused.
+    OverBound,
+}
+
 struct InFlight {
     replies: Vec<(ReplyTx, Result<Reply, Error>)>,
+    /// New idempotency keys the batch remembers (counted in `Shared::keys_in_flight`).
+    new_keys: u64,
     /// The state after the batch, if the batch changed it.
     new_state: Option<Option<Value>>,
+    /// The same as stored.
+    new_stored: Option<Option<Vec<u8>>>,
     /// Whether the batch put messages in the outbox or timers.
     sent: bool,
     scheduled: bool,
@@ -99,14 +126,14 @@ pub(crate) struct EntityState {
     processor: ActorRef<ProcessorMsg>,
     /// The committed state.
     state: Option<Value>,
+    /// The committed state as stored (the base of the next batch's state delta).
+    stored: Option<Vec<u8>>,
     pending: VecDeque<Work>,
     in_flight: Option<InFlight>,
     /// Highest inbox sequence number taken into a batch.
     inbox_taken: u64,
     /// Messages received from the processor (for the passivation handshake).
     received: u64,
-    last_active: Instant,
-    ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for EntityActor {
@@ -116,7 +143,7 @@ impl Actor for EntityActor {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let entity = args.entity.clone();
@@ -125,14 +152,10 @@ impl Actor for EntityActor {
             .leader
             .read(move |s| s.entities().get(&entity))
             .await?;
-        let state = match stored {
-            Some(bytes) => Some(serde_json::from_slice(&bytes)?),
+        let state = match &stored {
+            Some(bytes) => Some(serde_json::from_slice(bytes)?),
             None => None,
         };
-        let idle = Duration::from_millis(args.shared.config.passivate_after_ms);
-        let ticker = myself.send_interval((idle / 4).max(Duration::from_millis(10)), || {
-            EntityMsg::Tick
-        });
         tracing::trace!(entity = %args.entity, "activated");
         Ok(EntityState {
             target: Target::Entity(args.entity.clone()),
@@ -141,12 +164,11 @@ impl Actor for EntityActor {
             shared: args.shared,
             processor: args.processor,
             state,
+            stored,
             pending: VecDeque::new(),
             in_flight: None,
             inbox_taken: 0,
             received: 0,
-            last_active: Instant::now(),
-            ticker: Some(ticker),
         })
     }
 
@@ -166,22 +188,18 @@ impl Actor for EntityActor {
                 st.take_inbox().await?;
             }
             EntityMsg::Committed(result) => st.committed(result, &myself)?,
-            EntityMsg::Tick => {
-                let idle = Duration::from_millis(st.shared.config.passivate_after_ms);
-                if st.pending.is_empty()
-                    && st.in_flight.is_none()
-                    && st.last_active.elapsed() >= idle
-                {
-                    let _ = st.processor.cast(ProcessorMsg::Idle {
-                        entity: st.entity.clone(),
-                        received: st.received,
-                    });
-                }
-                return Ok(());
-            }
         }
         let remembered = st.remembered_keys().await;
         st.start_batch(&myself, &remembered);
+        if st.pending.is_empty() && st.in_flight.is_none() {
+            // the passivation handshake: the processor may stop this actor once it knows
+            // that everything it forwarded was handled
+            let _ = st.processor.cast(ProcessorMsg::Idle {
+                entity: st.entity.clone(),
+                actor: myself.get_id(),
+                received: st.received,
+            });
+        }
         Ok(())
     }
 
@@ -190,9 +208,6 @@ impl Actor for EntityActor {
         _myself: ActorRef<Self::Msg>,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = st.ticker.take() {
-            t.abort();
-        }
         // Anyone still waiting learns the outcome is unknown: retry (idempotency keys make it safe).
         let gone = || {
             Error::Unavailable(
@@ -200,6 +215,9 @@ impl Actor for EntityActor {
             )
         };
         if let Some(f) = st.in_flight.take() {
+            st.shared
+                .keys_in_flight
+                .fetch_sub(f.new_keys, Ordering::Relaxed);
             for (tx, _) in f.replies {
                 let _ = tx.send(Err(gone()));
             }
@@ -260,9 +278,9 @@ impl EntityState {
     /// one go on a blocking thread before the batch is put together. None read when no batch can
     /// start; on a failed read none counts as remembered (the apply's own duplicate check still
     /// applies nothing twice).
-    async fn remembered_keys(&self) -> HashSet<String> {
+    async fn remembered_keys(&self) -> Remembered {
         if self.in_flight.is_some() {
-            return HashSet::new();
+            return Remembered::default();
         }
         let max = self.shared.config.max_batch_ops as usize;
         let keys: Vec<String> = self
@@ -277,7 +295,7 @@ impl EntityState {
             })
             .collect();
         if keys.is_empty() {
-            return HashSet::new();
+            return Remembered::default();
         }
         let target = self.target.clone();
         self.shared
@@ -290,13 +308,16 @@ impl EntityState {
                         seen.insert(k);
                     }
                 }
-                Ok(seen)
+                Ok(Remembered {
+                    seen,
+                    count: ids.count()?,
+                })
             })
             .await
             .unwrap_or_default()
     }
 
-    fn start_batch(&mut self, myself: &ActorRef<EntityMsg>, remembered: &HashSet<String>) {
+    fn start_batch(&mut self, myself: &ActorRef<EntityMsg>, remembered: &Remembered) {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
@@ -304,19 +325,38 @@ impl EntityState {
         let max_bytes = self.shared.config.max_batch_bytes as usize;
         let now = crate::host::now_ms();
         let expires_at = now + self.shared.config.idempotency_window_ms;
-        let mut b = Batch::default();
+        let mut b = Batch {
+            keys_known: remembered.count + self.shared.keys_in_flight.load(Ordering::Relaxed),
+            ..Batch::default()
+        };
         // bounded by count and by bytes: a batch of big operations commits as several commands
         while b.taken < max && (b.taken == 0 || b.bytes() < max_bytes) {
             let Some(w) = self.pending.pop_front() else {
                 break;
             };
             b.taken += 1;
-            if self.seen_key(&mut b, &w, remembered, expires_at) {
-                if let Some(tx) = w.reply {
-                    b.replies
-                        .push((tx, Ok(Reply::Signal(SignalOutcome::Duplicate))));
+            match self.check_key(&mut b, &w, &remembered.seen, expires_at) {
+                Key::NoneOrNew => {}
+                Key::Seen => {
+                    if let Some(tx) = w.reply {
+                        b.replies
+                            .push((tx, Ok(Reply::Signal(SignalOutcome::Duplicate))));
+                    }
+                    continue;
                 }
-                continue;
+                Key::OverBound => {
+                    if let Some(tx) = w.reply {
+                        b.replies.push((
+                            tx,
+                            Err(Error::TooManyIdempotencyKeys {
+                                partition: self.shared.leader.partition(),
+                                max: self.shared.config.max_idempotency_keys,
+                                window_ms: self.shared.config.idempotency_window_ms,
+                            }),
+                        ));
+                    }
+                    continue;
+                }
             }
             if let WorkKind::Inbox { seq } = w.kind {
                 b.dequeue_upto = Some(seq);
@@ -326,11 +366,17 @@ impl EntityState {
                 b.replies.push((tx, reply));
             }
         }
-        let ops = self.batch_ops(&mut b);
+        let (ops, new_stored) = self.batch_ops(&mut b);
         let taken = b.taken;
+        let new_keys = b.keys.len() as u64;
+        self.shared
+            .keys_in_flight
+            .fetch_add(new_keys, Ordering::Relaxed);
         self.in_flight = Some(InFlight {
+            new_keys,
             replies: b.replies,
             new_state: b.new_state,
+            new_stored,
             sent: b.sent,
             scheduled: b.scheduled,
         });
@@ -338,22 +384,28 @@ impl EntityState {
     }
 
     /// Whether `w` is a signal whose idempotency key was seen (earlier in this batch, or
-    /// remembered): then nothing of it runs. Otherwise its key is remembered with the batch.
-    fn seen_key(
+    /// remembered): then nothing of it runs; or one with a new key over the partition's bound:
+    /// then it is refused. Otherwise its key is remembered with the batch.
+    fn check_key(
         &self,
         b: &mut Batch,
         w: &Work,
         remembered: &HashSet<String>,
         expires_at: u64,
-    ) -> bool {
+    ) -> Key {
         let WorkKind::Signal {
             idempotency_key: Some(k),
         } = &w.kind
         else {
-            return false;
+            return Key::NoneOrNew;
         };
-        let seen = b.keys.contains(k) || remembered.contains(k);
-        if !seen {
+        if b.keys.contains(k) || remembered.contains(k) {
+            return Key::Seen;
+        }
+        if b.keys_known + b.keys.len() as u64 >= self.shared.config.max_idempotency_keys {
+            return Key::OverBound;
+        }
+        {
             b.keys.insert(k.clone());
             let op = Op::RememberId {
                 target: self.target.clone(),
@@ -363,7 +415,7 @@ impl EntityState {
             b.other_bytes += op.payload_bytes();
             b.keys_ops.push(op);
         }
-        seen
+        Key::NoneOrNew
     }
 
     /// Runs one operation on the state the batch has reached so far, keeping its effects in the
@@ -441,19 +493,45 @@ impl EntityState {
     }
 
     /// The batch's one command: remembered ids, the final state, outgoing signals, inbox
-    /// removals.
-    fn batch_ops(&self, b: &mut Batch) -> Vec<Op> {
+    /// removals; and the new state as stored, if the batch changes it.
+    ///
+    /// The state is written as a delta on the committed state when that is much smaller (a
+    /// list appended to). Safe because the delta's base is what the partition holds when the
+    /// command applies: this actor is the entity's only writer on this leader, has one batch in
+    /// flight at a time and adopts a batch's state only once it committed; a command of an
+    /// earlier actor or leadership that commits after this one read its state makes the delta
+    /// not fit, and the command applies nothing (fenced by length and CRC-32, answered
+    /// `Skipped`: this actor then stops and the next message reactivates it from committed
+    /// state).
+    fn batch_ops(&self, b: &mut Batch) -> (Vec<Op>, Option<Option<Vec<u8>>>) {
         let mut ops = std::mem::take(&mut b.keys_ops);
-        match &b.new_state {
-            Some(Some(v)) => ops.push(Op::SetState {
-                entity: self.entity.clone(),
-                state: serde_json::to_vec(v).expect("a JSON value always serializes"),
-            }),
-            Some(None) => ops.push(Op::DeleteState {
-                entity: self.entity.clone(),
-            }),
-            None => {}
-        }
+        let new_stored = match &b.new_state {
+            Some(Some(v)) => {
+                let new = serde_json::to_vec(v).expect("a JSON value always serializes");
+                let delta = self
+                    .stored
+                    .as_deref()
+                    .and_then(|old| StateDelta::between(old, &new));
+                ops.push(match delta {
+                    Some(delta) => Op::PatchState {
+                        entity: self.entity.clone(),
+                        delta,
+                    },
+                    None => Op::SetState {
+                        entity: self.entity.clone(),
+                        state: new.clone(),
+                    },
+                });
+                Some(Some(new))
+            }
+            Some(None) => {
+                ops.push(Op::DeleteState {
+                    entity: self.entity.clone(),
+                });
+                Some(None)
+            }
+            None => None,
+        };
         ops.append(&mut b.effect_ops);
         if let Some(upto) = b.dequeue_upto {
             ops.push(Op::Dequeue {
@@ -461,7 +539,7 @@ impl EntityState {
                 upto,
             });
         }
-        ops
+        (ops, new_stored)
     }
 
     /// Proposes the batch's command (or, with nothing to write, confirms leadership) and tells
@@ -533,7 +611,10 @@ impl EntityState {
         let Some(f) = self.in_flight.take() else {
             return Ok(());
         };
-        self.last_active = Instant::now();
+        // committed keys are now counted by the partition (or were not written at all)
+        self.shared
+            .keys_in_flight
+            .fetch_sub(f.new_keys, Ordering::Relaxed);
         let result = result.and_then(|ops| {
             if ops
                 .iter()
@@ -554,6 +635,9 @@ impl EntityState {
             Ok(()) => {
                 if let Some(s) = f.new_state {
                     self.state = s;
+                }
+                if let Some(s) = f.new_stored {
+                    self.stored = s;
                 }
                 for (tx, r) in f.replies {
                     let _ = tx.send(r);

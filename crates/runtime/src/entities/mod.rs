@@ -33,7 +33,7 @@ mod workload;
 
 pub use api::{EntityPage, EntitySummary, SignalOutcome, SignalRequest};
 pub use list::MAX_PAGE;
-pub use metrics::EntityMetrics;
+pub use metrics::{EntityMetrics, Passivation};
 pub use registry::Registry;
 pub use workload::EntityWorkload;
 

@@ -5,6 +5,7 @@ use super::api::SignalOutcome;
 use crate::Error;
 use perdure_types::command::OpResult;
 use perdure_types::EntityId;
+use ractor::ActorId;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -67,8 +68,6 @@ pub(crate) enum EntityMsg {
     ProcessInbox,
     /// The batch in flight committed (or failed).
     Committed(Result<Vec<OpResult>, Error>),
-    /// Passivation check.
-    Tick,
 }
 
 /// Messages of a partition processor.
@@ -76,12 +75,16 @@ pub(crate) enum EntityMsg {
 pub(crate) enum ProcessorMsg {
     /// Route a message to an entity's actor.
     Deliver(EntityId, EntityMsg),
-    /// An entity actor has been idle.
+    /// An entity actor went idle: nothing pending, nothing in flight.
     Idle {
         /// The entity.
         entity: EntityId,
+        /// Which actor of it (an earlier one may have stopped after a failed batch).
+        actor: ActorId,
         /// How many messages it has handled (the passivation handshake compares it with how
         /// many the processor forwarded).
         received: u64,
     },
+    /// Time to stop the actors idle longer than `entities.passivate_after_ms`.
+    Tick,
 }

@@ -4,6 +4,7 @@ use super::metrics::EntityMetrics;
 use super::registry::Registry;
 use crate::host::Leader;
 use perdure_types::config::EntitiesConfig;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// What every entity actor of one partition leadership shares.
@@ -16,4 +17,7 @@ pub(crate) struct Shared {
     pub config: EntitiesConfig,
     /// The partition's actor counters.
     pub metrics: Arc<EntityMetrics>,
+    /// New idempotency keys in batches proposed and not yet answered: counted against
+    /// `entities.max_idempotency_keys` beside the ones the partition remembers.
+    pub keys_in_flight: AtomicU64,
 }

@@ -115,6 +115,7 @@ impl Workload for EntityWorkload {
                 registry: self.registry.clone(),
                 config: self.config.clone(),
                 metrics,
+                keys_in_flight: Default::default(),
             });
             let (actor, _) = Actor::spawn(None, Processor, shared)
                 .await

@@ -1,5 +1,6 @@
-//! The remembered-ids table: idempotency ids per target (`RememberId`), each with an expiry, and
-//! an index by expiry that `ExpireIds` walks to forget them.
+//! The remembered-ids table: idempotency ids per target (`RememberId`), each with an expiry, an
+//! index by expiry that `ExpireIds` walks to forget them, and how many are remembered (the
+//! runtime bounds it, `entities.max_idempotency_keys`).
 
 use super::txn::Txn;
 use super::{keys, PartitionState};
@@ -27,13 +28,20 @@ pub(super) fn remember(
     }
     txn.put(k, expires_at.to_be_bytes().to_vec());
     txn.put(keys::id_by_expiry(expires_at, target, id), Vec::new());
+    txn.next_u64(keys::IDS_COUNT)?;
     Ok(OpResult::Done)
 }
 
 /// `Op::ExpireIds`: forgets at most `limit` ids that expired before `now`, earliest first.
 pub(super) fn expire(txn: &mut Txn<'_>, now: Millis, limit: usize) -> Result<OpResult> {
     let end = keys::ids_expiring_before(now);
-    for k in txn.keys(keys::IDS_BY_EXPIRY_START, &end, limit)? {
+    let expired = txn.keys(keys::IDS_BY_EXPIRY_START, &end, limit)?;
+    if expired.is_empty() {
+        return Ok(OpResult::Done);
+    }
+    let count = txn.get_u64(keys::IDS_COUNT)?;
+    txn.put_u64(keys::IDS_COUNT, count.saturating_sub(expired.len() as u64));
+    for k in expired {
         txn.del(keys::id_of_expiry_key(&k));
         txn.del(k);
     }
@@ -50,6 +58,16 @@ impl IdsTable<'_> {
     /// Whether an idempotency id is remembered for a target.
     pub fn remembers(&self, target: &Target, id: &str) -> Result<bool> {
         self.state.tree.contains_key(&keys::id(target, id))
+    }
+
+    /// How many idempotency ids the partition remembers (a counter kept by every apply).
+    pub fn count(&self) -> Result<u64> {
+        Ok(self
+            .state
+            .tree
+            .get(keys::IDS_COUNT)?
+            .map(|v| keys::u64_of(&v))
+            .unwrap_or(0))
     }
 }
 
@@ -116,6 +134,11 @@ mod tests {
             }],
         );
         assert!(st.ids().remembers(&t("a"), "req-1").unwrap());
+        assert_eq!(
+            st.ids().count().unwrap(),
+            1,
+            "the duplicates counted nothing"
+        );
         apply(
             &st,
             4,
@@ -125,9 +148,11 @@ mod tests {
             }],
         );
         assert!(!st.ids().remembers(&t("a"), "req-1").unwrap());
+        assert_eq!(st.ids().count().unwrap(), 0, "expiry uncounts");
         assert_eq!(
             apply(&st, 5, cmd(3)),
             vec![OpResult::Done, OpResult::Enqueued(2)]
         );
+        assert_eq!(st.ids().count().unwrap(), 1);
     }
 }

@@ -9,6 +9,7 @@
 //! | `0x00 "membership"` | codec(StoredMembership) | (apply loop) | last applied membership |
 //! | `0x00 "inbox_seq"` | u64 | inbox | last assigned inbox number |
 //! | `0x00 "timer_seq"` | u64 | timers | last assigned timer number |
+//! | `0x00 "ids_count"` | u64 | ids | how many idempotency ids are remembered |
 //! | `'e' E` | bytes | entities | entity state |
 //! | `'i' E 0x00 seq` | bytes | inbox | inbox message of an entity |
 //! | `'r' source` | u64 | inbox | highest sequence number received from partition `source` |
@@ -32,6 +33,9 @@ pub const MEMBERSHIP: &[u8] = b"\x00membership";
 pub const INBOX_SEQ: &[u8] = b"\x00inbox_seq";
 /// Last assigned timer id.
 pub const TIMER_SEQ: &[u8] = b"\x00timer_seq";
+/// How many idempotency ids the partition remembers (absent in trees written before it was
+/// kept: counted from 0, so ids remembered then are not counted until they expire).
+pub const IDS_COUNT: &[u8] = b"\x00ids_count";
 
 const ENTITY: u8 = b'e';
 const INBOX: u8 = b'i';
@@ -248,6 +252,7 @@ mod tests {
             ("membership", MEMBERSHIP.to_vec(), b"\x00membership"),
             ("inbox_seq", INBOX_SEQ.to_vec(), b"\x00inbox_seq"),
             ("timer_seq", TIMER_SEQ.to_vec(), b"\x00timer_seq"),
+            ("ids_count", IDS_COUNT.to_vec(), b"\x00ids_count"),
             ("entity_prefix", entity_prefix("ab"), b"e@ab@"),
             ("entity", entity(&e()), b"e@ab@k1"),
             ("entity_after", entity_after(b"e@ab@", "k1"), b"e@ab@k1\x00"),

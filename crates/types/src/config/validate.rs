@@ -107,6 +107,18 @@ impl NodeConfig {
                 "must be between 64 KiB and 64 MiB",
             ));
         }
+        if !(1..=10_000_000).contains(&e.max_active) {
+            return Err(ConfigError::new(
+                "entities.max_active",
+                "must be between 1 and 10 000 000",
+            ));
+        }
+        if !(1..=100_000_000).contains(&e.max_idempotency_keys) {
+            return Err(ConfigError::new(
+                "entities.max_idempotency_keys",
+                "must be between 1 and 100 000 000",
+            ));
+        }
         if !(100..=3_600_000).contains(&e.request_timeout_ms) {
             return Err(ConfigError::new(
                 "entities.request_timeout_ms",
