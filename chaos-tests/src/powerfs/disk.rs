@@ -149,7 +149,7 @@ impl Disk {
     /// What a power cut now would throw away.
     pub fn unsynced(&self) -> super::Dropped {
         let mut d = super::Dropped::default();
-        for i in self.inodes.values() {
+        for (&ino, i) in &self.inodes {
             match &i.body {
                 Body::File(f) => {
                     if !f.dirty.is_empty() || f.len != f.synced_len || f.base_len != f.synced_len {
@@ -158,18 +158,43 @@ impl Disk {
                     }
                 }
                 Body::Dir(dir) => {
-                    let same = dir.entries.len() == dir.durable.len()
-                        && dir
-                            .entries
-                            .iter()
-                            .all(|(n, i)| dir.durable.get(n).map(|x| x.0) == Some(*i));
-                    if !same {
+                    let added = dir
+                        .entries
+                        .iter()
+                        .filter(|(n, i)| dir.durable.get(*n).map(|x| x.0) != Some(**i))
+                        .map(|(n, _)| format!("+{}", n.to_string_lossy()));
+                    let removed = dir
+                        .durable
+                        .iter()
+                        .filter(|(n, (i, _))| dir.entries.get(*n) != Some(i))
+                        .map(|(n, _)| format!("-{}", n.to_string_lossy()));
+                    let changes: Vec<String> = added.chain(removed).collect();
+                    if !changes.is_empty() {
                         d.dirs += 1;
+                        if i.links > 0 {
+                            d.entries.push(format!(
+                                "{}: {}",
+                                self.describe(ino),
+                                changes.join(" ")
+                            ));
+                        }
                     }
                 }
             }
         }
+        d.entries.sort();
         d
+    }
+
+    /// Where directory `ino` is in the durable image, for messages.
+    fn describe(&self, ino: Ino) -> String {
+        match self.dir_path(ino) {
+            Ok(p) => match p.strip_prefix(&self.backing) {
+                Ok(rel) => format!("/{}", rel.display()),
+                Err(_) => format!("(new directory {ino})"),
+            },
+            Err(_) => format!("(directory {ino})"),
+        }
     }
 
     /// The first inode number that the next incarnation may use.

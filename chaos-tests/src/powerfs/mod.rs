@@ -43,7 +43,7 @@ pub enum PowerFsError {
 static MOUNTED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// What a power cut threw away.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dropped {
     /// Files with unsynced data or size.
     pub files: u64,
@@ -51,6 +51,8 @@ pub struct Dropped {
     pub bytes: u64,
     /// Directories with unsynced entries.
     pub dirs: u64,
+    /// Those entries (`/state: +p00001.redb -old`), of directories still linked.
+    pub entries: Vec<String>,
 }
 
 impl std::fmt::Display for Dropped {
@@ -61,7 +63,11 @@ impl std::fmt::Display for Dropped {
             self.bytes / 1024,
             self.files,
             self.dirs
-        )
+        )?;
+        if !self.entries.is_empty() {
+            write!(f, " ({})", self.entries.join("; "))?;
+        }
+        Ok(())
     }
 }
 
