@@ -6,6 +6,8 @@ use perdure_chaos::powerfs::{self, PowerMount};
 use perdure_storage::datadir::DataDir;
 use perdure_storage::raft_types::SnapshotMeta;
 use perdure_storage::snapshot::{self, SnapshotStore};
+use perdure_storage::NodeStore;
+use perdure_types::config::NodeConfig;
 
 fn mount_or_skip(test: &str) -> Option<(tempfile::TempDir, PowerMount)> {
     if let Some(why) = powerfs::unavailable() {
@@ -42,5 +44,31 @@ fn a_saved_snapshot_survives_a_power_cut_of_a_fresh_data_directory() {
         .unwrap_or_else(|| panic!("the saved snapshot is gone after the power cut ({dropped})"));
     assert_eq!(back, bytes, "{}", path.display());
     drop((store, dir));
+    m.unmount().unwrap();
+}
+
+#[test]
+fn a_new_state_file_keeps_its_name_across_a_power_cut() {
+    let Some((_tmp, m)) = mount_or_skip("a_new_state_file_keeps_its_name_across_a_power_cut")
+    else {
+        return;
+    };
+    let config = NodeConfig {
+        data_dir: m.mountpoint().to_path_buf(),
+        partitions: 2,
+        ..NodeConfig::default()
+    };
+    let mut store = NodeStore::open(&config).unwrap();
+    let (log, sm) = store.open_partition(1).unwrap();
+    drop((log, sm));
+    store.close();
+    drop(store);
+    let dropped = m.pull_plug().unwrap();
+    let file = m.mountpoint().join("state/p00001.redb");
+    assert!(
+        file.exists(),
+        "{} vanished at the power cut ({dropped})",
+        file.display()
+    );
     m.unmount().unwrap();
 }
