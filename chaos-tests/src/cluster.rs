@@ -24,15 +24,22 @@ pub enum ClusterError {
 const LOG: &str = "info,openraft=error";
 
 /// Writes `spec`'s config: `members` (the whole cluster as this node should know it; empty or
-/// one: a single node), every partition on `replication_factor` of them, test entity types on.
+/// one: a single node), every partition on `replication_factor` of them, test entity types on,
+/// a snapshot every `snapshot_every` log entries (the node's default when `None`; a run that
+/// pulls plugs snapshots often, so that restarts meet snapshots and purged logs).
 pub fn write_config(
     spec: &NodeSpec,
     members: &[NodeSpec],
     replication_factor: usize,
     partitions: u32,
+    snapshot_every: Option<u64>,
 ) -> Result<(), ClusterError> {
     let mut c = spec.config(members);
     c.partitions = partitions;
+    if let Some(n) = snapshot_every {
+        c.raft.snapshot_every_entries = n;
+        c.raft.keep_entries_after_snapshot = (n / 5).max(1);
+    }
     c.entities.test_types = true;
     c.cluster.cluster_id = "chaos".into();
     c.cluster.secret = "chaos-harness-secret-0123456789".into();

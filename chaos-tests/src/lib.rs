@@ -6,5 +6,6 @@ pub mod checker;
 pub mod cluster;
 pub mod history;
 pub mod net;
+pub mod powerfs;
 pub mod schedule;
 pub mod svg;

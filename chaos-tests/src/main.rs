@@ -3,6 +3,7 @@
 
 mod fresh;
 mod nemesis;
+mod powerloss;
 mod workload;
 
 use anyhow::{bail, Context};
@@ -70,7 +71,7 @@ struct RunArgs {
         default_value = "register,counter,list,probe"
     )]
     workloads: Vec<String>,
-    /// Nemeses: kill, pause, partition, loss, skew, membership (empty: none).
+    /// Nemeses: kill, restart, pause, partition, loss, skew, membership, powerloss (empty: none).
     #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
     nemeses: Vec<String>,
     /// The seed (fault schedule, targets, workload choices). Random when not given.
@@ -106,6 +107,14 @@ struct RunArgs {
     /// Keep the nodes' data directories in the report folder.
     #[arg(long)]
     keep_data: bool,
+    /// Build a snapshot every this many log entries (default: the node's own, or 500 in runs
+    /// with powerloss, so that power cuts meet snapshots and purged logs).
+    #[arg(long)]
+    snapshot_every: Option<u64>,
+    /// Put the data directories on powerfs mounts even without the powerloss nemesis (to
+    /// measure what the mount costs).
+    #[arg(long)]
+    powerfs: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -140,6 +149,7 @@ fn emergency_cleanup() {
     }
     net::remove_chains(std::process::id());
     net::remove_cgroups(std::process::id());
+    perdure_chaos::powerfs::unmount_all_lazy();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -320,6 +330,19 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let specs: Vec<NodeSpec> = (1..=args.nodes as u64)
         .map(|id| NodeSpec::new(id, args.ip_base, &node_dir))
         .collect::<Result<_, _>>()?;
+    let snapshot_every = args
+        .snapshot_every
+        .or(nemeses.contains(&Nemesis::Powerloss).then_some(500));
+    let power = if nemeses.contains(&Nemesis::Powerloss) || args.powerfs {
+        let m = powerloss::mount_all(&specs)?;
+        println!(
+            "data directories on powerfs mounts (unsynced writes are lost at a power cut): {}",
+            node_dir.join("n*-data").display()
+        );
+        m
+    } else {
+        Default::default()
+    };
     let cluster = Arc::new(Mutex::new(Cluster {
         nodes: specs
             .iter()
@@ -335,14 +358,16 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         initial: args.nodes,
         cgroups: Default::default(),
         next_id: args.nodes as u64 + 1,
+        snapshot_every,
+        power,
     }));
     {
         let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
         for s in &specs {
             if args.nodes > 1 {
-                cluster::write_config(s, &specs, args.nodes, args.partitions)?;
+                cluster::write_config(s, &specs, args.nodes, args.partitions, snapshot_every)?;
             } else {
-                cluster::write_config(s, &[], 1, args.partitions)?;
+                cluster::write_config(s, &[], 1, args.partitions, snapshot_every)?;
             }
             c.register(s.id, s.peer_port).map_err(anyhow::Error::msg)?;
         }
@@ -641,6 +666,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         if let Some(n) = &c.net {
             n.teardown();
         }
+        heal_problems.extend(powerloss::unmount_all(&mut c));
     }
     let events = rec.events();
     println!("checking {} events...", events.len());
@@ -726,6 +752,11 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         && never_applied.is_empty()
         && heal_problems.is_empty();
     let valid = checks_ok && harness_ok;
+    let plugs_pulled: usize = records
+        .iter()
+        .filter(|r| r.applied && r.fault.nemesis == Nemesis::Powerloss)
+        .map(|r| r.targets.len())
+        .sum();
     let report = json!({
         "seed": seed,
         "duration_ms": duration_ms,
@@ -761,6 +792,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "outside_faults": if qt > 0 { qo as f64 / qt as f64 } else { 1.0 },
         },
         "skewed_pids": skewed,
+        "powerfs": {"mounted": nemeses.contains(&Nemesis::Powerloss) || args.powerfs, "plugs_pulled": plugs_pulled},
     });
     std::fs::create_dir_all(&out)?;
     history::write_jsonl(&out.join("history.jsonl"), &events)?;
@@ -787,6 +819,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
         for n in &c.nodes {
             let _ = std::fs::remove_dir_all(&n.spec.data_dir);
+            let _ = std::fs::remove_dir_all(powerloss::backing(&n.spec));
         }
     }
 
@@ -797,6 +830,9 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "  {n}: scheduled {}, applied {}, failed to apply {}",
             s.scheduled, s.applied, s.failed
         );
+    }
+    if plugs_pulled > 0 {
+        println!("  powerloss: {plugs_pulled} plugs pulled (unsynced writes dropped, node restarted on what survived)");
     }
     for r in records.iter().filter(|r| !r.applied) {
         println!(

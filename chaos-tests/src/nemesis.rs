@@ -40,6 +40,11 @@ pub struct Cluster {
     pub cgroups: HashMap<u64, PathBuf>,
     /// The id the next added node gets (a removed id may never join again).
     pub next_id: u64,
+    /// `raft.snapshot_every_entries` of every node (`None`: the node's default).
+    pub snapshot_every: Option<u64>,
+    /// The powerfs mount of each initial node's data directory (runs with `powerloss` only);
+    /// after `nodes`, so that a dropped cluster kills its nodes before it unmounts.
+    pub power: HashMap<u64, perdure_chaos::powerfs::PowerMount>,
 }
 
 impl Cluster {
@@ -242,7 +247,7 @@ pub async fn apply(
                 Heal::Nothing,
             ))
         }
-        Nemesis::Kill | Nemesis::Pause => {
+        Nemesis::Kill | Nemesis::Pause | Nemesis::Powerloss => {
             let (targets, why) = match fault.variant.as_str() {
                 "leader" => {
                     let (l, why) = pick_leader().await;
@@ -256,29 +261,36 @@ pub async fn apply(
                 }
                 _ => (vec![random], "random".to_string()),
             };
-            blocking(|| {
+            let dropped = blocking(|| {
                 let mut c = cl.lock().unwrap_or_else(|p| p.into_inner());
+                let mut dropped = Vec::new();
                 for t in &targets {
                     let i = c.index(*t).ok_or("no such node")?;
-                    if fault.nemesis == Nemesis::Kill {
-                        c.kill(i)?;
-                    } else {
-                        c.nodes[i].pause().map_err(|e| e.to_string())?;
+                    match fault.nemesis {
+                        Nemesis::Kill => c.kill(i)?,
+                        Nemesis::Powerloss => {
+                            dropped.push(crate::powerloss::pull_plug(&mut c, *t)?)
+                        }
+                        _ => c.nodes[i].pause().map_err(|e| e.to_string())?,
                     }
                 }
-                Ok::<(), String>(())
+                Ok::<_, String>(dropped)
             })?;
-            let verb = if fault.nemesis == Nemesis::Kill {
-                "kill -9"
-            } else {
-                "SIGSTOP"
+            let (verb, heal) = match fault.nemesis {
+                Nemesis::Kill => ("kill -9", Heal::Restart(targets.clone())),
+                Nemesis::Powerloss => ("pull the plug on", Heal::Restart(targets.clone())),
+                _ => ("SIGSTOP", Heal::Resume(targets.clone())),
             };
-            let heal = if fault.nemesis == Nemesis::Kill {
-                Heal::Restart(targets.clone())
+            let dropped = if dropped.is_empty() {
+                String::new()
             } else {
-                Heal::Resume(targets.clone())
+                format!(": {}", dropped.join("; "))
             };
-            Ok((targets.clone(), format!("{verb} {targets:?} ({why})"), heal))
+            Ok((
+                targets.clone(),
+                format!("{verb} {targets:?} ({why}){dropped}"),
+                heal,
+            ))
         }
         Nemesis::Partition => {
             let mut shuffled = ids.clone();
@@ -365,7 +377,7 @@ pub async fn apply(
                 let spec = NodeSpec::new(id, c.ip_base, &c.dir).map_err(|e| e.to_string())?;
                 let mut members = c.specs();
                 members.push(spec.clone());
-                cluster::write_config(&spec, &members, c.initial, c.partitions)
+                cluster::write_config(&spec, &members, c.initial, c.partitions, c.snapshot_every)
                     .map_err(|e| e.to_string())?;
                 c.register(id, spec.peer_port)?;
                 let node = NodeProc::new(spec.clone(), &c.bin);

@@ -28,11 +28,14 @@ pub enum Nemesis {
     Skew,
     /// A node added to the running cluster, then removed (the membership interface).
     Membership,
+    /// Power loss: `kill -9` and every write the node had not fsynced is dropped (its data
+    /// directory is a powerfs mount, `src/powerfs/`); restarted on what survived.
+    Powerloss,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 7] = [
+    pub const ALL: [Nemesis; 8] = [
         Nemesis::Kill,
         Nemesis::Restart,
         Nemesis::Pause,
@@ -40,6 +43,7 @@ impl Nemesis {
         Nemesis::Loss,
         Nemesis::Skew,
         Nemesis::Membership,
+        Nemesis::Powerloss,
     ];
 
     /// The name used on the command line and in reports.
@@ -52,6 +56,7 @@ impl Nemesis {
             Nemesis::Loss => "loss",
             Nemesis::Skew => "skew",
             Nemesis::Membership => "membership",
+            Nemesis::Powerloss => "powerloss",
         }
     }
 
@@ -68,6 +73,7 @@ impl Nemesis {
             Nemesis::Loss => vec!["loss-10", "loss-30"],
             Nemesis::Skew => vec!["ahead", "behind"],
             Nemesis::Membership => vec!["add-remove"],
+            Nemesis::Powerloss => vec!["random", "leader", "minority"],
         }
     }
 }
@@ -81,7 +87,7 @@ impl fmt::Display for Nemesis {
 /// An unknown nemesis name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown nemesis {0:?} (known: kill, restart, pause, partition, loss, netem, skew, clock, membership)"
+    "unknown nemesis {0:?} (known: kill, restart, pause, partition, loss, netem, skew, clock, membership, powerloss)"
 )]
 pub struct UnknownNemesis(String);
 
@@ -96,6 +102,7 @@ impl FromStr for Nemesis {
             "loss" | "netem" => Nemesis::Loss,
             "skew" | "clock" => Nemesis::Skew,
             "membership" => Nemesis::Membership,
+            "powerloss" | "power" => Nemesis::Powerloss,
             _ => return Err(UnknownNemesis(s.into())),
         })
     }
@@ -141,6 +148,8 @@ pub fn schedule(seed: u64, nemeses: &[Nemesis], nodes: usize, duration_ms: u64) 
             // over once applied: only the quiet stretch after it matters
             Nemesis::Restart => rng.gen_range(1_000..2_000),
             Nemesis::Membership => rng.gen_range(8_000..12_000),
+            // down for a moment, then back on what survived
+            Nemesis::Powerloss => rng.gen_range(1_000..4_000),
             _ => rng.gen_range(4_000..8_000),
         };
         if t + duration_ms > end {

@@ -10,7 +10,7 @@
 //! A partition keeps only its latest snapshot, named `{ordinal:020}.snap` where the ordinal is
 //! `last_log_id.index + 1` (0 for a snapshot of nothing), written with [`write_durably`].
 
-use crate::datadir::{sync_dir, write_durably};
+use crate::datadir::{create_dir_durably, sync_dir, write_durably};
 use crate::raft_types::SnapshotMeta;
 use crate::{Error, Result};
 use perdure_types::codec::{self, frame};
@@ -141,7 +141,7 @@ fn ordinal(meta: &SnapshotMeta) -> u64 {
 impl SnapshotStore {
     /// The store in `dir` (created if absent).
     pub fn open(dir: PathBuf) -> Result<Self> {
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create directory", e))?;
+        create_dir_durably(&dir)?;
         Ok(Self {
             dir,
             lock: Mutex::new(()),

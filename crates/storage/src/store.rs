@@ -162,7 +162,8 @@ fn prepare_state_dir(path: &Path) -> Result<()> {
         );
         std::fs::rename(path, &aside).map_err(|e| Error::io(path, "rename", e))?;
     }
-    std::fs::create_dir_all(path).map_err(|e| Error::io(path, "create", e))
+    // durable, and so is the move aside above (the same parent)
+    crate::datadir::create_dir_durably(path)
 }
 
 /// `path` with a suffix naming why it was moved aside, and when.

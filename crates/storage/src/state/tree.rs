@@ -62,10 +62,18 @@ fn err(path: &Path, source: impl Into<redb::Error>) -> Error {
 impl Tree {
     /// Opens (or creates) the file at `path` with a page cache of `cache_bytes`.
     pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<Self> {
+        let new = !path.exists();
         let db = redb::Builder::new()
             .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| err(path, e))?;
+        if new {
+            // the file's name durable too: else a power cut drops the whole file with its
+            // durable commits, and every restart rebuilds the state from scratch
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                crate::datadir::sync_dir(dir)?;
+            }
+        }
         let tree = Self {
             db: Arc::new(db),
             path: Arc::new(path.to_path_buf()),
