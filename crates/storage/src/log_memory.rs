@@ -66,6 +66,8 @@ pub struct LogMemory {
     total: AtomicU64,
     /// Bytes ever appended (or replayed) on this node since it started: the log clock.
     clock: AtomicU64,
+    /// The log written since the oldest entry still held, as last measured.
+    span: AtomicU64,
     /// Snapshots asked for by a bound, by [`BoundReason`].
     snapshots: [AtomicU64; 2],
     /// Purges asked for by a bound, by [`BoundReason`].
@@ -96,6 +98,17 @@ impl LogMemory {
     /// The log clock: bytes appended on this node since it started (replay included).
     pub fn clock(&self) -> u64 {
         self.clock.load(Ordering::Relaxed)
+    }
+
+    /// The log written since the oldest entry any group still holds, as last measured by the
+    /// task bounding the logs: about what the write-ahead log keeps and a restart reads back.
+    pub fn span(&self) -> u64 {
+        self.span.load(Ordering::Relaxed)
+    }
+
+    /// Records the span measured.
+    pub fn set_span(&self, bytes: u64) {
+        self.span.store(bytes, Ordering::Relaxed);
     }
 
     /// Snapshots a bound asked for, for `reason`.
