@@ -104,7 +104,11 @@ impl Watched {
             }
         }
         self.snapshot_asked = Some((at.snapshot, Instant::now()));
-        tracing::debug!(group = self.group, reason = reason.label(), "snapshot asked for by the log's byte bound");
+        tracing::debug!(
+            group = self.group,
+            reason = reason.label(),
+            "snapshot asked for by the log's byte bound"
+        );
         if let Err(e) = self.raft.trigger().snapshot().await {
             tracing::debug!(group = self.group, error = %e, "snapshot not asked: the group stopped");
             return;
@@ -112,12 +116,23 @@ impl Watched {
         memory.count_snapshot(reason);
     }
 
-    async fn ask_purge(&mut self, upto: u64, at: Positions, reason: BoundReason, memory: &LogMemory) {
+    async fn ask_purge(
+        &mut self,
+        upto: u64,
+        at: Positions,
+        reason: BoundReason,
+        memory: &LogMemory,
+    ) {
         if at.purged.is_some_and(|p| p >= upto) || self.purge_asked.is_some_and(|p| p >= upto) {
             return;
         }
         self.purge_asked = Some(upto);
-        tracing::debug!(group = self.group, upto, reason = reason.label(), "log purge asked for by the log's byte bound");
+        tracing::debug!(
+            group = self.group,
+            upto,
+            reason = reason.label(),
+            "log purge asked for by the log's byte bound"
+        );
         if let Err(e) = self.raft.trigger().purge_log(upto).await {
             tracing::debug!(group = self.group, error = %e, "purge not asked: the group stopped");
             return;
@@ -135,14 +150,16 @@ impl Watched {
         let at = self.positions();
         if let Some(applied) = at.applied.filter(|&a| Some(a) > at.snapshot) {
             if bytes >= bounds.snapshot_every
-                && self.held.with(|l| l.bytes_between(at.snapshot, applied)) >= bounds.snapshot_every
+                && self.held.with(|l| l.bytes_between(at.snapshot, applied))
+                    >= bounds.snapshot_every
             {
                 self.ask_snapshot(at, BoundReason::Partition, memory).await;
             }
         }
         if let Some(snapshot) = at.snapshot {
             if let Some(upto) = self.held.with(|l| l.purge_point(snapshot, bounds.keep)) {
-                self.ask_purge(upto, at, BoundReason::Partition, memory).await;
+                self.ask_purge(upto, at, BoundReason::Partition, memory)
+                    .await;
             }
         }
     }
@@ -171,7 +188,11 @@ pub(crate) async fn check_all(groups: &mut [Watched], bounds: Bounds, memory: &L
     let oldest = groups
         .iter()
         .enumerate()
-        .filter_map(|(i, g)| g.held.with(|l| l.oldest()).map(|(index, at)| (at, index, i)))
+        .filter_map(|(i, g)| {
+            g.held
+                .with(|l| l.oldest())
+                .map(|(index, at)| (at, index, i))
+        })
         .min();
     let span = oldest.map_or(0, |(at, _, _)| memory.clock().saturating_sub(at));
     memory.set_span(span);

@@ -409,7 +409,7 @@ pub struct RaftConfig {
     /// The node's bound on its Raft logs in memory: once the log written on this node since the
     /// oldest entry it still holds weighs more, the group holding that entry is snapshotted and
     /// purged (oldest first). This also bounds what the write-ahead log keeps on disk, and so
-    /// what a restart reads back. Default 512 MiB.
+    /// what a restart reads back. Default 256 MiB.
     pub max_log_memory_bytes: u64,
 }
 
@@ -423,7 +423,7 @@ impl Default for RaftConfig {
             keep_entries_after_snapshot: 1_000,
             snapshot_every_log_bytes: 64 << 20,
             keep_log_bytes_after_snapshot: 8 << 20,
-            max_log_memory_bytes: 512 << 20,
+            max_log_memory_bytes: 256 << 20,
         }
     }
 }

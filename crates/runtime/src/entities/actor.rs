@@ -445,10 +445,16 @@ impl EntityState {
     fn batch_ops(&self, b: &mut Batch) -> Vec<Op> {
         let mut ops = std::mem::take(&mut b.keys_ops);
         match &b.new_state {
-            Some(Some(v)) => ops.push(Op::SetState {
-                entity: self.entity.clone(),
-                state: serde_json::to_vec(v).expect("a JSON value always serializes"),
-            }),
+            Some(Some(v)) => {
+                let mut state = serde_json::to_vec(v).expect("a JSON value always serializes");
+                // The buffer grew by doubling: up to twice the state's size, which the log entry
+                // would hold in memory until purged (its weight counts the length only).
+                state.shrink_to_fit();
+                ops.push(Op::SetState {
+                    entity: self.entity.clone(),
+                    state,
+                })
+            }
             Some(None) => ops.push(Op::DeleteState {
                 entity: self.entity.clone(),
             }),
