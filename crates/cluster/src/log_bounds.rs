@@ -165,17 +165,18 @@ impl Watched {
     }
 
     /// The node's bound picked this group (it holds the oldest entry): everything it applied
-    /// goes into a snapshot, and its log is purged through it.
-    async fn compact(&mut self, oldest: u64, memory: &LogMemory) {
+    /// goes into a snapshot, and its log is purged through it. Answers whether that is under
+    /// way (false: its oldest entry is not applied yet, nothing can be purged).
+    async fn compact(&mut self, oldest: u64, memory: &LogMemory) -> bool {
         let at = self.positions();
         match at.snapshot {
             Some(s) if s >= oldest => self.ask_purge(s, at, BoundReason::Node, memory).await,
             _ if at.applied.is_some_and(|a| a >= oldest) => {
                 self.ask_snapshot(at, BoundReason::Node, memory).await
             }
-            // not applied yet: nothing can be purged before it is
-            _ => {}
+            _ => return false,
         }
+        true
     }
 }
 
@@ -184,8 +185,8 @@ pub(crate) async fn check_all(groups: &mut [Watched], bounds: Bounds, memory: &L
     for g in groups.iter_mut() {
         g.check(bounds, memory).await;
     }
-    // the group holding the oldest entry, by the node's log clock
-    let oldest = groups
+    // the groups by their oldest entry, by the node's log clock
+    let mut oldest: Vec<(u64, u64, usize)> = groups
         .iter()
         .enumerate()
         .filter_map(|(i, g)| {
@@ -193,12 +194,18 @@ pub(crate) async fn check_all(groups: &mut [Watched], bounds: Bounds, memory: &L
                 .with(|l| l.oldest())
                 .map(|(index, at)| (at, index, i))
         })
-        .min();
-    let span = oldest.map_or(0, |(at, _, _)| memory.clock().saturating_sub(at));
-    memory.set_span(span);
-    if let Some((_, index, i)) = oldest {
-        if span > bounds.node_max {
-            groups[i].compact(index, memory).await;
+        .collect();
+    oldest.sort_unstable();
+    let clock = memory.clock();
+    memory.set_span(
+        oldest
+            .first()
+            .map_or(0, |&(at, _, _)| clock.saturating_sub(at)),
+    );
+    // the oldest group that can be compacted, while the span is over the bound
+    for (at, index, i) in oldest {
+        if clock.saturating_sub(at) <= bounds.node_max || groups[i].compact(index, memory).await {
+            break;
         }
     }
 }
