@@ -3,6 +3,7 @@
 use crate::barrier::{read_barrier, BarrierError, Resumed};
 use crate::ctx::Ctx;
 use crate::formation;
+use crate::log_bounds::{self, Bounds, Watched};
 use crate::membership::{MetaChange, MetaError};
 use crate::peer_server::PeerServer;
 use crate::raft_net::{RaftService, TransportNetwork};
@@ -11,6 +12,7 @@ use crate::transport::{ChannelTls, Kind, Peers, Service, Services, TransportConf
 use crate::Error;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use perdure_storage::log_store::HeldLog;
 use perdure_storage::state::PartitionState;
 use perdure_storage::{NodeStore, TypeConfig};
 use perdure_types::command::{Command, OpResult, Proposal, ProposalResult};
@@ -26,6 +28,8 @@ use tracing::Instrument;
 struct Group {
     raft: Raft<TypeConfig>,
     state: PartitionState,
+    /// Its log as held in memory, for bounding its weight ([`crate::log_bounds`]).
+    held: HeldLog,
     /// Set when this node restarted as the group's leader (see [`Resumed`]).
     resumed: Option<Resumed>,
 }
@@ -51,6 +55,9 @@ pub struct Partitions {
     /// Background tasks (transport server, formation, leader balancing), started by
     /// [`Partitions::serve`] and stopped at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The task bounding the logs held in memory by bytes ([`crate::log_bounds`]), started
+    /// with the groups (a restart over a heavy log is bounded at once).
+    log_bounds: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Partitions {
@@ -96,6 +103,7 @@ async fn start_groups(
     for p in 0..groups_total {
         let (log, sm) = store.open_partition(p)?;
         let state = sm.reader();
+        let held = log.held();
         let resumed = Resumed::of(config.node_id, &log);
         if let Some(r) = &resumed {
             tracing::info!(group = p, vote = %r.vote, log_end = r.log_end,
@@ -117,6 +125,7 @@ async fn start_groups(
         groups.push(Group {
             raft: raft.clone(),
             state,
+            held,
             resumed,
         });
         if !single {
@@ -209,6 +218,15 @@ impl Partitions {
             release(store).await;
             return Err(e);
         }
+        let log_bounds = log_bounds::start(
+            groups
+                .iter()
+                .enumerate()
+                .map(|(g, group)| Watched::new(g as u32, group.raft.clone(), group.held.clone()))
+                .collect(),
+            Bounds::from(&config.raft),
+            store.metrics().log_memory,
+        );
         let rafts: Vec<Raft<TypeConfig>> = groups.iter().map(|g| g.raft.clone()).collect();
         let mut services = Services::new(Some(peers.clone()));
         services.add(RaftService::new(rafts.clone()))?;
@@ -230,6 +248,7 @@ impl Partitions {
             ctx,
             gates,
             tasks: Default::default(),
+            log_bounds,
         })
     }
 
@@ -493,7 +512,10 @@ impl Partitions {
             ctx,
             gates: _,
             tasks,
+            log_bounds,
         } = self;
+        log_bounds.abort();
+        let _ = log_bounds.await;
         for t in tasks.into_inner().unwrap_or_else(|p| p.into_inner()) {
             t.abort();
             let _ = t.await; // dropped: what the task held (the services, the cluster context)

@@ -5,6 +5,7 @@
 //! callback runs on the WAL's writer thread only after the fdatasync that covers them. Votes,
 //! truncations and purges wait for their own sync before returning.
 
+use crate::log_memory::{self, LogMemory};
 use crate::raft_types::{to_raft_err, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::wal::{Record, RecordKind, Wal};
 use crate::{Error, Result};
@@ -17,17 +18,43 @@ use std::ops::RangeBounds;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// An entry held in memory, with its weight (see [`crate::log_memory`]).
+#[derive(Debug, Clone)]
+struct Held {
+    entry: Entry,
+    /// Its weight ([`log_memory::weigh`]).
+    bytes: u64,
+    /// The partition's weight appended up to and including this entry (a running sum, so the
+    /// weight of any range is two lookups).
+    through: u64,
+    /// The node's log clock when it came.
+    at: u64,
+}
+
 /// One partition's log as recovered from the WAL, and as kept in memory afterwards.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PartitionLog {
     /// Entries after the last purge, by index.
-    pub entries: BTreeMap<u64, Entry>,
+    entries: BTreeMap<u64, Held>,
     /// The last saved vote.
     pub vote: Option<Vote>,
     /// The last saved committed log id.
     pub committed: Option<LogId>,
     /// The last purged log id.
     pub last_purged: Option<LogId>,
+    /// The group, as counted in `memory`.
+    group: u32,
+    /// The weight of `entries`.
+    bytes: u64,
+    /// Where the weight is counted for the node.
+    memory: Arc<LogMemory>,
+}
+
+impl Default for PartitionLog {
+    /// A log counted on its own (tests).
+    fn default() -> Self {
+        Self::new(0, Arc::new(LogMemory::new(1)))
+    }
 }
 
 fn wal_path(wal: &Wal) -> PathBuf {
@@ -42,24 +69,37 @@ fn decode_err(wal_dir: &std::path::Path) -> impl Fn(codec::Error) -> Error + '_ 
 }
 
 impl PartitionLog {
-    /// Replays one recovered WAL record of this partition.
+    /// An empty log of `group`, its weight counted in `memory`.
+    pub fn new(group: u32, memory: Arc<LogMemory>) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            vote: None,
+            committed: None,
+            last_purged: None,
+            group,
+            bytes: 0,
+            memory,
+        }
+    }
+
+    /// Replays one recovered WAL record of this partition. A purge drops the entries it covers
+    /// at once, so replay holds no more than the log held when it was written.
     pub fn replay(&mut self, record: &Record, wal_dir: &std::path::Path) -> Result<()> {
         match record.kind {
             RecordKind::Entries => {
                 let entries: Vec<Entry> =
                     codec::decode(&record.payload).map_err(decode_err(wal_dir))?;
-                for e in entries {
-                    self.entries.insert(e.log_id.index, e);
-                }
+                let purged = self.last_purged.map(|p| p.index);
+                self.insert(
+                    entries
+                        .into_iter()
+                        .filter(|e| purged.is_none_or(|p| e.log_id.index > p)),
+                );
             }
-            RecordKind::Truncate => {
-                self.entries.split_off(&record.index);
-            }
+            RecordKind::Truncate => self.truncate_from(record.index),
             RecordKind::Purge => {
                 let id: LogId = codec::decode(&record.payload).map_err(decode_err(wal_dir))?;
-                if self.last_purged.is_none_or(|p| p < id) {
-                    self.last_purged = Some(id);
-                }
+                self.purge_through(id);
             }
             RecordKind::Vote => {
                 self.vote = Some(codec::decode(&record.payload).map_err(decode_err(wal_dir))?)
@@ -71,11 +111,8 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// After replay: drops purged entries and checks that what is left has no holes.
+    /// After replay: checks that what is left has no holes.
     pub fn finish(&mut self, partition: u32, wal_dir: &std::path::Path) -> Result<()> {
-        if let Some(p) = self.last_purged {
-            self.entries = self.entries.split_off(&(p.index + 1));
-        }
         let mut expect = self.last_purged.map(|p| p.index + 1);
         for &i in self.entries.keys() {
             if let Some(e) = expect {
@@ -92,6 +129,125 @@ impl PartitionLog {
             expect = Some(i + 1);
         }
         Ok(())
+    }
+
+    /// The weight of the entries held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Holds `entries` (replacing any held at their indexes), weighing each once.
+    fn insert(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        for entry in entries {
+            let index = entry.log_id.index;
+            // appended over a held tail: openraft truncates first, but a replaced entry must
+            // not be counted twice
+            if self.entries.range(index..).next().is_some() {
+                self.truncate_from(index);
+            }
+            let bytes = log_memory::weigh(&entry);
+            let before = self.entries.values().next_back().map_or(0, |h| h.through);
+            let at = self.memory.add(self.group, bytes);
+            self.bytes += bytes;
+            self.entries.insert(
+                index,
+                Held {
+                    entry,
+                    bytes,
+                    through: before + bytes,
+                    at,
+                },
+            );
+        }
+    }
+
+    /// Drops the entries at `index` and after.
+    fn truncate_from(&mut self, index: u64) {
+        let gone = self.entries.split_off(&index);
+        self.forget(gone.values());
+    }
+
+    /// Drops the entries up to and including `id` and records the purge.
+    fn purge_through(&mut self, id: LogId) {
+        let kept = self.entries.split_off(&(id.index + 1));
+        let gone = std::mem::replace(&mut self.entries, kept);
+        self.forget(gone.values());
+        if self.last_purged.is_none_or(|p| p < id) {
+            self.last_purged = Some(id);
+        }
+    }
+
+    fn forget<'a>(&mut self, gone: impl Iterator<Item = &'a Held>) {
+        let bytes: u64 = gone.map(|h| h.bytes).sum();
+        self.bytes -= bytes;
+        self.memory.remove(self.group, bytes);
+    }
+
+    /// The running weight through the last held entry at or before `index` (the weight before
+    /// the first held entry when none is).
+    fn through(&self, index: Option<u64>) -> u64 {
+        let before_first = self
+            .entries
+            .values()
+            .next()
+            .map_or(0, |h| h.through - h.bytes);
+        index
+            .and_then(|i| self.entries.range(..=i).next_back())
+            .map_or(before_first, |(_, h)| h.through)
+    }
+
+    /// The weight of the held entries after `after` (all of them for `None`) up to and including
+    /// `upto`.
+    pub fn bytes_between(&self, after: Option<u64>, upto: u64) -> u64 {
+        self.through(Some(upto)).saturating_sub(self.through(after))
+    }
+
+    /// The least index to purge through so that the held entries after it, up to and including
+    /// `upto`, weigh at most `keep`; `None` when they already do.
+    pub fn purge_point(&self, upto: u64, keep: u64) -> Option<u64> {
+        let end = self.through(Some(upto));
+        if end - self.through(None) <= keep {
+            return None;
+        }
+        self.entries
+            .range(..=upto)
+            .find(|(_, h)| end - h.through <= keep)
+            .map(|(&i, _)| i)
+    }
+
+    /// The oldest held entry: its index and the node's log clock when it came.
+    pub fn oldest(&self) -> Option<(u64, u64)> {
+        self.entries.iter().next().map(|(&i, h)| (i, h.at))
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        self.memory.remove(self.group, self.bytes);
+    }
+}
+
+/// A read-only view of a partition's held log, for the task that bounds it (see
+/// [`crate::log_memory`]).
+#[derive(Debug, Clone)]
+pub struct HeldLog {
+    log: Arc<Mutex<PartitionLog>>,
+}
+
+impl HeldLog {
+    /// Runs `f` on the log (briefly: appends wait meanwhile).
+    pub fn with<T>(&self, f: impl FnOnce(&PartitionLog) -> T) -> T {
+        f(&self.log.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -123,6 +279,13 @@ impl LogStore {
         self
     }
 
+    /// A view of the held log, for bounding its weight.
+    pub fn held(&self) -> HeldLog {
+        HeldLog {
+            log: self.log.clone(),
+        }
+    }
+
     /// The last saved vote (as recovered, until openraft saves another).
     pub fn vote(&self) -> Option<Vote> {
         self.log().vote
@@ -134,7 +297,7 @@ impl LogStore {
         log.entries
             .values()
             .next_back()
-            .map(|e| e.log_id)
+            .map(|h| h.entry.log_id)
             .or(log.last_purged)
     }
 
@@ -173,7 +336,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .log()
             .entries
             .range(range)
-            .map(|(_, e)| e.clone())
+            .map(|(_, h)| h.entry.clone())
             .collect())
     }
 }
@@ -238,12 +401,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         };
         let payload = self.encode(&entries)?;
-        {
-            let mut log = self.log();
-            for e in entries {
-                log.entries.insert(e.log_id.index, e);
-            }
-        }
+        self.log().insert(entries);
         let rec = self.record(RecordKind::Entries, last, payload);
         self.wal.submit(
             vec![rec],
@@ -255,7 +413,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.log().entries.split_off(&log_id.index);
+        self.log().truncate_from(log_id.index);
         let rec = self.record(RecordKind::Truncate, log_id.index, Vec::new());
         self.wal
             .write(vec![rec])
@@ -264,13 +422,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        {
-            let mut log = self.log();
-            log.entries = log.entries.split_off(&(log_id.index + 1));
-            if log.last_purged.is_none_or(|p| p < log_id) {
-                log.last_purged = Some(log_id);
-            }
-        }
+        self.log().purge_through(log_id);
         let rec = self.record(RecordKind::Purge, log_id.index, self.encode(&log_id)?);
         self.wal
             .write(vec![rec])
@@ -278,3 +430,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| to_raft_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 }
+
+#[cfg(test)]
+#[path = "log_store_tests.rs"]
+mod tests;

@@ -1,4 +1,5 @@
-//! Storage measurements a node exports: fsync latency, snapshot builds, commit positions.
+//! Storage measurements a node exports: fsync latency, snapshot builds, commit positions, the
+//! weight of the Raft logs held in memory.
 //!
 //! Every value here belongs to one [`NodeStore`](crate::NodeStore) (several nodes may run in one
 //! process), costs an atomic update on the path it measures, and is read by the node's metrics
@@ -43,6 +44,9 @@ pub struct StoreMetrics {
     /// Each partition's last committed log index plus one (0: nothing committed known yet), as
     /// openraft last saved it on this node.
     pub committed: Arc<[Arc<AtomicU64>]>,
+    /// What the log entries held in memory weigh, and the snapshots and purges their bounds
+    /// asked for.
+    pub log_memory: Arc<crate::log_memory::LogMemory>,
 }
 
 impl StoreMetrics {
@@ -56,6 +60,7 @@ impl StoreMetrics {
                 SNAPSHOT_BUCKETS,
             ),
             committed: (0..partitions).map(|_| Arc::default()).collect(),
+            log_memory: Arc::new(crate::log_memory::LogMemory::new(partitions)),
         }
     }
 

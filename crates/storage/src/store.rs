@@ -39,6 +39,10 @@ impl NodeStore {
         let wal_dir = datadir.wal_dir();
         let started = std::time::Instant::now();
         let (wal, records) = Wal::open(&wal_dir, WalOptions::from(&config.wal))?;
+        // one more group than partitions: the cluster's metadata group
+        let metrics =
+            crate::metrics::StoreMetrics::new(partitions + 1, wal.fsync_seconds().clone());
+        let memory = metrics.log_memory.clone();
         let mut recovered: HashMap<u32, PartitionLog> = HashMap::new();
         let n = records.len();
         for r in &records {
@@ -55,7 +59,7 @@ impl NodeStore {
             }
             recovered
                 .entry(r.partition)
-                .or_default()
+                .or_insert_with(|| PartitionLog::new(r.partition, memory.clone()))
                 .replay(r, &wal_dir)?;
         }
         drop(records);
@@ -64,14 +68,12 @@ impl NodeStore {
         }
         tracing::info!(
             records = n,
+            log_bytes = memory.total_bytes(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "write-ahead log recovered"
         );
         let state_path = datadir.state_dir();
         prepare_state_dir(&state_path)?;
-        // one more group than partitions: the cluster's metadata group
-        let metrics =
-            crate::metrics::StoreMetrics::new(partitions + 1, wal.fsync_seconds().clone());
         Ok(Self {
             datadir,
             wal,
@@ -109,7 +111,11 @@ impl NodeStore {
             partition <= self.partitions(),
             "partition {partition} out of range"
         );
-        let log = self.recovered.remove(&partition).unwrap_or_default();
+        let memory = self.metrics.log_memory.clone();
+        let log = self
+            .recovered
+            .remove(&partition)
+            .unwrap_or_else(|| PartitionLog::new(partition, memory));
         let log_store = LogStore::new(partition, self.wal.clone(), log)
             .with_commit_gauge(self.metrics.committed[partition as usize].clone());
         let groups = self.partitions() as usize + 1;

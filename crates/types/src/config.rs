@@ -412,6 +412,19 @@ pub struct RaftConfig {
     pub snapshot_every_entries: u64,
     /// Log entries kept after a snapshot, for lagging followers. Default 1 000.
     pub keep_entries_after_snapshot: u64,
+    /// Build a snapshot once the applied log entries since the last one weigh this many bytes
+    /// (their payloads), whatever their count: a partition of large entries is bounded by bytes
+    /// like one of small entries by `snapshot_every_entries`. Per partition. Default 64 MiB.
+    pub snapshot_every_log_bytes: u64,
+    /// The log kept after a snapshot (for lagging followers) is cut to at most this many bytes,
+    /// and to at most `keep_entries_after_snapshot` entries: whichever keeps less. A follower
+    /// behind what was cut gets the snapshot. Per partition. Default 8 MiB.
+    pub keep_log_bytes_after_snapshot: u64,
+    /// The node's bound on its Raft logs in memory: once the log written on this node since the
+    /// oldest entry it still holds weighs more, the group holding that entry is snapshotted and
+    /// purged (oldest first). This also bounds what the write-ahead log keeps on disk, and so
+    /// what a restart reads back. Default 256 MiB.
+    pub max_log_memory_bytes: u64,
 }
 
 impl Default for RaftConfig {
@@ -422,6 +435,9 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 800,
             snapshot_every_entries: 50_000,
             keep_entries_after_snapshot: 1_000,
+            snapshot_every_log_bytes: 64 << 20,
+            keep_log_bytes_after_snapshot: 8 << 20,
+            max_log_memory_bytes: 256 << 20,
         }
     }
 }
@@ -468,6 +484,28 @@ mod tests {
         });
         assert_eq!(c.validate().unwrap_err().key, "auth.tokens");
         c.auth.tokens[0].token = "long-enough-token-1".into();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn log_byte_bounds_are_checked_naming_the_key() {
+        let mut c = NodeConfig::default();
+        c.raft.snapshot_every_log_bytes = 1000;
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "raft.snapshot_every_log_bytes"
+        );
+        c.raft = RaftConfig::default();
+        c.raft.keep_log_bytes_after_snapshot = c.raft.snapshot_every_log_bytes;
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "raft.keep_log_bytes_after_snapshot"
+        );
+        c.raft = RaftConfig::default();
+        c.raft.max_log_memory_bytes = c.raft.snapshot_every_log_bytes - 1;
+        assert_eq!(c.validate().unwrap_err().key, "raft.max_log_memory_bytes");
+        c.raft.max_log_memory_bytes = c.raft.snapshot_every_log_bytes;
+        c.raft.keep_log_bytes_after_snapshot = 0;
         c.validate().unwrap();
     }
 

@@ -11,6 +11,8 @@
 //! - `scrape`: values read at scrape time from counters the node keeps anyway: Raft role, term,
 //!   commit/applied index and apply lag per partition, entity actors, inbox/outbox depth, WAL
 //!   counters and fsync latency, snapshot builds, forwarded requests, process CPU/memory/files.
+//! - `raft_log`: the bytes of Raft log entries held in memory (per partition, node, span since
+//!   the oldest held entry) and the snapshots and purges their byte bounds asked for.
 //! - `leaders`: the task ([`NodeMetrics::watch_leaders`]) that samples leadership to count
 //!   leader changes.
 //!
@@ -19,6 +21,7 @@
 
 mod leaders;
 pub mod ops;
+mod raft_log;
 pub mod request;
 mod scrape;
 

@@ -1,8 +1,9 @@
 //! Values read at scrape time from counters the node keeps anyway: each partition's Raft role,
 //! term and indexes (openraft's metrics watch, the log store's commit gauge), inbox and outbox
 //! depth, the entity runtime's counters, write-ahead log statistics, and the storage histograms
-//! (WAL fsync, snapshot builds) registered as they are.
+//! (WAL fsync, snapshot builds) registered as they are; the Raft logs' weight in `raft_log.rs`.
 
+use super::raft_log::RaftLogMetrics;
 use openraft::ServerState;
 use perdure_cluster::Partitions;
 use perdure_runtime::Passivation;
@@ -47,7 +48,7 @@ fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounte
 }
 
 /// Sets a counter that mirrors an external monotonic count.
-fn mirror(c: &IntCounter, value: u64) {
+pub(super) fn mirror(c: &IntCounter, value: u64) {
     let now = c.get();
     if value > now {
         c.inc_by(value - now);
@@ -76,6 +77,7 @@ pub(super) struct Scraped {
     wal_segments: IntGauge,
     peer_frames_refused: IntCounter,
     peer_handshakes_refused: IntCounter,
+    raft_log: RaftLogMetrics,
 }
 
 /// The per-partition gauges.
@@ -199,6 +201,7 @@ impl Scraped {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Self {
+            raft_log: RaftLogMetrics::new(r, partitions.count())?,
             partitions: PartitionGauges::new(r, partitions.count())?,
             leaders: gauge(r, "perdure_partitions_led", "Partitions this node leads.")?,
             actors_active: gauge(
@@ -305,5 +308,6 @@ impl Scraped {
         let channel = &partitions.peers().config().stats;
         mirror(&self.peer_frames_refused, channel.frames_refused());
         mirror(&self.peer_handshakes_refused, channel.handshakes_refused());
+        self.raft_log.refresh(partitions);
     }
 }

@@ -507,7 +507,10 @@ impl EntityState {
         let mut ops = std::mem::take(&mut b.keys_ops);
         let new_stored = match &b.new_state {
             Some(Some(v)) => {
-                let new = serde_json::to_vec(v).expect("a JSON value always serializes");
+                let mut new = serde_json::to_vec(v).expect("a JSON value always serializes");
+                // the buffer grew by doubling: up to twice the state's size, held by the actor
+                // and (as a whole state) by the log entry until it is purged
+                new.shrink_to_fit();
                 let delta = self
                     .stored
                     .as_deref()

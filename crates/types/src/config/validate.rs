@@ -64,8 +64,33 @@ impl NodeConfig {
                 "must be at least 1",
             ));
         }
+        self.validate_log_bytes()?;
         self.validate_entities_and_http()?;
         self.validate_cluster()
+    }
+
+    /// The byte bounds of the Raft logs held in memory.
+    fn validate_log_bytes(&self) -> Result<(), ConfigError> {
+        let r = &self.raft;
+        if r.snapshot_every_log_bytes < (1 << 20) {
+            return Err(ConfigError::new(
+                "raft.snapshot_every_log_bytes",
+                "must be at least 1 MiB",
+            ));
+        }
+        if r.keep_log_bytes_after_snapshot >= r.snapshot_every_log_bytes {
+            return Err(ConfigError::new(
+                "raft.keep_log_bytes_after_snapshot",
+                "must be less than raft.snapshot_every_log_bytes",
+            ));
+        }
+        if r.max_log_memory_bytes < r.snapshot_every_log_bytes {
+            return Err(ConfigError::new(
+                "raft.max_log_memory_bytes",
+                "must be at least raft.snapshot_every_log_bytes",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_entities_and_http(&self) -> Result<(), ConfigError> {
