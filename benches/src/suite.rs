@@ -11,6 +11,9 @@
 //!    cluster a failover (steady open-loop load, `kill -9` of the node leading most partitions).
 //! 3. Around every perdure scenario the nodes' metrics are read: Raft entries and fsyncs the load
 //!    cost (adds per entry, entries per fsync) and node CPU.
+//! 4. With `--channel tls,mac` the 3-node cluster runs twice, its node channel on TLS
+//!    (`[cluster.tls]`, certificates by `perdure cert`) and on the MAC'd plain channel (the shared
+//!    secret): hot key, many keys and calls one at a time on both, compared side by side.
 //!
 //! Writes `results.json`, `summary.md` (the tables) and SVG plots into `--out`.
 
@@ -57,6 +60,20 @@ pub struct SuiteArgs {
     /// proves the suite works end to end).
     #[arg(long)]
     pub quick: bool,
+    /// The node channels the 3-node cluster runs on, comma-separated: `mac` (the shared secret,
+    /// every frame MAC'd: all the cluster's scenarios and the failover), `tls` (`[cluster.tls]`:
+    /// hot key, many keys and calls one at a time, to compare with `mac` in the same run).
+    #[arg(long, value_delimiter = ',', default_value = "mac")]
+    pub channel: Vec<Channel>,
+}
+
+/// The node channel of the 3-node cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Channel {
+    /// The shared secret: a proven handshake, then a MAC on every frame.
+    Mac,
+    /// TLS 1.3 with certificates of the cluster's CA.
+    Tls,
 }
 
 /// A system under test.
@@ -67,6 +84,10 @@ pub enum System {
     Single,
     /// Three perdure nodes, replication 3.
     Cluster,
+    /// Three perdure nodes, replication 3, the node channel on TLS (`--channel tls`).
+    #[value(skip)]
+    #[serde(rename = "cluster-tls")]
+    ClusterTls,
     /// The Restate peer, one node.
     Restate,
 }
@@ -76,6 +97,7 @@ impl System {
         match self {
             System::Single => "perdure, 1 node",
             System::Cluster => "perdure, 3 nodes (RF 3)",
+            System::ClusterTls => "perdure, 3 nodes (RF 3), TLS node channel",
             System::Restate => "Restate 1.7.12, 1 node",
         }
     }
@@ -105,6 +127,51 @@ impl Row {
     fn adds_per_entry(&self) -> Option<f64> {
         let b = self.batching.as_ref()?;
         (b.entries > 0.0).then(|| self.outcome.acknowledged as f64 / b.entries)
+    }
+}
+
+/// One scenario the cluster ran on both node channels.
+struct ChannelRow<'a> {
+    scenario: &'a str,
+    mac: &'a Row,
+    tls: &'a Row,
+}
+
+impl ChannelRow<'_> {
+    /// Node cores a run used (its node CPU over its duration), if measured.
+    fn cores(r: &Row) -> Option<f64> {
+        let secs = (r.outcome.plan.warmup + r.outcome.plan.measure).as_secs_f64();
+        r.batching.as_ref().map(|b| b.node_cpu_seconds / secs)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (m, t) = (&self.mac.outcome, &self.tls.outcome);
+        json!({
+            "scenario": self.scenario,
+            "mac_per_sec": m.per_sec, "tls_per_sec": t.per_sec,
+            "tls_over_mac": t.per_sec / m.per_sec.max(1e-9),
+            "mac_p50_ms": m.q(0.5), "tls_p50_ms": t.q(0.5),
+            "mac_p99_ms": m.q(0.99), "tls_p99_ms": t.q(0.99),
+            "mac_node_cores": Self::cores(self.mac), "tls_node_cores": Self::cores(self.tls),
+        })
+    }
+
+    fn markdown(&self) -> String {
+        let (m, t) = (&self.mac.outcome, &self.tls.outcome);
+        let cores = |r| Self::cores(r).map_or("-".into(), |c| format!("{c:.2}"));
+        format!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |",
+            self.scenario,
+            m.per_sec,
+            t.per_sec,
+            t.per_sec / m.per_sec.max(1e-9),
+            m.q(0.5),
+            t.q(0.5),
+            m.q(0.99),
+            t.q(0.99),
+            cores(self.mac),
+            cores(self.tls)
+        )
     }
 }
 
@@ -164,15 +231,48 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The node config of a benchmark system: the node's defaults (production Raft timeouts,
-/// durability on); more than one member: a cluster with replication 3.
-fn write_config(spec: &NodeSpec, members: &[NodeSpec], partitions: u32) -> anyhow::Result<()> {
+/// durability on); more than one member: a cluster with replication 3, its node channel on
+/// the shared secret, or on TLS with the certificates in `tls` (made by [`make_certs`]).
+fn write_config(
+    spec: &NodeSpec,
+    members: &[NodeSpec],
+    partitions: u32,
+    tls: Option<&Path>,
+) -> anyhow::Result<()> {
     let members = if members.len() > 1 { members } else { &[] };
     let mut c = spec.config(members);
     c.partitions = partitions;
     c.cluster.cluster_id = "bench".into();
-    c.cluster.secret = "bench-suite-secret-0123456789abcdef".into();
     c.cluster.replication_factor = 3;
+    match tls {
+        None => c.cluster.secret = "bench-suite-secret-0123456789abcdef".into(),
+        Some(dir) => {
+            c.cluster.tls = Some(perdure_types::config::TlsConfig {
+                ca: dir.join("ca.pem"),
+                cert: dir.join(format!("node-{}.pem", spec.id)),
+                key: dir.join(format!("node-{}.key", spec.id)),
+            })
+        }
+    }
     Ok(spec.write_config(&c)?)
+}
+
+/// `perdure cert --dir DIR --nodes 1,..,n`: the cluster's CA and a certificate per node.
+fn make_certs(bin: &Path, dir: &Path, nodes: u64) -> anyhow::Result<()> {
+    let ids: Vec<String> = (1..=nodes).map(|i| i.to_string()).collect();
+    let out = std::process::Command::new(bin)
+        .args(["cert", "--dir"])
+        .arg(dir)
+        .args(["--nodes", &ids.join(",")])
+        .output()
+        .with_context(|| format!("running {} cert", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "perdure cert failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Each partition's leader, from `GET /cluster` of `url` (`None` while one has none).
@@ -253,19 +353,28 @@ impl Suite {
                     url: "http://127.0.0.1:18080".into(),
                 })
             }
-            System::Single | System::Cluster => {
+            System::Single | System::Cluster | System::ClusterTls => {
                 let n = if system == System::Single { 1 } else { 3 };
                 let dir = self.data.join(format!("{system:?}").to_lowercase());
                 if dir.exists() {
                     std::fs::remove_dir_all(&dir)?;
                 }
                 std::fs::create_dir_all(&dir)?;
-                let base = if system == System::Single { 60 } else { 70 };
+                let base = match system {
+                    System::Single => 60,
+                    System::Cluster => 70,
+                    _ => 80,
+                };
                 let specs: Vec<NodeSpec> = (1..=n)
                     .map(|id| NodeSpec::new(id, base, &dir))
                     .collect::<Result<_, _>>()?;
+                let certs = dir.join("certs");
+                let tls = (system == System::ClusterTls).then_some(certs.as_path());
+                if tls.is_some() {
+                    make_certs(&self.bin, &certs, n)?;
+                }
                 for s in &specs {
-                    write_config(s, &specs, self.args.partitions)?;
+                    write_config(s, &specs, self.args.partitions, tls)?;
                 }
                 let mut nodes: Vec<Node> = specs
                     .iter()
@@ -442,13 +551,41 @@ impl Suite {
         result.and(stopped)
     }
 
-    async fn scenarios(&mut self, system: System, running: &Running) -> anyhow::Result<()> {
-        let quick = self.args.quick;
-        let (k10, k100) = if quick {
+    /// The key counts of the many-keys scenarios: 10k and 100k (quick: 100 and 1000).
+    fn key_counts(&self) -> (u32, u32) {
+        if self.args.quick {
             (100, 1000)
         } else {
             (10_000, 100_000)
-        };
+        }
+    }
+
+    /// The scenarios the cluster runs on both node channels (closed-loop maxima of the hot key
+    /// and of many keys, calls one at a time): all that runs on TLS; `mac` runs them among the
+    /// rest under the same names.
+    async fn channel_scenarios(&mut self, system: System, running: &Running) -> anyhow::Result<()> {
+        let (k10, k100) = self.key_counts();
+        let p = self.plan(running, 1, Dist::Uniform, Op::Signal);
+        self.measure(system, running, "hot key (1 counter)", p)
+            .await?;
+        for keys in [k10, k100] {
+            let p = self.plan(running, keys, Dist::Uniform, Op::Signal);
+            self.measure(system, running, &format!("{keys} counters, uniform"), p)
+                .await?;
+        }
+        let mut p = self.plan(running, 1000, Dist::Uniform, Op::Call);
+        p.concurrency = 1;
+        self.measure(system, running, "calls one at a time (closed loop)", p)
+            .await
+            .map(|_| ())
+    }
+
+    async fn scenarios(&mut self, system: System, running: &Running) -> anyhow::Result<()> {
+        if system == System::ClusterTls {
+            return self.channel_scenarios(system, running).await;
+        }
+        let quick = self.args.quick;
+        let (k10, k100) = self.key_counts();
         if system == System::Single {
             let secs = if quick { 0.5 } else { 3.0 };
             for callers in [1, 64] {
@@ -663,6 +800,7 @@ impl Suite {
             "limits": self.limits,
             "scenarios": self.rows.iter().map(Row::json).collect::<Vec<_>>(),
             "failover": self.failover,
+            "channel": self.channel_rows().iter().map(|c| c.json()).collect::<Vec<_>>(),
             "ratios": self.ratios().iter().map(|(s, r)| json!({"scenario": s, "perdure_over_restate": r})).collect::<Vec<_>>(),
         });
         std::fs::write(
@@ -670,7 +808,12 @@ impl Suite {
             serde_json::to_string_pretty(&v)?,
         )?;
         std::fs::write(self.out.join("summary.md"), self.markdown())?;
-        for system in [System::Single, System::Cluster, System::Restate] {
+        for system in [
+            System::Single,
+            System::Cluster,
+            System::ClusterTls,
+            System::Restate,
+        ] {
             let runs: Vec<(&str, &Outcome)> = self
                 .rows
                 .iter()
@@ -749,6 +892,27 @@ impl Suite {
         Ok(())
     }
 
+    /// The scenarios the cluster ran on both node channels, TLS beside MAC (closed loop only:
+    /// the `mac` cluster's sweep points share a scenario prefix, not a name).
+    fn channel_rows(&self) -> Vec<ChannelRow<'_>> {
+        self.rows
+            .iter()
+            .filter(|t| t.system == System::ClusterTls)
+            .filter_map(|t| {
+                let mac = self.rows.iter().find(|m| {
+                    m.system == System::Cluster
+                        && m.scenario == t.scenario
+                        && m.outcome.plan.rate.is_none()
+                })?;
+                Some(ChannelRow {
+                    scenario: &t.scenario,
+                    mac,
+                    tls: t,
+                })
+            })
+            .collect()
+    }
+
     /// Each perdure system over Restate, per scenario both ran: throughput, or for calls Restate's
     /// p50 over perdure's.
     fn ratios(&self) -> Vec<(String, f64)> {
@@ -814,6 +978,13 @@ impl Suite {
                 o.generator_cpu
             );
         }
+        let channel = self.channel_rows();
+        if !channel.is_empty() {
+            let _ = writeln!(s, "\n## Node channel: TLS against the MAC'd plain channel (3 nodes, same run)\n\n| scenario | MAC adds/s | TLS adds/s | TLS / MAC | MAC p50 | TLS p50 | MAC p99 | TLS p99 | MAC node cores | TLS node cores |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for c in &channel {
+                let _ = writeln!(s, "{}", c.markdown());
+            }
+        }
         if let Some(f) = &self.failover {
             let _ = writeln!(
                 s,
@@ -850,6 +1021,7 @@ fn short(s: System) -> &'static str {
     match s {
         System::Single => "perdure 1 node",
         System::Cluster => "perdure 3 nodes",
+        System::ClusterTls => "perdure 3 nodes TLS",
         System::Restate => "Restate 1 node",
     }
 }
@@ -919,7 +1091,24 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     ));
     suite.limits()?;
     suite.actor_limits().await?;
-    let systems = suite.args.systems.clone();
+    // the cluster once per node channel, in the order given
+    let systems: Vec<System> = suite
+        .args
+        .systems
+        .iter()
+        .flat_map(|&s| match s {
+            System::Cluster => suite
+                .args
+                .channel
+                .iter()
+                .map(|c| match c {
+                    Channel::Mac => System::Cluster,
+                    Channel::Tls => System::ClusterTls,
+                })
+                .collect(),
+            s => vec![s],
+        })
+        .collect();
     let mut failed = Vec::new();
     for s in systems {
         if let Err(e) = suite.run_system(s).await {

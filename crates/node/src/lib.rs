@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod routes;
 pub mod server;
 pub mod watchdog;
 
@@ -217,11 +218,14 @@ fn observability(
 ) -> (axum::Router, Option<Observer>) {
     let app = api.merge(dashboard::router(runtime.clone()));
     let access = http::access::Access::new(&config.auth, &config.http);
+    // after every merge: a method a route does not serve is 405 in the API's error shape on the
+    // dashboard's and the metrics' routes too (the fallback applies to routes registered before)
     let guarded = |app: axum::Router| {
-        app.layer(axum::middleware::from_fn_with_state(
-            access.clone(),
-            http::access::guard,
-        ))
+        app.method_not_allowed_fallback(http::method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(
+                access.clone(),
+                http::access::guard,
+            ))
     };
     if !config.metrics.enabled {
         return (guarded(app), None);

@@ -45,7 +45,8 @@
 //! never crosses the wire. A peer that sends anything out of order, a damaged or undecodable
 //! frame, or a frame over the limit (64 KiB before the handshake, [`MAX_PAYLOAD`] after) is
 //! disconnected. Frames are authenticated, not encrypted: the channel hides nothing from a
-//! listener on the path.
+//! listener on the path. At most [`MAX_PENDING_HANDSHAKES`] accepted connections are in their
+//! handshake at once; one over it is closed as soon as it is accepted (`pending.rs`).
 //!
 //! With [`ChannelTls`] (`[cluster.tls]`) the connection is TLS 1.3 with mutual authentication
 //! by certificates of the cluster's CA (`tls.rs`), and the same messages run inside it without
@@ -58,6 +59,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod kind;
+mod pending;
 mod server;
 mod services;
 mod session;
@@ -69,6 +71,7 @@ mod wire;
 pub use client::Peers;
 pub use error::{RemoteError, RemoteErrorCode, TransportError};
 pub use kind::{Kind, UnknownKind};
+pub use pending::MAX_PENDING_HANDSHAKES;
 pub use server::serve;
 pub use services::{DuplicateService, Services};
 pub use stats::ChannelStats;

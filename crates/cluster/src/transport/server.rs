@@ -2,6 +2,7 @@
 
 use super::auth::{self, Role, Transcript};
 use super::error::{RemoteError, RemoteErrorCode};
+use super::pending::{PendingHandshakes, Slot, MAX_PENDING_HANDSHAKES};
 use super::session::FrameMac;
 use super::stats::ChannelStats;
 use super::tls;
@@ -36,8 +37,10 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// completes; then stops accepting and closes every connection (handlers already running finish
 /// on their own, their answers are dropped).
 ///
-/// Accept errors (such as running out of file descriptors) are logged and retried; this returns
-/// an error only if the listener's address cannot be read.
+/// At most [`MAX_PENDING_HANDSHAKES`] connections are in their handshake at once; one accepted
+/// over that is closed at once (see `pending.rs`). Accept errors (such as running out of file
+/// descriptors) are logged and retried; this returns an error only if the listener's address
+/// cannot be read.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<TransportConfig>,
@@ -47,19 +50,27 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tracing::debug!(%local, node = config.node_id, "transport: serving peers");
     let mut connections = JoinSet::new();
+    let pending = PendingHandshakes::new(MAX_PENDING_HANDSHAKES);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
+                    let Some(slot) = pending.admit() else {
+                        config.stats.handshake_shed();
+                        tracing::debug!(%addr, "transport: too many connections in their handshake; closed");
+                        drop(stream);
+                        continue;
+                    };
                     let span = tracing::debug_span!(
                         "transport_conn",
                         peer_addr = %addr,
                         peer = tracing::field::Empty,
                     );
                     connections.spawn(
-                        connection(stream, addr, config.clone(), handler.clone()).instrument(span),
+                        connection(stream, addr, slot, config.clone(), handler.clone())
+                            .instrument(span),
                     );
                 }
                 Err(e) => {
@@ -85,9 +96,11 @@ pub(super) enum Handshake {
     Broken(String),
 }
 
+/// One accepted connection: its handshake (holding `slot` until it ends), then its requests.
 async fn connection(
     stream: TcpStream,
     addr: SocketAddr,
+    slot: Slot,
     config: Arc<TransportConfig>,
     handler: Arc<dyn Handler>,
 ) {
@@ -95,6 +108,7 @@ async fn connection(
     let mut reader = FrameReader::new();
     let handshake =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, open(stream, &mut reader, &config)).await;
+    drop(slot);
     let (rd, wr, from, seal) = match handshake {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(Handshake::Refused(reason))) => {
@@ -646,5 +660,64 @@ mod tests {
             .unwrap();
         raw.expect_closed().await;
         assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_handshake_cap_are_closed_at_once_and_peers_get_in_later() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = config();
+        let handler = Arc::new(handler_fn(|_, _, body| async move { Ok(body) }));
+        tokio::spawn(serve(
+            listener,
+            config.clone(),
+            handler,
+            std::future::pending(),
+        ));
+        // connections that never send a byte: the cap's worth, and some more
+        let extra = 8;
+        let mut silent = Vec::new();
+        for _ in 0..MAX_PENDING_HANDSHAKES + extra {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // the extra ones are closed by the server long before the handshake timeout; the others
+        // stay open (waiting for their Hello)
+        let closed = futures::future::join_all(silent.iter_mut().map(|s| async move {
+            let mut b = [0u8; 1];
+            matches!(
+                tokio::time::timeout(HANDSHAKE_TIMEOUT / 4, s.read(&mut b)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        }))
+        .await;
+        assert_eq!(closed.iter().filter(|c| **c).count(), extra);
+        assert_eq!(config.stats.handshakes_shed(), extra as u64);
+        // once the half-open connections are gone, a real peer completes its handshake
+        drop(silent);
+        let mut welcomed = false;
+        for _ in 0..50 {
+            let mut raw = Raw::connect(addr).await;
+            let nonce_c = auth::nonce();
+            raw.send(&Message::Hello {
+                version: PROTOCOL_VERSION,
+                cluster_id: "c".into(),
+                node_id: 1,
+                partitions: 4,
+                nonce: nonce_c,
+            })
+            .await;
+            // shed (the server has not seen all the closes yet): try again
+            let Some(Message::Challenge { nonce, .. }) = raw.recv().await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            raw.prove(&config.secret, &nonce_c, &nonce).await;
+            welcomed = matches!(raw.recv().await, Some(Message::Welcome));
+            break;
+        }
+        assert!(
+            welcomed,
+            "a peer handshakes once the half-open connections are gone"
+        );
     }
 }

@@ -14,6 +14,7 @@ pub struct ChannelStats {
 struct Counters {
     frames_refused: AtomicU64,
     handshakes_refused: AtomicU64,
+    handshakes_shed: AtomicU64,
 }
 
 impl ChannelStats {
@@ -28,6 +29,17 @@ impl ChannelStats {
     /// expected to be).
     pub fn handshakes_refused(&self) -> u64 {
         self.inner.handshakes_refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed as soon as they were accepted because
+    /// [`MAX_PENDING_HANDSHAKES`](super::pending::MAX_PENDING_HANDSHAKES) others were still in
+    /// their handshake.
+    pub fn handshakes_shed(&self) -> u64 {
+        self.inner.handshakes_shed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn handshake_shed(&self) {
+        self.inner.handshakes_shed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn frame_refused(&self) {

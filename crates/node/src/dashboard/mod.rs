@@ -4,6 +4,7 @@
 //! and state routes). Plain HTML, CSS and JavaScript compiled into the binary: no build step, no
 //! external resources.
 
+use crate::routes;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -22,10 +23,10 @@ pub const STYLE_CSS: &str = include_str!("style.css");
 /// `GET /`, `GET /dashboard/app.js`, `GET /dashboard/style.css`, `GET /dashboard/types`.
 pub fn router(runtime: Arc<Runtime>) -> Router {
     Router::new()
-        .route("/", get(index))
-        .route("/dashboard/app.js", get(app_js))
-        .route("/dashboard/style.css", get(style_css))
-        .route("/dashboard/types", get(types))
+        .route(routes::DASHBOARD, get(index))
+        .route(routes::DASHBOARD_JS, get(app_js))
+        .route(routes::DASHBOARD_CSS, get(style_css))
+        .route(routes::DASHBOARD_TYPES, get(types))
         .with_state(runtime)
 }
 

@@ -168,13 +168,8 @@ pub async fn guard(State(access): State<Access>, req: Request, next: Next) -> Re
 
 /// The role a request needs (`None`: open to anyone).
 fn required_role(method: &Method, path: &str) -> Option<Role> {
-    let open = [
-        "/healthz",
-        "/readyz",
-        "/",
-        "/dashboard/app.js",
-        "/dashboard/style.css",
-    ];
+    use crate::routes::{DASHBOARD, DASHBOARD_CSS, DASHBOARD_JS, HEALTHZ, READYZ};
+    let open = [HEALTHZ, READYZ, DASHBOARD, DASHBOARD_JS, DASHBOARD_CSS];
     match *method {
         Method::GET | Method::HEAD if open.contains(&path) => None,
         Method::GET | Method::HEAD => Some(Role::Read),

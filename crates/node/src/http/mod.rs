@@ -19,6 +19,7 @@ pub mod error;
 pub mod extract;
 
 use crate::metrics::{measure_op, OpKind};
+use crate::routes;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
@@ -35,7 +36,7 @@ use std::time::Duration;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-/// Base path of the Durable Functions-style routes.
+/// Base path of the Durable Functions-style routes (every route is listed in [`crate::routes`]).
 pub const BASE: &str = "/runtime/webhooks/durabletask";
 /// Header carrying a listing's continuation token (both ways), as in Durable Functions.
 pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
@@ -60,27 +61,22 @@ pub fn router(runtime: &Runtime, cluster: Arc<Partitions>, http: HttpConfig) -> 
     let body_limit = usize::try_from(http.max_body_bytes).unwrap_or(usize::MAX);
     let body_timeout = Duration::from_millis(http.body_read_timeout_ms);
     let measured = |kind: OpKind| from_fn_with_state(kind, measure_op);
-    let api = Router::new()
+    Router::new()
         .route(
-            "/entities/{name}/{key}",
+            routes::ENTITY,
             post(entities::signal.layer(measured(OpKind::Signal)))
                 .get(entities::get.layer(measured(OpKind::Read))),
         )
         .route(
-            "/entities/{name}/{key}/call",
+            routes::ENTITY_CALL,
             post(entities::call.layer(measured(OpKind::Call))),
         )
-        .route("/entities/{name}", get(entities::list))
-        .route("/entities:batch", post(entities::batch));
-    Router::new()
-        .nest(BASE, api)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/cluster", get(cluster_status))
-        .route(
-            "/cluster/members/{id}",
-            axum::routing::delete(remove_member),
-        )
+        .route(routes::ENTITY_LIST, get(entities::list))
+        .route(routes::ENTITY_BATCH, post(entities::batch))
+        .route(routes::HEALTHZ, get(healthz))
+        .route(routes::READYZ, get(readyz))
+        .route(routes::CLUSTER, get(cluster_status))
+        .route(routes::CLUSTER_MEMBER, axum::routing::delete(remove_member))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -186,7 +182,8 @@ async fn not_found(req: Request) -> ApiError {
     ))
 }
 
-async fn method_not_allowed(req: Request) -> ApiError {
+/// 405 `method_not_allowed`: a known route, another method.
+pub(crate) async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

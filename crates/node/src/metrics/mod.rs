@@ -177,7 +177,7 @@ pub async fn stats(State(m): State<Arc<NodeMetrics>>) -> Json<serde_json::Value>
 /// `GET /metrics` and `GET /dashboard/stats`.
 pub fn router(m: Arc<NodeMetrics>) -> axum::Router {
     axum::Router::new()
-        .route("/metrics", axum::routing::get(metrics))
-        .route("/dashboard/stats", axum::routing::get(stats))
+        .route(crate::routes::METRICS, axum::routing::get(metrics))
+        .route(crate::routes::DASHBOARD_STATS, axum::routing::get(stats))
         .with_state(m)
 }

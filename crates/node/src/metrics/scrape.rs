@@ -76,7 +76,9 @@ pub(super) struct Scraped {
     wal_syncs: IntCounter,
     wal_segments: IntGauge,
     peer_frames_refused: IntCounter,
-    peer_handshakes_refused: IntCounter,
+    /// By `reason`: `refused` (the handshake failed its checks), `too_many_pending` (closed
+    /// at accept: too many connections in their handshake).
+    peer_handshakes_refused: IntCounterVec,
     raft_log: RaftLogMetrics,
 }
 
@@ -265,11 +267,17 @@ impl Scraped {
                 "perdure_peer_frames_refused_total",
                 "Node-to-node frames that failed authentication (changed, injected, replayed or reordered); each closed its connection.",
             )?,
-            peer_handshakes_refused: counter(
-                r,
-                "perdure_peer_handshakes_refused_total",
-                "Node-to-node handshakes refused (wrong secret or proof, another cluster, a peer that is not the node it claims).",
-            )?,
+            peer_handshakes_refused: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "perdure_peer_handshakes_refused_total",
+                        "Node-to-node handshakes refused, by reason: refused (wrong secret or proof, another cluster, a peer that is not the node it claims), too_many_pending (closed at accept: too many connections in their handshake).",
+                    ),
+                    &["reason"],
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
         })
     }
 
@@ -307,7 +315,9 @@ impl Scraped {
         self.wal_segments.set(w.live_segments as i64);
         let channel = &partitions.peers().config().stats;
         mirror(&self.peer_frames_refused, channel.frames_refused());
-        mirror(&self.peer_handshakes_refused, channel.handshakes_refused());
+        let refused = |reason| self.peer_handshakes_refused.with_label_values(&[reason]);
+        mirror(&refused("refused"), channel.handshakes_refused());
+        mirror(&refused("too_many_pending"), channel.handshakes_shed());
         self.raft_log.refresh(partitions);
     }
 }
