@@ -3,7 +3,8 @@
 
 use crate::transport::{Kind, Peers, RemoteError, Rpc, Service, TransportError};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, SnapshotMismatch, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, SnapshotMismatch,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -118,12 +119,39 @@ impl PeerConnection {
     }
 }
 
+/// The most an append-entries request carries, in entry weight
+/// ([`perdure_storage::log_memory::weigh`]): openraft sends up to `max_payload_entries` (300)
+/// entries at once, which with large entries (a proposal may weigh up to 32 MiB) passes the
+/// transport's frame limit, and a request that can never be sent would leave a lagging follower
+/// behind for good. An entry heavier than this goes alone.
+const MAX_APPEND_BYTES: u64 = 32 << 20;
+
+/// How many of `entries` (at least one) one request carries under [`MAX_APPEND_BYTES`].
+fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>]) -> usize {
+    let mut bytes = 0;
+    let fit = entries
+        .iter()
+        .take_while(|e| {
+            bytes += perdure_storage::log_memory::weigh(e);
+            bytes <= MAX_APPEND_BYTES
+        })
+        .count();
+    fit.max(1)
+}
+
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let fit = entries_that_fit(&rpc.entries);
+        if fit < rpc.entries.len() {
+            // openraft retries at once with at most `fit` entries (for the next few requests)
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit as u64),
+            ));
+        }
         match self
             .send(RaftRpc::AppendEntries(self.partition, rpc), &option)
             .await?
@@ -259,5 +287,40 @@ impl Service for RaftService {
 
     async fn call(&self, _from: NodeId, rpc: RaftRpc) -> Result<RaftRpcResponse, RemoteError> {
         Ok(self.handle(rpc).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use perdure_types::command::{Command, Op, Proposal};
+    use perdure_types::EntityId;
+
+    fn entries(sizes: &[usize]) -> Vec<Entry<TypeConfig>> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                payload: EntryPayload::Normal(Proposal::from(Command::single(Op::SetState {
+                    entity: EntityId::new("register", "k").unwrap(),
+                    state: vec![0; n],
+                }))),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_append_carries_what_fits_under_the_byte_limit_and_at_least_one_entry() {
+        const MIB: usize = 1 << 20;
+        // 300 entries of 1 MiB (openraft's default batch) would be a 300 MiB frame
+        assert_eq!(entries_that_fit(&entries(&[MIB; 300])), 31);
+        assert_eq!(entries_that_fit(&entries(&[10 * MIB; 5])), 3);
+        // an entry over the limit still goes, alone
+        assert_eq!(entries_that_fit(&entries(&[40 * MIB, MIB])), 1);
+        assert_eq!(entries_that_fit(&entries(&[100; 300])), 300);
+        // heartbeats carry nothing
+        assert_eq!(entries_that_fit(&[]), 1);
     }
 }
