@@ -102,9 +102,8 @@ async fn large_writes_keep_the_log_in_memory_bounded_by_bytes_across_a_restart()
     let mut c = test_config(&m, &[], "raftbytes", "", 4);
     c.http.max_body_bytes = 4 << 20;
     c.entities.request_timeout_ms = 60_000;
-    // the test's 200 ms passivation raced the large writes' commits: a call now and then
-    // answered 503 "deactivated before answering; retry" (not what is tested here)
-    c.entities.passivate_after_ms = 60_000;
+    // the kit's 200 ms passivation stays: before the processor's idle handshake named the actor
+    // instance, about 1 in 100 of these large calls answered 503 "deactivated before answering"
     c.raft.snapshot_every_log_bytes = SNAPSHOT_EVERY;
     c.raft.keep_log_bytes_after_snapshot = KEEP;
     c.raft.max_log_memory_bytes = NODE_MAX;
