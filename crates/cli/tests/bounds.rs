@@ -4,6 +4,7 @@
 mod common;
 
 use common::cluster::{http_client, member, start, test_config};
+use common::scrape::{metrics, sample};
 use std::time::Duration;
 
 const BASE: &str = "runtime/webhooks/durabletask";
@@ -79,29 +80,6 @@ async fn huge_appends_fail_as_operations_and_the_partition_serves_on() {
     );
 }
 
-/// The value of an unlabelled sample (or the sum over a labelled family's samples matching
-/// `labels`) in a Prometheus text page.
-fn sample(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            (n == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
-async fn metrics(http: &reqwest::Client, url: &str) -> String {
-    http.get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Case 9: a burst of new entity ids keeps at most `entities.max_active` actors active (the one
 /// idle the longest is passivated to make room), and every operation is still applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +105,8 @@ async fn active_entity_actors_stay_within_max_active_and_every_operation_applies
             let mut highest = 0.0f64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let text = metrics(&http, &url).await;
-                highest = highest.max(sample(&text, "perdure_actors_active", ""));
+                let active = sample(&text, "perdure_actors_active", "");
+                highest = highest.max(active.expect("the node exports perdure_actors_active"));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             highest
@@ -160,12 +139,13 @@ async fn active_entity_actors_stay_within_max_active_and_every_operation_applies
         highest <= MAX as f64,
         "{highest} actors were active at once, over entities.max_active = {MAX}"
     );
-    assert!(sample(&text, "perdure_actors_active", "") <= MAX as f64);
+    assert!(sample(&text, "perdure_actors_active", "").unwrap() <= MAX as f64);
     let pressure = sample(
         &text,
         "perdure_actor_passivations_total",
         "reason=\"pressure\"",
-    );
+    )
+    .unwrap_or(0.0);
     assert!(
         pressure >= (ENTITIES as u64 - MAX) as f64,
         "{pressure} passivations under pressure"
@@ -283,7 +263,9 @@ async fn appends_to_a_growing_list_write_about_what_was_appended_to_the_wal() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let wal = |text: &str| sample(text, "perdure_wal_written_bytes_total", "");
+    let wal = |text: &str| {
+        sample(text, "perdure_wal_written_bytes_total", "").expect("the node exports WAL bytes")
+    };
     let before = wal(&metrics(&http, &url).await);
     for i in 0..APPENDS {
         let item = format!("{i:04}{}", "x".repeat(ITEM - 4));

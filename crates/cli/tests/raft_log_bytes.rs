@@ -5,6 +5,7 @@
 mod common;
 
 use common::cluster::{http_client, member, start, test_config};
+use common::scrape::{metrics, sample};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -47,39 +48,13 @@ fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     kb * 1024
 }
 
-/// The value of metric `name` (without labels) in a text exposition.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-/// The sum of metric `name` over its label sets.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn metrics(http: &reqwest::Client, url: &str) -> String {
-    http.get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Waits until the logs held weigh no more than the node's bound (the bounds act every 100 ms,
 /// and a snapshot takes its time), then answers the metrics.
 async fn settled(http: &reqwest::Client, url: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = metrics(http, url).await;
-        let held = metric(&text, "perdure_raft_log_node_bytes");
+        let held = sample(&text, "perdure_raft_log_node_bytes", "");
         // (a build without the metric: nothing to wait for)
         if held.is_none_or(|h| h <= NODE_MAX as f64) || Instant::now() > deadline {
             return text;
@@ -164,10 +139,10 @@ async fn large_writes_keep_the_log_in_memory_bounded_by_bytes_across_a_restart()
         (WRITES * VALUE_BYTES) >> 20,
         RSS_BOUND >> 20
     );
-    let held =
-        metric(&text, "perdure_raft_log_node_bytes").expect("the node exports its log's weight");
-    let span = metric(&text, "perdure_raft_log_span_bytes").unwrap();
-    let by_bytes = metric_sum(&text, "perdure_raft_log_snapshots_triggered_total");
+    let held = sample(&text, "perdure_raft_log_node_bytes", "")
+        .expect("the node exports its log's weight");
+    let span = sample(&text, "perdure_raft_log_span_bytes", "").unwrap();
+    let by_bytes = sample(&text, "perdure_raft_log_snapshots_triggered_total", "").unwrap_or(0.0);
     eprintln!("log held {held} B, span {span} B, snapshots by bytes {by_bytes}");
     assert!(held <= NODE_MAX as f64, "log held {held} B");
     assert!(
@@ -194,7 +169,7 @@ async fn large_writes_keep_the_log_in_memory_bounded_by_bytes_across_a_restart()
         peak >> 20,
         RSS_BOUND >> 20
     );
-    let held = metric(&text, "perdure_raft_log_node_bytes").unwrap();
+    let held = sample(&text, "perdure_raft_log_node_bytes", "").unwrap();
     assert!(
         held <= NODE_MAX as f64,
         "log held after the restart {held} B"

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod scrape;
 
 use perdure_harness::{Node, NodeSpec, StartOptions};
 use std::process::{Child, Command, Output};
