@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tracing::Instrument;
 
 /// Longest a transfer waits for the proposals in flight to finish.
 const DRAIN: Duration = Duration::from_secs(1);
@@ -84,7 +85,10 @@ impl Service for TransferService {
         from: NodeId,
         TransferRequest(g): TransferRequest,
     ) -> Result<Result<bool, String>, RemoteError> {
-        Ok(transfer(&self.ctx, &self.gates, g, from).await)
+        let span = tracing::info_span!("leadership_transfer", group = g, to = from);
+        Ok(transfer(&self.ctx, &self.gates, g, from)
+            .instrument(span)
+            .await)
     }
 }
 
@@ -110,8 +114,6 @@ async fn transfer(ctx: &Ctx, gates: &Gates, g: PartitionId, heir: NodeId) -> Res
             return Err(format!("node {heir} is not a voter of group {g}"));
         }
     }
-    let span = tracing::info_span!("leadership_transfer", group = g, to = heir);
-    let _enter = span.enter();
     let Some(closed) = gates.close(g, DRAIN).await else {
         return Err("the proposals in flight did not finish in time".into());
     };
