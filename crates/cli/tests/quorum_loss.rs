@@ -74,15 +74,21 @@ async fn led_by(http: &reqwest::Client, url: &str, id: u64) -> HashSet<usize> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn after_losing_its_quorum_every_request_is_answered_within_the_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let members = three_members(dir.path());
+/// Three nodes of cluster `name` (config changed by `edit`), ready and with their leaders
+/// balanced, and an HTTP client that waits `deadline` plus the margin.
+async fn balanced_three(
+    dir: &std::path::Path,
+    name: &str,
+    deadline: Duration,
+    edit: impl Fn(&mut NodeConfig),
+) -> (Vec<NodeSpec>, Nodes, reqwest::Client) {
+    let members = three_members(dir);
     for m in &members {
-        let c = test_config(m, &members, "quorum", "a-test-secret-of-enough-length", 8);
+        let mut c = test_config(m, &members, name, "a-test-secret-of-enough-length", 8);
+        edit(&mut c);
         write_minimal(m, &c);
     }
-    let mut nodes = Nodes::start(&members);
+    let nodes = Nodes::start(&members);
     for m in &members {
         assert!(
             ready(&m.url(), Duration::from_secs(30)).await,
@@ -91,13 +97,20 @@ async fn after_losing_its_quorum_every_request_is_answered_within_the_deadline()
         );
     }
     let http = reqwest::Client::builder()
-        .timeout(DEADLINE + MARGIN)
+        .timeout(deadline + MARGIN)
         .build()
         .unwrap();
-    // leaders spread over the nodes, so the survivor leads some partitions and not others
-    let url = members[0].url();
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    wait_balanced(&http, &url, PARTITIONS as usize, &ids).await;
+    wait_balanced(&http, &members[0].url(), PARTITIONS as usize, &ids).await;
+    (members, nodes, http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_losing_its_quorum_every_request_is_answered_within_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    // leaders spread over the nodes, so the survivor leads some partitions and not others
+    let (members, mut nodes, http) = balanced_three(dir.path(), "quorum", DEADLINE, |_| {}).await;
+    let url = members[0].url();
     let mut led = Vec::new();
     for m in &members {
         led.push(led_by(&http, &url, m.id).await);
@@ -202,27 +215,11 @@ async fn after_losing_its_quorum_every_request_is_answered_within_the_deadline()
 async fn a_write_forwarded_to_a_leader_that_stops_answering_has_an_unknown_outcome() {
     const SHORT: Duration = Duration::from_secs(4);
     let dir = tempfile::tempdir().unwrap();
-    let members = three_members(dir.path());
-    for m in &members {
-        let mut c = test_config(m, &members, "forward", "a-test-secret-of-enough-length", 8);
-        c.entities.request_timeout_ms = SHORT.as_millis() as u64;
-        write_minimal(m, &c);
-    }
-    let mut nodes = Nodes::start(&members);
-    for m in &members {
-        assert!(
-            ready(&m.url(), Duration::from_secs(30)).await,
-            "node {} never ready",
-            m.id
-        );
-    }
-    let http = reqwest::Client::builder()
-        .timeout(SHORT + MARGIN)
-        .build()
-        .unwrap();
+    let (members, mut nodes, http) = balanced_three(dir.path(), "forward", SHORT, |c| {
+        c.entities.request_timeout_ms = SHORT.as_millis() as u64
+    })
+    .await;
     let url = members[0].url();
-    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    wait_balanced(&http, &url, PARTITIONS as usize, &ids).await;
     // a partition led by node 2 or 3; node 1 forwards to it
     let keys = one_key_per_partition("counter");
     let mut target = None;
