@@ -26,7 +26,7 @@ use perdure_types::{NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock, RwLockReadGuard};
 use tracing::Instrument;
 
 /// Longest a transfer waits for the proposals in flight to finish.
@@ -49,9 +49,8 @@ impl Gates {
 
     /// Waits for group `g`'s gate to be open and holds it (shared) until the guard is dropped.
     /// A group without a gate (out of range) passes at once.
-    pub(crate) async fn pass(&self, g: PartitionId) -> Option<OwnedRwLockReadGuard<()>> {
-        let gate = self.0.get(g as usize)?.clone();
-        Some(gate.read_owned().await)
+    pub(crate) async fn pass(&self, g: PartitionId) -> Option<RwLockReadGuard<'_, ()>> {
+        Some(self.0.get(g as usize)?.read().await)
     }
 
     /// Closes group `g`'s gate once the proposals holding it finished, within `within`.
