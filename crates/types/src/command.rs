@@ -13,7 +13,8 @@
 
 use crate::delta::StateDelta;
 use crate::ids::{EntityId, PartitionId};
-use crate::target::Target;
+use crate::orchestration::{HistoryEvent, InstanceRecord, ReusePolicy, RuntimeStatus, TaskId};
+use crate::target::{InstanceId, Target};
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch.
@@ -72,6 +73,9 @@ impl Op {
                 | Op::ScheduleTimer { message, .. } => message.len(),
                 Op::RememberId { id, .. } => id.len(),
                 Op::PatchState { delta, .. } => delta.middle.len(),
+                Op::StartInstance { record, .. } => record_bytes(record) * 2,
+                Op::CompleteTurn(turn) => turn.payload_bytes(),
+                Op::CompleteActivity { event, .. } => event_bytes(event),
                 _ => 0,
             }
     }
@@ -182,6 +186,169 @@ pub enum Op {
         /// The change.
         delta: StateDelta,
     },
+    /// Start an orchestration instance: write its `Pending` record and put its `ExecutionStarted`
+    /// event in its inbox (or, with a scheduled start, in a timer). An existing instance whose
+    /// status the policy does not replace refuses it: [`OpResult::Refused`] with that status,
+    /// nothing changed (or [`OpResult::Duplicate`] when the policy ignores running ones). A
+    /// replaced instance's history, inbox, work items and timers are dropped first.
+    StartInstance {
+        /// The new record (`Pending`).
+        record: InstanceRecord,
+        /// Its `ExecutionStarted` event.
+        started: HistoryEvent,
+        /// What an existing instance of the same id allows.
+        policy: ReusePolicy,
+    },
+    /// One turn of an instance (see [`Turn`]). Fenced: it applies only on the execution and turn
+    /// count it was computed for; otherwise its whole command applies nothing (every op answers
+    /// [`OpResult::Skipped`], on every replica alike).
+    CompleteTurn(Box<Turn>),
+    /// An activity finished outside a turn: if its work item is still there, remove it and put
+    /// the result event in the instance's inbox ([`OpResult::Enqueued`]); otherwise
+    /// [`OpResult::Duplicate`] and nothing changes (a late or repeated completion).
+    CompleteActivity {
+        /// The instance.
+        instance: InstanceId,
+        /// Its execution the activity was scheduled in.
+        execution_id: String,
+        /// The activity's task id.
+        task_id: TaskId,
+        /// `TaskCompleted` or `TaskFailed`.
+        event: HistoryEvent,
+    },
+    /// Remove a finished instance whole (record, history, inbox, work items, timers):
+    /// [`OpResult::Done`]; [`OpResult::NotFound`] when there is none; [`OpResult::Refused`] with
+    /// its status when it is not finished.
+    PurgeInstance {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// Remove instances that finished before `before`, oldest first, at most `limit` of them
+    /// (retention): answers [`OpResult::Count`] with how many.
+    PurgeFinished {
+        /// The cut-off time.
+        before: Millis,
+        /// Most instances removed by this op.
+        limit: u32,
+    },
+}
+
+/// A work item of an instance: an activity to run (at least once; its result is recorded once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItem {
+    /// The task id.
+    pub task_id: TaskId,
+    /// The activity's name.
+    pub name: String,
+    /// Its input (JSON text).
+    pub input: Option<String>,
+}
+
+/// A continue-as-new: the execution ends and the next begins, with the events it carries over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restart {
+    /// The next execution's `ExecutionStarted`.
+    pub started: HistoryEvent,
+    /// Events that arrived and were not consumed, for the next execution's inbox.
+    pub carryover: Vec<HistoryEvent>,
+}
+
+/// One turn of an orchestration instance, committed whole: history events appended, inbox
+/// events consumed, the status record rewritten, work items added and removed, timers created
+/// and cancelled. Messages to other partitions travel beside it in the same command as
+/// [`Op::Send`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The execution the turn was computed for (fence).
+    pub execution_id: String,
+    /// Turns committed before this one in that execution (fence: the record's `turns`).
+    pub turns: u64,
+    /// The record after the turn. Its history counters, `turns` and `execution_id` are kept by
+    /// the apply (they are the partition's facts); everything else is taken as written. When the
+    /// instance has no record yet (a sub-orchestration arriving through the outbox), this
+    /// creates it (`turns` must then be 0).
+    pub record: InstanceRecord,
+    /// History events appended, in order.
+    pub events: Vec<HistoryEvent>,
+    /// Inbox messages consumed, up to and including this sequence number.
+    pub consumed_upto: Option<u64>,
+    /// Activities to run.
+    pub work_items: Vec<WorkItem>,
+    /// Activities whose results this turn records (their work items are removed; each must
+    /// still be there, or the turn applies nothing).
+    pub done_items: Vec<TaskId>,
+    /// Durable timers: task id, due time, the message the timer delivers to the instance.
+    pub timers: Vec<(TaskId, Millis, Vec<u8>)>,
+    /// Timers (by task id) no longer awaited: removed.
+    pub cancel_timers: Vec<TaskId>,
+    /// Continue-as-new: the history, work items and timers of this execution are dropped and
+    /// the next execution's events are put in the inbox.
+    pub restart: Option<Restart>,
+}
+
+impl Turn {
+    /// What the turn weighs in a log entry, within a few percent.
+    pub fn payload_bytes(&self) -> usize {
+        record_bytes(&self.record)
+            + self.events.iter().map(event_bytes).sum::<usize>()
+            + self
+                .work_items
+                .iter()
+                .map(|w| 32 + w.name.len() + w.input.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+            + self.timers.iter().map(|t| 24 + t.2.len()).sum::<usize>()
+            + self.restart.as_ref().map_or(0, |r| {
+                event_bytes(&r.started) + r.carryover.iter().map(event_bytes).sum::<usize>()
+            })
+    }
+}
+
+fn opt_len(s: &Option<String>) -> usize {
+    s.as_ref().map_or(0, String::len)
+}
+
+/// What a record weighs, about.
+fn record_bytes(r: &InstanceRecord) -> usize {
+    128 + r.instance_id.as_str().len()
+        + r.name.len()
+        + opt_len(&r.input)
+        + opt_len(&r.output)
+        + opt_len(&r.custom_status)
+        + r.failure.as_ref().map_or(0, |f| f.message.len() + 64)
+}
+
+/// What an event weighs, about (its payloads plus a fixed cost).
+pub fn event_bytes(e: &HistoryEvent) -> usize {
+    use crate::orchestration::EventKind as K;
+    32 + match &e.kind {
+        K::ExecutionStarted { name, input, .. } => name.len() + opt_len(input) + 64,
+        K::ExecutionCompleted {
+            result, failure, ..
+        } => opt_len(result) + failure.as_ref().map_or(0, |f| f.message.len() + 64),
+        K::TaskScheduled { name, input } => name.len() + opt_len(input),
+        K::TaskCompleted { result, .. } | K::SubOrchestrationCompleted { result, .. } => {
+            opt_len(result)
+        }
+        K::TaskFailed { failure, .. } | K::SubOrchestrationFailed { failure, .. } => {
+            failure.message.len() + 64
+        }
+        K::SubOrchestrationCreated { name, input, .. } => name.len() + opt_len(input) + 64,
+        K::EventSent { name, input, .. } | K::EventRaised { name, input } => {
+            name.len() + opt_len(input)
+        }
+        K::ContinueAsNew { input } => opt_len(input),
+        K::EntityOperationSignaled { input, .. } | K::EntityOperationCalled { input, .. } => {
+            opt_len(input) + 96
+        }
+        K::EntityOperationCompleted { output, .. } => opt_len(output) + 40,
+        K::EntityOperationFailed { failure, .. } => failure.message.len() + 104,
+        K::EntityLockRequested { lock_set, .. } => {
+            lock_set.iter().map(String::len).sum::<usize>() + 40
+        }
+        _ => 16,
+    }
 }
 
 /// The answer to one [`Op`].
@@ -204,6 +371,12 @@ pub enum OpResult {
     },
     /// Skipped: an earlier [`Op::RememberId`] of the same command found a duplicate.
     Skipped,
+    /// Refused by the status of the instance it is about (nothing changed).
+    Refused(RuntimeStatus),
+    /// The instance it is about does not exist (nothing changed).
+    NotFound,
+    /// Applied to this many items.
+    Count(u64),
 }
 
 /// What one Raft log entry carries: independent commands, each atomic on its own (a

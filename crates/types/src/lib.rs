@@ -14,6 +14,7 @@ pub mod error;
 pub mod ids;
 pub mod membership;
 pub mod message;
+pub mod orchestration;
 pub mod partition;
 pub mod placement;
 pub mod target;

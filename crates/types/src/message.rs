@@ -3,6 +3,8 @@
 //! delivers messages without decoding them; each workload reads the variants it owns.
 
 use crate::codec;
+use crate::orchestration::HistoryEvent;
+use crate::target::InstanceId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -15,6 +17,27 @@ pub enum Message {
         operation: String,
         /// Its input as JSON text (JSON values are not self-describing in bincode).
         input: Option<String>,
+    },
+    /// An event for an orchestration instance's inbox.
+    InstanceEvent {
+        /// The execution it is for: an event of another (an earlier) execution is dropped when
+        /// a turn takes it; `None` for events for whatever execution runs (raised events,
+        /// terminate, suspend).
+        execution_id: Option<String>,
+        /// The event.
+        event: HistoryEvent,
+    },
+    /// An entity operation sent by an orchestration: a signal, or a call whose result goes
+    /// back to `reply_to` as `EntityOperationCompleted` / `EntityOperationFailed`.
+    EntityRequest {
+        /// The operation.
+        operation: String,
+        /// Its input as JSON text.
+        input: Option<String>,
+        /// The request's id (named by the answer).
+        request_id: String,
+        /// Who waits for the answer (instance and execution), for a call.
+        reply_to: Option<(InstanceId, String)>,
     },
 }
 
@@ -52,7 +75,9 @@ mod tests {
         let m = Message::entity_operation("add".into(), Some(&serde_json::json!({"n": 2})));
         let back = Message::decode(&m.encode()).unwrap();
         assert_eq!(back, m);
-        let Message::EntityOperation { input, .. } = back;
+        let Message::EntityOperation { input, .. } = back else {
+            panic!("not an entity operation");
+        };
         assert_eq!(
             parse_input(input.as_deref()).unwrap(),
             Some(serde_json::json!({"n": 2}))

@@ -246,24 +246,41 @@ impl EntityState {
                 continue;
             }
             self.inbox_taken = seq;
-            let read = Message::decode(&bytes).map_err(|e| e.to_string()).and_then(
-                |Message::EntityOperation { operation, input }| {
+            let read = Message::decode(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|m| match m {
+                    Message::EntityOperation { operation, input } => Ok((operation, input, None)),
+                    Message::EntityRequest {
+                        operation,
+                        input,
+                        request_id,
+                        reply_to,
+                    } => Ok((
+                        operation,
+                        input,
+                        reply_to.map(|(i, exec)| (i, exec, request_id)),
+                    )),
+                    Message::InstanceEvent { .. } => {
+                        Err("an orchestration event in an entity's inbox".to_string())
+                    }
+                })
+                .and_then(|(operation, input, reply_to)| {
                     Ok((
                         operation,
                         parse_input(input.as_deref()).map_err(|e| e.to_string())?,
+                        reply_to,
                     ))
-                },
-            );
-            let (operation, input) = match read {
+                });
+            let (operation, input, reply_to) = match read {
                 Ok(x) => x,
                 Err(e) => {
                     // Unreadable: drop it with the batch (logged), never block the inbox.
                     tracing::error!(entity = %self.entity, seq, error = %e, "unreadable inbox message dropped");
-                    (String::new(), None)
+                    (String::new(), None, None)
                 }
             };
             self.pending.push_back(Work {
-                kind: WorkKind::Inbox { seq },
+                kind: WorkKind::Inbox { seq, reply_to },
                 operation,
                 input,
                 reply: None,
@@ -358,10 +375,17 @@ impl EntityState {
                     continue;
                 }
             }
-            if let WorkKind::Inbox { seq } = w.kind {
+            if let WorkKind::Inbox { seq, .. } = w.kind {
                 b.dequeue_upto = Some(seq);
             }
             let outcome = self.execute(&mut b, &w, now);
+            if let WorkKind::Inbox {
+                reply_to: Some((instance, execution, request_id)),
+                ..
+            } = &w.kind
+            {
+                self.answer_orchestration(&mut b, instance, execution, request_id, &outcome, now);
+            }
             if let (Some(reply), Some(tx)) = (self.reply_of(&w, outcome), w.reply) {
                 b.replies.push((tx, reply));
             }
@@ -483,7 +507,7 @@ impl EntityState {
             }
             (WorkKind::Call, Ok(r)) => Some(Ok(Reply::Call(r.unwrap_or(Value::Null)))),
             (WorkKind::Call, Err(e)) => Some(Err(Error::Operation(e))),
-            (WorkKind::Inbox { seq }, r) => {
+            (WorkKind::Inbox { seq, .. }, r) => {
                 if let Err(e) = r {
                     tracing::debug!(entity = %self.entity, seq, error = %e, "inbox operation failed");
                 }
@@ -577,6 +601,44 @@ impl EntityState {
             },
             span,
         ));
+    }
+
+    /// An orchestration's call: its answer goes back to the instance through the outbox, in the
+    /// batch's command (so it is sent exactly when the operation's effects commit).
+    fn answer_orchestration(
+        &self,
+        b: &mut Batch,
+        instance: &perdure_types::InstanceId,
+        execution: &str,
+        request_id: &str,
+        outcome: &Result<Option<Value>, String>,
+        now: u64,
+    ) {
+        use perdure_types::orchestration::{EventKind, FailureDetails, HistoryEvent};
+        let kind = match outcome {
+            Ok(v) => EventKind::EntityOperationCompleted {
+                request_id: request_id.to_string(),
+                output: v.as_ref().map(Value::to_string),
+            },
+            Err(e) => EventKind::EntityOperationFailed {
+                request_id: request_id.to_string(),
+                failure: FailureDetails::new("EntityOperationFailed", e.clone()),
+            },
+        };
+        let message = Message::InstanceEvent {
+            execution_id: Some(execution.to_string()),
+            event: HistoryEvent::new(now, kind),
+        }
+        .encode();
+        let target = Target::Instance(instance.clone());
+        let op = Op::Send {
+            dest: target.partition(self.shared.leader.partitions().count()),
+            target,
+            message,
+        };
+        b.other_bytes += op.payload_bytes();
+        b.sent = true;
+        b.effect_ops.push(op);
     }
 
     /// Turns an operation's outgoing signals into outbox and timer ops.

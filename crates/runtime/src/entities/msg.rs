@@ -55,8 +55,14 @@ pub(crate) enum WorkKind {
     Signal { idempotency_key: Option<String> },
     /// From a client; answered with the result.
     Call,
-    /// From the entity's durable inbox (another entity's signal, or a timer).
-    Inbox { seq: u64 },
+    /// From the entity's durable inbox (another entity's signal, a timer, an orchestration's
+    /// signal or call).
+    Inbox {
+        seq: u64,
+        /// For an orchestration's call: who is answered (instance, execution, request id),
+        /// through the outbox in the batch's command.
+        reply_to: Option<(perdure_types::InstanceId, String, String)>,
+    },
 }
 
 /// Messages of an entity actor.
