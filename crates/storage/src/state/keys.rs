@@ -1,7 +1,9 @@
 //! Every key layout of a partition's tree: the only code that builds or parses raw key bytes.
 //!
 //! The first byte is the table's namespace; integers are big-endian so keys sort numerically;
-//! `E` is an entity's canonical id `@name@key`, which never holds a NUL byte.
+//! `E` is an entity's canonical id `@name@key`, which never holds a NUL byte; `iid` is an
+//! orchestration instance id's bytes, which never hold a control character (so `0x00` ends it).
+//! Under `'h'` (orchestration instances) the second byte names the sub-table.
 //!
 //! | key | value | table | what |
 //! |---|---|---|---|
@@ -18,12 +20,16 @@
 //! | `'k' E 0x00 id` | u64 expiry | ids | remembered idempotency id |
 //! | `'K' expiry E 0x00 id` | empty | ids | the same, ordered by expiry |
 //! | `'t' due id` | codec((EntityId, bytes)) | timers | scheduled message |
-//! | `'h' ...` | | | reserved: orchestration histories |
+//! | `'h' 'I' iid` | codec(InstanceRecord) | instances | an instance's status record |
+//! | `'h' 'E' iid 0x00 seq(u32)` | codec(HistoryEvent) | instances | event `seq` (from 0) of the current execution's history |
+//! | `'h' 'A' iid 0x00 task(u32)` | codec(WorkItem) | instances | pending activity work item |
+//! | `'h' 'T' iid 0x00 task(u32)` | codec((u64, u64)) | instances | a durable timer of the instance: the `(due, id)` of its `'t'` key |
+//! | `'h' 'R' completed_at iid` | empty | instances | finished instance, by completion time (retention) |
 //!
 //! This layout is the on-disk format (snapshots copy the tree's pairs verbatim): the test vectors
 //! at the bottom pin every key's bytes.
 
-use perdure_types::{EntityId, Target};
+use perdure_types::{EntityId, InstanceId, Target};
 
 /// Last applied log id.
 pub const APPLIED: &[u8] = b"\x00applied";
@@ -45,6 +51,12 @@ const OUTBOX_LAST: u8 = b'O';
 const ID: u8 = b'k';
 const ID_BY_EXPIRY: u8 = b'K';
 const TIMER: u8 = b't';
+const INSTANCES: u8 = b'h';
+const INSTANCE_RECORD: u8 = b'I';
+const INSTANCE_HISTORY: u8 = b'E';
+const INSTANCE_WORK: u8 = b'A';
+const INSTANCE_TIMER: u8 = b'T';
+const INSTANCE_FINISHED: u8 = b'R';
 
 fn with(ns: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -228,6 +240,108 @@ pub fn timer_of(k: &[u8]) -> (u64, u64) {
     (u64_of(&k[1..9]), u64_of(&k[9..17]))
 }
 
+// ---- orchestration instances ----
+
+/// Prefix of every instance status record.
+pub const INSTANCES_ALL: &[u8] = &[INSTANCES, INSTANCE_RECORD];
+/// Prefix of every instance work item.
+pub const INSTANCE_WORK_ALL: &[u8] = &[INSTANCES, INSTANCE_WORK];
+/// Prefix of the finished-instances index.
+pub const INSTANCES_FINISHED_ALL: &[u8] = &[INSTANCES, INSTANCE_FINISHED];
+
+/// `'h' sub iid 0x00`: the prefix of one instance's keys in sub-table `sub`.
+fn instance_sub_prefix(sub: u8, i: &InstanceId) -> Vec<u8> {
+    with(INSTANCES, &[&[sub], i.as_str().as_bytes(), &[0]])
+}
+
+/// An instance's status record.
+pub fn instance(i: &InstanceId) -> Vec<u8> {
+    with(INSTANCES, &[&[INSTANCE_RECORD], i.as_str().as_bytes()])
+}
+
+/// The first record key past instance `after`: where a listing that continues after it starts.
+pub fn instance_after(after: &InstanceId) -> Vec<u8> {
+    let mut k = instance(after);
+    k.push(0);
+    k
+}
+
+/// Prefix of an instance's history events.
+pub fn instance_history_prefix(i: &InstanceId) -> Vec<u8> {
+    instance_sub_prefix(INSTANCE_HISTORY, i)
+}
+
+/// History event `seq` of an instance's current execution.
+pub fn instance_history(i: &InstanceId, seq: u32) -> Vec<u8> {
+    let mut k = instance_history_prefix(i);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Prefix of an instance's work items.
+pub fn instance_work_prefix(i: &InstanceId) -> Vec<u8> {
+    instance_sub_prefix(INSTANCE_WORK, i)
+}
+
+/// The work item of task `task` of an instance.
+pub fn instance_work(i: &InstanceId, task: u32) -> Vec<u8> {
+    let mut k = instance_work_prefix(i);
+    k.extend_from_slice(&task.to_be_bytes());
+    k
+}
+
+/// The owner of a work item key, as its id (lossy UTF-8), and the key just past every work
+/// item of that owner; `None` for a key without the NUL separator.
+pub fn instance_work_owner_of(k: &[u8]) -> Option<(String, Vec<u8>)> {
+    let start = INSTANCE_WORK_ALL.len();
+    let nul = start + k.get(start..)?.iter().position(|b| *b == 0)?;
+    let id = String::from_utf8_lossy(&k[start..nul]).into_owned();
+    Some((id, prefix_end(&k[..=nul])))
+}
+
+/// Prefix of an instance's timer references.
+pub fn instance_timer_prefix(i: &InstanceId) -> Vec<u8> {
+    instance_sub_prefix(INSTANCE_TIMER, i)
+}
+
+/// The reference to the durable timer of task `task` of an instance.
+pub fn instance_timer(i: &InstanceId, task: u32) -> Vec<u8> {
+    let mut k = instance_timer_prefix(i);
+    k.extend_from_slice(&task.to_be_bytes());
+    k
+}
+
+/// An instance in the finished-instances index, finished at `completed_at`.
+pub fn instance_finished(completed_at: u64, i: &InstanceId) -> Vec<u8> {
+    with(
+        INSTANCES,
+        &[
+            &[INSTANCE_FINISHED],
+            &completed_at.to_be_bytes(),
+            i.as_str().as_bytes(),
+        ],
+    )
+}
+
+/// The finished-index key just past every instance finished before `t`.
+pub fn instances_finished_before(t: u64) -> Vec<u8> {
+    with(INSTANCES, &[&[INSTANCE_FINISHED], &t.to_be_bytes()])
+}
+
+/// `(completed_at, instance id)` of a finished-index key (the id lossy UTF-8); `None` for a key
+/// too short to hold them.
+pub fn instance_finished_of(k: &[u8]) -> Option<(u64, String)> {
+    let at = INSTANCES_FINISHED_ALL.len();
+    if k.len() <= at + 8 {
+        return None;
+    }
+    let completed_at = u64_of(&k[at..at + 8]);
+    Some((
+        completed_at,
+        String::from_utf8_lossy(&k[at + 8..]).into_owned(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,8 +354,12 @@ mod tests {
         Target::Entity(e())
     }
 
+    fn iid() -> InstanceId {
+        InstanceId::new("order-7").unwrap()
+    }
+
     fn instance() -> Target {
-        Target::Instance(perdure_types::InstanceId::new("order-7").unwrap())
+        Target::Instance(iid())
     }
 
     /// Test vectors: the on-disk layout of every key. A change here is a format change.
@@ -296,6 +414,55 @@ mod tests {
                 timer(0x0102, 7),
                 b"t\x00\x00\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x00\x00\x00\x07",
             ),
+            ("instances_all", INSTANCES_ALL.to_vec(), b"hI"),
+            ("instance", super::instance(&iid()), b"hIorder-7"),
+            ("instance_after", instance_after(&iid()), b"hIorder-7\x00"),
+            (
+                "instance_history_prefix",
+                instance_history_prefix(&iid()),
+                b"hEorder-7\x00",
+            ),
+            (
+                "instance_history",
+                instance_history(&iid(), 0x0102),
+                b"hEorder-7\x00\x00\x00\x01\x02",
+            ),
+            ("instance_work_all", INSTANCE_WORK_ALL.to_vec(), b"hA"),
+            (
+                "instance_work_prefix",
+                instance_work_prefix(&iid()),
+                b"hAorder-7\x00",
+            ),
+            (
+                "instance_work",
+                instance_work(&iid(), 3),
+                b"hAorder-7\x00\x00\x00\x00\x03",
+            ),
+            (
+                "instance_timer_prefix",
+                instance_timer_prefix(&iid()),
+                b"hTorder-7\x00",
+            ),
+            (
+                "instance_timer",
+                instance_timer(&iid(), 3),
+                b"hTorder-7\x00\x00\x00\x00\x03",
+            ),
+            (
+                "instances_finished_all",
+                INSTANCES_FINISHED_ALL.to_vec(),
+                b"hR",
+            ),
+            (
+                "instance_finished",
+                instance_finished(0x0102, &iid()),
+                b"hR\x00\x00\x00\x00\x00\x00\x01\x02order-7",
+            ),
+            (
+                "instances_finished_before",
+                instances_finished_before(0x0102),
+                b"hR\x00\x00\x00\x00\x00\x00\x01\x02",
+            ),
         ];
         for (what, got, want) in vectors {
             assert_eq!(got, want, "{what}");
@@ -327,5 +494,15 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b"\xff\xff"), vec![0xff; 3]);
         assert_eq!(u64_of(&[1, 2]), 0x0102);
+        assert_eq!(
+            instance_work_owner_of(&instance_work(&iid(), 5)),
+            Some(("order-7".to_string(), b"hAorder-7\x01".to_vec()))
+        );
+        assert_eq!(instance_work_owner_of(b"hAorder-7"), None);
+        assert_eq!(
+            instance_finished_of(&instance_finished(9, &iid())),
+            Some((9, "order-7".to_string()))
+        );
+        assert_eq!(instance_finished_of(&instances_finished_before(9)), None);
     }
 }

@@ -11,20 +11,25 @@
 //! | `outbox.rs` | outbox messages | `Send`, `AckOutbox` | [`PartitionState::outbox`] |
 //! | `timers.rs` | scheduled messages | `ScheduleTimer`, `RemoveTimer` | [`PartitionState::timers`] |
 //! | `ids.rs` | idempotency ids | `RememberId`, `ExpireIds` | [`PartitionState::ids`] |
+//! | `instances.rs` | orchestration instances: status records, histories, work items, timer references, finished index | `StartInstance`, `CompleteTurn`, `CompleteActivity`, `PurgeInstance`, `PurgeFinished` | [`PartitionState::instances`] |
 //!
 //! Beside them: `keys.rs` (every key layout, the only code that builds or parses key bytes, pinned
 //! by test vectors), `tree.rs` (the store: the only code that talks to redb), `txn.rs` (one apply
-//! batch's pending writes) and `export.rs` (the whole tree as pairs, for snapshots). This file holds [`PartitionState`] and the apply loop: fencing by
-//! term, the duplicate-id check, membership and the applied position, and the dispatch of each
-//! op to its table.
+//! batch's pending writes) and `export.rs` (the whole tree as pairs, for snapshots). This file
+//! holds [`PartitionState`] and the apply loop: fencing by term, the duplicate-id check, the fit
+//! pre-checks (state deltas, instance turns), membership and the applied position, and the
+//! dispatch of each op to its table.
 //!
 //! # Adding a table
-//! 1. Its key layout in `keys.rs`: a new namespace byte (`'h'` is reserved for orchestration
-//!    histories), builders and parsers, a row in the layout table and lines in the test vectors.
+//! 1. Its key layout in `keys.rs`: a new namespace byte (`'h'` holds orchestration instances,
+//!    with a second byte per sub-table), builders and parsers, a row in the layout table and
+//!    lines in the test vectors.
 //! 2. A file `<table>.rs`: one `pub(super) fn` per op taking a `Txn` (read-your-writes
 //!    within the batch), and a small `Copy` view struct, `<Table>Table<'a>`, with its queries.
 //! 3. Here: `mod <table>;`, `pub use` of the view, an accessor on [`PartitionState`], and one
-//!    arm per new [`Op`] in `apply_op`.
+//!    arm per new [`Op`] in `apply_op`. An op that decides whether its whole command applies
+//!    (a fence on stored state) adds a pre-check to `apply_command`, as `entities::patches_fit`
+//!    and `instances::turns_fit` do.
 //!
 //! Nothing else changes: snapshots copy every pair of the tree, whatever its table.
 //!
@@ -37,6 +42,7 @@ mod entities;
 mod export;
 mod ids;
 mod inbox;
+mod instances;
 pub(crate) mod keys;
 mod outbox;
 #[cfg(test)]
@@ -48,6 +54,7 @@ mod txn;
 pub use entities::EntitiesTable;
 pub use ids::IdsTable;
 pub use inbox::InboxTable;
+pub use instances::InstancesTable;
 pub use outbox::{OutboxTable, Outgoing};
 pub use timers::{Timer, TimersTable};
 pub use tree::TreeSnapshot;
@@ -122,6 +129,11 @@ impl PartitionState {
     /// Remembered idempotency ids.
     pub fn ids(&self) -> IdsTable<'_> {
         IdsTable { state: self }
+    }
+
+    /// Orchestration instances: status records, histories, work items, the finished index.
+    pub fn instances(&self) -> InstancesTable<'_> {
+        InstancesTable { state: self }
     }
 
     fn decode<T: serde::de::DeserializeOwned>(&self, v: &[u8]) -> Result<T> {
@@ -214,8 +226,8 @@ impl PartitionState {
     }
 }
 
-/// One command: all of its ops in order, unless it remembers an id seen before or holds a state
-/// delta that does not fit the stored state.
+/// One command: all of its ops in order, unless it remembers an id seen before, holds a state
+/// delta that does not fit the stored state or an instance turn whose fence does not hold.
 fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<Vec<OpResult>> {
     if let Some(results) = duplicate(txn, cmd)? {
         return Ok(results);
@@ -224,6 +236,12 @@ fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<Vec<OpResult>> {
         // computed on another state than the stored one: deterministic (every replica holds
         // the same state here), and the proposer's actor learns that nothing took effect
         tracing::warn!("a command's state delta does not fit the stored state: skipped whole");
+        return Ok(vec![OpResult::Skipped; cmd.ops.len()]);
+    }
+    if !instances::turns_fit(txn, &cmd.ops)? {
+        // a turn computed for another execution or turn count (a stale leader, a repeat): the
+        // sends and dequeues computed with it must not apply alone
+        tracing::debug!("a command's turn does not hold its fence: skipped whole");
         return Ok(vec![OpResult::Skipped; cmd.ops.len()]);
     }
     let mut out = Vec::with_capacity(cmd.ops.len());
@@ -304,12 +322,22 @@ fn apply_op(txn: &mut Txn<'_>, op: &Op) -> Result<OpResult> {
             message,
         } => timers::schedule(txn, *due, target, message)?,
         Op::RemoveTimer { due, id } => timers::remove(txn, *due, *id),
-        // orchestration instances: the instances table is being written (issue 13)
-        Op::StartInstance { .. }
-        | Op::CompleteTurn(_)
-        | Op::CompleteActivity { .. }
-        | Op::PurgeInstance { .. }
-        | Op::PurgeFinished { .. } => OpResult::Skipped,
+        Op::StartInstance {
+            record,
+            started,
+            policy,
+        } => instances::start(txn, record, started, policy)?,
+        Op::CompleteTurn(turn) => instances::complete_turn(txn, turn)?,
+        Op::CompleteActivity {
+            instance,
+            execution_id,
+            task_id,
+            event,
+        } => instances::complete_activity(txn, instance, execution_id, *task_id, event)?,
+        Op::PurgeInstance { instance } => instances::purge(txn, instance)?,
+        Op::PurgeFinished { before, limit } => {
+            instances::purge_finished(txn, *before, *limit as usize)?
+        }
     })
 }
 

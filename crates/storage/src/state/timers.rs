@@ -28,10 +28,16 @@ pub(super) fn schedule(
     target: &Target,
     message: &[u8],
 ) -> Result<OpResult> {
+    Ok(OpResult::Scheduled(add(txn, due, target, message)?))
+}
+
+/// Schedules a message for `target` at `due` and returns the new timer's id (for tables that
+/// keep a reference to their timers).
+pub(super) fn add(txn: &mut Txn<'_>, due: Millis, target: &Target, message: &[u8]) -> Result<u64> {
     let id = txn.next_u64(keys::TIMER_SEQ)?;
     let v = txn.encode(&(target, message))?;
     txn.put(keys::timer(due, id), v);
-    Ok(OpResult::Scheduled(id))
+    Ok(id)
 }
 
 /// `Op::RemoveTimer`: removes a timer (fired or cancelled).

@@ -74,6 +74,11 @@ impl<'a> Txn<'a> {
         self.state.encode(v)
     }
 
+    /// Decodes a value with the codec, naming this partition's tree in the error.
+    pub(super) fn decode<T: serde::de::DeserializeOwned>(&self, v: &[u8]) -> Result<T> {
+        self.state.decode(v)
+    }
+
     /// Live keys in `[start, end)`, at most `limit`, merging the tree with pending writes.
     pub(super) fn keys(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
         let mut out: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
