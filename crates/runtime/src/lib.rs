@@ -11,6 +11,7 @@ mod chaos_bug;
 pub mod entities;
 pub mod error;
 pub mod host;
+pub mod orchestrations;
 
 pub use entities::{
     builtin, entity, testing, Entities, EntityMetrics, EntityPage, EntitySummary, Passivation,
