@@ -15,7 +15,7 @@ pub mod server;
 pub mod watchdog;
 
 use perdure_cluster::Partitions;
-use perdure_runtime::{Registry, Runtime};
+use perdure_runtime::{Registries, Registry, Runtime};
 use perdure_types::config::NodeConfig;
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +64,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let registries = Registries {
+        entities: Registry::for_config(&config.entities),
+        orchestrations: perdure_runtime::orchestrations::samples::registry_for(&config.samples),
+    };
+    run_with(config, listener, shutdown, registries).await
+}
+
+/// [`run`] with the entity types, orchestrators and activities of the caller: how a user's own
+/// binary runs a node with its code (see `examples/`).
+pub async fn run_with(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    registries: Registries,
+) -> Result<(), Error> {
     let started = Instant::now();
     let _watchdog = watchdog::start(Duration::from_millis(config.watchdog.stall_after_ms));
     watchdog::test_stall();
@@ -75,10 +90,11 @@ pub async fn run(
     let limits = server::Limits::of(&config.http, limits::open_files_limit())?;
     // built, then run: the runtime adds its peer service before the node accepts peers
     let partitions = Arc::new(Partitions::open(&config).await?);
-    let runtime = match Runtime::start(
+    let runtime = match Runtime::start_with(
         partitions.clone(),
-        Registry::for_config(&config.entities),
+        registries,
         config.entities.clone(),
+        config.orchestrations.clone(),
     )
     .await
     {

@@ -1,7 +1,9 @@
 //! The runtime's error type. Each variant has a transport-neutral [`ErrorKind`] (see
 //! [`Error::kind`]) that HTTP and gRPC map to their own statuses at the edge.
 
-use perdure_types::{ErrorKind, Failure, IdError, NodeId, PartitionId};
+use perdure_types::orchestration::RuntimeStatus;
+use perdure_types::target::InstanceIdError;
+use perdure_types::{ErrorKind, Failure, IdError, InstanceId, NodeId, PartitionId};
 
 /// A request to the runtime could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,63 @@ pub enum Error {
     /// that node gave them.
     #[error("{}", .0.message)]
     Remote(Failure),
+    /// The instance id is not valid.
+    #[error("invalid instance id: {0}")]
+    BadInstanceId(#[from] InstanceIdError),
+    /// No orchestrator has this name.
+    #[error("unknown orchestrator {name:?}; known orchestrators: {known}")]
+    UnknownOrchestrator {
+        /// The name asked for.
+        name: String,
+        /// The registered names, comma-separated.
+        known: String,
+    },
+    /// No instance has this id.
+    #[error("no orchestration instance {0:?}")]
+    InstanceNotFound(InstanceId),
+    /// A start named an instance that exists in a status the reuse policy does not replace.
+    #[error("orchestration instance {instance:?} exists and is {status}: not replaced (its reuse policy replaces only the statuses it lists)")]
+    InstanceExists {
+        /// The instance.
+        instance: InstanceId,
+        /// Its status.
+        status: RuntimeStatus,
+    },
+    /// The request needs a running instance, and this one finished.
+    #[error("orchestration instance {instance:?} is {status}: it no longer takes {what}")]
+    InstanceFinished {
+        /// The instance.
+        instance: InstanceId,
+        /// Its status.
+        status: RuntimeStatus,
+        /// What was refused ("events", "a terminate", ...).
+        what: &'static str,
+    },
+    /// The request does not fit the instance's status (resume a running one, rewind a
+    /// completed one, purge a running one).
+    #[error("orchestration instance {instance:?} is {status}: {why}")]
+    InstanceState {
+        /// The instance.
+        instance: InstanceId,
+        /// Its status.
+        status: RuntimeStatus,
+        /// Why that refuses the request.
+        why: String,
+    },
+    /// A payload (input, event data, reason) is over `orchestrations.max_payload_bytes`.
+    /// Nothing was written.
+    #[error("{what} is {bytes} bytes, over the limit of {max} (orchestrations.max_payload_bytes); nothing was written")]
+    PayloadTooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: u64,
+    },
+    /// A malformed request (a bad continuation token, a bad filter, ...).
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 impl Error {
@@ -105,6 +164,14 @@ impl Error {
             Error::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
             Error::TooManyIdempotencyKeys { .. } => ErrorKind::ResourceExhausted,
             Error::Remote(f) => f.kind,
+            Error::BadInstanceId(_)
+            | Error::UnknownOrchestrator { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::BadRequest(_) => ErrorKind::InvalidArgument,
+            Error::InstanceNotFound(_) => ErrorKind::NotFound,
+            Error::InstanceExists { .. }
+            | Error::InstanceFinished { .. }
+            | Error::InstanceState { .. } => ErrorKind::FailedPrecondition,
         }
     }
 
@@ -121,6 +188,14 @@ impl Error {
             Error::DeadlineExceeded { write: false, .. } => "deadline_exceeded",
             Error::TooManyIdempotencyKeys { .. } => "too_many_idempotency_keys",
             Error::Remote(f) => &f.code,
+            Error::BadInstanceId(_) => "bad_instance_id",
+            Error::UnknownOrchestrator { .. } => "unknown_orchestrator",
+            Error::InstanceNotFound(_) => "instance_not_found",
+            Error::InstanceExists { .. } => "instance_exists",
+            Error::InstanceFinished { .. } => "instance_finished",
+            Error::InstanceState { .. } => "instance_state",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::BadRequest(_) => "bad_request",
         }
     }
 

@@ -5,6 +5,8 @@
 //!   one, and leader-only services (outbox delivery, timers, idempotency-id expiry).
 //! - [`entities`]: durable entities, one workload of the host (actors, processor, programming
 //!   model, built-in types, registry, the [`Entities`] facade).
+//! - [`orchestrations`]: durable orchestrations, the second workload (live instances, turns,
+//!   the programming model, in-process activities, the [`Orchestrations`] facade).
 //! - [`Runtime`]: a node's host with its workloads, built and started together.
 
 mod chaos_bug;
@@ -19,43 +21,97 @@ pub use entities::{
 };
 pub use error::Error;
 pub use host::{Host, HostMetrics, LEADER_WAIT};
+pub use orchestrations::model::OrchestrationRegistry;
+pub use orchestrations::{OrchestrationWorkload, Orchestrations};
 
 use perdure_cluster::Partitions;
-use perdure_types::config::EntitiesConfig;
+use perdure_types::config::{EntitiesConfig, OrchestrationsConfig};
 use std::sync::Arc;
 
-/// A node's runtime: the partition host with the entity workload.
+/// What a node runs: its entity types, and its orchestrators and activities.
+#[derive(Debug, Clone, Default)]
+pub struct Registries {
+    /// The entity types.
+    pub entities: Registry,
+    /// The orchestrators and activities.
+    pub orchestrations: OrchestrationRegistry,
+}
+
+/// A node's runtime: the partition host with the entity and orchestration workloads.
 #[derive(Debug)]
 pub struct Runtime {
     host: Arc<Host>,
     entities: Arc<Entities>,
+    orchestrations: Arc<Orchestrations>,
 }
 
 impl Runtime {
-    /// Starts the host over a node's partitions with the entity workload: a proposer per
-    /// partition and a leader loop that runs the workloads and services whenever this node leads
-    /// the partition.
+    /// Starts the host over a node's partitions with the entity workload only (no
+    /// orchestrators registered).
     pub async fn start(
         partitions: Arc<Partitions>,
         registry: Registry,
         config: EntitiesConfig,
     ) -> Result<Self, Error> {
-        chaos_bug::stale_reads(); // read the chaos-test switch once, at start-up (logs when on)
-        let workload = Arc::new(entities::EntityWorkload::new(
-            registry,
+        let registries = Registries {
+            entities: registry,
+            orchestrations: OrchestrationRegistry::default(),
+        };
+        Self::start_with(
+            partitions,
+            registries,
             config,
+            OrchestrationsConfig::default(),
+        )
+        .await
+    }
+
+    /// Starts the host over a node's partitions with both workloads: a proposer per partition
+    /// and a leader loop that runs the workloads and services whenever this node leads the
+    /// partition.
+    pub async fn start_with(
+        partitions: Arc<Partitions>,
+        registries: Registries,
+        config: EntitiesConfig,
+        orchestrations: OrchestrationsConfig,
+    ) -> Result<Self, Error> {
+        chaos_bug::stale_reads(); // read the chaos-test switch once, at start-up (logs when on)
+        let request_timeout = std::time::Duration::from_millis(config.request_timeout_ms);
+        let workload = Arc::new(entities::EntityWorkload::new(
+            registries.entities,
+            config,
+            partitions.count(),
+        ));
+        let orch_workload = Arc::new(OrchestrationWorkload::new(
+            registries.orchestrations,
+            orchestrations,
             partitions.count(),
         ));
         let host = Host::builder(partitions)
             .workload(workload.clone())
+            .workload(orch_workload.clone())
             .start()?;
         let entities = Arc::new(Entities::new(host.router().clone(), workload)?);
-        Ok(Self { host, entities })
+        let orchestrations = Arc::new(Orchestrations::new(
+            host.router().clone(),
+            orch_workload,
+            request_timeout,
+        )?);
+        Ok(Self {
+            host,
+            entities,
+            orchestrations,
+        })
     }
 
     /// The entity facade.
     pub fn entities(&self) -> &Arc<Entities> {
         &self.entities
+    }
+
+    /// The orchestration facade.
+    pub fn orchestrations(&self) -> &Arc<Orchestrations> {
+        &self.orchestrations
     }
 
     /// The partition host.

@@ -193,9 +193,9 @@ pub enum Op {
     /// replaced instance's history, inbox, work items and timers are dropped first.
     StartInstance {
         /// The new record (`Pending`).
-        record: InstanceRecord,
+        record: Box<InstanceRecord>,
         /// Its `ExecutionStarted` event.
-        started: HistoryEvent,
+        started: Box<HistoryEvent>,
         /// What an existing instance of the same id allows.
         policy: ReusePolicy,
     },
@@ -214,7 +214,7 @@ pub enum Op {
         /// The activity's task id.
         task_id: TaskId,
         /// `TaskCompleted` or `TaskFailed`.
-        event: HistoryEvent,
+        event: Box<HistoryEvent>,
     },
     /// Remove a finished instance whole (record, history, inbox, work items, timers):
     /// [`OpResult::Done`]; [`OpResult::NotFound`] when there is none; [`OpResult::Refused`] with

@@ -52,6 +52,10 @@ pub struct NodeConfig {
     pub raft: RaftConfig,
     /// Entity runtime settings.
     pub entities: EntitiesConfig,
+    /// Orchestration runtime settings.
+    pub orchestrations: OrchestrationsConfig,
+    /// The sample orchestrations (`[samples] enabled = true`).
+    pub samples: SamplesConfig,
     /// HTTP API settings.
     pub http: HttpConfig,
     /// Client authentication on the HTTP API (no tokens: none, see [`AuthConfig`]).
@@ -76,6 +80,8 @@ impl Default for NodeConfig {
             wal: WalConfig::default(),
             raft: RaftConfig::default(),
             entities: EntitiesConfig::default(),
+            orchestrations: OrchestrationsConfig::default(),
+            samples: SamplesConfig::default(),
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             cluster: ClusterConfig::default(),
@@ -281,6 +287,66 @@ impl Default for EntitiesConfig {
             max_idempotency_keys: 250_000,
         }
     }
+}
+
+/// Orchestration runtime settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrchestrationsConfig {
+    /// Most events one execution's history may hold: a turn that would pass it fails the
+    /// instance with a clear error (continue-as-new keeps eternal orchestrations under it).
+    /// Default 1 000 000; between 100 and 100 000 000.
+    pub max_history_events: u64,
+    /// Most bytes one execution's history may hold (encoded events), likewise. Default
+    /// 256 MiB; between 64 KiB and 4 GiB.
+    pub max_history_bytes: u64,
+    /// Largest input, output, custom status or event payload (JSON bytes) a client or an
+    /// orchestration may hand in: larger ones are refused (nothing written), or fail the step
+    /// that made them. Default 4 MiB; between 1 KiB and 64 MiB.
+    pub max_payload_bytes: u64,
+    /// Activities running at once on this node (in-process); more wait for a slot. Default
+    /// 1 000; between 1 and 1 000 000.
+    pub max_concurrent_activities: u32,
+    /// Most activities a turn dispatches at once per instance, and most new decisions one
+    /// command carries (a wider fan-out commits in several commands). Default 5 000; between
+    /// 1 and 1 000 000.
+    pub max_actions_per_turn: u32,
+    /// A live orchestrator (its replayed state kept in memory between turns) idle this long is
+    /// dropped; its next event replays its history. Default 60 000 ms.
+    pub passivate_after_ms: u64,
+    /// A step (a turn or an activity) that fails this many times in a row by crashing (a panic,
+    /// a storage error) is quarantined: the instance fails with a `PoisonMessage` error naming
+    /// the step. Default 5; between 1 and 1 000.
+    pub max_dispatches: u32,
+    /// Finished instances (completed, failed, terminated) are purged this long after they
+    /// finished, by each partition's leader in bounded batches. 0 keeps them for ever. Default
+    /// 30 days.
+    pub retention_ms: u64,
+}
+
+impl Default for OrchestrationsConfig {
+    fn default() -> Self {
+        Self {
+            max_history_events: 1_000_000,
+            max_history_bytes: 256 << 20,
+            max_payload_bytes: 4 << 20,
+            max_concurrent_activities: 1_000,
+            max_actions_per_turn: 5_000,
+            passivate_after_ms: 60_000,
+            max_dispatches: 5,
+            retention_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// The sample orchestrations the standard binary ships (README "Orchestrations"):
+/// `HelloSequence`, `FanOutFanIn`, `Monitor`, `Approval`, `CounterAggregation` and their
+/// activities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplesConfig {
+    /// Register the samples. Default false.
+    pub enabled: bool,
 }
 
 /// HTTP API settings.

@@ -49,6 +49,9 @@ kinds! {
     /// "Hand group G over to me": the preferred leader of a group asks its leader for it
     /// (`crate::transfer`).
     Transfer = 7, "transfer";
+    /// An orchestration-instance request forwarded to the partition's leader
+    /// (`perdure_runtime::orchestrations`).
+    Orchestration = 8, "orchestration";
 }
 
 impl Kind {
@@ -101,6 +104,7 @@ mod tests {
             (Kind::Elect, 5),
             (Kind::Propose, 6),
             (Kind::Transfer, 7),
+            (Kind::Orchestration, 8),
         ];
         assert_eq!(
             Kind::ALL.len(),

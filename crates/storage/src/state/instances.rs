@@ -657,8 +657,8 @@ mod tests {
 
     fn start_with(id: &str, execution: &str, now: u64, policy: ReusePolicy) -> Op {
         Op::StartInstance {
-            record: pending(id, execution, now),
-            started: started(execution, now),
+            record: Box::new(pending(id, execution, now)),
+            started: Box::new(started(execution, now)),
             policy,
         }
     }
@@ -767,8 +767,8 @@ mod tests {
         record.turns = 7;
         record.history_events = 3;
         let op = Op::StartInstance {
-            record: record.clone(),
-            started: started("e1", 10),
+            record: Box::new(record.clone()),
+            started: Box::new(started("e1", 10)),
             policy: ReusePolicy::default(),
         };
         assert_eq!(run(&st, vec![op]), vec![OpResult::Done]);
@@ -853,8 +853,8 @@ mod tests {
         let mut record = pending("a", "e1", 10);
         record.scheduled_start = Some(5_000);
         let op = Op::StartInstance {
-            record,
-            started: started("e1", 10),
+            record: Box::new(record),
+            started: Box::new(started("e1", 10)),
             policy: ReusePolicy::default(),
         };
         assert_eq!(run(&st, vec![op]), vec![OpResult::Done]);
@@ -873,8 +873,8 @@ mod tests {
         let mut record = pending("b", "e1", 10);
         record.scheduled_start = Some(10);
         let op = Op::StartInstance {
-            record,
-            started: started("e1", 10),
+            record: Box::new(record),
+            started: Box::new(started("e1", 10)),
             policy: ReusePolicy::default(),
         };
         run(&st, vec![op]);
@@ -1009,7 +1009,7 @@ mod tests {
                 instance: iid("a"),
                 execution_id: "e1".into(),
                 task_id: 0,
-                event: task_done(0),
+                event: Box::new(task_done(0)),
             }],
         );
         let rec = st.instances().get(&iid("a")).unwrap();
@@ -1095,7 +1095,7 @@ mod tests {
             instance: iid("a"),
             execution_id: execution.into(),
             task_id: task,
-            event: task_done(task),
+            event: Box::new(task_done(task)),
         };
         assert_eq!(
             run(&st, vec![complete("e1", 0)]),
@@ -1120,7 +1120,7 @@ mod tests {
                     instance: iid("b"),
                     execution_id: "e1".into(),
                     task_id: 1,
-                    event: task_done(1),
+                    event: Box::new(task_done(1)),
                 }]
             ),
             vec![OpResult::Duplicate]

@@ -66,6 +66,7 @@ impl NodeConfig {
         }
         self.validate_log_bytes()?;
         self.validate_entities_and_http()?;
+        self.validate_orchestrations()?;
         self.validate_cluster()
     }
 
@@ -89,6 +90,67 @@ impl NodeConfig {
                 "raft.max_log_memory_bytes",
                 "must be at least raft.snapshot_every_log_bytes",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_orchestrations(&self) -> Result<(), ConfigError> {
+        let o = &self.orchestrations;
+        let ranges: [(&'static str, u64, u64, u64, &'static str); 7] = [
+            (
+                "orchestrations.max_history_events",
+                o.max_history_events,
+                100,
+                100_000_000,
+                "must be between 100 and 100 000 000",
+            ),
+            (
+                "orchestrations.max_history_bytes",
+                o.max_history_bytes,
+                64 << 10,
+                4 << 30,
+                "must be between 64 KiB and 4 GiB",
+            ),
+            (
+                "orchestrations.max_payload_bytes",
+                o.max_payload_bytes,
+                1 << 10,
+                64 << 20,
+                "must be between 1 KiB and 64 MiB",
+            ),
+            (
+                "orchestrations.max_concurrent_activities",
+                o.max_concurrent_activities.into(),
+                1,
+                1_000_000,
+                "must be between 1 and 1 000 000",
+            ),
+            (
+                "orchestrations.max_actions_per_turn",
+                o.max_actions_per_turn.into(),
+                1,
+                1_000_000,
+                "must be between 1 and 1 000 000",
+            ),
+            (
+                "orchestrations.passivate_after_ms",
+                o.passivate_after_ms,
+                1,
+                u64::MAX,
+                "must be at least 1",
+            ),
+            (
+                "orchestrations.max_dispatches",
+                o.max_dispatches.into(),
+                1,
+                1_000,
+                "must be between 1 and 1 000",
+            ),
+        ];
+        for (key, v, lo, hi, why) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(ConfigError::new(key, why));
+            }
         }
         Ok(())
     }

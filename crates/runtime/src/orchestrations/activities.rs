@@ -1,0 +1,135 @@
+//! Activities run in-process: each work item of a live instance runs on a tokio task once a
+//! node-wide slot is free (`orchestrations.max_concurrent_activities`), and its result goes
+//! back to its instance, which records it in its next turn (at least once: a work item whose
+//! result was not committed runs again after a leader change; its result is recorded once).
+
+use super::instance::InstanceMsg;
+use super::metrics::OrchestrationMetrics;
+use super::model::ActivityContext;
+use super::workload::PartitionRt;
+use futures::FutureExt;
+use perdure_types::command::WorkItem;
+use perdure_types::orchestration::{EventKind, FailureDetails, HistoryEvent};
+use perdure_types::InstanceId;
+use serde_json::Value;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The event an activity that cannot run answers with at once (unknown name, bad input).
+pub(crate) fn refused(item: &WorkItem, failure: FailureDetails) -> Box<HistoryEvent> {
+    Box::new(HistoryEvent::new(
+        crate::host::now_ms(),
+        EventKind::TaskFailed {
+            scheduled_id: item.task_id,
+            failure,
+        },
+    ))
+}
+
+/// Starts `item` of execution `execution_id` of `instance`; its result is delivered to the
+/// instance as [`InstanceMsg::ActivityDone`]. Returns the failure event instead when it cannot
+/// start (no activity of that name, an input that is not JSON).
+pub(crate) fn start(
+    rt: &Arc<PartitionRt>,
+    instance: &InstanceId,
+    execution_id: &str,
+    item: WorkItem,
+) -> Result<(), Box<HistoryEvent>> {
+    let shared = &rt.shared;
+    let Some(f) = shared.registry.get_activity(&item.name).ok().cloned() else {
+        let known = shared.registry.activity_names().join(", ");
+        return Err(refused(
+            &item,
+            FailureDetails::new(
+                "UnknownActivity",
+                format!(
+                    "no activity {:?} on this node; known activities: {known}",
+                    item.name
+                ),
+            ),
+        ));
+    };
+    let input: Value = match item.input.as_deref().map(serde_json::from_str).transpose() {
+        Ok(v) => v.unwrap_or(Value::Null),
+        Err(e) => {
+            return Err(refused(
+                &item,
+                FailureDetails::new("BadInput", format!("the activity's input is not JSON: {e}")),
+            ))
+        }
+    };
+    let rt = rt.clone();
+    let instance = instance.clone();
+    let execution_id = execution_id.to_string();
+    let metrics: Arc<OrchestrationMetrics> = shared.metrics.clone();
+    let slots = shared.activity_slots.clone();
+    let max_payload = shared.config.max_payload_bytes;
+    metrics.activities_pending.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        let _slot = slots.acquire_owned().await;
+        OrchestrationMetrics::inc(&metrics.activities_started);
+        let ctx = ActivityContext::new(instance.clone(), item.task_id, item.name.clone(), 1);
+        let out = AssertUnwindSafe(f(ctx, input)).catch_unwind().await;
+        let now = crate::host::now_ms();
+        let failed = |failure: FailureDetails| EventKind::TaskFailed {
+            scheduled_id: item.task_id,
+            failure,
+        };
+        let kind = match out {
+            Ok(Ok(v)) => {
+                let text = v.to_string();
+                if text.len() as u64 > max_payload {
+                    failed(FailureDetails::new(
+                        "PayloadTooLarge",
+                        format!(
+                            "activity {:?} returned {} bytes, over the limit of {max_payload} (orchestrations.max_payload_bytes)",
+                            item.name,
+                            text.len()
+                        ),
+                    ))
+                } else {
+                    EventKind::TaskCompleted {
+                        scheduled_id: item.task_id,
+                        result: Some(text),
+                    }
+                }
+            }
+            Ok(Err(e)) => failed(e.details()),
+            Err(panic) => failed(FailureDetails::new(
+                "ActivityPanicked",
+                format!(
+                    "activity {:?} panicked: {}",
+                    item.name,
+                    panic_message(&panic)
+                ),
+            )),
+        };
+        if matches!(kind, EventKind::TaskCompleted { .. }) {
+            OrchestrationMetrics::inc(&metrics.activities_completed);
+        } else {
+            OrchestrationMetrics::inc(&metrics.activities_failed);
+        }
+        metrics.activities_pending.fetch_sub(1, Ordering::Relaxed);
+        rt.deliver(
+            &instance,
+            InstanceMsg::ActivityDone {
+                execution_id,
+                task_id: item.task_id,
+                event: Box::new(HistoryEvent::new(now, kind)),
+            },
+        );
+    });
+    Ok(())
+}
+
+/// A panic's message, if it carried one.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}

@@ -1,0 +1,152 @@
+//! A live orchestrator: the model's [`Executor`] wrapped with what the runtime decides itself
+//! while feeding it events: suspension (events that arrive while an instance is suspended are
+//! recorded in its history but fed to the orchestrator only once it is resumed, as the Durable
+//! Task SDKs do), termination (the execution ends at once, whatever the code waits for), and
+//! the sub-orchestrations still open (a recursive terminate reaches them).
+//!
+//! The same feeding runs on a replayed history and on a turn's new events, so a driver rebuilt
+//! after a failover reaches exactly the state the live one had.
+
+use super::model::{Executor, OrchestratorFn};
+use perdure_types::orchestration::{EventKind, HistoryEvent, TaskId, TurnOutput};
+use perdure_types::InstanceId;
+use std::collections::BTreeMap;
+
+/// What feeding a turn's events decided.
+#[derive(Debug, Default)]
+pub(crate) struct Fed {
+    /// The orchestrator's new decisions (none when terminated or suspended throughout).
+    pub output: TurnOutput,
+    /// A terminate request was taken: the execution ends now, with this reason.
+    pub terminated: Option<(Option<String>, bool)>,
+}
+
+/// A live orchestrator of one execution.
+pub(crate) struct Driver {
+    exec: Executor,
+    /// Suspended: events other than resume and terminate are held.
+    suspended: bool,
+    /// Events held while suspended, fed on resume.
+    held: Vec<HistoryEvent>,
+    /// Sub-orchestrations started and not finished, by task id.
+    open_children: BTreeMap<TaskId, InstanceId>,
+    /// The custom status the orchestrator last set.
+    custom_status: Option<String>,
+}
+
+impl Driver {
+    /// A driver of execution `execution_id` of instance `instance`.
+    pub fn new(orchestrator: OrchestratorFn, instance: InstanceId, execution_id: String) -> Self {
+        Self {
+            exec: Executor::new(orchestrator, instance, execution_id),
+            suspended: false,
+            held: Vec::new(),
+            open_children: BTreeMap::new(),
+            custom_status: None,
+        }
+    }
+
+    /// Whether the instance is suspended.
+    pub fn suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// The sub-orchestrations started and not finished.
+    pub fn open_children(&self) -> impl Iterator<Item = &InstanceId> {
+        self.open_children.values()
+    }
+
+    /// The custom status the orchestrator last set.
+    pub fn custom_status(&self) -> Option<&String> {
+        self.custom_status.as_ref()
+    }
+
+    /// Feeds a stored history (decisions it already records are not handed out again).
+    pub fn replay(&mut self, past: &[HistoryEvent]) {
+        // decisions the history does not record yet (a turn cut into several commands, the
+        // last ones lost with a leadership) stay with the executor: the next feed hands them out
+        let _ = self.feed(past, true);
+    }
+
+    /// Feeds a turn's new events and returns what the orchestrator decided.
+    pub fn run(&mut self, new: &[HistoryEvent]) -> Fed {
+        self.feed(new, false)
+    }
+
+    fn feed(&mut self, events: &[HistoryEvent], past: bool) -> Fed {
+        let mut fed = Fed::default();
+        let mut run: Vec<HistoryEvent> = Vec::new();
+        for e in events {
+            self.track(e);
+            match &e.kind {
+                EventKind::ExecutionTerminated { reason, recurse } => {
+                    self.flush(&mut run, past, &mut fed);
+                    fed.terminated = Some((reason.clone(), *recurse));
+                    return fed;
+                }
+                EventKind::ExecutionSuspended { .. } => {
+                    self.flush(&mut run, past, &mut fed);
+                    self.suspended = true;
+                }
+                EventKind::ExecutionResumed { .. } => {
+                    self.suspended = false;
+                    run.append(&mut self.held);
+                }
+                _ if self.suspended && !is_own_decision(e) => self.held.push(e.clone()),
+                _ => run.push(e.clone()),
+            }
+        }
+        self.flush(&mut run, past, &mut fed);
+        fed
+    }
+
+    fn flush(&mut self, run: &mut Vec<HistoryEvent>, past: bool, fed: &mut Fed) {
+        if run.is_empty() {
+            return;
+        }
+        let out = if past {
+            self.exec.apply_past(run)
+        } else {
+            self.exec.apply(run)
+        };
+        run.clear();
+        if out.custom_status.is_some() {
+            self.custom_status = out.custom_status.clone();
+        }
+        fed.output.actions.extend(out.actions);
+        fed.output.custom_status = self.custom_status.clone();
+    }
+
+    /// Keeps the set of open sub-orchestrations current.
+    fn track(&mut self, e: &HistoryEvent) {
+        match &e.kind {
+            EventKind::SubOrchestrationCreated { instance_id, .. } => {
+                self.open_children.insert(e.event_id, instance_id.clone());
+            }
+            EventKind::SubOrchestrationCompleted { scheduled_id, .. }
+            | EventKind::SubOrchestrationFailed { scheduled_id, .. } => {
+                self.open_children.remove(scheduled_id);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Events that record the orchestrator's own decisions (written by the turn that made them):
+/// never held back by a suspension, since the decisions were made before it.
+fn is_own_decision(e: &HistoryEvent) -> bool {
+    matches!(
+        e.kind,
+        EventKind::TaskScheduled { .. }
+            | EventKind::TimerCreated { .. }
+            | EventKind::SubOrchestrationCreated { .. }
+            | EventKind::EventSent { .. }
+            | EventKind::EntityOperationSignaled { .. }
+            | EventKind::EntityOperationCalled { .. }
+            | EventKind::EntityLockRequested { .. }
+            | EventKind::EntityUnlockSent { .. }
+            | EventKind::OrchestratorStarted
+            | EventKind::OrchestratorCompleted
+            | EventKind::ExecutionStarted { .. }
+    )
+}

@@ -1,0 +1,678 @@
+//! One live orchestration instance on its partition's leader: a task that runs the instance's
+//! turns one at a time.
+//!
+//! A step reads the instance's record and inbox (and, to rebuild its live orchestrator, its
+//! history), feeds the new events to the orchestrator and commits what it decided as ONE command
+//! (`turn.rs`), then runs the activities it scheduled. Events that arrive while a turn is in
+//! flight wait in the inbox (or, for activity results, in memory) and the next turn takes them
+//! all. The live orchestrator stays in memory between turns, so a new event costs no replay;
+//! it is rebuilt from the history after a leader change, a fenced turn, or passivation.
+//!
+//! Start requests (an `ExecutionStarted` sent by a parent through the outbox, without an
+//! execution id) become a `StartInstance` of this instance; events for another execution, or for
+//! an instance that does not exist or has finished, are consumed and dropped.
+
+use super::activities;
+use super::driver::Driver;
+use super::metrics::OrchestrationMetrics;
+use super::turn::{self, Limits, TurnInput};
+use super::workload::PartitionRt;
+use crate::Error;
+use futures::FutureExt;
+use perdure_types::command::{Op, OpResult, WorkItem};
+use perdure_types::message::Message;
+use perdure_types::orchestration::{
+    Action, EventKind, FailureDetails, HistoryEvent, InstanceRecord, ParentInstance, ReusePolicy,
+    RuntimeStatus, TaskId,
+};
+use perdure_types::{InstanceId, Target};
+use std::collections::{HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A message to an instance's task.
+#[derive(Debug)]
+pub(crate) enum InstanceMsg {
+    /// Look at the inbox.
+    Wake,
+    /// An activity of this node finished.
+    ActivityDone {
+        execution_id: String,
+        task_id: TaskId,
+        event: Box<HistoryEvent>,
+    },
+}
+
+/// The instance's task: steps until idle, then waits for a message (or passivates).
+pub(crate) async fn run(
+    rt: Arc<PartitionRt>,
+    id: InstanceId,
+    mut rx: mpsc::UnboundedReceiver<InstanceMsg>,
+) {
+    let metrics = rt.shared.metrics.clone();
+    metrics.live.fetch_add(1, Ordering::Relaxed);
+    let idle = Duration::from_millis(rt.shared.config.passivate_after_ms);
+    let mut inst = Instance::new(rt.clone(), id.clone());
+    loop {
+        while let Ok(m) = rx.try_recv() {
+            inst.take(m);
+        }
+        let started = Instant::now();
+        match AssertUnwindSafe(inst.step()).catch_unwind().await {
+            Ok(Ok(true)) => {
+                inst.crashes = 0;
+                metrics.turn_took(started.elapsed().as_micros() as u64);
+                continue;
+            }
+            Ok(Ok(false)) => inst.crashes = 0,
+            Ok(Err(e)) => {
+                inst.crashed(e.to_string()).await;
+                continue;
+            }
+            Err(panic) => {
+                inst.crashed(format!("panicked: {}", activities::panic_message(&panic)))
+                    .await;
+                continue;
+            }
+        }
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => inst.take(m),
+                None => break,
+            },
+            _ = tokio::time::sleep(idle), if inst.can_passivate() => {
+                if rt.leave_if_idle(&id, &rx) {
+                    metrics.live.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+    rt.left(&id);
+    metrics.live.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A decoded inbox message: its sequence number, the execution it is for, the event.
+struct Incoming {
+    seq: u64,
+    execution_id: Option<String>,
+    event: HistoryEvent,
+}
+
+impl Incoming {
+    /// An `ExecutionStarted` sent without an execution id: a request to start the instance.
+    fn is_start_request(&self) -> bool {
+        self.execution_id.is_none() && matches!(self.event.kind, EventKind::ExecutionStarted { .. })
+    }
+}
+
+struct Instance {
+    rt: Arc<PartitionRt>,
+    id: InstanceId,
+    target: Target,
+    /// The live orchestrator, for `exec`, having seen `driver_events` history events.
+    driver: Option<Driver>,
+    exec: String,
+    driver_events: u64,
+    /// Decisions handed out and not committed yet (a wide turn commits in several commands).
+    pending_actions: VecDeque<Action>,
+    /// Activity results not committed yet.
+    done: Vec<(TaskId, HistoryEvent)>,
+    /// Activities running on this node.
+    running: HashSet<TaskId>,
+    /// Work items waiting for a slot of this instance.
+    queued: VecDeque<WorkItem>,
+    /// Whether the stored work items were looked at since the driver was built.
+    items_loaded: bool,
+    /// Steps that failed in a row.
+    crashes: u32,
+    last_crash: String,
+}
+
+impl Instance {
+    fn new(rt: Arc<PartitionRt>, id: InstanceId) -> Self {
+        Self {
+            target: Target::Instance(id.clone()),
+            rt,
+            id,
+            driver: None,
+            exec: String::new(),
+            driver_events: 0,
+            pending_actions: VecDeque::new(),
+            done: Vec::new(),
+            running: HashSet::new(),
+            queued: VecDeque::new(),
+            items_loaded: false,
+            crashes: 0,
+            last_crash: String::new(),
+        }
+    }
+
+    fn take(&mut self, m: InstanceMsg) {
+        match m {
+            InstanceMsg::Wake => {}
+            InstanceMsg::ActivityDone {
+                execution_id,
+                task_id,
+                event,
+            } => {
+                if execution_id == self.exec && self.running.remove(&task_id) {
+                    self.done.push((task_id, *event));
+                }
+            }
+        }
+    }
+
+    fn can_passivate(&self) -> bool {
+        self.running.is_empty()
+            && self.done.is_empty()
+            && self.queued.is_empty()
+            && self.pending_actions.is_empty()
+    }
+
+    /// Forgets what is in memory: the next step starts from what is committed.
+    fn reset(&mut self) {
+        self.driver = None;
+        self.pending_actions.clear();
+        self.items_loaded = false;
+    }
+
+    /// A step failed: back off; after `orchestrations.max_dispatches` failures in a row the
+    /// instance is quarantined (failed with a `PoisonMessage` naming the step).
+    async fn crashed(&mut self, why: String) {
+        self.crashes += 1;
+        tracing::warn!(instance = %self.id, crashes = self.crashes, error = %why, "orchestration step failed");
+        self.last_crash = why;
+        self.reset();
+        let backoff = Duration::from_millis((50u64 << self.crashes.min(7)).min(5_000));
+        tokio::time::sleep(backoff).await;
+        if self.crashes >= self.rt.shared.config.max_dispatches {
+            let failure = FailureDetails::new(
+                "PoisonMessage",
+                format!(
+                    "the instance's turn failed {} times in a row (orchestrations.max_dispatches); last: {}",
+                    self.crashes, self.last_crash
+                ),
+            );
+            match self.fail_now(failure).await {
+                Ok(()) => {
+                    OrchestrationMetrics::inc(&self.rt.shared.metrics.poisoned);
+                    self.crashes = 0;
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %self.id, error = %e, "could not quarantine the instance")
+                }
+            }
+        }
+    }
+
+    /// Reads the instance and runs one step: a start request, dropping stray messages, or a turn.
+    /// `Ok(true)` when something was committed (look again), `Ok(false)` when idle.
+    async fn step(&mut self) -> Result<bool, Error> {
+        let id = self.id.clone();
+        let need_history = self.driver.is_none();
+        let need_items = !self.items_loaded;
+        let (record, inbox, history, items) = self
+            .rt
+            .leader
+            .read(move |s| {
+                let t = s.instances();
+                let record = t.get(&id)?;
+                let inbox = s.inbox().messages(&Target::Instance(id.clone()))?;
+                let live = record.as_ref().filter(|r| !r.status.is_terminal());
+                let history = match live {
+                    Some(r) if need_history && r.history_events > 0 => {
+                        t.history(&id, 0, usize::MAX)?
+                    }
+                    _ => Vec::new(),
+                };
+                let items = match live {
+                    Some(_) if need_items => t.work_items(&id)?,
+                    _ => Vec::new(),
+                };
+                Ok((record, inbox, history, items))
+            })
+            .await?;
+        let incoming = self.decode(inbox);
+        let record = match record {
+            Some(r) if !r.status.is_terminal() => r,
+            other => return self.not_running(other, incoming).await,
+        };
+        if let Some(first) = incoming.first().filter(|m| m.is_start_request()) {
+            return self.start_request(Some(&record), first).await;
+        }
+        // the messages before the next start request are this turn's
+        let cut = incoming
+            .iter()
+            .position(Incoming::is_start_request)
+            .unwrap_or(incoming.len());
+        let consumed_upto = incoming[..cut].last().map(|m| m.seq);
+        let events: Vec<HistoryEvent> = incoming
+            .into_iter()
+            .take(cut)
+            .filter(|m| {
+                m.execution_id
+                    .as_ref()
+                    .is_none_or(|e| *e == record.execution_id)
+            })
+            .map(|m| m.event)
+            .collect();
+
+        if self.driver.is_none()
+            || self.exec != record.execution_id
+            || self.driver_events != record.history_events
+        {
+            if self.driver.is_some() {
+                // the history is not what this orchestrator saw: start from what is committed
+                self.reset();
+                return Ok(true);
+            }
+            self.rebuild(&record, &history);
+        }
+        if !self.items_loaded {
+            self.items_loaded = true;
+            for item in items {
+                if !self.running.contains(&item.task_id)
+                    && !self.done.iter().any(|(t, _)| *t == item.task_id)
+                    && !self.queued.iter().any(|q| q.task_id == item.task_id)
+                {
+                    self.queued.push_back(item);
+                }
+            }
+            self.dispatch();
+        }
+        let cap = self.rt.shared.config.max_actions_per_turn as usize;
+        let now = crate::host::now_ms();
+        let mut input = TurnInput {
+            record: &record,
+            partitions: self.rt.leader.partitions().count(),
+            now,
+            events: Vec::new(),
+            consumed_upto: None,
+            done_items: Vec::new(),
+            actions: Vec::new(),
+            custom_status: None,
+            terminated: None,
+            open_children: Vec::new(),
+            suspended: false,
+            more: false,
+            new_execution_id: new_execution_id(&record, now),
+            fail: None,
+        };
+        let Some(driver) = self.driver.as_mut() else {
+            // no orchestrator of that name on this node: the execution fails
+            input.events = std::iter::once(HistoryEvent::new(now, EventKind::OrchestratorStarted))
+                .chain(events)
+                .collect();
+            input.consumed_upto = consumed_upto;
+            input.fail = Some(unknown_orchestrator(&self.rt, &record.name));
+            return self.commit(input).await;
+        };
+        if !self.pending_actions.is_empty() {
+            // the rest of a wide turn goes first, alone
+            let n = self.pending_actions.len().min(cap);
+            input.actions = self.pending_actions.drain(..n).collect();
+            input.more = !self.pending_actions.is_empty();
+            input.custom_status = driver.custom_status().cloned();
+            input.suspended = driver.suspended();
+            return self.commit(input).await;
+        }
+        let results: Vec<(TaskId, HistoryEvent)> = {
+            let n = self.done.len().min(cap);
+            self.done.drain(..n).collect()
+        };
+        if events.is_empty() && results.is_empty() {
+            if let Some(upto) = consumed_upto {
+                // only messages of another execution: consumed, nothing recorded
+                self.rt
+                    .leader
+                    .propose(vec![Op::Dequeue {
+                        target: self.target.clone(),
+                        upto,
+                    }])
+                    .await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let mut new = Vec::with_capacity(1 + events.len() + results.len());
+        new.push(HistoryEvent::new(now, EventKind::OrchestratorStarted));
+        new.extend(events);
+        input.done_items = results.iter().map(|(t, _)| *t).collect();
+        new.extend(results.iter().map(|(_, e)| e.clone()));
+        let fed = driver.run(&new);
+        input.events = new;
+        input.consumed_upto = consumed_upto;
+        input.custom_status = driver.custom_status().cloned();
+        input.suspended = driver.suspended();
+        input.open_children = driver.open_children().cloned().collect();
+        input.terminated = fed.terminated;
+        let mut actions = fed.output.actions;
+        if actions.len() > cap {
+            self.pending_actions = actions.split_off(cap).into();
+        }
+        input.more = !self.pending_actions.is_empty();
+        input.actions = actions;
+        let restore = results;
+        let r = self.commit(input).await;
+        if r.is_err() {
+            // not committed: the results are recorded by a later turn
+            self.done.extend(restore);
+        }
+        r
+    }
+
+    /// A fresh live orchestrator for the record's execution, replaying its history.
+    fn rebuild(&mut self, record: &InstanceRecord, history: &[HistoryEvent]) {
+        self.exec = record.execution_id.clone();
+        self.driver_events = record.history_events;
+        self.pending_actions.clear();
+        self.running.retain(|_| false);
+        self.queued.clear();
+        self.done.clear();
+        self.items_loaded = false;
+        self.driver = self
+            .rt
+            .shared
+            .registry
+            .get_orchestrator(&record.name)
+            .ok()
+            .cloned()
+            .map(|f| {
+                let mut d = Driver::new(f, self.id.clone(), record.execution_id.clone());
+                if !history.is_empty() {
+                    OrchestrationMetrics::inc(&self.rt.shared.metrics.replays);
+                    d.replay(history);
+                }
+                d
+            });
+    }
+
+    /// Plans and commits a turn; then runs what it scheduled.
+    async fn commit(&mut self, input: TurnInput<'_>) -> Result<bool, Error> {
+        let limits = Limits {
+            max_history_events: self.rt.shared.config.max_history_events,
+            max_history_bytes: self.rt.shared.config.max_history_bytes,
+            max_payload_bytes: self.rt.shared.config.max_payload_bytes,
+        };
+        let planned = turn::plan(input, &limits);
+        let results = self.rt.leader.propose(planned.ops).await?;
+        let m = &self.rt.shared.metrics;
+        if results.contains(&OpResult::Skipped) {
+            // fenced out: computed on a record that is no longer the committed one
+            OrchestrationMetrics::inc(&m.turns_fenced);
+            self.reset();
+            return Ok(true);
+        }
+        OrchestrationMetrics::inc(&m.turns);
+        m.events.fetch_add(planned.appended, Ordering::Relaxed);
+        if planned.sent {
+            self.rt.leader.outbox_changed();
+        }
+        if planned.timers {
+            self.rt.leader.timers_changed();
+        }
+        let status = planned.record.status;
+        if status.is_terminal() {
+            OrchestrationMetrics::inc(match status {
+                RuntimeStatus::Completed => &m.completed,
+                RuntimeStatus::Failed => &m.failed,
+                _ => &m.terminated,
+            });
+            self.reset();
+            self.running.clear();
+            self.queued.clear();
+            self.done.clear();
+            self.rt.shared.waiters.notify(&self.id);
+            return Ok(true);
+        }
+        if status == RuntimeStatus::ContinuedAsNew {
+            OrchestrationMetrics::inc(&m.continued_as_new);
+            self.reset();
+            self.running.clear();
+            self.queued.clear();
+            self.done.clear();
+            return Ok(true);
+        }
+        self.driver_events += planned.appended;
+        self.queued.extend(planned.dispatch);
+        self.dispatch();
+        Ok(true)
+    }
+
+    /// Starts queued work items while this instance has fewer than its share running.
+    fn dispatch(&mut self) {
+        let cap = self.rt.shared.config.max_actions_per_turn as usize;
+        while self.running.len() < cap {
+            let Some(item) = self.queued.pop_front() else {
+                break;
+            };
+            let task_id = item.task_id;
+            match activities::start(&self.rt, &self.id, &self.exec, item) {
+                Ok(()) => {
+                    self.running.insert(task_id);
+                }
+                Err(failed) => self.done.push((task_id, *failed)),
+            }
+        }
+    }
+
+    /// Fails the running execution now (a quarantined instance).
+    async fn fail_now(&mut self, failure: FailureDetails) -> Result<(), Error> {
+        let id = self.id.clone();
+        let record = self.rt.leader.read(move |s| s.instances().get(&id)).await?;
+        let Some(record) = record.filter(|r| !r.status.is_terminal()) else {
+            return Ok(());
+        };
+        let now = crate::host::now_ms();
+        let input = TurnInput {
+            record: &record,
+            partitions: self.rt.leader.partitions().count(),
+            now,
+            events: vec![HistoryEvent::new(now, EventKind::OrchestratorStarted)],
+            consumed_upto: None,
+            done_items: Vec::new(),
+            actions: Vec::new(),
+            custom_status: record.custom_status.clone(),
+            terminated: None,
+            open_children: Vec::new(),
+            suspended: false,
+            more: false,
+            new_execution_id: String::new(),
+            fail: Some(failure),
+        };
+        self.commit(input).await.map(|_| ())
+    }
+
+    /// Decodes inbox messages; an unreadable one is logged and consumed as if it were an event
+    /// of another execution.
+    fn decode(&self, inbox: Vec<(u64, Vec<u8>)>) -> Vec<Incoming> {
+        inbox
+            .into_iter()
+            .map(|(seq, bytes)| match Message::decode(&bytes) {
+                Ok(Message::InstanceEvent {
+                    execution_id,
+                    event,
+                }) => Incoming {
+                    seq,
+                    execution_id,
+                    event,
+                },
+                other => {
+                    tracing::error!(instance = %self.id, seq, message = ?other.map(|_| "not an instance event"), "unreadable instance message dropped");
+                    Incoming {
+                        seq,
+                        execution_id: Some(String::from("\u{0}unreadable")),
+                        event: HistoryEvent::new(0, EventKind::OrchestratorCompleted),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// No running execution (no record, or a finished one): a start request at the head of the
+    /// inbox starts one; other messages are consumed and dropped.
+    async fn not_running(
+        &mut self,
+        record: Option<InstanceRecord>,
+        incoming: Vec<Incoming>,
+    ) -> Result<bool, Error> {
+        self.reset();
+        self.running.clear();
+        self.queued.clear();
+        self.done.clear();
+        if let Some(first) = incoming.first().filter(|m| m.is_start_request()) {
+            return self.start_request(record.as_ref(), first).await;
+        }
+        let cut = incoming
+            .iter()
+            .position(Incoming::is_start_request)
+            .unwrap_or(incoming.len());
+        let Some(upto) = incoming[..cut].last().map(|m| m.seq) else {
+            return Ok(false);
+        };
+        tracing::debug!(instance = %self.id, dropped = cut, status = ?record.map(|r| r.status), "events for an instance that is not running dropped");
+        self.rt
+            .leader
+            .propose(vec![Op::Dequeue {
+                target: self.target.clone(),
+                upto,
+            }])
+            .await?;
+        Ok(true)
+    }
+
+    /// A start request (a parent's sub-orchestration): starts this instance unless one runs
+    /// under this id, or no orchestrator of that name is registered; then the parent is told
+    /// it failed.
+    async fn start_request(
+        &mut self,
+        record: Option<&InstanceRecord>,
+        m: &Incoming,
+    ) -> Result<bool, Error> {
+        let EventKind::ExecutionStarted {
+            name,
+            version,
+            input,
+            parent,
+            scheduled_start,
+            execution_id,
+        } = &m.event.kind
+        else {
+            return Ok(false);
+        };
+        let policy = ReusePolicy::default();
+        let dequeue = Op::Dequeue {
+            target: self.target.clone(),
+            upto: m.seq,
+        };
+        let refusal = if let Some(r) = record.filter(|r| !policy.replaces(r.status)) {
+            Some(FailureDetails::new(
+                "InstanceExists",
+                format!(
+                    "orchestration instance {:?} exists and is {}",
+                    self.id, r.status
+                ),
+            ))
+        } else if self.rt.shared.registry.get_orchestrator(name).is_err() {
+            Some(unknown_orchestrator(&self.rt, name))
+        } else {
+            None
+        };
+        let now = crate::host::now_ms();
+        if let Some(failure) = refusal {
+            let mut ops = vec![dequeue];
+            ops.extend(parent_failed(&self.rt, parent.as_ref(), failure, now));
+            self.rt.leader.propose(ops).await?;
+            self.rt.leader.outbox_changed();
+            return Ok(true);
+        }
+        let new = InstanceRecord::pending(
+            self.id.clone(),
+            name.clone(),
+            version.clone(),
+            execution_id.clone(),
+            input.clone(),
+            parent.clone(),
+            *scheduled_start,
+            now,
+        );
+        let start = Op::StartInstance {
+            record: Box::new(new),
+            started: Box::new(m.event.clone()),
+            policy,
+        };
+        let results = self.rt.leader.propose(vec![start, dequeue]).await?;
+        match results.first() {
+            Some(OpResult::Refused(status)) => {
+                // started by someone else meanwhile
+                let failure = FailureDetails::new(
+                    "InstanceExists",
+                    format!(
+                        "orchestration instance {:?} exists and is {status}",
+                        self.id
+                    ),
+                );
+                let ops = parent_failed(&self.rt, parent.as_ref(), failure, now);
+                if !ops.is_empty() {
+                    self.rt.leader.propose(ops).await?;
+                    self.rt.leader.outbox_changed();
+                }
+            }
+            Some(OpResult::Done) => {
+                OrchestrationMetrics::inc(&self.rt.shared.metrics.started);
+                if scheduled_start.is_some() {
+                    self.rt.leader.timers_changed();
+                }
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+}
+
+/// The message telling a parent its sub-orchestration failed to start.
+fn parent_failed(
+    rt: &PartitionRt,
+    parent: Option<&ParentInstance>,
+    failure: FailureDetails,
+    now: u64,
+) -> Vec<Op> {
+    let Some(p) = parent else {
+        return Vec::new();
+    };
+    let target = Target::Instance(p.instance_id.clone());
+    let message = Message::InstanceEvent {
+        execution_id: Some(p.execution_id.clone()),
+        event: HistoryEvent::new(
+            now,
+            EventKind::SubOrchestrationFailed {
+                scheduled_id: p.task_id,
+                failure,
+            },
+        ),
+    };
+    vec![Op::Send {
+        dest: target.partition(rt.leader.partitions().count()),
+        target,
+        message: message.encode(),
+    }]
+}
+
+fn unknown_orchestrator(rt: &PartitionRt, name: &str) -> FailureDetails {
+    FailureDetails::new(
+        "UnknownOrchestrator",
+        format!(
+            "no orchestrator {name:?} on this node; known orchestrators: {}",
+            rt.shared.registry.orchestrator_names().join(", ")
+        ),
+    )
+}
+
+/// The id of the execution that continues `record` as new, should this turn decide so.
+fn new_execution_id(_record: &InstanceRecord, _now: u64) -> String {
+    super::api::new_id()
+}

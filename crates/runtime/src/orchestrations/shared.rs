@@ -1,0 +1,59 @@
+//! What the orchestration workload's parts share on one node: the registry, the settings, the
+//! activity slots, the completion waiters and the counters.
+
+use super::metrics::OrchestrationMetrics;
+use super::model::OrchestrationRegistry;
+use perdure_types::config::OrchestrationsConfig;
+use perdure_types::InstanceId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{oneshot, Semaphore};
+
+/// Node-wide state of the orchestration workload.
+pub(crate) struct Shared {
+    pub registry: OrchestrationRegistry,
+    pub config: OrchestrationsConfig,
+    /// Slots for activities running in-process (`orchestrations.max_concurrent_activities`).
+    pub activity_slots: Arc<Semaphore>,
+    pub waiters: Waiters,
+    pub metrics: Arc<OrchestrationMetrics>,
+}
+
+/// Callers waiting for instances to finish (on the node leading their partition).
+#[derive(Default)]
+pub(crate) struct Waiters {
+    map: Mutex<HashMap<InstanceId, Vec<oneshot::Sender<()>>>>,
+}
+
+impl Waiters {
+    /// A receiver told when `id` finishes (or when this node stops leading it: then it is
+    /// dropped, and the caller looks again).
+    pub fn register(&self, id: &InstanceId) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(id.clone()).or_default();
+        list.retain(|t| !t.is_closed());
+        list.push(tx);
+        rx
+    }
+
+    /// `id` finished (or changed execution): wake its waiters.
+    pub fn notify(&self, id: &InstanceId) {
+        let list = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        for tx in list.into_iter().flatten() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Drops every waiter of instances `f` selects (leadership of their partition ended).
+    pub fn drop_where(&self, f: impl Fn(&InstanceId) -> bool) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| !f(id));
+    }
+}

@@ -1,0 +1,522 @@
+//! Planning one turn: a driver's decisions and the turn's events turned into ONE command (the
+//! instance's `CompleteTurn` and the messages it sends), and what to do once it commits.
+//!
+//! Pure: no I/O, no clock (the time comes in), so every rule here is unit-tested.
+
+use perdure_types::command::{Millis, Op, Restart, Turn, WorkItem};
+use perdure_types::message::Message;
+use perdure_types::orchestration::{
+    Action, EventKind, FailureDetails, HistoryEvent, InstanceRecord, ParentInstance, RuntimeStatus,
+    TaskId,
+};
+use perdure_types::{EntityId, InstanceId, Target};
+
+/// The limits a turn is checked against (`[orchestrations]`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_history_events: u64,
+    pub max_history_bytes: u64,
+    pub max_payload_bytes: u64,
+}
+
+/// What a turn starts from.
+pub(crate) struct TurnInput<'a> {
+    /// The record as committed.
+    pub record: &'a InstanceRecord,
+    /// The partition count (where messages go).
+    pub partitions: u32,
+    /// The turn's time.
+    pub now: Millis,
+    /// Events appended before the decisions (OrchestratorStarted, inbox events, results).
+    pub events: Vec<HistoryEvent>,
+    /// Inbox messages consumed.
+    pub consumed_upto: Option<u64>,
+    /// Activity results recorded (their work items are removed).
+    pub done_items: Vec<TaskId>,
+    /// The orchestrator's decisions taken into this command.
+    pub actions: Vec<Action>,
+    /// The custom status after the turn.
+    pub custom_status: Option<String>,
+    /// A terminate taken by this turn: (reason, recurse).
+    pub terminated: Option<(Option<String>, bool)>,
+    /// The sub-orchestrations still open (a recursive terminate reaches them).
+    pub open_children: Vec<InstanceId>,
+    /// Whether the instance is suspended after the turn.
+    pub suspended: bool,
+    /// Whether more decisions of this turn follow in later commands.
+    pub more: bool,
+    /// A new execution id (used only by a continue-as-new).
+    pub new_execution_id: String,
+    /// Fail the execution with this instead of taking decisions (an unknown orchestrator, a
+    /// step that kept crashing).
+    pub fail: Option<FailureDetails>,
+}
+
+/// A planned turn.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    /// The command: the instance's turn and the messages it sends.
+    pub ops: Vec<Op>,
+    /// Activities to run once it commits.
+    pub dispatch: Vec<WorkItem>,
+    /// The record after it.
+    pub record: InstanceRecord,
+    /// Events appended (for the counters kept in memory).
+    pub appended: u64,
+    /// Their encoded bytes.
+    pub appended_bytes: u64,
+    /// Whether it put messages in the outbox / scheduled timers.
+    pub sent: bool,
+    pub timers: bool,
+}
+
+fn send(partitions: u32, target: Target, message: Message) -> Op {
+    Op::Send {
+        dest: target.partition(partitions),
+        target,
+        message: message.encode(),
+    }
+}
+
+fn instance_event(execution_id: Option<String>, event: HistoryEvent) -> Message {
+    Message::InstanceEvent {
+        execution_id,
+        event,
+    }
+}
+
+fn payload_len(s: &Option<String>) -> u64 {
+    s.as_ref().map_or(0, |s| s.len() as u64)
+}
+
+/// Why the execution must fail instead of taking its decisions (a payload too large, a
+/// malformed decision), naming the step.
+fn check_action(a: &Action, limits: &Limits) -> Result<(), FailureDetails> {
+    let too_large = |what: &str, n: u64| {
+        Err(FailureDetails::new(
+            "PayloadTooLarge",
+            format!(
+                "step {}: {what} is {n} bytes, over the limit of {} (orchestrations.max_payload_bytes)",
+                a.id(),
+                limits.max_payload_bytes
+            ),
+        ))
+    };
+    let n = match a {
+        Action::ScheduleTask { input, .. }
+        | Action::CreateSubOrchestration { input, .. }
+        | Action::SignalEntity { input, .. }
+        | Action::CallEntity { input, .. } => payload_len(input),
+        Action::SendEvent { data, .. } => payload_len(data),
+        Action::CompleteOrchestration { result, .. } => payload_len(result),
+        Action::TerminateOrchestration { reason, .. } => payload_len(reason),
+        _ => 0,
+    };
+    if n > limits.max_payload_bytes {
+        return too_large("its payload", n);
+    }
+    match a {
+        Action::SignalEntity { target, .. } | Action::CallEntity { target, .. } => {
+            EntityId::from_canonical(target).map(|_| ()).map_err(|e| {
+                FailureDetails::new(
+                    "InvalidEntityId",
+                    format!("step {}: entity {target:?}: {e}", a.id()),
+                )
+            })
+        }
+        Action::LockEntities { .. } | Action::UnlockEntity { .. } => Err(FailureDetails::new(
+            "NotSupported",
+            format!(
+                "step {}: entity critical sections (lock_entities) are not supported by this node yet",
+                a.id()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Plans the turn. A decision that cannot be taken (too large, malformed), or a history that
+/// would pass its bounds, fails the execution instead, with a failure naming why.
+pub(crate) fn plan(input: TurnInput<'_>, limits: &Limits) -> Planned {
+    let failure = input.fail.clone().or_else(|| {
+        input
+            .actions
+            .iter()
+            .find_map(|a| check_action(a, limits).err())
+    });
+    let mut planned = build(&input, failure);
+    let events = planned.record.history_events + planned.appended;
+    let bytes = planned.record.history_bytes + planned.appended_bytes;
+    let over = if events > limits.max_history_events {
+        Some(format!(
+            "the history would hold {events} events, over the limit of {} \
+             (orchestrations.max_history_events); use continue-as-new for long-running orchestrations",
+            limits.max_history_events
+        ))
+    } else if bytes > limits.max_history_bytes {
+        Some(format!(
+            "the history would hold {bytes} bytes, over the limit of {} \
+             (orchestrations.max_history_bytes); use continue-as-new for long-running orchestrations",
+            limits.max_history_bytes
+        ))
+    } else {
+        None
+    };
+    if let (Some(why), false) = (over, planned.record.status.is_terminal()) {
+        planned = build(&input, Some(FailureDetails::new("HistoryTooLarge", why)));
+    }
+    planned
+}
+
+fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
+    let r = input.record;
+    let partitions = input.partitions;
+    let me = r.instance_id.clone();
+    let exec = r.execution_id.clone();
+    let now = input.now;
+    let mut events = input.events.clone();
+    let mut ops: Vec<Op> = Vec::new();
+    let mut work_items = Vec::new();
+    let mut timers = Vec::new();
+    let mut cancel_timers = Vec::new();
+    let mut restart = None;
+    let mut record = r.clone();
+    record.updated_at = now;
+    if record.status == RuntimeStatus::Pending {
+        record.status = RuntimeStatus::Running;
+    }
+    record.custom_status = input.custom_status.clone();
+    let mut end: Option<(RuntimeStatus, Option<String>, Option<FailureDetails>)> = None;
+
+    if let Some((reason, recurse)) = &input.terminated {
+        end = Some((RuntimeStatus::Terminated, reason.clone(), None));
+        if *recurse {
+            for child in &input.open_children {
+                let ev = HistoryEvent::new(
+                    now,
+                    EventKind::ExecutionTerminated {
+                        reason: reason.clone(),
+                        recurse: true,
+                    },
+                );
+                ops.push(send(
+                    partitions,
+                    Target::Instance(child.clone()),
+                    instance_event(None, ev),
+                ));
+            }
+        }
+    } else if let Some(f) = failure {
+        end = Some((RuntimeStatus::Failed, None, Some(f)));
+    } else {
+        for a in &input.actions {
+            let id = a.id();
+            match a.clone() {
+                Action::ScheduleTask { name, input, .. } => {
+                    events.push(HistoryEvent::scheduled(
+                        id,
+                        now,
+                        EventKind::TaskScheduled {
+                            name: name.clone(),
+                            input: input.clone(),
+                        },
+                    ));
+                    work_items.push(WorkItem {
+                        task_id: id,
+                        name,
+                        input,
+                    });
+                }
+                Action::CreateSubOrchestration {
+                    name,
+                    instance_id,
+                    input,
+                    ..
+                } => {
+                    events.push(HistoryEvent::scheduled(
+                        id,
+                        now,
+                        EventKind::SubOrchestrationCreated {
+                            name: name.clone(),
+                            instance_id: instance_id.clone(),
+                            input: input.clone(),
+                        },
+                    ));
+                    let started = HistoryEvent::new(
+                        now,
+                        EventKind::ExecutionStarted {
+                            name,
+                            version: None,
+                            input,
+                            parent: Some(ParentInstance {
+                                instance_id: me.clone(),
+                                execution_id: exec.clone(),
+                                name: r.name.clone(),
+                                task_id: id,
+                            }),
+                            scheduled_start: None,
+                            // the child's execution id: derived, so a replayed decision names
+                            // the same one
+                            execution_id: format!("{exec}:{id}"),
+                        },
+                    );
+                    // no execution id on the message: a start request, which the child's
+                    // partition turns into a start of that instance
+                    ops.push(send(
+                        partitions,
+                        Target::Instance(instance_id),
+                        instance_event(None, started),
+                    ));
+                }
+                Action::CreateTimer { fire_at, .. } => {
+                    events.push(HistoryEvent::scheduled(
+                        id,
+                        now,
+                        EventKind::TimerCreated { fire_at },
+                    ));
+                    let fired = HistoryEvent::new(
+                        fire_at,
+                        EventKind::TimerFired {
+                            timer_id: id,
+                            fire_at,
+                        },
+                    );
+                    timers.push((
+                        id,
+                        fire_at,
+                        instance_event(Some(exec.clone()), fired).encode(),
+                    ));
+                }
+                Action::CancelTimer { timer_id } => cancel_timers.push(timer_id),
+                Action::SendEvent {
+                    instance_id,
+                    name,
+                    data,
+                    ..
+                } => {
+                    events.push(HistoryEvent::scheduled(
+                        id,
+                        now,
+                        EventKind::EventSent {
+                            instance_id: instance_id.clone(),
+                            name: name.clone(),
+                            input: data.clone(),
+                        },
+                    ));
+                    let raised =
+                        HistoryEvent::new(now, EventKind::EventRaised { name, input: data });
+                    ops.push(send(
+                        partitions,
+                        Target::Instance(instance_id),
+                        instance_event(None, raised),
+                    ));
+                }
+                Action::SignalEntity {
+                    request_id,
+                    target,
+                    operation,
+                    input: data,
+                    scheduled_time,
+                    ..
+                } => {
+                    events.push(HistoryEvent::scheduled(
+                        id,
+                        now,
+                        EventKind::EntityOperationSignaled {
+                            request_id: request_id.clone(),
+                            target: target.clone(),
+                            operation: operation.clone(),
+                            input: data.clone(),
+                            scheduled_time,
+                        },
+                    ));
+                    // checked by check_action
+                    if let Ok(entity) = EntityId::from_canonical(&target) {
+                        let message = Message::EntityRequest {
+                            operation,
+                            input: data,
+                            request_id,
+                            reply_to: None,
+                        };
+                        let t = Target::Entity(entity);
+                        ops.push(match scheduled_time.filter(|&at| at > now) {
+                            Some(due) => Op::ScheduleTimer {
+                                due,
+                                target: t,
+                                message: message.encode(),
+                            },
+                            None => send(partitions, t, message),
+                        });
+                    }
+                }
+                Action::CallEntity {
+                    request_id,
+                    target,
+                    operation,
+                    input: data,
+                    ..
+                } => {
+                    events.push(HistoryEvent::scheduled(
+                        id,
+                        now,
+                        EventKind::EntityOperationCalled {
+                            request_id: request_id.clone(),
+                            target: target.clone(),
+                            operation: operation.clone(),
+                            input: data.clone(),
+                        },
+                    ));
+                    if let Ok(entity) = EntityId::from_canonical(&target) {
+                        let message = Message::EntityRequest {
+                            operation,
+                            input: data,
+                            request_id,
+                            reply_to: Some((me.clone(), exec.clone())),
+                        };
+                        ops.push(send(partitions, Target::Entity(entity), message));
+                    }
+                }
+                // refused by check_action
+                Action::LockEntities { .. } | Action::UnlockEntity { .. } => {}
+                Action::TerminateOrchestration {
+                    instance_id,
+                    reason,
+                    recurse,
+                    ..
+                } => {
+                    let ev =
+                        HistoryEvent::new(now, EventKind::ExecutionTerminated { reason, recurse });
+                    ops.push(send(
+                        partitions,
+                        Target::Instance(instance_id),
+                        instance_event(None, ev),
+                    ));
+                }
+                Action::CompleteOrchestration {
+                    status,
+                    result,
+                    failure,
+                    carryover_events,
+                    ..
+                } => match status {
+                    RuntimeStatus::ContinuedAsNew => {
+                        let started = HistoryEvent::new(
+                            now,
+                            EventKind::ExecutionStarted {
+                                name: r.name.clone(),
+                                version: r.version.clone(),
+                                input: result.clone(),
+                                parent: r.parent.clone(),
+                                scheduled_start: None,
+                                execution_id: input.new_execution_id.clone(),
+                            },
+                        );
+                        restart = Some(Restart {
+                            started,
+                            carryover: carryover_events,
+                        });
+                        record.status = RuntimeStatus::ContinuedAsNew;
+                        record.input = result;
+                        record.output = None;
+                    }
+                    RuntimeStatus::Failed => {
+                        end = Some((
+                            RuntimeStatus::Failed,
+                            result,
+                            Some(failure.unwrap_or_else(|| {
+                                FailureDetails::new(
+                                    "OrchestrationFailed",
+                                    "the orchestration failed",
+                                )
+                            })),
+                        ));
+                    }
+                    other => end = Some((other, result, failure)),
+                },
+            }
+        }
+    }
+
+    if let Some((status, output, failure)) = end {
+        events.push(HistoryEvent::new(
+            now,
+            EventKind::ExecutionCompleted {
+                status,
+                result: output.clone(),
+                failure: failure.clone(),
+            },
+        ));
+        record.status = status;
+        record.output = output.clone();
+        record.failure = failure.clone();
+        record.completed_at = Some(now);
+        work_items.clear();
+        if let Some(parent) = &r.parent {
+            let ev = match status {
+                RuntimeStatus::Completed => EventKind::SubOrchestrationCompleted {
+                    scheduled_id: parent.task_id,
+                    result: output,
+                },
+                _ => EventKind::SubOrchestrationFailed {
+                    scheduled_id: parent.task_id,
+                    failure: failure.unwrap_or_else(|| {
+                        FailureDetails::new(
+                            "Terminated",
+                            format!(
+                                "sub-orchestration {} was terminated: {}",
+                                me,
+                                output.as_deref().unwrap_or("no reason given")
+                            ),
+                        )
+                    }),
+                },
+            };
+            ops.push(send(
+                partitions,
+                Target::Instance(parent.instance_id.clone()),
+                instance_event(
+                    Some(parent.execution_id.clone()),
+                    HistoryEvent::new(now, ev),
+                ),
+            ));
+        }
+    } else if input.suspended {
+        record.status = RuntimeStatus::Suspended;
+    } else if record.status == RuntimeStatus::Suspended {
+        record.status = RuntimeStatus::Running;
+    }
+    if !input.more && restart.is_none() {
+        events.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
+    }
+
+    let appended = events.len() as u64;
+    let appended_bytes = events.iter().map(|e| e.encode().len() as u64).sum();
+    let sent = ops.iter().any(|o| matches!(o, Op::Send { .. }));
+    let timers_scheduled =
+        !timers.is_empty() || ops.iter().any(|o| matches!(o, Op::ScheduleTimer { .. }));
+    let dispatch = work_items.clone();
+    let turn = Turn {
+        instance: me,
+        execution_id: exec,
+        turns: r.turns,
+        record: record.clone(),
+        events,
+        consumed_upto: input.consumed_upto,
+        work_items,
+        done_items: input.done_items.clone(),
+        timers,
+        cancel_timers,
+        restart,
+    };
+    let mut all = vec![Op::CompleteTurn(Box::new(turn))];
+    all.append(&mut ops);
+    Planned {
+        ops: all,
+        dispatch,
+        record,
+        appended,
+        appended_bytes,
+        sent,
+        timers: timers_scheduled,
+    }
+}

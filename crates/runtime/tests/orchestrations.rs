@@ -1,0 +1,478 @@
+//! The orchestration runtime on one node, in process: the samples end to end, sub-orchestrations,
+//! continue-as-new, external events, terminate, suspend/resume, reuse policies, purge, query
+//! paging, restart, and an instance that survives a restart of the node mid-flight.
+
+use perdure_cluster::Partitions;
+use perdure_runtime::orchestrations::model::{OrchestrationContext, OrchestrationError};
+use perdure_runtime::orchestrations::{samples, InstanceFilter, Query, StartRequest};
+use perdure_runtime::{Error, OrchestrationRegistry, Registries, Registry, Runtime};
+use perdure_types::config::{NodeConfig, OrchestrationsConfig};
+use perdure_types::orchestration::{EventKind, ReusePolicy, RuntimeStatus};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+static ACTIVITY_RUNS: AtomicU64 = AtomicU64::new(0);
+
+fn registry() -> OrchestrationRegistry {
+    samples::register(OrchestrationRegistry::default())
+        .orchestrator("Parent", |ctx: OrchestrationContext| async move {
+            let n: u64 = ctx.input()?;
+            let a = ctx.call_sub_orchestration("FanOutFanIn", None, n).await?;
+            let b = ctx
+                .call_sub_orchestration(
+                    "HelloSequence",
+                    Some(format!("{}-child", ctx.instance_id())),
+                    Value::Null,
+                )
+                .await?;
+            Ok(json!([a, b]))
+        })
+        .orchestrator("Counter", |ctx: OrchestrationContext| async move {
+            // counts "Add" events across continue-as-new generations until it reaches 3
+            let n: u64 = ctx.input()?;
+            if n >= 3 {
+                return Ok(json!(n));
+            }
+            let ev = ctx.wait_for_external_event("Add").await?;
+            ctx.set_custom_status(json!({"n": n}))?;
+            ctx.continue_as_new(n + ev.as_u64().unwrap_or(0))
+        })
+        .orchestrator("Waiter", |ctx: OrchestrationContext| async move {
+            let v = ctx.wait_for_external_event("Go").await?;
+            let r = ctx.call_activity("Count", v.clone()).await?;
+            Ok(json!([v, r]))
+        })
+        .orchestrator("Failing", |ctx: OrchestrationContext| async move {
+            ctx.call_activity("Boom", Value::Null).await?;
+            Err::<Value, _>(OrchestrationError::new("Unreachable", "never"))
+        })
+        .activity("Count", |_ctx, v: Value| async move {
+            ACTIVITY_RUNS.fetch_add(1, Ordering::Relaxed);
+            Ok(v)
+        })
+        .activity("Boom", |_ctx, _v: Value| async move {
+            Err(perdure_runtime::orchestrations::model::ActivityError::new(
+                "Boom", "it broke",
+            ))
+        })
+}
+
+fn config(dir: &std::path::Path) -> NodeConfig {
+    NodeConfig {
+        data_dir: dir.join("data"),
+        partitions: 4,
+        ..Default::default()
+    }
+}
+
+struct Node {
+    runtime: Runtime,
+}
+
+impl Node {
+    async fn start(cfg: &NodeConfig) -> Self {
+        let partitions = Arc::new(Partitions::start(cfg).await.unwrap());
+        partitions
+            .wait_ready(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let registries = Registries {
+            entities: Registry::builtin(),
+            orchestrations: registry(),
+        };
+        let runtime = Runtime::start_with(
+            partitions,
+            registries,
+            cfg.entities.clone(),
+            OrchestrationsConfig::default(),
+        )
+        .await
+        .unwrap();
+        // the leader loops start the workloads asynchronously
+        let t = Instant::now();
+        loop {
+            match runtime.orchestrations().status("__warmup", false).await {
+                Err(Error::InstanceNotFound(_)) => break,
+                _ => {
+                    assert!(t.elapsed() < Duration::from_secs(10), "never ready");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        Self { runtime }
+    }
+
+    async fn stop(self) {
+        self.runtime.shutdown().await;
+        let mut partitions = self.runtime.partitions().clone();
+        drop(self.runtime);
+        let t = Instant::now();
+        loop {
+            match Arc::try_unwrap(partitions) {
+                Ok(p) => return p.shutdown().await,
+                Err(p) => {
+                    assert!(
+                        t.elapsed() < Duration::from_secs(10),
+                        "partitions still shared"
+                    );
+                    partitions = p;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+
+    async fn start_orch(&self, name: &str, id: &str, input: Value) -> String {
+        self.runtime
+            .orchestrations()
+            .start(StartRequest {
+                name: name.into(),
+                instance_id: Some(id.into()),
+                input: Some(input),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .instance_id
+            .to_string()
+    }
+
+    async fn finish(&self, id: &str) -> (RuntimeStatus, Option<Value>) {
+        let s = self
+            .runtime
+            .orchestrations()
+            .wait(id, Duration::from_secs(20), false)
+            .await
+            .unwrap();
+        let out = s
+            .record
+            .output
+            .as_deref()
+            .map(|o| serde_json::from_str(o).unwrap());
+        (s.record.status, out)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_samples_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&config(dir.path())).await;
+    let o = node.runtime.orchestrations();
+
+    node.start_orch("HelloSequence", "hello", Value::Null).await;
+    assert_eq!(
+        node.finish("hello").await,
+        (
+            RuntimeStatus::Completed,
+            Some(json!(["Hello Tokyo!", "Hello Seattle!", "Hello London!"]))
+        )
+    );
+    // every activity's result is in the history exactly once, in order
+    let h = o.status("hello", true).await.unwrap().history.unwrap();
+    let done: Vec<i32> = h
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::TaskCompleted { scheduled_id, .. } => Some(scheduled_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, vec![0, 1, 2]);
+
+    node.start_orch("FanOutFanIn", "fan", json!(200)).await;
+    assert_eq!(
+        node.finish("fan").await,
+        (RuntimeStatus::Completed, Some(json!(200 * 199 / 2)))
+    );
+
+    node.start_orch(
+        "CounterAggregation",
+        "agg",
+        json!({"key": "k1", "adds": 25}),
+    )
+    .await;
+    assert_eq!(
+        node.finish("agg").await,
+        (RuntimeStatus::Completed, Some(json!(25)))
+    );
+
+    node.start_orch("Approval", "ok", json!({"timeout_ms": 60_000}))
+        .await;
+    o.raise_event("ok", "Approval", Some(json!(true)))
+        .await
+        .unwrap();
+    assert_eq!(
+        node.finish("ok").await,
+        (RuntimeStatus::Completed, Some(json!("approved")))
+    );
+
+    node.start_orch("Approval", "late", json!({"timeout_ms": 300}))
+        .await;
+    assert_eq!(
+        node.finish("late").await,
+        (RuntimeStatus::Completed, Some(json!("escalated")))
+    );
+
+    node.start_orch(
+        "Monitor",
+        "mon",
+        json!({"counter": "m", "target": 3, "interval_ms": 50, "expiry_ms": 60_000}),
+    )
+    .await;
+    for _ in 0..3 {
+        node.runtime
+            .entities()
+            .signal(perdure_runtime::SignalRequest {
+                entity: perdure_types::EntityId::new("counter", "m").unwrap(),
+                operation: "add".into(),
+                input: Some(json!(1)),
+                idempotency_key: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        node.finish("mon").await,
+        (RuntimeStatus::Completed, Some(json!("reached")))
+    );
+
+    node.start_orch(
+        "Monitor",
+        "mon2",
+        json!({"counter": "never", "target": 1, "interval_ms": 50, "expiry_ms": 300}),
+    )
+    .await;
+    assert_eq!(
+        node.finish("mon2").await,
+        (RuntimeStatus::Completed, Some(json!("expired")))
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_orchestrations_continue_as_new_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&config(dir.path())).await;
+    let o = node.runtime.orchestrations();
+
+    node.start_orch("Parent", "parent", json!(10)).await;
+    assert_eq!(
+        node.finish("parent").await,
+        (
+            RuntimeStatus::Completed,
+            Some(json!([
+                45,
+                ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
+            ]))
+        )
+    );
+    let child = o.status("parent-child", false).await.unwrap().record;
+    assert_eq!(child.status, RuntimeStatus::Completed);
+    assert_eq!(child.parent.unwrap().instance_id.as_str(), "parent");
+
+    // continue-as-new: events raised while a generation runs are carried over
+    node.start_orch("Counter", "ctr", json!(0)).await;
+    for _ in 0..3 {
+        o.raise_event("ctr", "Add", Some(json!(1))).await.unwrap();
+    }
+    assert_eq!(
+        node.finish("ctr").await,
+        (RuntimeStatus::Completed, Some(json!(3)))
+    );
+
+    node.start_orch("Failing", "fails", Value::Null).await;
+    let (st, _) = node.finish("fails").await;
+    assert_eq!(st, RuntimeStatus::Failed);
+    let f = o
+        .status("fails", false)
+        .await
+        .unwrap()
+        .record
+        .failure
+        .unwrap();
+    assert_eq!(f.error_type, "Boom");
+    assert!(f.message.contains("it broke"), "{f:?}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_management() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&config(dir.path())).await;
+    let o = node.runtime.orchestrations();
+
+    // unknown names and ids write nothing
+    let e = o
+        .start(StartRequest {
+            name: "Nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "unknown_orchestrator");
+    assert_eq!(
+        o.status("missing", false).await.unwrap_err().code(),
+        "instance_not_found"
+    );
+    assert_eq!(
+        o.raise_event("missing", "Go", None)
+            .await
+            .unwrap_err()
+            .code(),
+        "instance_not_found"
+    );
+
+    // suspend holds events; resume lets them in
+    node.start_orch("Waiter", "w1", Value::Null).await;
+    o.suspend("w1", Some("hold".into())).await.unwrap();
+    o.raise_event("w1", "Go", Some(json!(7))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        o.status("w1", false).await.unwrap().record.status,
+        RuntimeStatus::Suspended
+    );
+    o.resume("w1", None).await.unwrap();
+    assert_eq!(
+        node.finish("w1").await,
+        (RuntimeStatus::Completed, Some(json!([7, 7])))
+    );
+    // a finished instance takes no more events, and says so
+    assert_eq!(
+        o.raise_event("w1", "Go", None).await.unwrap_err().code(),
+        "instance_finished"
+    );
+
+    // terminate
+    node.start_orch("Waiter", "w2", Value::Null).await;
+    let dup = o
+        .start(StartRequest {
+            name: "Waiter".into(),
+            instance_id: Some("w2".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), "instance_exists");
+    o.terminate("w2", Some(json!("enough")), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        node.finish("w2").await,
+        (RuntimeStatus::Terminated, Some(json!("enough")))
+    );
+
+    // a finished id is replaced by the default policy; a policy replacing nothing refuses
+    let refused = o
+        .start(StartRequest {
+            name: "HelloSequence".into(),
+            instance_id: Some("w2".into()),
+            policy: ReusePolicy {
+                replaceable: vec![],
+                ignore_if_running: false,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "instance_exists");
+    node.start_orch("HelloSequence", "w2", Value::Null).await;
+    assert_eq!(node.finish("w2").await.0, RuntimeStatus::Completed);
+
+    // restart under a new id
+    let again = o.restart("w2", true).await.unwrap();
+    assert_ne!(again.instance_id.as_str(), "w2");
+    assert_eq!(
+        node.finish(again.instance_id.as_str()).await.0,
+        RuntimeStatus::Completed
+    );
+
+    // query: paging with continuation tokens sees every instance once
+    for i in 0..12 {
+        node.start_orch("HelloSequence", &format!("q-{i:02}"), Value::Null)
+            .await;
+    }
+    for i in 0..12 {
+        node.finish(&format!("q-{i:02}")).await;
+    }
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = o
+            .query(Query {
+                filter: InstanceFilter {
+                    prefix: Some("q-".into()),
+                    statuses: vec![RuntimeStatus::Completed],
+                    ..Default::default()
+                },
+                page_size: 5,
+                continuation: token,
+            })
+            .await
+            .unwrap();
+        assert!(page.instances.len() <= 5);
+        seen.extend(
+            page.instances
+                .into_iter()
+                .map(|r| r.instance_id.to_string()),
+        );
+        token = page.continuation;
+        if token.is_none() {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        (0..12).map(|i| format!("q-{i:02}")).collect::<Vec<_>>()
+    );
+
+    // purge: a running instance is refused, finished ones go
+    node.start_orch("Waiter", "w3", Value::Null).await;
+    assert_eq!(
+        o.purge("w3", false).await.unwrap_err().code(),
+        "instance_state"
+    );
+    assert_eq!(o.purge("q-00", false).await.unwrap(), 1);
+    assert_eq!(
+        o.status("q-00", false).await.unwrap_err().code(),
+        "instance_not_found"
+    );
+    let n = o
+        .purge_where(InstanceFilter {
+            prefix: Some("q-".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 11);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_in_flight_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let node = Node::start(&cfg).await;
+    node.start_orch("Waiter", "r1", Value::Null).await;
+    node.start_orch("FanOutFanIn", "r2", json!(50)).await;
+    node.finish("r2").await;
+    node.stop().await;
+
+    let node = Node::start(&cfg).await;
+    let o = node.runtime.orchestrations();
+    assert_eq!(
+        o.status("r1", false).await.unwrap().record.status,
+        RuntimeStatus::Running
+    );
+    o.raise_event("r1", "Go", Some(json!("x"))).await.unwrap();
+    assert_eq!(
+        node.finish("r1").await,
+        (RuntimeStatus::Completed, Some(json!(["x", "x"])))
+    );
+    assert_eq!(
+        node.finish("r2").await,
+        (RuntimeStatus::Completed, Some(json!(1225)))
+    );
+    node.stop().await;
+}
