@@ -69,6 +69,9 @@ pub struct InstanceFilter {
     pub created_to: Option<Millis>,
     /// Instance ids starting with this.
     pub prefix: Option<String>,
+    /// Only instances quarantined as poison (failed with a `PoisonMessage` failure: a step that
+    /// kept crashing).
+    pub poisoned: bool,
 }
 
 impl InstanceFilter {
@@ -81,8 +84,12 @@ impl InstanceFilter {
                 .prefix
                 .as_ref()
                 .is_none_or(|p| r.instance_id.as_str().starts_with(p.as_str()))
+            && (!self.poisoned || r.failure.as_ref().is_some_and(|f| f.error_type == POISON))
     }
 }
+
+/// The failure type of an instance quarantined as poison.
+pub const POISON: &str = "PoisonMessage";
 
 /// A page of a query.
 #[derive(Debug, Clone, Default)]

@@ -191,7 +191,7 @@ impl Instance {
         tokio::time::sleep(backoff).await;
         if self.crashes >= self.rt.shared.config.max_dispatches {
             let failure = FailureDetails::new(
-                "PoisonMessage",
+                super::api::POISON,
                 format!(
                     "the instance's turn failed {} times in a row (orchestrations.max_dispatches); last: {}",
                     self.crashes, self.last_crash

