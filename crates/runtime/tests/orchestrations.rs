@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 static ACTIVITY_RUNS: AtomicU64 = AtomicU64::new(0);
+static FLAKY_CALLS: AtomicU64 = AtomicU64::new(0);
+static FIRST_STEP_RUNS: AtomicU64 = AtomicU64::new(0);
 
 fn registry() -> OrchestrationRegistry {
     samples::register(OrchestrationRegistry::default())
@@ -47,6 +49,24 @@ fn registry() -> OrchestrationRegistry {
         .orchestrator("Failing", |ctx: OrchestrationContext| async move {
             ctx.call_activity("Boom", Value::Null).await?;
             Err::<Value, _>(OrchestrationError::new("Unreachable", "never"))
+        })
+        .orchestrator("Flaky", |ctx: OrchestrationContext| async move {
+            let a = ctx.call_activity("FirstStep", 1).await?;
+            let b = ctx.call_activity("FailsFirst", 2).await?;
+            Ok(json!([a, b]))
+        })
+        .activity("FirstStep", |_ctx, v: Value| async move {
+            FIRST_STEP_RUNS.fetch_add(1, Ordering::SeqCst);
+            Ok(v)
+        })
+        .activity("FailsFirst", |_ctx, v: Value| async move {
+            if FLAKY_CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(perdure_runtime::orchestrations::model::ActivityError::new(
+                    "Flaky",
+                    "first call fails",
+                ));
+            }
+            Ok(v)
         })
         .activity("Count", |_ctx, v: Value| async move {
             ACTIVITY_RUNS.fetch_add(1, Ordering::Relaxed);
@@ -293,6 +313,28 @@ async fn sub_orchestrations_continue_as_new_and_failures() {
         .unwrap();
     assert_eq!(f.error_type, "Boom");
     assert!(f.message.contains("it broke"), "{f:?}");
+
+    // rewind: the failed activity runs again, the one that succeeded does not
+    node.start_orch("Flaky", "flaky", Value::Null).await;
+    assert_eq!(node.finish("flaky").await.0, RuntimeStatus::Failed);
+    assert_eq!(
+        o.rewind("ctr", None).await.unwrap_err().code(),
+        "instance_state",
+        "only a failed instance is rewound"
+    );
+    o.rewind("flaky", Some("fixed".into())).await.unwrap();
+    assert_eq!(
+        node.finish("flaky").await,
+        (RuntimeStatus::Completed, Some(json!([1, 2])))
+    );
+    assert_eq!(
+        FIRST_STEP_RUNS.load(Ordering::SeqCst),
+        1,
+        "the step that succeeded ran once"
+    );
+    let h = o.status("flaky", true).await.unwrap().history.unwrap();
+    assert!(h.iter().any(|e| e.kind_name() == "ExecutionRewound"));
+    assert!(!h.iter().any(|e| e.kind_name() == "TaskFailed"));
     node.stop().await;
 }
 

@@ -76,6 +76,9 @@ impl Op {
                 Op::StartInstance { record, .. } => record_bytes(record) * 2,
                 Op::CompleteTurn(turn) => turn.payload_bytes(),
                 Op::CompleteActivity { event, .. } => event_bytes(event),
+                Op::RewindInstance(r) => {
+                    record_bytes(&r.record) + r.history.iter().map(event_bytes).sum::<usize>()
+                }
                 _ => 0,
             }
     }
@@ -231,6 +234,30 @@ pub enum Op {
         /// Most instances removed by this op.
         limit: u32,
     },
+    /// Rewind a failed instance (see [`Rewind`]). Fenced like a turn: it applies only on the
+    /// failed execution and turn count it was computed from; otherwise its whole command
+    /// applies nothing.
+    RewindInstance(Box<Rewind>),
+}
+
+/// A rewind of a failed execution: its history is replaced by `history` (the same history
+/// without the failures: failed tasks' results and the failed end), its record by `record`
+/// (running again), and the failed activities become work items again. The sub-orchestrations
+/// to run again travel beside it in the same command as start requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewind {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The failed execution (fence).
+    pub execution_id: String,
+    /// Its turn count (fence).
+    pub turns: u64,
+    /// The record after the rewind (its counters are the apply's).
+    pub record: InstanceRecord,
+    /// The new history, whole.
+    pub history: Vec<HistoryEvent>,
+    /// Activities to run again.
+    pub work_items: Vec<WorkItem>,
 }
 
 /// A work item of an instance: an activity to run (at least once; its result is recorded once).

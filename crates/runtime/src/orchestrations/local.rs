@@ -8,7 +8,9 @@ use crate::Error;
 use perdure_cluster::transport::{Kind, Rpc};
 use perdure_types::command::{Op, OpResult};
 use perdure_types::message::Message;
-use perdure_types::orchestration::{EventKind, HistoryEvent, InstanceRecord, ReusePolicy};
+use perdure_types::orchestration::{
+    EventKind, HistoryEvent, InstanceRecord, ReusePolicy, RuntimeStatus,
+};
 use perdure_types::{Failure, InstanceId, PartitionId, Target};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -49,6 +51,10 @@ pub(crate) enum OrchRequest {
         partition: PartitionId,
         filter: InstanceFilter,
     },
+    Rewind {
+        instance: InstanceId,
+        reason: Option<String>,
+    },
 }
 
 impl Rpc for OrchRequest {
@@ -70,6 +76,8 @@ pub(crate) enum OrchReply {
 const LIST_SCAN: usize = 2_000;
 /// Most instances one purge command removes.
 const PURGE_BATCH: usize = 100;
+/// Largest history a rewind rewrites (in one command, under the proposal's 32 MiB).
+const MAX_REWIND_BYTES: u64 = 16 << 20;
 
 /// Runs requests on this node's leaderships.
 pub(crate) struct Local {
@@ -158,6 +166,7 @@ impl Local {
             OrchRequest::PurgeWhere { partition, filter } => {
                 self.purge_where(partition, filter).await
             }
+            OrchRequest::Rewind { instance, reason } => self.rewind(instance, reason).await,
         }
     }
 
@@ -280,6 +289,66 @@ impl Local {
                 }
             }
         }
+    }
+
+    /// Rewinds a failed instance: the failures it did not handle (no decision after them) are
+    /// taken out of its history, their activities run again, their sub-orchestrations start
+    /// again, and the execution goes on from there (one fenced command).
+    async fn rewind(
+        &self,
+        instance: InstanceId,
+        reason: Option<String>,
+    ) -> Result<OrchReply, Error> {
+        let rt = self.part(self.partition_of(&instance)).await?;
+        let status = read_status(&rt, instance.clone(), true)
+            .await?
+            .ok_or_else(|| Error::InstanceNotFound(instance.clone()))?;
+        let record = status.record;
+        if record.status != RuntimeStatus::Failed {
+            return Err(Error::InstanceState {
+                instance,
+                status: record.status,
+                why: "only a failed instance is rewound".into(),
+            });
+        }
+        if record.history_bytes > MAX_REWIND_BYTES {
+            return Err(Error::InstanceState {
+                instance,
+                status: record.status,
+                why: format!(
+                    "its history holds {} bytes; rewinding rewrites it whole, which is done up to {MAX_REWIND_BYTES} bytes: restart it instead",
+                    record.history_bytes
+                ),
+            });
+        }
+        let now = crate::host::now_ms();
+        let plan = super::rewind::plan(&record, status.history.unwrap_or_default(), reason, now);
+        let target = Target::Instance(instance.clone());
+        let mut ops = vec![
+            Op::RewindInstance(Box::new(plan.rewind)),
+            Op::Enqueue {
+                target,
+                message: plan.wake.encode(),
+            },
+        ];
+        let n = self.router.partitions().count();
+        for (child, message) in plan.restarts {
+            let t = Target::Instance(child);
+            ops.push(Op::Send {
+                dest: t.partition(n),
+                target: t,
+                message: message.encode(),
+            });
+        }
+        let r = rt.leader.propose(ops).await?;
+        if r.first() != Some(&OpResult::Done) {
+            return Err(Error::Unavailable(format!(
+                "{instance}: changed while it was being rewound; retry"
+            )));
+        }
+        rt.leader.outbox_changed();
+        rt.wake(&instance);
+        Ok(OrchReply::Done)
     }
 
     async fn purge_where(

@@ -22,6 +22,7 @@ mod instance;
 mod local;
 pub mod metrics;
 pub mod model;
+mod rewind;
 pub mod samples;
 mod shared;
 mod turn;
@@ -394,9 +395,15 @@ impl Orchestrations {
     pub async fn rewind(&self, id: &str, reason: Option<String>) -> Result<(), Error> {
         self.check_payload("the reason", reason.as_ref())?;
         let id = InstanceId::new(id)?;
-        Err(Error::BadRequest(format!(
-            "rewinding {id} is not available yet on this node"
-        )))
+        let p = self.partition_of(&id);
+        let req = OrchRequest::Rewind {
+            instance: id,
+            reason,
+        };
+        match self.run(p, req, true, Duration::ZERO).await? {
+            OrchReply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Starts a finished instance again with its input: under the same id (replacing it), or

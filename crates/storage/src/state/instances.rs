@@ -13,7 +13,7 @@
 use super::txn::Txn;
 use super::{inbox, keys, timers, PartitionState};
 use crate::{Error, Result};
-use perdure_types::command::{Millis, Op, OpResult, Restart, Turn, WorkItem};
+use perdure_types::command::{Millis, Op, OpResult, Restart, Rewind, Turn, WorkItem};
 use perdure_types::message::Message;
 use perdure_types::orchestration::{
     EventKind, HistoryEvent, InstanceRecord, ReusePolicy, RuntimeStatus, TaskId,
@@ -259,6 +259,14 @@ impl Fence {
 /// (Other instance ops of the same command are not followed: the runtime never puts one before
 /// a turn; should it, the turn still re-checks its fence when it applies.)
 pub(super) fn turns_fit(txn: &Txn<'_>, ops: &[Op]) -> Result<bool> {
+    for op in ops {
+        if let Op::RewindInstance(r) = op {
+            if !rewind_fits(txn, r)? {
+                tracing::debug!(instance = %r.instance, "a rewind's fence does not hold");
+                return Ok(false);
+            }
+        }
+    }
     if !ops.iter().any(|op| matches!(op, Op::CompleteTurn(_))) {
         return Ok(true);
     }
@@ -362,6 +370,61 @@ pub(super) fn complete_turn(txn: &mut Txn<'_>, turn: &Turn) -> Result<OpResult> 
                 inbox::enqueue(txn, &target, &event_message(next, event))?;
             }
         }
+    }
+    let v = txn.encode(&rec)?;
+    txn.put(keys::instance(id), v);
+    Ok(OpResult::Done)
+}
+
+/// Whether a rewind applies here: the instance runs (failed) the execution it was computed
+/// from, at the same turn count.
+fn rewind_fits(txn: &Txn<'_>, r: &Rewind) -> Result<bool> {
+    Ok(read_record(txn, &r.instance)?.is_some_and(|rec| {
+        rec.status == RuntimeStatus::Failed
+            && rec.execution_id == r.execution_id
+            && rec.turns == r.turns
+            && r.history.len() as u64 <= u64::from(u32::MAX)
+    }))
+}
+
+/// `Op::RewindInstance`: replaces the failed execution's history and record, and adds the work
+/// items to run again (see [`Rewind`]). Checked by [`turns_fit`] first; should its fence not
+/// hold, nothing is written and it answers `Skipped`.
+pub(super) fn rewind(txn: &mut Txn<'_>, r: &Rewind) -> Result<OpResult> {
+    if !rewind_fits(txn, r)? {
+        return Ok(OpResult::Skipped);
+    }
+    let id = &r.instance;
+    let Some(old) = read_record(txn, id)? else {
+        return Ok(OpResult::Skipped);
+    };
+    drop_history(txn, id)?;
+    drop_work(txn, id)?;
+    drop_timers(txn, id)?;
+    txn.del(keys::instance_finished(finished_at(&old), id));
+    let mut rec = r.record.clone();
+    rec.instance_id = id.clone();
+    rec.execution_id = r.execution_id.clone();
+    rec.turns = old.turns + 1;
+    rec.history_events = 0;
+    rec.history_bytes = 0;
+    for (seq, event) in r.history.iter().enumerate() {
+        let v = event.encode();
+        rec.history_bytes += v.len() as u64;
+        rec.history_events += 1;
+        txn.put(
+            keys::instance_history(id, u32::try_from(seq).unwrap_or(u32::MAX)),
+            v,
+        );
+    }
+    for item in &r.work_items {
+        if let Some(task) = task_key(item.task_id) {
+            let v = txn.encode(item)?;
+            txn.put(keys::instance_work(id, task), v);
+        }
+    }
+    if rec.status.is_terminal() {
+        txn.put(keys::instance_finished(finished_at(&rec), id), Vec::new());
     }
     let v = txn.encode(&rec)?;
     txn.put(keys::instance(id), v);

@@ -11,7 +11,7 @@
 //! | `outbox.rs` | outbox messages | `Send`, `AckOutbox` | [`PartitionState::outbox`] |
 //! | `timers.rs` | scheduled messages | `ScheduleTimer`, `RemoveTimer` | [`PartitionState::timers`] |
 //! | `ids.rs` | idempotency ids | `RememberId`, `ExpireIds` | [`PartitionState::ids`] |
-//! | `instances.rs` | orchestration instances: status records, histories, work items, timer references, finished index | `StartInstance`, `CompleteTurn`, `CompleteActivity`, `PurgeInstance`, `PurgeFinished` | [`PartitionState::instances`] |
+//! | `instances.rs` | orchestration instances: status records, histories, work items, timer references, finished index | `StartInstance`, `CompleteTurn`, `CompleteActivity`, `PurgeInstance`, `PurgeFinished`, `RewindInstance` | [`PartitionState::instances`] |
 //!
 //! Beside them: `keys.rs` (every key layout, the only code that builds or parses key bytes, pinned
 //! by test vectors), `tree.rs` (the store: the only code that talks to redb), `txn.rs` (one apply
@@ -338,6 +338,7 @@ fn apply_op(txn: &mut Txn<'_>, op: &Op) -> Result<OpResult> {
         Op::PurgeFinished { before, limit } => {
             instances::purge_finished(txn, *before, *limit as usize)?
         }
+        Op::RewindInstance(r) => instances::rewind(txn, r)?,
     })
 }
 
