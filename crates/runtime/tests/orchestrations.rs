@@ -93,6 +93,10 @@ struct Node {
 
 impl Node {
     async fn start(cfg: &NodeConfig) -> Self {
+        Self::start_with(cfg, OrchestrationsConfig::default()).await
+    }
+
+    async fn start_with(cfg: &NodeConfig, orch: OrchestrationsConfig) -> Self {
         let partitions = Arc::new(Partitions::start(cfg).await.unwrap());
         partitions
             .wait_ready(Duration::from_secs(10))
@@ -102,14 +106,9 @@ impl Node {
             entities: Registry::builtin(),
             orchestrations: registry(),
         };
-        let runtime = Runtime::start_with(
-            partitions,
-            registries,
-            cfg.entities.clone(),
-            OrchestrationsConfig::default(),
-        )
-        .await
-        .unwrap();
+        let runtime = Runtime::start_with(partitions, registries, cfg.entities.clone(), orch)
+            .await
+            .unwrap();
         // the leader loops start the workloads asynchronously
         let t = Instant::now();
         loop {
@@ -515,6 +514,96 @@ async fn an_instance_in_flight_survives_a_restart() {
     assert_eq!(
         node.finish("r2").await,
         (RuntimeStatus::Completed, Some(json!(1225)))
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_orchestrators_stay_within_their_bound_and_replay_when_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let orch = OrchestrationsConfig {
+        max_live: 8, // 2 per partition
+        ..Default::default()
+    };
+    let node = Node::start_with(&config(dir.path()), orch).await;
+    let o = node.runtime.orchestrations();
+    for i in 0..40 {
+        node.start_orch("Waiter", &format!("live-{i}"), Value::Null)
+            .await;
+    }
+    // every one has taken its first turn (waiting for its event)
+    for i in 0..40 {
+        let t = Instant::now();
+        while o
+            .status(&format!("live-{i}"), false)
+            .await
+            .unwrap()
+            .record
+            .status
+            != RuntimeStatus::Running
+        {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let live = o.metrics().live.load(Ordering::Relaxed);
+    assert!(
+        live <= 8 + 4 * 4,
+        "{live} live orchestrators, bound 8 (+ the evictions in flight)"
+    );
+    let replays_before = o.metrics().replays.load(Ordering::Relaxed);
+    for i in 0..40 {
+        o.raise_event(&format!("live-{i}"), "Go", Some(json!(i)))
+            .await
+            .unwrap();
+    }
+    for i in 0..40 {
+        assert_eq!(
+            node.finish(&format!("live-{i}")).await,
+            (RuntimeStatus::Completed, Some(json!([i, i])))
+        );
+    }
+    assert!(
+        o.metrics().replays.load(Ordering::Relaxed) > replays_before,
+        "passivated orchestrators were rebuilt from their histories"
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_start_waits_and_events_raised_before_it_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&config(dir.path())).await;
+    let o = node.runtime.orchestrations();
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 400;
+    o.start(StartRequest {
+        name: "Waiter".into(),
+        instance_id: Some("later".into()),
+        scheduled_start: Some(at),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    o.raise_event("later", "Go", Some(json!("early")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let st = o.status("later", true).await.unwrap();
+    assert_eq!(st.record.status, RuntimeStatus::Pending, "{st:#?}");
+    assert_eq!(
+        node.finish("later").await,
+        (RuntimeStatus::Completed, Some(json!(["early", "early"])))
+    );
+    let h = o.status("later", true).await.unwrap().history.unwrap();
+    assert!(
+        h.iter()
+            .filter(|e| matches!(e.kind, EventKind::OrchestratorStarted))
+            .all(|e| e.timestamp >= at),
+        "no turn ran before the scheduled start: {h:#?}"
     );
     node.stop().await;
 }

@@ -314,6 +314,10 @@ pub struct OrchestrationsConfig {
     /// A live orchestrator (its replayed state kept in memory between turns) idle this long is
     /// dropped; its next event replays its history. Default 60 000 ms.
     pub passivate_after_ms: u64,
+    /// Most live orchestrators on this node (an equal share per partition it leads): past its
+    /// share, a partition drops the live orchestrators idle the longest (their next event
+    /// replays their history). Default 10 000; between 1 and 10 000 000.
+    pub max_live: u64,
     /// A step (a turn or an activity) that fails this many times in a row by crashing (a panic,
     /// a storage error) is quarantined: the instance fails with a `PoisonMessage` error naming
     /// the step. Default 5; between 1 and 1 000.
@@ -333,6 +337,7 @@ impl Default for OrchestrationsConfig {
             max_concurrent_activities: 1_000,
             max_actions_per_turn: 5_000,
             passivate_after_ms: 60_000,
+            max_live: 10_000,
             max_dispatches: 5,
             retention_ms: 30 * 24 * 3600 * 1000,
         }

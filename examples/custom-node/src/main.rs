@@ -88,7 +88,10 @@ async fn place_order(ctx: OrchestrationContext) -> Result<Value, OrchestrationEr
     }
 }
 
-fn undo(ctx: &OrchestrationContext, reserved: &[(EntityId, i64)]) -> Result<(), OrchestrationError> {
+fn undo(
+    ctx: &OrchestrationContext,
+    reserved: &[(EntityId, i64)],
+) -> Result<(), OrchestrationError> {
     for (entity, n) in reserved {
         ctx.signal_entity(entity, "restock", n)?;
     }
@@ -101,7 +104,11 @@ async fn charge(ctx: ActivityContext, card: Value) -> Result<Value, ActivityErro
     if card.starts_with('0') {
         return Err(ActivityError::non_retriable("Declined", "card declined"));
     }
-    Ok(json!(format!("receipt-{}-{}", ctx.instance_id(), ctx.task_id())))
+    Ok(json!(format!(
+        "receipt-{}-{}",
+        ctx.instance_id(),
+        ctx.task_id()
+    )))
 }
 
 /// Everything this node runs: the built-in entity types and samples, plus ours.

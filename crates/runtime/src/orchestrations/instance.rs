@@ -38,6 +38,8 @@ use tokio::sync::mpsc;
 pub(crate) enum InstanceMsg {
     /// Look at the inbox.
     Wake,
+    /// The partition is over its share of live instances: leave if idle.
+    Passivate,
     /// An activity of this node finished.
     ActivityDone {
         execution_id: String,
@@ -56,9 +58,17 @@ pub(crate) async fn run(
     metrics.live.fetch_add(1, Ordering::Relaxed);
     let idle = Duration::from_millis(rt.shared.config.passivate_after_ms);
     let mut inst = Instance::new(rt.clone(), id.clone());
+    let mut evicted = false;
     loop {
         while let Ok(m) = rx.try_recv() {
-            inst.take(m);
+            evicted |= inst.take(m);
+        }
+        if evicted {
+            evicted = false;
+            if inst.can_passivate() && rt.leave_if_idle(&id, &rx) {
+                metrics.live.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
         }
         let started = Instant::now();
         match AssertUnwindSafe(inst.step()).catch_unwind().await {
@@ -69,18 +79,27 @@ pub(crate) async fn run(
             }
             Ok(Ok(false)) => inst.crashes = 0,
             Ok(Err(e)) => {
-                inst.crashed(e.to_string()).await;
+                // unavailability (a leadership changing, a deadline) is not the step's fault
+                let counts = !matches!(
+                    e.kind(),
+                    perdure_types::ErrorKind::Unavailable
+                        | perdure_types::ErrorKind::DeadlineExceeded
+                );
+                inst.crashed(e.to_string(), counts).await;
                 continue;
             }
             Err(panic) => {
-                inst.crashed(format!("panicked: {}", activities::panic_message(&panic)))
-                    .await;
+                inst.crashed(
+                    format!("panicked: {}", activities::panic_message(&panic)),
+                    true,
+                )
+                .await;
                 continue;
             }
         }
         tokio::select! {
             m = rx.recv() => match m {
-                Some(m) => inst.take(m),
+                Some(m) => evicted |= inst.take(m),
                 None => break,
             },
             _ = tokio::time::sleep(idle), if inst.can_passivate() => {
@@ -151,8 +170,10 @@ impl Instance {
         }
     }
 
-    fn take(&mut self, m: InstanceMsg) {
+    /// Takes a message; true when it asks the instance to leave.
+    fn take(&mut self, m: InstanceMsg) -> bool {
         match m {
+            InstanceMsg::Passivate => return true,
             InstanceMsg::Wake => {}
             InstanceMsg::ActivityDone {
                 execution_id,
@@ -164,6 +185,7 @@ impl Instance {
                 }
             }
         }
+        false
     }
 
     fn can_passivate(&self) -> bool {
@@ -182,12 +204,14 @@ impl Instance {
 
     /// A step failed: back off; after `orchestrations.max_dispatches` failures in a row the
     /// instance is quarantined (failed with a `PoisonMessage` naming the step).
-    async fn crashed(&mut self, why: String) {
-        self.crashes += 1;
+    async fn crashed(&mut self, why: String, counts: bool) {
+        if counts {
+            self.crashes += 1;
+        }
         tracing::warn!(instance = %self.id, crashes = self.crashes, error = %why, "orchestration step failed");
         self.last_crash = why;
         self.reset();
-        let backoff = Duration::from_millis((50u64 << self.crashes.min(7)).min(5_000));
+        let backoff = Duration::from_millis((50u64 << self.crashes.clamp(1, 7)).min(5_000));
         tokio::time::sleep(backoff).await;
         if self.crashes >= self.rt.shared.config.max_dispatches {
             let failure = FailureDetails::new(
@@ -215,13 +239,16 @@ impl Instance {
         let id = self.id.clone();
         let need_history = self.driver.is_none();
         let need_items = !self.items_loaded;
+        let inbox_limit = self.rt.shared.config.max_actions_per_turn as usize;
         let (record, inbox, history, items) = self
             .rt
             .leader
             .read(move |s| {
                 let t = s.instances();
                 let record = t.get(&id)?;
-                let inbox = s.inbox().messages(&Target::Instance(id.clone()))?;
+                let inbox = s
+                    .inbox()
+                    .first(&Target::Instance(id.clone()), inbox_limit)?;
                 let live = record.as_ref().filter(|r| !r.status.is_terminal());
                 let history = match live {
                     Some(r) if need_history && r.history_events > 0 => {
@@ -250,7 +277,7 @@ impl Instance {
             .position(Incoming::is_start_request)
             .unwrap_or(incoming.len());
         let consumed_upto = incoming[..cut].last().map(|m| m.seq);
-        let events: Vec<HistoryEvent> = incoming
+        let mut events: Vec<HistoryEvent> = incoming
             .into_iter()
             .take(cut)
             .filter(|m| {
@@ -260,6 +287,20 @@ impl Instance {
             })
             .map(|m| m.event)
             .collect();
+        if record.history_events == 0 {
+            // the execution's first turn starts with its ExecutionStarted (events raised before
+            // a scheduled start wait for it, and come after it)
+            match events
+                .iter()
+                .position(|e| matches!(e.kind, EventKind::ExecutionStarted { .. }))
+            {
+                Some(i) => {
+                    let started = events.remove(i);
+                    events.insert(0, started);
+                }
+                None => return Ok(false),
+            }
+        }
 
         if self.driver.is_none()
             || self.exec != record.execution_id

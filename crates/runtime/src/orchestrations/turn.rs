@@ -182,7 +182,10 @@ fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
     let mut restart = None;
     let mut record = r.clone();
     record.updated_at = now;
-    if record.status == RuntimeStatus::Pending {
+    if matches!(
+        record.status,
+        RuntimeStatus::Pending | RuntimeStatus::ContinuedAsNew
+    ) {
         record.status = RuntimeStatus::Running;
     }
     record.custom_status = input.custom_status.clone();

@@ -16,13 +16,25 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+/// A live instance: its task's mailbox, the task, and when it was last sent something.
+struct Live {
+    tx: mpsc::UnboundedSender<InstanceMsg>,
+    task: AbortHandle,
+    last: std::time::Instant,
+}
+
+/// Live instances asked to passivate at once when a partition is over its share.
+const EVICT_BATCH: usize = 4;
+
 /// One partition's orchestration runtime while this node leads it.
 pub(crate) struct PartitionRt {
     pub leader: Arc<Leader>,
     pub shared: Arc<Shared>,
     /// Live instances: the sender of each one's task. Messages are sent under this lock and an
     /// instance leaves it only with an empty mailbox (under the lock too), so none is lost.
-    instances: Mutex<HashMap<InstanceId, (mpsc::UnboundedSender<InstanceMsg>, AbortHandle)>>,
+    instances: Mutex<HashMap<InstanceId, Live>>,
+    /// Most live instances here (`orchestrations.max_live / partitions`, at least 1).
+    max_live: usize,
     /// False once leadership ended: nothing more is started.
     alive: AtomicBool,
 }
@@ -34,17 +46,36 @@ impl PartitionRt {
             return;
         }
         let mut map = self.instances.lock().unwrap_or_else(|e| e.into_inner());
-        let msg = match map.get(id) {
-            Some((tx, _)) => match tx.send(msg) {
-                Ok(()) => return,
+        let msg = match map.get_mut(id) {
+            Some(live) => match live.tx.send(msg) {
+                Ok(()) => {
+                    live.last = std::time::Instant::now();
+                    return;
+                }
                 Err(mpsc::error::SendError(m)) => m,
             },
             None => msg,
         };
+        if map.len() >= self.max_live {
+            // over the share: the instances sent nothing the longest are asked to leave (each
+            // leaves only when idle, so none loses work)
+            let mut by_age: Vec<(&InstanceId, &Live)> = map.iter().collect();
+            by_age.sort_by_key(|(_, l)| l.last);
+            for (_, l) in by_age.into_iter().take(EVICT_BATCH) {
+                let _ = l.tx.send(InstanceMsg::Passivate);
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(msg);
         let task = tokio::spawn(instance::run(self.clone(), id.clone(), rx));
-        map.insert(id.clone(), (tx, task.abort_handle()));
+        map.insert(
+            id.clone(),
+            Live {
+                tx,
+                task: task.abort_handle(),
+                last: std::time::Instant::now(),
+            },
+        );
     }
 
     /// Wakes `id`: it looks at its inbox.
@@ -85,8 +116,8 @@ impl PartitionRt {
     fn stop(&self) {
         self.alive.store(false, Ordering::Release);
         let map = std::mem::take(&mut *self.instances.lock().unwrap_or_else(|e| e.into_inner()));
-        for (_, (_, task)) in map {
-            task.abort();
+        for (_, live) in map {
+            live.task.abort();
         }
     }
 }
@@ -162,10 +193,12 @@ impl Workload for OrchestrationWorkload {
     ) -> BoxFuture<'_, Result<Vec<Box<dyn PartitionService>>, Error>> {
         Box::pin(async move {
             let p = leader.partition();
+            let share = self.shared.config.max_live / u64::from(leader.partitions().count().max(1));
             let rt = Arc::new(PartitionRt {
                 leader,
                 shared: self.shared.clone(),
                 instances: Mutex::new(HashMap::new()),
+                max_live: usize::try_from(share.max(1)).unwrap_or(usize::MAX),
                 alive: AtomicBool::new(true),
             });
             if let Some(old) = self.set_part(p, Some(rt.clone())) {

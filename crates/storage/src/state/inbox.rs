@@ -64,8 +64,13 @@ pub struct InboxTable<'a> {
 impl InboxTable<'_> {
     /// A target's pending inbox messages, oldest first.
     pub fn messages(&self, target: &Target) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.first(target, usize::MAX)
+    }
+
+    /// A target's oldest `limit` pending inbox messages, oldest first.
+    pub fn first(&self, target: &Target, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         let prefix = keys::inbox_prefix(target);
-        let pairs = self.state.tree.scan_prefix(&prefix, usize::MAX)?;
+        let pairs = self.state.tree.scan_prefix(&prefix, limit)?;
         Ok(pairs
             .into_iter()
             .map(|(k, v)| (keys::inbox_seq_of(&prefix, &k), v))

@@ -96,7 +96,14 @@ impl NodeConfig {
 
     fn validate_orchestrations(&self) -> Result<(), ConfigError> {
         let o = &self.orchestrations;
-        let ranges: [(&'static str, u64, u64, u64, &'static str); 7] = [
+        let ranges: [(&'static str, u64, u64, u64, &'static str); 8] = [
+            (
+                "orchestrations.max_live",
+                o.max_live,
+                1,
+                10_000_000,
+                "must be between 1 and 10 000 000",
+            ),
             (
                 "orchestrations.max_history_events",
                 o.max_history_events,
