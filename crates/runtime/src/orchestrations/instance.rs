@@ -19,7 +19,7 @@ use super::turn::{self, Limits, TurnInput};
 use super::workload::PartitionRt;
 use crate::Error;
 use futures::FutureExt;
-use perdure_types::command::{Op, OpResult, WorkItem};
+use perdure_types::command::{event_bytes, Op, OpResult, WorkItem};
 use perdure_types::message::Message;
 use perdure_types::orchestration::{
     Action, EventKind, FailureDetails, HistoryEvent, InstanceRecord, ParentInstance, ReusePolicy,
@@ -85,15 +85,16 @@ pub(crate) async fn run(
                     perdure_types::ErrorKind::Unavailable
                         | perdure_types::ErrorKind::DeadlineExceeded
                 );
-                inst.crashed(e.to_string(), counts).await;
+                if inst.crashed(e.to_string(), counts).await {
+                    break;
+                }
                 continue;
             }
             Err(panic) => {
-                inst.crashed(
-                    format!("panicked: {}", activities::panic_message(&panic)),
-                    true,
-                )
-                .await;
+                let why = format!("panicked: {}", activities::panic_message(&panic));
+                if inst.crashed(why, true).await {
+                    break;
+                }
                 continue;
             }
         }
@@ -203,8 +204,9 @@ impl Instance {
     }
 
     /// A step failed: back off; after `orchestrations.max_dispatches` failures in a row the
-    /// instance is quarantined (failed with a `PoisonMessage` naming the step).
-    async fn crashed(&mut self, why: String, counts: bool) {
+    /// instance is quarantined (failed with a `PoisonMessage` naming the step): then true, and
+    /// its task ends (a later message starts a new one).
+    async fn crashed(&mut self, why: String, counts: bool) -> bool {
         if counts {
             self.crashes += 1;
         }
@@ -222,20 +224,28 @@ impl Instance {
                 ),
             );
             match self.fail_now(failure).await {
-                Ok(()) => {
-                    OrchestrationMetrics::inc(&self.rt.shared.metrics.poisoned);
-                    self.crashes = 0;
+                Ok(true) => {
+                    tracing::error!(instance = %self.id, "quarantined: failed as PoisonMessage");
+                    return true;
                 }
+                Ok(false) => return true,
                 Err(e) => {
                     tracing::warn!(instance = %self.id, error = %e, "could not quarantine the instance")
                 }
             }
         }
+        false
     }
 
     /// Reads the instance and runs one step: a start request, dropping stray messages, or a turn.
     /// `Ok(true)` when something was committed (look again), `Ok(false)` when idle.
     async fn step(&mut self) -> Result<bool, Error> {
+        if super::test_hooks::panics(&self.id) {
+            panic!(
+                "a step of {} panics (PERDURE_TEST_ORCH_PANIC_PREFIX)",
+                self.id
+            );
+        }
         let id = self.id.clone();
         let need_history = self.driver.is_none();
         let need_items = !self.items_loaded;
@@ -354,7 +364,7 @@ impl Instance {
         };
         if !self.pending_actions.is_empty() {
             // the rest of a wide turn goes first, alone
-            let n = self.pending_actions.len().min(cap);
+            let n = fits(self.pending_actions.iter().map(action_bytes), cap);
             input.actions = self.pending_actions.drain(..n).collect();
             input.more = !self.pending_actions.is_empty();
             input.custom_status = driver.custom_status().cloned();
@@ -362,7 +372,7 @@ impl Instance {
             return self.commit(input).await;
         }
         let results: Vec<(TaskId, HistoryEvent)> = {
-            let n = self.done.len().min(cap);
+            let n = fits(self.done.iter().map(|(_, e)| event_bytes(e)), cap);
             self.done.drain(..n).collect()
         };
         if events.is_empty() && results.is_empty() {
@@ -392,8 +402,9 @@ impl Instance {
         input.open_children = driver.open_children().cloned().collect();
         input.terminated = fed.terminated;
         let mut actions = fed.output.actions;
-        if actions.len() > cap {
-            self.pending_actions = actions.split_off(cap).into();
+        let n = fits(actions.iter().map(action_bytes), cap);
+        if actions.len() > n {
+            self.pending_actions = actions.split_off(n).into();
         }
         input.more = !self.pending_actions.is_empty();
         input.actions = actions;
@@ -458,6 +469,15 @@ impl Instance {
         }
         let status = planned.record.status;
         if status.is_terminal() {
+            let poisoned = planned
+                .record
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.error_type == super::api::POISON);
+            if poisoned {
+                // counted before waiters hear of it
+                OrchestrationMetrics::inc(&m.poisoned);
+            }
             OrchestrationMetrics::inc(match status {
                 RuntimeStatus::Completed => &m.completed,
                 RuntimeStatus::Failed => &m.failed,
@@ -501,12 +521,12 @@ impl Instance {
         }
     }
 
-    /// Fails the running execution now (a quarantined instance).
-    async fn fail_now(&mut self, failure: FailureDetails) -> Result<(), Error> {
+    /// Fails the running execution now (a quarantined instance); false when it was not running.
+    async fn fail_now(&mut self, failure: FailureDetails) -> Result<bool, Error> {
         let id = self.id.clone();
         let record = self.rt.leader.read(move |s| s.instances().get(&id)).await?;
         let Some(record) = record.filter(|r| !r.status.is_terminal()) else {
-            return Ok(());
+            return Ok(false);
         };
         let now = crate::host::now_ms();
         let input = TurnInput {
@@ -525,7 +545,8 @@ impl Instance {
             new_execution_id: String::new(),
             fail: Some(failure),
         };
-        self.commit(input).await.map(|_| ())
+        self.commit(input).await?;
+        Ok(true)
     }
 
     /// Decodes inbox messages; an unreadable one is logged and consumed as if it were an event
@@ -672,6 +693,39 @@ impl Instance {
             _ => {}
         }
         Ok(true)
+    }
+}
+
+/// What one command of a turn carries at most in decisions or results (besides the count
+/// bound, `orchestrations.max_actions_per_turn`): far under the proposal's 32 MiB.
+const MAX_TURN_BYTES: usize = 8 << 20;
+
+/// How many of the items weighing `sizes` one command takes: at most `cap`, and no more than
+/// [`MAX_TURN_BYTES`] (at least one).
+fn fits(sizes: impl Iterator<Item = usize>, cap: usize) -> usize {
+    let mut total = 0;
+    let mut n = 0;
+    for s in sizes.take(cap) {
+        if n > 0 && total + s > MAX_TURN_BYTES {
+            break;
+        }
+        total += s;
+        n += 1;
+    }
+    n
+}
+
+/// What a decision weighs in a command, about (its payloads).
+fn action_bytes(a: &Action) -> usize {
+    let len = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    64 + match a {
+        Action::ScheduleTask { name, input, .. } => 2 * (name.len() + len(input)),
+        Action::CreateSubOrchestration { input, .. }
+        | Action::SignalEntity { input, .. }
+        | Action::CallEntity { input, .. } => 2 * len(input),
+        Action::SendEvent { data, .. } => 2 * len(data),
+        Action::CompleteOrchestration { result, .. } => 2 * len(result),
+        _ => 0,
     }
 }
 

@@ -25,6 +25,7 @@ pub mod model;
 mod rewind;
 pub mod samples;
 mod shared;
+mod test_hooks;
 mod turn;
 mod workload;
 

@@ -523,3 +523,240 @@ fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
         timers: timers_scheduled,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_history_events: 1_000,
+        max_history_bytes: 1 << 20,
+        max_payload_bytes: 100,
+    };
+
+    fn record(parent: Option<ParentInstance>) -> InstanceRecord {
+        let mut r = InstanceRecord::pending(
+            InstanceId::new("me").unwrap(),
+            "Orch".into(),
+            None,
+            "exec-1".into(),
+            None,
+            parent,
+            None,
+            1,
+        );
+        r.status = RuntimeStatus::Running;
+        r.turns = 3;
+        r
+    }
+
+    fn input(record: &InstanceRecord, actions: Vec<Action>) -> TurnInput<'_> {
+        TurnInput {
+            record,
+            partitions: 4,
+            now: 100,
+            events: vec![HistoryEvent::new(100, EventKind::OrchestratorStarted)],
+            consumed_upto: Some(7),
+            done_items: vec![],
+            actions,
+            custom_status: None,
+            terminated: None,
+            open_children: vec![],
+            suspended: false,
+            more: false,
+            new_execution_id: "exec-2".into(),
+            fail: None,
+        }
+    }
+
+    fn turn_of(p: &Planned) -> &Turn {
+        match &p.ops[0] {
+            Op::CompleteTurn(t) => t,
+            other => panic!("not a turn: {other:?}"),
+        }
+    }
+
+    fn sends(p: &Planned) -> Vec<(Target, Message)> {
+        p.ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Send {
+                    target, message, ..
+                } => Some((target.clone(), Message::decode(message).unwrap())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decisions_become_history_events_work_items_and_timers_in_one_command() {
+        let r = record(None);
+        let p = plan(
+            input(
+                &r,
+                vec![
+                    Action::ScheduleTask {
+                        id: 0,
+                        name: "A".into(),
+                        input: Some("1".into()),
+                    },
+                    Action::CreateTimer {
+                        id: 1,
+                        fire_at: 500,
+                    },
+                ],
+            ),
+            &LIMITS,
+        );
+        let t = turn_of(&p);
+        let kinds: Vec<_> = t.events.iter().map(|e| e.kind_name()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "OrchestratorStarted",
+                "TaskScheduled",
+                "TimerCreated",
+                "OrchestratorCompleted"
+            ]
+        );
+        assert_eq!((t.turns, t.consumed_upto), (3, Some(7)));
+        assert_eq!(t.work_items.len(), 1);
+        assert_eq!(t.timers.len(), 1);
+        assert_eq!(p.dispatch.len(), 1);
+        assert!(p.timers && !p.sent);
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_fails_the_execution_naming_the_step() {
+        let r = record(None);
+        let p = plan(
+            input(
+                &r,
+                vec![Action::ScheduleTask {
+                    id: 4,
+                    name: "A".into(),
+                    input: Some("x".repeat(200)),
+                }],
+            ),
+            &LIMITS,
+        );
+        assert_eq!(p.record.status, RuntimeStatus::Failed);
+        let f = p.record.failure.as_ref().unwrap();
+        assert_eq!(f.error_type, "PayloadTooLarge");
+        assert!(f.message.contains("step 4"), "{f:?}");
+        let t = turn_of(&p);
+        assert!(t.work_items.is_empty());
+        assert_eq!(
+            t.events.last().unwrap().kind_name(),
+            "OrchestratorCompleted"
+        );
+        assert!(t
+            .events
+            .iter()
+            .any(|e| e.kind_name() == "ExecutionCompleted"));
+        assert!(!t.events.iter().any(|e| e.kind_name() == "TaskScheduled"));
+    }
+
+    #[test]
+    fn a_history_past_its_bound_fails_the_execution() {
+        let mut r = record(None);
+        r.history_events = 999;
+        let p = plan(
+            input(
+                &r,
+                vec![Action::ScheduleTask {
+                    id: 0,
+                    name: "A".into(),
+                    input: None,
+                }],
+            ),
+            &LIMITS,
+        );
+        assert_eq!(p.record.status, RuntimeStatus::Failed);
+        let f = p.record.failure.as_ref().unwrap();
+        assert_eq!(f.error_type, "HistoryTooLarge");
+        assert!(f.message.contains("max_history_events"), "{f:?}");
+    }
+
+    #[test]
+    fn a_recursive_terminate_reaches_open_children_and_tells_the_parent() {
+        let parent = ParentInstance {
+            instance_id: InstanceId::new("parent").unwrap(),
+            execution_id: "pe".into(),
+            name: "P".into(),
+            task_id: 9,
+        };
+        let r = record(Some(parent));
+        let mut i = input(&r, vec![]);
+        i.terminated = Some((Some("\"stop\"".into()), true));
+        i.open_children = vec![InstanceId::new("child").unwrap()];
+        let p = plan(i, &LIMITS);
+        assert_eq!(p.record.status, RuntimeStatus::Terminated);
+        assert_eq!(p.record.output.as_deref(), Some("\"stop\""));
+        let s = sends(&p);
+        assert_eq!(s.len(), 2);
+        assert!(matches!(
+            &s[0],
+            (Target::Instance(c), Message::InstanceEvent { execution_id: None, event })
+                if c.as_str() == "child" && matches!(event.kind, EventKind::ExecutionTerminated { recurse: true, .. })
+        ));
+        assert!(matches!(
+            &s[1],
+            (Target::Instance(pi), Message::InstanceEvent { execution_id: Some(e), event })
+                if pi.as_str() == "parent" && e == "pe"
+                    && matches!(event.kind, EventKind::SubOrchestrationFailed { scheduled_id: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn continue_as_new_restarts_with_the_carried_over_events() {
+        let r = record(None);
+        let carried = HistoryEvent::new(
+            90,
+            EventKind::EventRaised {
+                name: "x".into(),
+                input: None,
+            },
+        );
+        let p = plan(
+            input(
+                &r,
+                vec![Action::CompleteOrchestration {
+                    id: 2,
+                    status: RuntimeStatus::ContinuedAsNew,
+                    result: Some("5".into()),
+                    failure: None,
+                    carryover_events: vec![carried.clone()],
+                }],
+            ),
+            &LIMITS,
+        );
+        assert_eq!(p.record.status, RuntimeStatus::ContinuedAsNew);
+        let t = turn_of(&p);
+        let restart = t.restart.as_ref().unwrap();
+        assert_eq!(restart.carryover, vec![carried]);
+        assert!(matches!(
+            &restart.started.kind,
+            EventKind::ExecutionStarted { execution_id, input: Some(i), .. } if execution_id == "exec-2" && i == "5"
+        ));
+    }
+
+    #[test]
+    fn only_the_last_command_of_a_wide_turn_ends_it() {
+        let r = record(None);
+        let mut i = input(
+            &r,
+            vec![Action::ScheduleTask {
+                id: 0,
+                name: "A".into(),
+                input: None,
+            }],
+        );
+        i.more = true;
+        let p = plan(i, &LIMITS);
+        assert!(!turn_of(&p)
+            .events
+            .iter()
+            .any(|e| e.kind_name() == "OrchestratorCompleted"));
+    }
+}
