@@ -76,6 +76,12 @@ impl Op {
                 Op::StartInstance { record, .. } => record_bytes(record) * 2,
                 Op::CompleteTurn(turn) => turn.payload_bytes(),
                 Op::CompleteActivity { event, .. } => event_bytes(event),
+                Op::LockEntity { holder, .. } => {
+                    holder.instance.as_str().len()
+                        + holder.execution_id.len()
+                        + holder.critical_section_id.len()
+                }
+                Op::DequeueSeqs { seqs, .. } => seqs.len() * 8,
                 _ => 0,
             }
     }
@@ -231,6 +237,51 @@ pub enum Op {
         /// Most instances removed by this op.
         limit: u32,
     },
+    /// Lock an entity for an orchestration's critical section (replacing any lock it had):
+    /// from now on only the holder's operations run on it.
+    LockEntity {
+        /// The entity.
+        entity: EntityId,
+        /// Who holds it.
+        holder: LockHolder,
+    },
+    /// Free an entity's lock (nothing when it has none).
+    UnlockEntity {
+        /// The entity.
+        entity: EntityId,
+    },
+    /// Remove the given inbox messages of a target (any order; numbers it does not hold are
+    /// ignored): a locked entity runs its holder's messages past the ones that wait for the
+    /// unlock, so what it consumed is not always a prefix ([`Op::Dequeue`]).
+    DequeueSeqs {
+        /// The receiver.
+        target: Target,
+        /// The inbox sequence numbers to remove.
+        seqs: Vec<u64>,
+    },
+}
+
+/// Who holds an entity's lock: one critical section of one execution of an orchestration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// The orchestration instance.
+    pub instance: InstanceId,
+    /// Its execution that opened the critical section.
+    pub execution_id: String,
+    /// The critical section's id.
+    pub critical_section_id: String,
+}
+
+impl LockHolder {
+    /// Its encoded bytes (the codec's value format).
+    pub fn encode(&self) -> Vec<u8> {
+        crate::codec::encode(self).expect("a lock holder always encodes")
+    }
+
+    /// Decodes bytes written by [`LockHolder::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::codec::Error> {
+        crate::codec::decode(bytes)
+    }
 }
 
 /// A work item of an instance: an activity to run (at least once; its result is recorded once).
