@@ -79,6 +79,12 @@ impl Op {
                 Op::RewindInstance(r) => {
                     record_bytes(&r.record) + r.history.iter().map(event_bytes).sum::<usize>()
                 }
+                Op::LockEntity { holder, .. } => {
+                    holder.instance.as_str().len()
+                        + holder.execution_id.len()
+                        + holder.critical_section_id.len()
+                }
+                Op::DequeueSeqs { seqs, .. } => seqs.len() * 8,
                 _ => 0,
             }
     }
@@ -238,6 +244,28 @@ pub enum Op {
     /// failed execution and turn count it was computed from; otherwise its whole command
     /// applies nothing.
     RewindInstance(Box<Rewind>),
+    /// Lock an entity for an orchestration's critical section (replacing any lock it had):
+    /// from now on only the holder's operations run on it.
+    LockEntity {
+        /// The entity.
+        entity: EntityId,
+        /// Who holds it.
+        holder: LockHolder,
+    },
+    /// Free an entity's lock (nothing when it has none).
+    UnlockEntity {
+        /// The entity.
+        entity: EntityId,
+    },
+    /// Remove the given inbox messages of a target (any order; numbers it does not hold are
+    /// ignored): a locked entity runs its holder's messages past the ones that wait for the
+    /// unlock, so what it consumed is not always a prefix ([`Op::Dequeue`]).
+    DequeueSeqs {
+        /// The receiver.
+        target: Target,
+        /// The inbox sequence numbers to remove.
+        seqs: Vec<u64>,
+    },
 }
 
 /// A rewind of a failed execution: its history is replaced by `history` (the same history
@@ -258,6 +286,29 @@ pub struct Rewind {
     pub history: Vec<HistoryEvent>,
     /// Activities to run again.
     pub work_items: Vec<WorkItem>,
+}
+
+/// Who holds an entity's lock: one critical section of one execution of an orchestration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// The orchestration instance.
+    pub instance: InstanceId,
+    /// Its execution that opened the critical section.
+    pub execution_id: String,
+    /// The critical section's id.
+    pub critical_section_id: String,
+}
+
+impl LockHolder {
+    /// Its encoded bytes (the codec's value format).
+    pub fn encode(&self) -> Vec<u8> {
+        crate::codec::encode(self).expect("a lock holder always encodes")
+    }
+
+    /// Decodes bytes written by [`LockHolder::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::codec::Error> {
+        crate::codec::decode(bytes)
+    }
 }
 
 /// A work item of an instance: an activity to run (at least once; its result is recorded once).

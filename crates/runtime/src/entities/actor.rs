@@ -6,16 +6,26 @@
 //! after that command commits. While a batch is in flight, new operations wait; the next batch
 //! starts from the committed state. So operations never overlap and a crash or lost leadership
 //! can only drop a whole uncommitted batch, whose callers were never answered.
+//!
+//! Critical sections: an orchestration may lock the entity (`Message::EntityLock`, passed from
+//! entity to entity in sorted order; the lock is a row of the partition's `locks` table, written
+//! in the batch's command and read at activation). While it is locked, only its holder's
+//! messages run; the others wait in `held`, in arrival order, and run first once the holder
+//! releases it (`Message::EntityUnlock`). Held inbox messages stay in the durable inbox (a batch
+//! removes the ones it ran by number, `Op::DequeueSeqs`, when they are not a prefix); a client's
+//! signal is made durable in the inbox (`Op::Enqueue`) and acknowledged; a client's call waits
+//! in memory, within its request's deadline.
 
 use super::api::SignalOutcome;
 use super::entity::{Context, EntityType};
-use super::msg::{EntityMsg, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
+use super::msg::{EntityMsg, LockRequest, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
 use super::shared::Shared;
 use crate::Error;
-use perdure_types::command::{Op, OpResult};
+use perdure_types::command::{LockHolder, Op, OpResult};
 use perdure_types::delta::StateDelta;
 use perdure_types::message::{parse_input, Message};
-use perdure_types::{EntityId, Target};
+use perdure_types::orchestration::{EventKind, HistoryEvent};
+use perdure_types::{EntityId, InstanceId, Target};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
@@ -49,11 +59,15 @@ struct Batch {
     replies: Vec<(ReplyTx, Result<Reply, Error>)>,
     /// The state after the batch, if an operation changed it.
     new_state: Option<Option<Value>>,
-    /// The highest inbox message run.
-    dequeue_upto: Option<u64>,
+    /// The lock after the batch, if a lock request or release changed it.
+    new_lock: Option<Option<LockHolder>>,
+    /// The inbox messages run (or dropped), by number.
+    run_seqs: Vec<u64>,
     /// Whether signals were put in the outbox / timers scheduled.
     sent: bool,
     scheduled: bool,
+    /// Whether client signals were put in the entity's own inbox (to wait for the unlock).
+    enqueued: bool,
     /// Operations taken from the queue.
     taken: usize,
     /// The stored size of `new_state` (JSON bytes; 0 when unchanged or deleted).
@@ -112,9 +126,13 @@ struct InFlight {
     new_state: Option<Option<Value>>,
     /// The same as stored.
     new_stored: Option<Option<Vec<u8>>>,
+    /// The lock after the batch, if the batch changed it.
+    new_lock: Option<Option<LockHolder>>,
     /// Whether the batch put messages in the outbox or timers.
     sent: bool,
     scheduled: bool,
+    /// Whether the batch put messages in the entity's own inbox.
+    enqueued: bool,
 }
 
 pub(crate) struct EntityState {
@@ -129,6 +147,12 @@ pub(crate) struct EntityState {
     /// The committed state as stored (the base of the next batch's state delta).
     stored: Option<Vec<u8>>,
     pending: VecDeque<Work>,
+    /// The critical section holding the entity, as committed.
+    lock: Option<LockHolder>,
+    /// Messages waiting for the lock's release, in arrival order.
+    held: VecDeque<Work>,
+    /// The inbox has messages this actor put there: read it.
+    reread_inbox: bool,
     in_flight: Option<InFlight>,
     /// Highest inbox sequence number taken into a batch.
     inbox_taken: u64,
@@ -147,10 +171,10 @@ impl Actor for EntityActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let entity = args.entity.clone();
-        let stored = args
+        let (stored, lock) = args
             .shared
             .leader
-            .read(move |s| s.entities().get(&entity))
+            .read(move |s| Ok((s.entities().get(&entity)?, s.locks().get(&entity)?)))
             .await?;
         let state = match &stored {
             Some(bytes) => Some(serde_json::from_slice(bytes)?),
@@ -166,6 +190,9 @@ impl Actor for EntityActor {
             state,
             stored,
             pending: VecDeque::new(),
+            lock,
+            held: VecDeque::new(),
+            reread_inbox: false,
             in_flight: None,
             inbox_taken: 0,
             received: 0,
@@ -187,11 +214,16 @@ impl Actor for EntityActor {
                 st.received += 1;
                 st.take_inbox().await?;
             }
-            EntityMsg::Committed(result) => st.committed(result, &myself)?,
+            EntityMsg::Committed(result) => {
+                st.committed(result, &myself)?;
+                if std::mem::take(&mut st.reread_inbox) {
+                    st.take_inbox().await?;
+                }
+            }
         }
         let remembered = st.remembered_keys().await;
         st.start_batch(&myself, &remembered);
-        if st.pending.is_empty() && st.in_flight.is_none() {
+        if st.pending.is_empty() && st.held.is_empty() && st.in_flight.is_none() {
             // the passivation handshake: the processor may stop this actor once it knows
             // that everything it forwarded was handled
             let _ = st.processor.cast(ProcessorMsg::Idle {
@@ -222,13 +254,99 @@ impl Actor for EntityActor {
                 let _ = tx.send(Err(gone()));
             }
         }
-        for w in st.pending.drain(..) {
+        for w in st.pending.drain(..).chain(st.held.drain(..)) {
             if let Some(tx) = w.reply {
                 let _ = tx.send(Err(gone()));
             }
         }
         tracing::trace!(entity = %st.entity, "deactivated");
         Ok(())
+    }
+}
+
+/// What an inbox message asks of the entity.
+fn inbox_work(seq: u64, m: Message) -> Result<Work, String> {
+    let work = |kind, operation, input: Option<String>| {
+        Ok(Work {
+            kind,
+            operation,
+            input: parse_input(input.as_deref()).map_err(|e| e.to_string())?,
+            reply: None,
+        })
+    };
+    match m {
+        Message::EntityOperation { operation, input } => work(
+            WorkKind::Inbox {
+                seq,
+                reply_to: None,
+                sender: None,
+            },
+            operation,
+            input,
+        ),
+        Message::EntityRequest {
+            operation,
+            input,
+            request_id,
+            reply_to,
+            sender,
+        } => work(
+            WorkKind::Inbox {
+                seq,
+                reply_to: reply_to.map(|(i, exec)| (i, exec, request_id)),
+                sender,
+            },
+            operation,
+            input,
+        ),
+        Message::EntityLock {
+            critical_section_id,
+            lock_set,
+            position,
+            holder,
+        } => work(
+            WorkKind::Lock {
+                seq,
+                request: LockRequest {
+                    critical_section_id,
+                    lock_set,
+                    position,
+                    holder,
+                },
+            },
+            String::new(),
+            None,
+        ),
+        Message::EntityUnlock {
+            critical_section_id,
+            holder,
+            forward,
+        } => work(
+            WorkKind::Unlock {
+                seq,
+                critical_section_id,
+                holder,
+                forward,
+            },
+            String::new(),
+            None,
+        ),
+        Message::InstanceEvent { .. } => {
+            Err("an orchestration event in an entity's inbox".to_string())
+        }
+    }
+}
+
+/// Whether `w` runs while `holder` holds the entity: the holder's own requests, and releases
+/// (which decide for themselves whom they release).
+fn admits(holder: &LockHolder, kind: &WorkKind) -> bool {
+    match kind {
+        WorkKind::Unlock { .. } => true,
+        WorkKind::Inbox {
+            sender: Some((instance, execution)),
+            ..
+        } => *instance == holder.instance && *execution == holder.execution_id,
+        _ => false,
     }
 }
 
@@ -246,45 +364,24 @@ impl EntityState {
                 continue;
             }
             self.inbox_taken = seq;
-            let read = Message::decode(&bytes)
+            let work = Message::decode(&bytes)
                 .map_err(|e| e.to_string())
-                .and_then(|m| match m {
-                    Message::EntityOperation { operation, input } => Ok((operation, input, None)),
-                    Message::EntityRequest {
-                        operation,
-                        input,
-                        request_id,
-                        reply_to,
-                    } => Ok((
-                        operation,
-                        input,
-                        reply_to.map(|(i, exec)| (i, exec, request_id)),
-                    )),
-                    Message::InstanceEvent { .. } => {
-                        Err("an orchestration event in an entity's inbox".to_string())
-                    }
-                })
-                .and_then(|(operation, input, reply_to)| {
-                    Ok((
-                        operation,
-                        parse_input(input.as_deref()).map_err(|e| e.to_string())?,
-                        reply_to,
-                    ))
-                });
-            let (operation, input, reply_to) = match read {
-                Ok(x) => x,
-                Err(e) => {
+                .and_then(|m| inbox_work(seq, m))
+                .unwrap_or_else(|e| {
                     // Unreadable: drop it with the batch (logged), never block the inbox.
                     tracing::error!(entity = %self.entity, seq, error = %e, "unreadable inbox message dropped");
-                    (String::new(), None, None)
-                }
-            };
-            self.pending.push_back(Work {
-                kind: WorkKind::Inbox { seq, reply_to },
-                operation,
-                input,
-                reply: None,
-            });
+                    Work {
+                        kind: WorkKind::Inbox {
+                            seq,
+                            reply_to: None,
+                            sender: None,
+                        },
+                        operation: String::new(),
+                        input: None,
+                        reply: None,
+                    }
+                });
+            self.pending.push_back(work);
         }
         Ok(())
     }
@@ -335,7 +432,14 @@ impl EntityState {
     }
 
     fn start_batch(&mut self, myself: &ActorRef<EntityMsg>, remembered: &Remembered) {
-        if self.in_flight.is_some() || self.pending.is_empty() {
+        if self.in_flight.is_some() {
+            return;
+        }
+        // calls waiting for an unlock whose callers gave up (their deadline passed): the
+        // outcome they were told is unknown, and nothing of them runs
+        self.held
+            .retain(|w| w.reply.as_ref().is_none_or(|tx| !tx.is_closed()));
+        if self.pending.is_empty() {
             return;
         }
         let max = self.shared.config.max_batch_ops as usize;
@@ -346,11 +450,21 @@ impl EntityState {
             keys_known: remembered.count + self.shared.keys_in_flight.load(Ordering::Relaxed),
             ..Batch::default()
         };
-        // bounded by count and by bytes: a batch of big operations commits as several commands
-        while b.taken < max && (b.taken == 0 || b.bytes() < max_bytes) {
+        // bounded by count and by bytes: a batch of big operations commits as several commands;
+        // `looked` counts the messages set aside for an unlock too (the idempotency keys were
+        // read for the first `max` waiting)
+        let mut looked = 0;
+        while looked < max && (b.taken == 0 || b.bytes() < max_bytes) {
             let Some(w) = self.pending.pop_front() else {
                 break;
             };
+            looked += 1;
+            let locked_out = self.lock_now(&b).is_some_and(|h| !admits(h, &w.kind));
+            if locked_out && !matches!(w.kind, WorkKind::Signal { .. }) {
+                // another critical section holds the entity: wait for its release
+                self.held.push_back(w);
+                continue;
+            }
             b.taken += 1;
             match self.check_key(&mut b, &w, &remembered.seen, expires_at) {
                 Key::NoneOrNew => {}
@@ -375,8 +489,34 @@ impl EntityState {
                     continue;
                 }
             }
-            if let WorkKind::Inbox { seq, .. } = w.kind {
-                b.dequeue_upto = Some(seq);
+            if locked_out {
+                // a client's signal: made durable in the inbox (its key remembered with it) and
+                // acknowledged; it runs after the release
+                self.enqueue_for_later(&mut b, &w);
+                if let Some(tx) = w.reply {
+                    b.replies
+                        .push((tx, Ok(Reply::Signal(SignalOutcome::Accepted))));
+                }
+                continue;
+            }
+            match w.kind {
+                WorkKind::Lock { seq, request } => {
+                    b.run_seqs.push(seq);
+                    self.acquire(&mut b, request, now);
+                    continue;
+                }
+                WorkKind::Unlock {
+                    seq,
+                    critical_section_id,
+                    holder,
+                    forward,
+                } => {
+                    b.run_seqs.push(seq);
+                    self.release(&mut b, &critical_section_id, &holder, forward);
+                    continue;
+                }
+                WorkKind::Inbox { seq, .. } => b.run_seqs.push(seq),
+                WorkKind::Signal { .. } | WorkKind::Call => {}
             }
             let outcome = self.execute(&mut b, &w, now);
             if let WorkKind::Inbox {
@@ -390,6 +530,10 @@ impl EntityState {
                 b.replies.push((tx, reply));
             }
         }
+        if b.taken == 0 {
+            // everything waits for an unlock: nothing to write or answer
+            return;
+        }
         let (ops, new_stored) = self.batch_ops(&mut b);
         let taken = b.taken;
         let new_keys = b.keys.len() as u64;
@@ -401,10 +545,151 @@ impl EntityState {
             replies: b.replies,
             new_state: b.new_state,
             new_stored,
+            new_lock: b.new_lock,
             sent: b.sent,
             scheduled: b.scheduled,
+            enqueued: b.enqueued,
         });
         self.commit(myself, ops, taken);
+    }
+
+    /// Who holds the entity at this point of batch `b`.
+    fn lock_now<'a>(&'a self, b: &'a Batch) -> Option<&'a LockHolder> {
+        match &b.new_lock {
+            Some(l) => l.as_ref(),
+            None => self.lock.as_ref(),
+        }
+    }
+
+    /// A client's signal to a locked entity: put in the entity's own inbox, where it waits for
+    /// the release like the messages from other entities and orchestrations.
+    fn enqueue_for_later(&self, b: &mut Batch, w: &Work) {
+        let message = Message::entity_operation(w.operation.clone(), w.input.as_ref()).encode();
+        let op = Op::Enqueue {
+            target: self.target.clone(),
+            message,
+        };
+        b.other_bytes += op.payload_bytes();
+        b.effect_ops.push(op);
+        b.enqueued = true;
+    }
+
+    /// A lock request reached the entity while it is free: the holder takes it, and the request
+    /// goes on to the next entity of the set, or, from the last one, the holder is told its
+    /// critical section is granted. All in the batch's command.
+    fn acquire(&self, b: &mut Batch, r: LockRequest, now: u64) {
+        let me = self.entity.canonical();
+        let position = r.position as usize;
+        if r.lock_set.get(position) != Some(&me) {
+            tracing::warn!(entity = %self.entity, position, lock_set = ?r.lock_set, "a lock request names another entity at this position; taken here anyway");
+        }
+        let (instance, execution_id) = r.holder;
+        let next = match r.lock_set.get(position + 1) {
+            None => None,
+            Some(c) => match EntityId::from_canonical(c) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    // checked when the orchestration decided it: never here
+                    tracing::error!(entity = %self.entity, next = %c, error = %e, "a lock request names an invalid entity: the critical section is not granted");
+                    return;
+                }
+            },
+        };
+        let (target, message) = match next {
+            Some(e) => (
+                Target::Entity(e),
+                Message::EntityLock {
+                    critical_section_id: r.critical_section_id.clone(),
+                    lock_set: r.lock_set,
+                    position: r.position + 1,
+                    holder: (instance.clone(), execution_id.clone()),
+                },
+            ),
+            None => (
+                Target::Instance(instance.clone()),
+                Message::InstanceEvent {
+                    execution_id: Some(execution_id.clone()),
+                    event: HistoryEvent::new(
+                        now,
+                        EventKind::EntityLockGranted {
+                            critical_section_id: r.critical_section_id.clone(),
+                        },
+                    ),
+                },
+            ),
+        };
+        tracing::debug!(entity = %self.entity, %instance, critical_section = %r.critical_section_id, "locked");
+        b.new_lock = Some(Some(LockHolder {
+            instance,
+            execution_id,
+            critical_section_id: r.critical_section_id,
+        }));
+        self.send(b, target, message);
+    }
+
+    /// A release: frees the entity if the critical section holds it (passing the release on
+    /// when asked to), and the messages that waited run next, before anything that came after
+    /// them. If the section's request is still waiting here instead (released before it was
+    /// granted), the request is dropped: it never went further, so neither does the release.
+    fn release(
+        &mut self,
+        b: &mut Batch,
+        critical_section_id: &str,
+        holder: &InstanceId,
+        forward: Vec<String>,
+    ) {
+        let holds = self
+            .lock_now(b)
+            .is_some_and(|h| h.critical_section_id == critical_section_id && h.instance == *holder);
+        if holds {
+            tracing::debug!(entity = %self.entity, instance = %holder, critical_section = %critical_section_id, "unlocked");
+            b.new_lock = Some(None);
+            let mut rest = forward.into_iter();
+            if let Some(next) = rest.next() {
+                match EntityId::from_canonical(&next) {
+                    Ok(e) => {
+                        let message = Message::EntityUnlock {
+                            critical_section_id: critical_section_id.to_string(),
+                            holder: holder.clone(),
+                            forward: rest.collect(),
+                        };
+                        self.send(b, Target::Entity(e), message);
+                    }
+                    Err(e) => {
+                        tracing::error!(entity = %self.entity, next = %next, error = %e, "a release names an invalid entity")
+                    }
+                }
+            }
+            while let Some(w) = self.held.pop_back() {
+                self.pending.push_front(w);
+            }
+            return;
+        }
+        let waiting = self.held.iter().position(|w| {
+            matches!(&w.kind, WorkKind::Lock { request, .. }
+                if request.critical_section_id == critical_section_id && request.holder.0 == *holder)
+        });
+        match waiting.and_then(|i| self.held.remove(i)) {
+            Some(w) => {
+                tracing::debug!(entity = %self.entity, instance = %holder, critical_section = %critical_section_id, "a lock request released before it was granted: dropped");
+                b.run_seqs.extend(w.kind.inbox_seq());
+            }
+            None => {
+                tracing::debug!(entity = %self.entity, instance = %holder, critical_section = %critical_section_id, "a release of a lock not held here: ignored")
+            }
+        }
+    }
+
+    /// Puts a message for another target in the outbox, in the batch's command.
+    fn send(&self, b: &mut Batch, target: Target, message: Message) {
+        let op = Op::Send {
+            dest: target.partition(self.shared.leader.partitions().count()),
+            target,
+            message: message.encode(),
+        };
+        b.other_bytes += op.payload_bytes();
+        b.sent = true;
+        b.effect_ops.push(op);
     }
 
     /// Whether `w` is a signal whose idempotency key was seen (earlier in this batch, or
@@ -513,6 +798,7 @@ impl EntityState {
                 }
                 None
             }
+            (WorkKind::Lock { .. } | WorkKind::Unlock { .. }, _) => None,
         }
     }
 
@@ -559,14 +845,49 @@ impl EntityState {
             }
             None => None,
         };
+        match &b.new_lock {
+            Some(l) if *l != self.lock => ops.push(match l {
+                Some(holder) => Op::LockEntity {
+                    entity: self.entity.clone(),
+                    holder: holder.clone(),
+                },
+                None => Op::UnlockEntity {
+                    entity: self.entity.clone(),
+                },
+            }),
+            _ => {}
+        }
         ops.append(&mut b.effect_ops);
-        if let Some(upto) = b.dequeue_upto {
+        ops.extend(self.dequeue_ops(std::mem::take(&mut b.run_seqs)));
+        (ops, new_stored)
+    }
+
+    /// Removes the inbox messages `run`: a prefix removal (`Dequeue`) for those below every
+    /// inbox message still waiting here (held for an unlock, or not reached by the batch), by
+    /// number (`DequeueSeqs`) for the ones that passed a waiting message.
+    fn dequeue_ops(&self, run: Vec<u64>) -> Vec<Op> {
+        let waiting = self
+            .pending
+            .iter()
+            .chain(self.held.iter())
+            .filter_map(|w| w.kind.inbox_seq())
+            .min()
+            .unwrap_or(u64::MAX);
+        let (prefix, passed): (Vec<u64>, Vec<u64>) = run.into_iter().partition(|s| *s < waiting);
+        let mut ops = Vec::new();
+        if let Some(upto) = prefix.into_iter().max() {
             ops.push(Op::Dequeue {
                 target: self.target.clone(),
                 upto,
             });
         }
-        (ops, new_stored)
+        if !passed.is_empty() {
+            ops.push(Op::DequeueSeqs {
+                target: self.target.clone(),
+                seqs: passed,
+            });
+        }
+        ops
     }
 
     /// Proposes the batch's command (or, with nothing to write, confirms leadership) and tells
@@ -608,13 +929,13 @@ impl EntityState {
     fn answer_orchestration(
         &self,
         b: &mut Batch,
-        instance: &perdure_types::InstanceId,
+        instance: &InstanceId,
         execution: &str,
         request_id: &str,
         outcome: &Result<Option<Value>, String>,
         now: u64,
     ) {
-        use perdure_types::orchestration::{EventKind, FailureDetails, HistoryEvent};
+        use perdure_types::orchestration::FailureDetails;
         let kind = match outcome {
             Ok(v) => EventKind::EntityOperationCompleted {
                 request_id: request_id.to_string(),
@@ -628,17 +949,8 @@ impl EntityState {
         let message = Message::InstanceEvent {
             execution_id: Some(execution.to_string()),
             event: HistoryEvent::new(now, kind),
-        }
-        .encode();
-        let target = Target::Instance(instance.clone());
-        let op = Op::Send {
-            dest: target.partition(self.shared.leader.partitions().count()),
-            target,
-            message,
         };
-        b.other_bytes += op.payload_bytes();
-        b.sent = true;
-        b.effect_ops.push(op);
+        self.send(b, Target::Instance(instance.clone()), message);
     }
 
     /// Turns an operation's outgoing signals into outbox and timer ops.
@@ -704,6 +1016,10 @@ impl EntityState {
                 if let Some(s) = f.new_stored {
                     self.stored = s;
                 }
+                if let Some(l) = f.new_lock {
+                    self.lock = l;
+                }
+                self.reread_inbox |= f.enqueued;
                 for (tx, r) in f.replies {
                     let _ = tx.send(r);
                 }

@@ -21,7 +21,8 @@ pub struct SignalRequest {
 /// How a signal was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SignalOutcome {
-    /// Durably accepted (and, on this path, already applied).
+    /// Durably accepted: applied, or, when an orchestration's critical section holds the
+    /// entity, put in its durable inbox to run after the release.
     Accepted,
     /// Its idempotency key was seen before: nothing was applied this time.
     Duplicate,

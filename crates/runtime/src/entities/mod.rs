@@ -11,7 +11,8 @@
 //!
 //! Signals between entities travel through the sender partition's durable outbox and the
 //! receiver's inbox (the host delivers them exactly once and in order); scheduled signals are
-//! durable timers that fire into the same path.
+//! durable timers that fire into the same path. Orchestrations' critical sections lock entities
+//! through the same path (`actor.rs`: lock requests, releases, the messages that wait).
 //!
 //! Module arrows: `mod` (facade) → `local`, `forward`, `list` → `workload` → `processor` →
 //! `actor` → `msg`, `shared`, `entity`, `registry`.
@@ -105,8 +106,10 @@ impl Entities {
         self.workload().request_timeout()
     }
 
-    /// Signals an entity; returns once the signal is durable (and applied), or
-    /// [`Error::DeadlineExceeded`] (outcome unknown) past `entities.request_timeout_ms`.
+    /// Signals an entity; returns once the signal is durable (and applied, unless an
+    /// orchestration's critical section holds the entity: then it waits in the entity's inbox
+    /// for the release), or [`Error::DeadlineExceeded`] (outcome unknown) past
+    /// `entities.request_timeout_ms`.
     pub async fn signal(&self, req: SignalRequest) -> Result<SignalOutcome, Error> {
         self.registry()
             .check(&req.entity, &req.operation, req.input.as_ref())?;
@@ -156,7 +159,9 @@ impl Entities {
     }
 
     /// Runs an operation and returns its result once committed, or
-    /// [`Error::DeadlineExceeded`] (outcome unknown) past `entities.request_timeout_ms`.
+    /// [`Error::DeadlineExceeded`] (outcome unknown) past `entities.request_timeout_ms` (also
+    /// while an orchestration's critical section holds the entity: the call waits for the
+    /// release, and does not run if its caller gave up by then).
     pub async fn call(
         &self,
         entity: EntityId,

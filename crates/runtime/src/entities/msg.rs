@@ -4,7 +4,7 @@
 use super::api::SignalOutcome;
 use crate::Error;
 use perdure_types::command::OpResult;
-use perdure_types::EntityId;
+use perdure_types::{EntityId, InstanceId};
 use ractor::ActorId;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -61,8 +61,45 @@ pub(crate) enum WorkKind {
         seq: u64,
         /// For an orchestration's call: who is answered (instance, execution, request id),
         /// through the outbox in the batch's command.
-        reply_to: Option<(perdure_types::InstanceId, String, String)>,
+        reply_to: Option<(InstanceId, String, String)>,
+        /// For an orchestration's signal or call: the execution that sent it (runs on the
+        /// entity while that execution holds its lock).
+        sender: Option<(InstanceId, String)>,
     },
+    /// From the inbox: a critical section asks for the entity's lock.
+    Lock { seq: u64, request: LockRequest },
+    /// From the inbox: a critical section releases the entity (or, not there yet, its request).
+    Unlock {
+        seq: u64,
+        critical_section_id: String,
+        holder: InstanceId,
+        /// The entities the release goes on to, in order.
+        forward: Vec<String>,
+    },
+}
+
+impl WorkKind {
+    /// Its inbox sequence number, if it came from the inbox.
+    pub(crate) fn inbox_seq(&self) -> Option<u64> {
+        match self {
+            WorkKind::Inbox { seq, .. }
+            | WorkKind::Lock { seq, .. }
+            | WorkKind::Unlock { seq, .. } => Some(*seq),
+            WorkKind::Signal { .. } | WorkKind::Call => None,
+        }
+    }
+}
+
+/// A lock request (`Message::EntityLock`) as the entity actor runs it.
+#[derive(Debug)]
+pub(crate) struct LockRequest {
+    pub critical_section_id: String,
+    /// The section's entities (canonical), sorted.
+    pub lock_set: Vec<String>,
+    /// This entity's place in `lock_set`.
+    pub position: u32,
+    /// Who asks: instance and execution.
+    pub holder: (InstanceId, String),
 }
 
 /// Messages of an entity actor.

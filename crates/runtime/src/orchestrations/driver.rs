@@ -1,16 +1,19 @@
 //! A live orchestrator: the model's [`Executor`] wrapped with what the runtime decides itself
 //! while feeding it events: suspension (events that arrive while an instance is suspended are
 //! recorded in its history but fed to the orchestrator only once it is resumed, as the Durable
-//! Task SDKs do), termination (the execution ends at once, whatever the code waits for), and
-//! the sub-orchestrations still open (a recursive terminate reaches them).
+//! Task SDKs do), termination (the execution ends at once, whatever the code waits for), the
+//! sub-orchestrations still open (a recursive terminate reaches them) and the critical sections
+//! not released yet (the turn that ends the execution releases them).
 //!
 //! The same feeding runs on a replayed history and on a turn's new events, so a driver rebuilt
-//! after a failover reaches exactly the state the live one had.
+//! after a failover reaches exactly the state the live one had. The events recording the
+//! orchestrator's own decisions are written by the turn, not fed back: the instance hands them
+//! to [`Driver::committed`] once its turn commits, so what is tracked is what the history holds.
 
 use super::model::{Executor, OrchestratorFn};
 use perdure_types::orchestration::{EventKind, HistoryEvent, TaskId, TurnOutput};
 use perdure_types::InstanceId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What feeding a turn's events decided.
 #[derive(Debug, Default)]
@@ -30,6 +33,8 @@ pub(crate) struct Driver {
     held: Vec<HistoryEvent>,
     /// Sub-orchestrations started and not finished, by task id.
     open_children: BTreeMap<TaskId, InstanceId>,
+    /// Critical sections requested and not wholly released.
+    locks: Locks,
     /// The custom status the orchestrator last set.
     custom_status: Option<String>,
 }
@@ -42,6 +47,7 @@ impl Driver {
             suspended: false,
             held: Vec::new(),
             open_children: BTreeMap::new(),
+            locks: Locks::default(),
             custom_status: None,
         }
     }
@@ -54,6 +60,18 @@ impl Driver {
     /// The sub-orchestrations started and not finished.
     pub fn open_children(&self) -> impl Iterator<Item = &InstanceId> {
         self.open_children.values()
+    }
+
+    /// The critical sections requested and not wholly released, as the history records them.
+    pub fn open_locks(&self) -> Vec<OpenLock> {
+        self.locks.open()
+    }
+
+    /// A turn committed: tracks the decisions it recorded (its own scheduling events).
+    pub fn committed(&mut self, decided: &[HistoryEvent]) {
+        for e in decided.iter().filter(|e| is_own_decision(e)) {
+            self.track(e);
+        }
     }
 
     /// The custom status the orchestrator last set.
@@ -117,8 +135,9 @@ impl Driver {
         fed.output.custom_status = self.custom_status.clone();
     }
 
-    /// Keeps the set of open sub-orchestrations current.
+    /// Keeps the sets of open sub-orchestrations and critical sections current.
     fn track(&mut self, e: &HistoryEvent) {
+        self.locks.track(e);
         match &e.kind {
             EventKind::SubOrchestrationCreated { instance_id, .. } => {
                 self.open_children.insert(e.event_id, instance_id.clone());
@@ -149,4 +168,123 @@ fn is_own_decision(e: &HistoryEvent) -> bool {
             | EventKind::OrchestratorCompleted
             | EventKind::ExecutionStarted { .. }
     )
+}
+
+/// A critical section of the execution not wholly released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OpenLock {
+    /// Its id.
+    pub critical_section_id: String,
+    /// Its entities (canonical), as requested.
+    pub lock_set: Vec<String>,
+    /// Whether `EntityLockGranted` arrived: every entity of the set holds it.
+    pub granted: bool,
+    /// The entities released so far (`EntityUnlockSent`).
+    pub released: BTreeSet<String>,
+}
+
+/// The critical sections of an execution not wholly released, from its history.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Locks {
+    open: BTreeMap<String, OpenLock>,
+}
+
+impl Locks {
+    /// The open critical sections of a stored history.
+    pub fn from_history(history: &[HistoryEvent]) -> Self {
+        let mut l = Self::default();
+        for e in history {
+            l.track(e);
+        }
+        l
+    }
+
+    /// The open critical sections.
+    pub fn open(&self) -> Vec<OpenLock> {
+        self.open.values().cloned().collect()
+    }
+
+    /// Takes one history event into account (the same event twice changes nothing).
+    pub fn track(&mut self, e: &HistoryEvent) {
+        match &e.kind {
+            EventKind::EntityLockRequested {
+                critical_section_id,
+                lock_set,
+            } => {
+                self.open
+                    .entry(critical_section_id.clone())
+                    .or_insert_with(|| OpenLock {
+                        critical_section_id: critical_section_id.clone(),
+                        lock_set: lock_set.clone(),
+                        granted: false,
+                        released: BTreeSet::new(),
+                    });
+            }
+            EventKind::EntityLockGranted {
+                critical_section_id,
+            } => {
+                if let Some(l) = self.open.get_mut(critical_section_id) {
+                    l.granted = true;
+                }
+            }
+            EventKind::EntityUnlockSent {
+                critical_section_id,
+                target,
+            } => {
+                if let Some(l) = self.open.get_mut(critical_section_id) {
+                    l.released.insert(target.clone());
+                    if l.lock_set.iter().all(|t| l.released.contains(t)) {
+                        self.open.remove(critical_section_id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: EventKind) -> HistoryEvent {
+        HistoryEvent::new(1, kind)
+    }
+
+    #[test]
+    fn a_critical_section_is_open_from_its_request_until_every_entity_is_released() {
+        let set = vec!["@counter@a".to_string(), "@counter@b".to_string()];
+        let requested = ev(EventKind::EntityLockRequested {
+            critical_section_id: "cs".into(),
+            lock_set: set.clone(),
+        });
+        let granted = ev(EventKind::EntityLockGranted {
+            critical_section_id: "cs".into(),
+        });
+        let unlock = |t: &str| {
+            ev(EventKind::EntityUnlockSent {
+                critical_section_id: "cs".into(),
+                target: t.into(),
+            })
+        };
+        let mut l = Locks::from_history(std::slice::from_ref(&requested));
+        assert_eq!(l.open().len(), 1);
+        assert!(!l.open()[0].granted);
+        // a grant, twice (fed live, then seen again): the same
+        l.track(&granted);
+        l.track(&granted);
+        l.track(&requested);
+        assert!(l.open()[0].granted);
+        l.track(&unlock("@counter@a"));
+        assert_eq!(
+            l.open()[0].released,
+            BTreeSet::from(["@counter@a".to_string()])
+        );
+        l.track(&unlock("@counter@b"));
+        assert!(l.open().is_empty());
+        // a grant or release of a section it never saw requested: nothing
+        l.track(&granted);
+        l.track(&unlock("@counter@a"));
+        assert!(l.open().is_empty());
+    }
 }

@@ -13,7 +13,7 @@
 //! an instance that does not exist or has finished, are consumed and dropped.
 
 use super::activities;
-use super::driver::Driver;
+use super::driver::{Driver, Locks};
 use super::metrics::OrchestrationMetrics;
 use super::turn::{self, Limits, TurnInput};
 use super::workload::PartitionRt;
@@ -348,6 +348,7 @@ impl Instance {
             custom_status: None,
             terminated: None,
             open_children: Vec::new(),
+            locks: Vec::new(),
             suspended: false,
             more: false,
             new_execution_id: new_execution_id(&record, now),
@@ -355,6 +356,7 @@ impl Instance {
         };
         let Some(driver) = self.driver.as_mut() else {
             // no orchestrator of that name on this node: the execution fails
+            input.locks = Locks::from_history(&history).open();
             input.events = std::iter::once(HistoryEvent::new(now, EventKind::OrchestratorStarted))
                 .chain(events)
                 .collect();
@@ -369,6 +371,7 @@ impl Instance {
             input.more = !self.pending_actions.is_empty();
             input.custom_status = driver.custom_status().cloned();
             input.suspended = driver.suspended();
+            input.locks = driver.open_locks();
             return self.commit(input).await;
         }
         let results: Vec<(TaskId, HistoryEvent)> = {
@@ -400,6 +403,7 @@ impl Instance {
         input.custom_status = driver.custom_status().cloned();
         input.suspended = driver.suspended();
         input.open_children = driver.open_children().cloned().collect();
+        input.locks = driver.open_locks();
         input.terminated = fed.terminated;
         let mut actions = fed.output.actions;
         let n = fits(actions.iter().map(action_bytes), cap);
@@ -499,6 +503,9 @@ impl Instance {
             return Ok(true);
         }
         self.driver_events += planned.appended;
+        if let Some(d) = self.driver.as_mut() {
+            d.committed(&planned.decided);
+        }
         self.queued.extend(planned.dispatch);
         self.dispatch();
         Ok(true)
@@ -524,7 +531,14 @@ impl Instance {
     /// Fails the running execution now (a quarantined instance); false when it was not running.
     async fn fail_now(&mut self, failure: FailureDetails) -> Result<bool, Error> {
         let id = self.id.clone();
-        let record = self.rt.leader.read(move |s| s.instances().get(&id)).await?;
+        let (record, history) = self
+            .rt
+            .leader
+            .read(move |s| {
+                let t = s.instances();
+                Ok((t.get(&id)?, t.history(&id, 0, usize::MAX)?))
+            })
+            .await?;
         let Some(record) = record.filter(|r| !r.status.is_terminal()) else {
             return Ok(false);
         };
@@ -540,6 +554,7 @@ impl Instance {
             custom_status: record.custom_status.clone(),
             terminated: None,
             open_children: Vec::new(),
+            locks: Locks::from_history(&history).open(),
             suspended: false,
             more: false,
             new_execution_id: String::new(),

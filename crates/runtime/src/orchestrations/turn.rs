@@ -2,7 +2,16 @@
 //! instance's `CompleteTurn` and the messages it sends), and what to do once it commits.
 //!
 //! Pure: no I/O, no clock (the time comes in), so every rule here is unit-tested.
+//!
+//! Critical sections: a `LockEntities` decision becomes `EntityLockRequested` and the lock
+//! request to the first entity of the sorted set (the entities pass it on); an `UnlockEntity`
+//! becomes `EntityUnlockSent` and a release. The turn that ends the execution (completed,
+//! failed, terminated, continued as new) also releases every critical section still open, so a
+//! finished execution never leaves an entity locked. A section not yet granted is released by
+//! one release sent to its first entity and passed along the set behind the request, so it
+//! never overtakes the request on the way (see `Message::EntityUnlock`).
 
+use super::driver::OpenLock;
 use perdure_types::command::{Millis, Op, Restart, Turn, WorkItem};
 use perdure_types::message::Message;
 use perdure_types::orchestration::{
@@ -10,6 +19,7 @@ use perdure_types::orchestration::{
     TaskId,
 };
 use perdure_types::{EntityId, InstanceId, Target};
+use std::collections::BTreeMap;
 
 /// The limits a turn is checked against (`[orchestrations]`).
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +51,9 @@ pub(crate) struct TurnInput<'a> {
     pub terminated: Option<(Option<String>, bool)>,
     /// The sub-orchestrations still open (a recursive terminate reaches them).
     pub open_children: Vec<InstanceId>,
+    /// The critical sections still open as committed (the turn that ends the execution
+    /// releases them).
+    pub locks: Vec<OpenLock>,
     /// Whether the instance is suspended after the turn.
     pub suspended: bool,
     /// Whether more decisions of this turn follow in later commands.
@@ -68,6 +81,8 @@ pub(crate) struct Planned {
     /// Whether it put messages in the outbox / scheduled timers.
     pub sent: bool,
     pub timers: bool,
+    /// The events recording the decisions it took (for the driver once it commits).
+    pub decided: Vec<HistoryEvent>,
 }
 
 fn send(partitions: u32, target: Target, message: Message) -> Op {
@@ -116,22 +131,95 @@ fn check_action(a: &Action, limits: &Limits) -> Result<(), FailureDetails> {
         return too_large("its payload", n);
     }
     match a {
-        Action::SignalEntity { target, .. } | Action::CallEntity { target, .. } => {
-            EntityId::from_canonical(target).map(|_| ()).map_err(|e| {
-                FailureDetails::new(
-                    "InvalidEntityId",
-                    format!("step {}: entity {target:?}: {e}", a.id()),
-                )
-            })
+        Action::SignalEntity { target, .. }
+        | Action::CallEntity { target, .. }
+        | Action::UnlockEntity { target, .. } => entity_id(a, target).map(|_| ()),
+        Action::LockEntities { lock_set, .. } => {
+            if lock_set.is_empty() {
+                return Err(FailureDetails::new(
+                    "InvalidLockSet",
+                    format!("step {}: a lock needs at least one entity", a.id()),
+                ));
+            }
+            let n: u64 = lock_set.iter().map(|t| t.len() as u64).sum();
+            if n > limits.max_payload_bytes {
+                return too_large("its lock set", n);
+            }
+            lock_set
+                .iter()
+                .try_for_each(|t| entity_id(a, t).map(|_| ()))
         }
-        Action::LockEntities { .. } | Action::UnlockEntity { .. } => Err(FailureDetails::new(
-            "NotSupported",
-            format!(
-                "step {}: entity critical sections (lock_entities) are not supported by this node yet",
-                a.id()
-            ),
-        )),
         _ => Ok(()),
+    }
+}
+
+/// The entity `target` names, or the failure naming the step.
+fn entity_id(a: &Action, target: &str) -> Result<EntityId, FailureDetails> {
+    EntityId::from_canonical(target).map_err(|e| {
+        FailureDetails::new(
+            "InvalidEntityId",
+            format!("step {}: entity {target:?}: {e}", a.id()),
+        )
+    })
+}
+
+/// A lock set in the order its entities are taken: sorted, without duplicates.
+fn acquisition_order(lock_set: &[String]) -> Vec<String> {
+    let mut set = lock_set.to_vec();
+    set.sort();
+    set.dedup();
+    set
+}
+
+/// A release of critical section `cs` of `me` for `entity`, passed on to `forward`.
+fn release(
+    partitions: u32,
+    me: &InstanceId,
+    cs: &str,
+    entity: &str,
+    forward: Vec<String>,
+) -> Option<Op> {
+    // the lock set was checked when it was requested
+    let e = EntityId::from_canonical(entity).ok()?;
+    Some(send(
+        partitions,
+        Target::Entity(e),
+        Message::EntityUnlock {
+            critical_section_id: cs.to_string(),
+            holder: me.clone(),
+            forward,
+        },
+    ))
+}
+
+/// The release of `l` from its first entity along the whole set (a section maybe not granted:
+/// the release goes behind the request).
+fn release_along(partitions: u32, me: &InstanceId, l: &OpenLock) -> Option<Op> {
+    let mut order = acquisition_order(&l.lock_set).into_iter();
+    let first = order.next()?;
+    release(
+        partitions,
+        me,
+        &l.critical_section_id,
+        &first,
+        order.collect(),
+    )
+}
+
+/// The releases of everything `l` may still hold, when the execution ends.
+fn release_rest(partitions: u32, me: &InstanceId, l: &OpenLock) -> Vec<Op> {
+    if l.granted {
+        // every entity holds it: each one not released yet is told directly
+        acquisition_order(&l.lock_set)
+            .iter()
+            .filter(|t| !l.released.contains(*t))
+            .filter_map(|t| release(partitions, me, &l.critical_section_id, t, Vec::new()))
+            .collect()
+    } else if l.released.is_empty() {
+        release_along(partitions, me, l).into_iter().collect()
+    } else {
+        // not granted, and a release went along the whole set with the first unlock
+        Vec::new()
     }
 }
 
@@ -190,6 +278,11 @@ fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
     }
     record.custom_status = input.custom_status.clone();
     let mut end: Option<(RuntimeStatus, Option<String>, Option<FailureDetails>)> = None;
+    let mut locks: BTreeMap<String, OpenLock> = input
+        .locks
+        .iter()
+        .map(|l| (l.critical_section_id.clone(), l.clone()))
+        .collect();
 
     if let Some((reason, recurse)) = &input.terminated {
         end = Some((RuntimeStatus::Terminated, reason.clone(), None));
@@ -340,6 +433,7 @@ fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
                             input: data,
                             request_id,
                             reply_to: None,
+                            sender: Some((me.clone(), exec.clone())),
                         };
                         let t = Target::Entity(entity);
                         ops.push(match scheduled_time.filter(|&at| at > now) {
@@ -375,12 +469,82 @@ fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
                             input: data,
                             request_id,
                             reply_to: Some((me.clone(), exec.clone())),
+                            sender: Some((me.clone(), exec.clone())),
                         };
                         ops.push(send(partitions, Target::Entity(entity), message));
                     }
                 }
-                // refused by check_action
-                Action::LockEntities { .. } | Action::UnlockEntity { .. } => {}
+                Action::LockEntities {
+                    critical_section_id,
+                    lock_set,
+                    ..
+                } => {
+                    events.push(HistoryEvent::scheduled(
+                        id,
+                        now,
+                        EventKind::EntityLockRequested {
+                            critical_section_id: critical_section_id.clone(),
+                            lock_set: lock_set.clone(),
+                        },
+                    ));
+                    let order = acquisition_order(&lock_set);
+                    // checked by check_action: not empty, every id valid
+                    if let Some(Ok(first)) = order.first().map(|t| EntityId::from_canonical(t)) {
+                        ops.push(send(
+                            partitions,
+                            Target::Entity(first),
+                            Message::EntityLock {
+                                critical_section_id: critical_section_id.clone(),
+                                lock_set: order,
+                                position: 0,
+                                holder: (me.clone(), exec.clone()),
+                            },
+                        ));
+                    }
+                    locks
+                        .entry(critical_section_id.clone())
+                        .or_insert(OpenLock {
+                            critical_section_id,
+                            lock_set,
+                            granted: false,
+                            released: Default::default(),
+                        });
+                }
+                Action::UnlockEntity {
+                    critical_section_id,
+                    target,
+                    ..
+                } => {
+                    events.push(HistoryEvent::scheduled(
+                        id,
+                        now,
+                        EventKind::EntityUnlockSent {
+                            critical_section_id: critical_section_id.clone(),
+                            target: target.clone(),
+                        },
+                    ));
+                    let op = match locks.get_mut(&critical_section_id) {
+                        Some(l) => {
+                            let op = if l.granted {
+                                release(partitions, &me, &critical_section_id, &target, Vec::new())
+                            } else if l.released.is_empty() {
+                                // maybe not granted yet: released along the whole set, behind
+                                // the request
+                                release_along(partitions, &me, l)
+                            } else {
+                                None // released along the whole set already
+                            };
+                            l.released.insert(target);
+                            if l.lock_set.iter().all(|t| l.released.contains(t)) {
+                                locks.remove(&critical_section_id);
+                            }
+                            op
+                        }
+                        // a section this execution does not know open: released all the same
+                        None => release(partitions, &me, &critical_section_id, &target, Vec::new()),
+                    };
+                    ops.extend(op);
+                }
                 Action::TerminateOrchestration {
                     instance_id,
                     reason,
@@ -440,6 +604,12 @@ fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
         }
     }
 
+    if end.is_some() || restart.is_some() {
+        // the execution ends: nothing it locked stays locked
+        for l in locks.values() {
+            ops.extend(release_rest(partitions, &me, l));
+        }
+    }
     if let Some((status, output, failure)) = end {
         events.push(HistoryEvent::new(
             now,
@@ -498,6 +668,7 @@ fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
     let timers_scheduled =
         !timers.is_empty() || ops.iter().any(|o| matches!(o, Op::ScheduleTimer { .. }));
     let dispatch = work_items.clone();
+    let decided = events.iter().filter(|e| e.event_id >= 0).cloned().collect();
     let turn = Turn {
         instance: me,
         execution_id: exec,
@@ -521,11 +692,316 @@ fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
         appended_bytes,
         sent,
         timers: timers_scheduled,
+        decided,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_history_events: 10_000,
+        max_history_bytes: 1 << 30,
+        max_payload_bytes: 1 << 20,
+    };
+
+    fn me() -> InstanceId {
+        InstanceId::new("transfer").unwrap()
+    }
+
+    fn record() -> InstanceRecord {
+        InstanceRecord::pending(
+            me(),
+            "Transfer".into(),
+            None,
+            "x1".into(),
+            None,
+            None,
+            None,
+            5,
+        )
+    }
+
+    fn input<'a>(
+        record: &'a InstanceRecord,
+        actions: Vec<Action>,
+        locks: Vec<OpenLock>,
+    ) -> TurnInput<'a> {
+        TurnInput {
+            record,
+            partitions: 4,
+            now: 10,
+            events: vec![HistoryEvent::new(10, EventKind::OrchestratorStarted)],
+            consumed_upto: None,
+            done_items: Vec::new(),
+            actions,
+            custom_status: None,
+            terminated: None,
+            open_children: Vec::new(),
+            locks,
+            suspended: false,
+            more: false,
+            new_execution_id: "x2".into(),
+            fail: None,
+        }
+    }
+
+    fn c(key: &str) -> String {
+        format!("@counter@{key}")
+    }
+
+    /// The messages the planned command sends, with their entity addressee (canonical).
+    fn sent(p: &Planned) -> Vec<(String, Message)> {
+        p.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Send {
+                    target, message, ..
+                } => Some((target.canonical(), Message::decode(message).unwrap())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn unlock(cs: &str, forward: &[String]) -> Message {
+        Message::EntityUnlock {
+            critical_section_id: cs.into(),
+            holder: me(),
+            forward: forward.to_vec(),
+        }
+    }
+
+    fn open(lock_set: &[String], granted: bool, released: &[String]) -> OpenLock {
+        OpenLock {
+            critical_section_id: "cs".into(),
+            lock_set: lock_set.to_vec(),
+            granted,
+            released: released.iter().cloned().collect(),
+        }
+    }
+
+    fn complete() -> Action {
+        Action::CompleteOrchestration {
+            id: 9,
+            status: RuntimeStatus::Completed,
+            result: None,
+            failure: None,
+            carryover_events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_lock_is_recorded_and_asked_of_the_first_entity_of_the_sorted_set() {
+        let r = record();
+        let lock = Action::LockEntities {
+            id: 3,
+            critical_section_id: "cs".into(),
+            lock_set: vec![c("b"), c("a"), c("b")],
+        };
+        let p = plan(input(&r, vec![lock], Vec::new()), &LIMITS);
+        let Op::CompleteTurn(turn) = &p.ops[0] else {
+            panic!("no turn")
+        };
+        let requested = turn
+            .events
+            .iter()
+            .find(|e| e.kind_name() == "EntityLockRequested")
+            .unwrap();
+        assert_eq!(requested.event_id, 3);
+        assert_eq!(p.decided, vec![requested.clone()]);
+        assert_eq!(
+            sent(&p),
+            vec![(
+                c("a"),
+                Message::EntityLock {
+                    critical_section_id: "cs".into(),
+                    lock_set: vec![c("a"), c("b")],
+                    position: 0,
+                    holder: (me(), "x1".into()),
+                }
+            )]
+        );
+        assert_eq!(p.record.status, RuntimeStatus::Running);
+    }
+
+    #[test]
+    fn a_malformed_lock_fails_the_execution() {
+        let r = record();
+        for lock_set in [vec![], vec![c("a"), "not an entity".to_string()]] {
+            let lock = Action::LockEntities {
+                id: 0,
+                critical_section_id: "cs".into(),
+                lock_set,
+            };
+            let p = plan(input(&r, vec![lock], Vec::new()), &LIMITS);
+            assert_eq!(p.record.status, RuntimeStatus::Failed);
+            assert!(sent(&p).is_empty());
+        }
+    }
+
+    #[test]
+    fn entity_requests_name_their_sender() {
+        let r = record();
+        let signal = Action::SignalEntity {
+            id: 0,
+            request_id: "r0".into(),
+            target: c("a"),
+            operation: "add".into(),
+            input: None,
+            scheduled_time: None,
+        };
+        let call = Action::CallEntity {
+            id: 1,
+            request_id: "r1".into(),
+            target: c("a"),
+            operation: "get".into(),
+            input: None,
+        };
+        let p = plan(input(&r, vec![signal, call], Vec::new()), &LIMITS);
+        for (_, m) in sent(&p) {
+            let Message::EntityRequest { sender, .. } = m else {
+                panic!("not a request")
+            };
+            assert_eq!(sender, Some((me(), "x1".to_string())));
+        }
+    }
+
+    #[test]
+    fn an_unlock_after_the_grant_releases_each_entity_directly() {
+        let r = record();
+        let set = [c("a"), c("b")];
+        let unlocks = set
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Action::UnlockEntity {
+                id: i as i32 + 4,
+                critical_section_id: "cs".into(),
+                target: t.clone(),
+            })
+            .collect();
+        let p = plan(input(&r, unlocks, vec![open(&set, true, &[])]), &LIMITS);
+        assert_eq!(
+            sent(&p),
+            vec![(c("a"), unlock("cs", &[])), (c("b"), unlock("cs", &[]))]
+        );
+        assert_eq!(p.decided.len(), 2);
+    }
+
+    #[test]
+    fn an_unlock_before_the_grant_goes_along_the_set_behind_the_request() {
+        let r = record();
+        let set = [c("a"), c("b"), c("c")];
+        // the lock and its release in one turn, then the execution ends: one release, from the
+        // first entity along the rest, and nothing more at the end
+        let actions = vec![
+            Action::LockEntities {
+                id: 0,
+                critical_section_id: "cs".into(),
+                lock_set: set.to_vec(),
+            },
+            Action::UnlockEntity {
+                id: 1,
+                critical_section_id: "cs".into(),
+                target: c("b"),
+            },
+            complete(),
+        ];
+        let p = plan(input(&r, actions, Vec::new()), &LIMITS);
+        let msgs = sent(&p);
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(matches!(msgs[0].1, Message::EntityLock { .. }));
+        assert_eq!(msgs[1], (c("a"), unlock("cs", &[c("b"), c("c")])));
+    }
+
+    /// Makes a turn end the execution.
+    type EndTurn = dyn Fn(&mut TurnInput<'_>);
+
+    #[test]
+    fn an_execution_that_ends_releases_every_section_still_open() {
+        let r = record();
+        let set = [c("a"), c("b"), c("c")];
+        let ends: Vec<(&str, Box<EndTurn>)> = vec![
+            (
+                "completed",
+                Box::new(|i: &mut TurnInput<'_>| i.actions = vec![complete()]),
+            ),
+            (
+                "failed",
+                Box::new(|i: &mut TurnInput<'_>| {
+                    i.actions = vec![Action::CompleteOrchestration {
+                        id: 9,
+                        status: RuntimeStatus::Failed,
+                        result: None,
+                        failure: None,
+                        carryover_events: Vec::new(),
+                    }]
+                }),
+            ),
+            (
+                "continued as new",
+                Box::new(|i: &mut TurnInput<'_>| {
+                    i.actions = vec![Action::CompleteOrchestration {
+                        id: 9,
+                        status: RuntimeStatus::ContinuedAsNew,
+                        result: None,
+                        failure: None,
+                        carryover_events: Vec::new(),
+                    }]
+                }),
+            ),
+            (
+                "terminated (its decisions dropped)",
+                Box::new(|i: &mut TurnInput<'_>| {
+                    i.terminated = Some((None, false));
+                    // an unlock decided in the same turn is not taken: the release at the end
+                    // covers the entity
+                    i.actions = vec![Action::UnlockEntity {
+                        id: 4,
+                        critical_section_id: "cs".into(),
+                        target: c("c"),
+                    }];
+                }),
+            ),
+            (
+                "quarantined",
+                Box::new(|i: &mut TurnInput<'_>| {
+                    i.fail = Some(FailureDetails::new("PoisonMessage", "crashed"))
+                }),
+            ),
+        ];
+        for (what, end) in ends {
+            // granted, one entity released already: the others are released directly
+            let mut i = input(&r, Vec::new(), vec![open(&set, true, &[c("a")])]);
+            end(&mut i);
+            let p = plan(i, &LIMITS);
+            assert_eq!(
+                sent(&p),
+                vec![(c("b"), unlock("cs", &[])), (c("c"), unlock("cs", &[]))],
+                "{what}"
+            );
+            // not granted yet: one release along the set, behind the request
+            let mut i = input(&r, Vec::new(), vec![open(&set, false, &[])]);
+            end(&mut i);
+            let p = plan(i, &LIMITS);
+            assert_eq!(
+                sent(&p),
+                vec![(c("a"), unlock("cs", &[c("b"), c("c")]))],
+                "{what}"
+            );
+            // not granted, released along the set already: nothing more
+            let mut i = input(&r, Vec::new(), vec![open(&set, false, &[c("b")])]);
+            end(&mut i);
+            assert!(sent(&plan(i, &LIMITS)).is_empty(), "{what}");
+        }
+        // a turn that does not end the execution releases nothing by itself
+        let p = plan(input(&r, Vec::new(), vec![open(&set, true, &[])]), &LIMITS);
+        assert!(sent(&p).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
     use super::*;
 
     const LIMITS: Limits = Limits {
@@ -562,6 +1038,7 @@ mod tests {
             custom_status: None,
             terminated: None,
             open_children: vec![],
+            locks: vec![],
             suspended: false,
             more: false,
             new_execution_id: "exec-2".into(),

@@ -1,6 +1,6 @@
-//! The inbox table: messages waiting for an entity (`Enqueue`, `Dequeue`), including those that
-//! arrive from other partitions (`Receive`), and the per-source received mark that lets each of
-//! those in exactly once.
+//! The inbox table: messages waiting for an entity (`Enqueue`, `Dequeue`, `DequeueSeqs`),
+//! including those that arrive from other partitions (`Receive`), and the per-source received
+//! mark that lets each of those in exactly once.
 //!
 //! The received mark lives here, not beside the outbox: it is the receiving end's state, only
 //! ever read and written together with an inbox write (`Receive` = check the mark, advance it,
@@ -32,6 +32,15 @@ pub(super) fn dequeue(txn: &mut Txn<'_>, target: &Target, upto: u64) -> Result<O
     };
     txn.del_range(&start, &end)?;
     Ok(OpResult::Done)
+}
+
+/// `Op::DequeueSeqs`: drops the given inbox messages of a target (those it does not hold are
+/// ignored).
+pub(super) fn dequeue_seqs(txn: &mut Txn<'_>, target: &Target, seqs: &[u64]) -> OpResult {
+    for &seq in seqs {
+        txn.del(keys::inbox(target, seq));
+    }
+    OpResult::Done
 }
 
 /// `Op::Receive`: enqueues message `seq` from partition `source` if it is the next one from
@@ -155,6 +164,47 @@ mod tests {
         assert_eq!(st.inbox().messages(&t("b")).unwrap().len(), 2);
         assert_eq!(st.inbox().targets(10).unwrap(), vec![t("a"), t("b")]);
         assert_eq!(st.inbox().targets(1).unwrap(), vec![t("a")]);
+    }
+
+    #[test]
+    fn dequeue_seqs_removes_exactly_the_messages_named() {
+        let (st, _d) = state();
+        apply(
+            &st,
+            1,
+            (0..6)
+                .map(|i| Op::Enqueue {
+                    target: t(if i == 4 { "b" } else { "a" }),
+                    message: vec![i],
+                })
+                .collect(),
+        );
+        // a's 1, 2, 3, 4, 6; b's 5. Remove 2 and 4 of a (past the held 1), 5 named for a (b's:
+        // untouched), 9 (none)
+        let r = apply(
+            &st,
+            2,
+            vec![Op::DequeueSeqs {
+                target: t("a"),
+                seqs: vec![4, 2, 5, 9],
+            }],
+        );
+        assert_eq!(r, vec![OpResult::Done]);
+        assert_eq!(
+            st.inbox().messages(&t("a")).unwrap(),
+            vec![(1, vec![0]), (3, vec![2]), (6, vec![5])]
+        );
+        assert_eq!(st.inbox().messages(&t("b")).unwrap(), vec![(5, vec![4])]);
+        // a prefix removal after it takes what is left below its bound
+        apply(
+            &st,
+            3,
+            vec![Op::Dequeue {
+                target: t("a"),
+                upto: 3,
+            }],
+        );
+        assert_eq!(st.inbox().messages(&t("a")).unwrap(), vec![(6, vec![5])]);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! | `'k' E 0x00 id` | u64 expiry | ids | remembered idempotency id |
 //! | `'K' expiry E 0x00 id` | empty | ids | the same, ordered by expiry |
 //! | `'t' due id` | codec((EntityId, bytes)) | timers | scheduled message |
+//! | `'l' E` | codec(LockHolder) | locks | the critical section holding an entity's lock |
 //! | `'h' 'I' iid` | codec(InstanceRecord) | instances | an instance's status record |
 //! | `'h' 'E' iid 0x00 seq(u32)` | codec(HistoryEvent) | instances | event `seq` (from 0) of the current execution's history |
 //! | `'h' 'A' iid 0x00 task(u32)` | codec(WorkItem) | instances | pending activity work item |
@@ -51,6 +52,7 @@ const OUTBOX_LAST: u8 = b'O';
 const ID: u8 = b'k';
 const ID_BY_EXPIRY: u8 = b'K';
 const TIMER: u8 = b't';
+const LOCK: u8 = b'l';
 const INSTANCES: u8 = b'h';
 const INSTANCE_RECORD: u8 = b'I';
 const INSTANCE_HISTORY: u8 = b'E';
@@ -240,6 +242,21 @@ pub fn timer_of(k: &[u8]) -> (u64, u64) {
     (u64_of(&k[1..9]), u64_of(&k[9..17]))
 }
 
+// ---- entity locks ----
+
+/// Prefix of every entity lock.
+pub const LOCKS_ALL: &[u8] = &[LOCK];
+
+/// The lock of an entity.
+pub fn entity_lock(e: &EntityId) -> Vec<u8> {
+    with(LOCK, &[e.canonical().as_bytes()])
+}
+
+/// The entity (canonical id, lossy UTF-8) of an entity lock key.
+pub fn entity_lock_of(k: &[u8]) -> String {
+    String::from_utf8_lossy(&k[LOCKS_ALL.len()..]).into_owned()
+}
+
 // ---- orchestration instances ----
 
 /// Prefix of every instance status record.
@@ -414,6 +431,8 @@ mod tests {
                 timer(0x0102, 7),
                 b"t\x00\x00\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x00\x00\x00\x07",
             ),
+            ("locks_all", LOCKS_ALL.to_vec(), b"l"),
+            ("entity_lock", entity_lock(&e()), b"l@ab@k1"),
             ("instances_all", INSTANCES_ALL.to_vec(), b"hI"),
             ("instance", super::instance(&iid()), b"hIorder-7"),
             ("instance_after", instance_after(&iid()), b"hIorder-7\x00"),
@@ -490,6 +509,7 @@ mod tests {
         );
         assert_eq!(timer_of(&timer(100, 2)), (100, 2));
         assert_eq!(timer_due_of(&timer(100, 2)), 100);
+        assert_eq!(entity_lock_of(&entity_lock(&e())), "@ab@k1");
         assert_eq!(prefix_end(b"i@a\x00"), b"i@a\x01");
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b"\xff\xff"), vec![0xff; 3]);

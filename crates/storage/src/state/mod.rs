@@ -7,10 +7,11 @@
 //! | file | table | ops applied | read through |
 //! |---|---|---|---|
 //! | `entities.rs` | entity states | `SetState`, `DeleteState`, `PatchState` | [`PartitionState::entities`] |
-//! | `inbox.rs` | inbox messages, received marks | `Enqueue`, `Dequeue`, `Receive` | [`PartitionState::inbox`] |
+//! | `inbox.rs` | inbox messages, received marks | `Enqueue`, `Dequeue`, `DequeueSeqs`, `Receive` | [`PartitionState::inbox`] |
 //! | `outbox.rs` | outbox messages | `Send`, `AckOutbox` | [`PartitionState::outbox`] |
 //! | `timers.rs` | scheduled messages | `ScheduleTimer`, `RemoveTimer` | [`PartitionState::timers`] |
 //! | `ids.rs` | idempotency ids | `RememberId`, `ExpireIds` | [`PartitionState::ids`] |
+//! | `locks.rs` | entity locks (orchestration critical sections) | `LockEntity`, `UnlockEntity` | [`PartitionState::locks`] |
 //! | `instances.rs` | orchestration instances: status records, histories, work items, timer references, finished index | `StartInstance`, `CompleteTurn`, `CompleteActivity`, `PurgeInstance`, `PurgeFinished`, `RewindInstance` | [`PartitionState::instances`] |
 //!
 //! Beside them: `keys.rs` (every key layout, the only code that builds or parses key bytes, pinned
@@ -44,6 +45,7 @@ mod ids;
 mod inbox;
 mod instances;
 pub(crate) mod keys;
+mod locks;
 mod outbox;
 #[cfg(test)]
 mod testkit;
@@ -55,6 +57,7 @@ pub use entities::EntitiesTable;
 pub use ids::IdsTable;
 pub use inbox::InboxTable;
 pub use instances::InstancesTable;
+pub use locks::LocksTable;
 pub use outbox::{OutboxTable, Outgoing};
 pub use timers::{Timer, TimersTable};
 pub use tree::TreeSnapshot;
@@ -129,6 +132,11 @@ impl PartitionState {
     /// Remembered idempotency ids.
     pub fn ids(&self) -> IdsTable<'_> {
         IdsTable { state: self }
+    }
+
+    /// Entity locks: which orchestration critical section holds an entity.
+    pub fn locks(&self) -> LocksTable<'_> {
+        LocksTable { state: self }
     }
 
     /// Orchestration instances: status records, histories, work items, the finished index.
@@ -339,6 +347,9 @@ fn apply_op(txn: &mut Txn<'_>, op: &Op) -> Result<OpResult> {
             instances::purge_finished(txn, *before, *limit as usize)?
         }
         Op::RewindInstance(r) => instances::rewind(txn, r)?,
+        Op::LockEntity { entity, holder } => locks::lock(txn, entity, holder)?,
+        Op::UnlockEntity { entity } => locks::unlock(txn, entity),
+        Op::DequeueSeqs { target, seqs } => inbox::dequeue_seqs(txn, target, seqs),
     })
 }
 

@@ -360,7 +360,10 @@ impl OrchestrationContext {
     }
 
     /// Opens a critical section over `entities` (sorted, duplicates dropped); resolves to `null`
-    /// once every one is held. One critical section at a time: a second one (before
+    /// once every one is held. While held, only this execution's calls and signals run on them;
+    /// everything else sent to them waits and runs after the release (by
+    /// [`unlock_entities`](Self::unlock_entities), or when the execution ends, however it ends).
+    /// One critical section at a time: a second one (before
     /// [`unlock_entities`](Self::unlock_entities)), or an empty set, fails the task.
     pub fn lock_entities(&self, entities: &[EntityId]) -> Task {
         let mut lock_set: Vec<String> = entities.iter().map(EntityId::canonical).collect();
