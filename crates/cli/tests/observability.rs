@@ -3,9 +3,11 @@
 //! - `promtool check metrics` accepts every node's `/metrics`;
 //! - a real Prometheus scrapes the three nodes under load: every node is `up`, our series carry
 //!   the load, and every PromQL expression of the Grafana dashboard (`deploy/grafana/perdure.json`)
-//!   evaluates without error;
-//! - the web dashboard at `/` renders in a real headless Chromium: members, partitions and an
-//!   entity's state are in the DOM; a screenshot is kept under `target/artifacts/`.
+//!   evaluates without error; the orchestration panels' queries all have series (they exist from
+//!   start), and carry sample orchestrations when the node's HTTP API can start them;
+//! - the web dashboard at `/` renders in a real headless Chromium: members, partitions, the
+//!   orchestration counters and an entity's state are in the DOM; a screenshot is kept under
+//!   `target/artifacts/`.
 //!
 //! The external tools come from Debian's `prometheus` and `chromium` packages (`.ci/run` installs
 //! them). Without them a test prints why and passes, unless `PERDURE_TEST_REQUIRE_TOOLS=1` (set by CI),
@@ -14,7 +16,7 @@
 mod common;
 
 use common::cluster::{
-    free_port, ready, three_members, wait_balanced, write_config_with, NodeSpec, Nodes, BASE,
+    free_port, ready, test_config, three_members, wait_balanced, NodeSpec, Nodes, BASE,
 };
 use common::KillOnDrop;
 use serde_json::Value;
@@ -55,13 +57,16 @@ struct Cluster {
     dir: tempfile::TempDir,
 }
 
-/// Starts three `perdure serve` processes on 127.0.0.1-3 and waits until each is ready.
+/// Starts three `perdure serve` processes on 127.0.0.1-3 (the sample orchestrations on) and waits
+/// until each is ready.
 async fn cluster(http: &reqwest::Client) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let members = three_members(dir.path());
     let secret = "an-observability-test-secret";
     for m in &members {
-        write_config_with(m, &members, "obs", secret, PARTITIONS);
+        let mut config = test_config(m, &members, "obs", secret, PARTITIONS);
+        config.samples.enabled = true;
+        m.write_config(&config).unwrap();
     }
     let nodes = Nodes::start(&members);
     let urls: Vec<String> = members.iter().map(NodeSpec::url).collect();
@@ -114,6 +119,34 @@ fn load(
         .collect()
 }
 
+/// Starts `n` `HelloSequence` samples through the nodes' HTTP API (Durable Functions' route,
+/// `POST .../orchestrators/{name}`); `false` (after printing why) when the API does not serve it.
+async fn start_orchestrations(http: &reqwest::Client, urls: &[String], n: usize) -> bool {
+    for i in 0..n {
+        let url = &urls[i % urls.len()];
+        let r = http
+            .post(format!("{url}{BASE}/orchestrators/HelloSequence"))
+            .header("content-type", "application/json")
+            .body("null")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        if status != 202 {
+            assert!(
+                i == 0,
+                "start {i} of HelloSequence answered {status}: {}",
+                r.text().await.unwrap_or_default()
+            );
+            eprintln!(
+                "the HTTP API does not start orchestrations ({status}): the orchestration panels are checked on empty counters"
+            );
+            return false;
+        }
+    }
+    true
+}
+
 /// Runs a Prometheus HTTP API query; panics on a query error (with the expression).
 async fn query(http: &reqwest::Client, prom: &str, expr: &str) -> Vec<Value> {
     let r = http
@@ -163,12 +196,18 @@ fn value(sample: &Value) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Every `expr` of the dashboard's panels.
+/// Every `expr` of the dashboard's panels (those in rows, collapsed or not, included).
 fn dashboard_queries() -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/perdure.json");
     let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut out = Vec::new();
-    for p in d["panels"].as_array().expect("panels") {
+    let mut panels: Vec<&Value> = d["panels"].as_array().expect("panels").iter().collect();
+    while let Some(p) = panels.pop() {
+        if p["type"] == "row" {
+            // a collapsed row holds its panels
+            panels.extend(p["panels"].as_array().into_iter().flatten());
+            continue;
+        }
         for t in p["targets"].as_array().expect("targets") {
             out.push(t["expr"].as_str().expect("expr").to_string());
         }
@@ -194,6 +233,7 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let workers = load(&http, &c.urls, stop.clone(), acked.clone());
+    let orchestrations = start_orchestrations(&http, &c.urls, 30).await;
 
     // 1. our exposition passes promtool's checks, on every node
     for u in &c.urls {
@@ -219,6 +259,13 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
             "perdure_actors_active",
             "perdure_inbox_messages",
             "process_resident_memory_bytes",
+            "perdure_orchestration_turns_total",
+            "perdure_orchestration_activities_total{result=\"completed\"}",
+            "perdure_orchestration_executions_total{status=\"continued_as_new\"}",
+            "perdure_orchestration_instances{status=\"running\"}",
+            "perdure_orchestration_work_items_pending",
+            "perdure_orchestration_turn_duration_seconds_bucket{le=\"+Inf\"}",
+            "perdure_orchestration_history_events_at_completion_count",
         ] {
             assert!(text.contains(name), "{u}/metrics lacks {name}");
         }
@@ -329,6 +376,18 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
     )
     .await;
 
+    if orchestrations {
+        // the samples ran: their turns, activities and ends reached Prometheus
+        for expr in [
+            "sum(perdure_orchestration_executions_total{status=\"completed\"}) >= 30",
+            "sum(perdure_orchestration_activities_total{result=\"completed\"}) >= 90",
+            "sum(perdure_orchestration_instances{status=\"completed\"}) >= 30",
+            "sum(perdure_orchestration_turn_duration_seconds_count) > 0",
+        ] {
+            eventually(&http, &prom, expr, within, |r| r.len() == 1).await;
+        }
+    }
+
     // 3. every dashboard query evaluates; the throughput ones carry the load
     let mut empty = Vec::new();
     for expr in dashboard_queries() {
@@ -345,6 +404,12 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
     ] {
         assert!(!empty.iter().any(|e| e == must), "{must} has no data");
     }
+    // the orchestration series exist from start (counters at 0, every label value made)
+    let missing: Vec<&String> = empty
+        .iter()
+        .filter(|e| e.contains("perdure_orchestration_"))
+        .collect();
+    assert!(missing.is_empty(), "no data: {missing:#?}");
 
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -440,6 +505,15 @@ async fn the_web_dashboard_renders_members_partitions_and_an_entity_in_chromium(
         "the entity list lacks the entity:\n{html}"
     );
     assert!(html.contains(">ready<"), "readiness not shown:\n{html}");
+    // the orchestration section, from the stats (the instance list needs the instances API)
+    assert!(
+        html.contains("<td data-status=\"completed\">"),
+        "instances by status missing:\n{html}"
+    );
+    assert!(
+        !html.contains("<b id=\"orch-live\">–</b>"),
+        "the orchestration counters are not shown:\n{html}"
+    );
 
     let shot = artifacts().join("dashboard.png");
     let _ = std::fs::remove_file(&shot);

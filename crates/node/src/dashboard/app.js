@@ -1,5 +1,6 @@
-// perdure's web dashboard: polls this node's /cluster, /readyz and /dashboard/stats, and browses
-// entities through the entity API. No dependencies.
+// perdure's web dashboard: polls this node's /cluster, /readyz and /dashboard/stats, browses
+// orchestration instances through the instances API (Durable Functions' shapes) and entities
+// through the entity API. No dependencies.
 "use strict";
 const BASE = "/runtime/webhooks/durabletask";
 const $ = (id) => document.getElementById(id);
@@ -40,10 +41,10 @@ async function askToken(why) {
   return asking;
 }
 
-async function authedFetch(url) {
+async function authedFetch(url, extra) {
   for (let attempt = 0; ; attempt++) {
     const token = sessionStorage.getItem(TOKEN_KEY);
-    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const headers = Object.assign({}, extra || {}, token ? { Authorization: "Bearer " + token } : {});
     const r = await fetch(url, { cache: "no-store", headers });
     if ((r.status !== 401 && r.status !== 403) || attempt > 0) return r;
     if (r.status === 403 && !token) return r;
@@ -53,12 +54,12 @@ async function authedFetch(url) {
   }
 }
 
-async function getJson(url) {
-  const r = await authedFetch(url);
+async function getJson(url, headers) {
+  const r = await authedFetch(url, headers);
   const body = await r.text();
   let v = null;
   try { v = body ? JSON.parse(body) : null; } catch (_) { v = body; }
-  return { ok: r.ok, status: r.status, body: v };
+  return { ok: r.ok, status: r.status, body: v, headers: r.headers };
 }
 
 // --- cluster ---------------------------------------------------------------------------------
@@ -137,10 +138,103 @@ async function refreshStats() {
     $("p99").textContent = fmtMs(quantile(delta, 0.99));
     history.push(rate); if (history.length > 60) history.shift();
     drawSpark();
+    if (s.orchestrations && prev.orchestrations) orchRates(s.orchestrations, prev.orchestrations, dt);
   }
+  if (s.orchestrations) orchGauges(s.orchestrations);
   prev = s;
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
+
+// --- orchestrations -------------------------------------------------------------------------
+const STATUSES = ["pending", "running", "suspended", "completed", "failed", "terminated", "continued_as_new"];
+function orchRates(o, p, dt) {
+  const act = (x) => x.activities.completed + x.activities.failed;
+  $("orch-turns-rate").textContent = fmtRate((o.turns - p.turns) / dt);
+  $("orch-act-rate").textContent = fmtRate((act(o) - act(p)) / dt);
+  $("orch-act-failed-rate").textContent = fmtRate((o.activities.failed - p.activities.failed) / dt);
+  $("orch-started-rate").textContent = fmtRate((o.started - p.started) / dt);
+}
+function orchGauges(o) {
+  $("orch-live").textContent = o.live;
+  $("orch-work").textContent = o.work_items_pending;
+  const t = $("orch-status");
+  t.tHead.rows[0].replaceChildren(...STATUSES.map((st) => el("th", {}, st.replace(/_/g, " "))));
+  t.tBodies[0].rows[0].replaceChildren(...STATUSES.map((st) => el("td", { "data-status": st }, o.instances[st] ?? 0)));
+}
+
+// The instances API: GET BASE/instances?top=N[&runtimeStatus=S] answers a JSON array of
+// { name, instanceId, runtimeStatus, createdTime, lastUpdatedTime, input, output, customStatus },
+// the next page's token in the `x-ms-continuation-token` response header (sent back as a request
+// header); GET BASE/instances/{id}?showHistory=true&showHistoryOutput=true adds historyEvents.
+const PAGE = 50;
+const orch = { token: null, next: null, page: 1, missing: false, selected: null };
+const fmtTime = (t) => (t ? String(t).replace("T", " ").replace(/\.\d+Z$/, "Z") : "–");
+async function listInstances(fromStart) {
+  if (fromStart) { orch.token = null; orch.page = 1; }
+  const status = $("orch-filter").value;
+  const url = BASE + "/instances?top=" + PAGE + (status ? "&runtimeStatus=" + encodeURIComponent(status) : "");
+  const r = await getRetrying(url, orch.token ? { "x-ms-continuation-token": orch.token } : null);
+  const tbody = $("orch-list").tBodies[0], note = $("orch-note");
+  if (r.status === 404) {
+    orch.missing = true;
+    tbody.replaceChildren();
+    note.textContent = "orchestrations API not available on this node (GET " + BASE + "/instances answered 404)";
+    $("orch-next").disabled = true;
+    return;
+  }
+  orch.missing = false;
+  if (!r.ok || !Array.isArray(r.body)) {
+    note.textContent = "error " + r.status + (r.body ? ": " + JSON.stringify(r.body) : "");
+    return;
+  }
+  // newest first within the page
+  const items = r.body.slice().sort((a, b) => String(b.createdTime || "").localeCompare(String(a.createdTime || "")));
+  tbody.replaceChildren(...items.map((i) => {
+    const tr = el("tr", { "data-instance": i.instanceId, onclick: () => showInstance(i.instanceId) },
+      el("td", {}, i.instanceId), el("td", {}, i.name ?? ""),
+      el("td", { class: "st-" + i.runtimeStatus }, i.runtimeStatus ?? ""),
+      el("td", {}, fmtTime(i.createdTime)), el("td", {}, fmtTime(i.lastUpdatedTime)));
+    tr.classList.toggle("sel", i.instanceId === orch.selected);
+    return tr;
+  }));
+  const token = r.headers.get("x-ms-continuation-token");
+  orch.next = token || null;
+  $("orch-next").disabled = !orch.next;
+  $("orch-page").textContent = "page " + orch.page;
+  note.textContent = items.length ? "" : (orch.page > 1 ? "no more instances" : "no instances" + (status ? " " + status : ""));
+}
+function historyDetails(e) {
+  const skip = new Set(["EventType", "Timestamp", "EventId", "Name"]);
+  const rest = Object.fromEntries(Object.entries(e).filter(([k, v]) => !skip.has(k) && v != null));
+  const text = Object.keys(rest).length ? JSON.stringify(rest) : "";
+  return text.length > 300 ? text.slice(0, 300) + "…" : text;
+}
+async function showInstance(id) {
+  orch.selected = id;
+  location.hash = "instance=" + encodeURIComponent(id);
+  for (const tr of $("orch-list").tBodies[0].rows) tr.classList.toggle("sel", tr.dataset.instance === id);
+  const r = await getRetrying(BASE + "/instances/" + encodeURIComponent(id) + "?showHistory=true&showHistoryOutput=true");
+  $("orch-title").textContent = id;
+  $("orch-title").className = "";
+  const hist = $("orch-history").tBodies[0];
+  if (!r.ok) {
+    hist.replaceChildren();
+    $("orch-detail").textContent = r.status === 404 ? (orch.missing ? "(orchestrations API not available)" : "(no such instance)") : "error " + r.status + ": " + JSON.stringify(r.body);
+    return;
+  }
+  const { historyEvents, ...status } = r.body || {};
+  $("orch-detail").textContent = JSON.stringify(status, null, 2);
+  hist.replaceChildren(...(historyEvents || []).map((e, n) => el("tr", {},
+    el("td", {}, n), el("td", {}, e.EventType ?? ""), el("td", {}, fmtTime(e.Timestamp)),
+    el("td", {}, e.EventId ?? ""), el("td", {}, e.Name ?? ""), el("td", { class: "details" }, historyDetails(e)))));
+}
+$("orch-form").addEventListener("submit", (ev) => { ev.preventDefault(); listInstances(true); });
+$("orch-filter").addEventListener("change", () => listInstances(true));
+$("orch-next").addEventListener("click", () => {
+  if (!orch.next) return;
+  orch.token = orch.next; orch.page += 1;
+  listInstances(false);
+});
 
 // --- entity browser --------------------------------------------------------------------------
 async function loadTypes() {
@@ -150,10 +244,10 @@ async function loadTypes() {
 }
 const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 // a 503 is expected for a moment while a partition changes leader: try again a few times
-async function getRetrying(url) {
+async function getRetrying(url, headers) {
   let r;
   for (let i = 0; i < 5; i++) {
-    r = await getJson(url);
+    r = await getJson(url, headers);
     if (r.status !== 503) break;
     await sleep(500);
   }
@@ -188,6 +282,8 @@ $("entity-type").addEventListener("change", () => listEntities($("entity-type").
 
 async function start() {
   await loadTypes();
+  const inst = /^#instance=(.*)$/.exec(location.hash);
+  const instances = listInstances(true).then(() => (inst ? showInstance(decodeURIComponent(inst[1])) : null));
   const m = /entity=([^/]+)\/(.*)$/.exec(location.hash);
   if (m) {
     const type = decodeURIComponent(m[1]), key = decodeURIComponent(m[2]);
@@ -196,8 +292,11 @@ async function start() {
   } else if ($("entity-type").value) {
     await listEntities($("entity-type").value);
   }
+  await instances.catch((e) => console.warn(e));
   const tick = (f, ms) => { const run = () => f().catch((e) => console.warn(e)); run(); setInterval(run, ms); };
   tick(refreshCluster, 2000);
   tick(refreshStats, 1000);
+  // the first page of instances follows along, unless paging or the API is missing
+  setInterval(() => { if (orch.page === 1 && !orch.missing) listInstances(true).catch((e) => console.warn(e)); }, 5000);
 }
 start();

@@ -1,8 +1,11 @@
 //! The web dashboard every node serves at `/`: cluster members and health, partitions with their
 //! replicas and leaders (from `GET /cluster`), live throughput, errors and latency (from
-//! `GET /dashboard/stats`, present when `metrics.enabled`), and an entity browser (the entity list
-//! and state routes). Plain HTML, CSS and JavaScript compiled into the binary: no build step, no
-//! external resources.
+//! `GET /dashboard/stats`, present when `metrics.enabled`), orchestrations (turns/s,
+//! activities/s, live instances, pending work items and instances by status from the same stats;
+//! an instance list, paged with `x-ms-continuation-token` and filtered by runtime status, and one
+//! instance's status and history, from the instances routes of the HTTP API; "not available"
+//! when they answer 404), and an entity browser (the entity list and state routes). Plain HTML,
+//! CSS and JavaScript compiled into the binary: no build step, no external resources.
 
 use crate::routes;
 use axum::extract::State;

@@ -11,6 +11,10 @@
 //! - `scrape`: values read at scrape time from counters the node keeps anyway: Raft role, term,
 //!   commit/applied index and apply lag per partition, entity actors, inbox/outbox depth, WAL
 //!   counters and fsync latency, snapshot builds, forwarded requests, process CPU/memory/files.
+//! - `orchestrations`: the orchestration workload: its counters (started, turns, fenced turns,
+//!   history events, replays, activities, ended executions by status, poison, purges), live
+//!   instances and pending activities, its turn-latency and history-size histograms, and, for
+//!   the partitions this node leads, instances by status and pending work items (bounded scans).
 //! - `raft_log`: the bytes of Raft log entries held in memory (per partition, node, span since
 //!   the oldest held entry) and the snapshots and purges their byte bounds asked for.
 //! - `leaders`: the task ([`NodeMetrics::watch_leaders`]) that samples leadership to count
@@ -21,11 +25,13 @@
 
 mod leaders;
 pub mod ops;
+mod orchestrations;
 mod raft_log;
 pub mod request;
 mod scrape;
 
 pub use ops::{OpKind, OpMetrics, OpRef, Outcome, LATENCY_BUCKETS};
+pub use orchestrations::INSTANCE_SCAN_CAP;
 pub use request::{measure_op, track, RequestMetrics};
 pub use scrape::DEPTH_CAP;
 
@@ -74,7 +80,7 @@ impl NodeMetrics {
         Ok(Self {
             requests: Arc::new(RequestMetrics::new(&r, ops)?),
             leader_changes: leaders::LeaderChanges::new(&r, partitions.count())?,
-            scraped: Mutex::new(scrape::Scraped::new(&r, &partitions)?),
+            scraped: Mutex::new(scrape::Scraped::new(&r, &runtime, &partitions)?),
             registry: r,
             runtime,
             partitions,
@@ -114,7 +120,8 @@ impl NodeMetrics {
     }
 
     /// A compact summary for the web dashboard: operation totals by outcome, merged latency
-    /// buckets, partitions led, active actors.
+    /// buckets, partitions led, active actors, the orchestration counters and instances by
+    /// status (of the partitions this node leads).
     pub fn summary(&self) -> serde_json::Value {
         let s = self.refresh();
         let (outcomes, buckets, count, sum) = self.ops().totals();
@@ -139,6 +146,7 @@ impl NodeMetrics {
             "actors_active": s.actors_active.get(),
             "forwarded_requests": s.forwarded.get(),
             "wal_written_bytes": s.wal_bytes.get(),
+            "orchestrations": s.orchestrations.summary(),
         })
     }
 

@@ -1,13 +1,16 @@
 //! Values read at scrape time from counters the node keeps anyway: each partition's Raft role,
 //! term and indexes (openraft's metrics watch, the log store's commit gauge), inbox and outbox
 //! depth, the entity runtime's counters, write-ahead log statistics, and the storage histograms
-//! (WAL fsync, snapshot builds) registered as they are; the Raft logs' weight in `raft_log.rs`.
+//! (WAL fsync, snapshot builds) registered as they are; the Raft logs' weight in `raft_log.rs`,
+//! the orchestration workload's in `orchestrations.rs`.
 
+use super::orchestrations::OrchestrationGauges;
 use super::raft_log::RaftLogMetrics;
 use openraft::ServerState;
 use perdure_cluster::Partitions;
 use perdure_runtime::Passivation;
 use perdure_runtime::Runtime;
+use perdure_types::PartitionId;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// How many inbox or outbox messages a scrape counts per partition at most (bounded work).
@@ -41,7 +44,7 @@ pub(super) fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<
 }
 
 /// A registered counter.
-fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+pub(super) fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
     let c = IntCounter::new(name, help)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
@@ -80,6 +83,8 @@ pub(super) struct Scraped {
     /// at accept: too many connections in their handshake).
     peer_handshakes_refused: IntCounterVec,
     raft_log: RaftLogMetrics,
+    /// The orchestration workload's.
+    pub orchestrations: OrchestrationGauges,
 }
 
 /// The per-partition gauges.
@@ -142,11 +147,11 @@ impl PartitionGauges {
         })
     }
 
-    /// Reads every partition's Raft metrics, commit gauge and queue depths; returns how many
+    /// Reads every partition's Raft metrics, commit gauge and queue depths; returns the
     /// partitions this node leads.
-    fn refresh(&self, partitions: &Partitions) -> i64 {
+    fn refresh(&self, partitions: &Partitions) -> Vec<PartitionId> {
         let store = partitions.store_metrics();
-        let mut led = 0;
+        let mut led = Vec::new();
         for p in 0..partitions.count() {
             let label = self.labels[p as usize].as_str();
             let Ok(watch) = partitions.metrics(p) else {
@@ -159,7 +164,9 @@ impl PartitionGauges {
                     .set(i64::from(m.state == role));
             }
             let leading = m.state == ServerState::Leader;
-            led += i64::from(leading);
+            if leading {
+                led.push(p);
+            }
             let applied = m.last_applied.map(|l| l.index);
             let committed = store.committed_index(p).max(applied);
             let set = |g: &IntGaugeVec, v: i64| g.with_label_values(&[label]).set(v);
@@ -192,9 +199,13 @@ impl PartitionGauges {
 }
 
 impl Scraped {
-    /// Registers every scraped metric, the storage histograms of `partitions` and (on Linux) the
-    /// process collector in `r`.
-    pub(super) fn new(r: &Registry, partitions: &Partitions) -> prometheus::Result<Self> {
+    /// Registers every scraped metric, the storage histograms of `partitions`, the orchestration
+    /// metrics of `runtime` and (on Linux) the process collector in `r`.
+    pub(super) fn new(
+        r: &Registry,
+        runtime: &Runtime,
+        partitions: &Partitions,
+    ) -> prometheus::Result<Self> {
         let store = partitions.store_metrics();
         r.register(Box::new(store.fsync_seconds.clone()))?;
         r.register(Box::new(store.snapshot_build_seconds.clone()))?;
@@ -204,6 +215,7 @@ impl Scraped {
         ))?;
         Ok(Self {
             raft_log: RaftLogMetrics::new(r, partitions.count())?,
+            orchestrations: OrchestrationGauges::new(r, runtime.orchestrations().metrics().clone())?,
             partitions: PartitionGauges::new(r, partitions.count())?,
             leaders: gauge(r, "perdure_partitions_led", "Partitions this node leads.")?,
             actors_active: gauge(
@@ -283,7 +295,8 @@ impl Scraped {
 
     /// Reads the node's counters into the scraped metrics.
     pub(super) fn refresh(&self, runtime: &Runtime, partitions: &Partitions) {
-        self.leaders.set(self.partitions.refresh(partitions));
+        let led = self.partitions.refresh(partitions);
+        self.leaders.set(led.len() as i64);
         let (mut act, mut active, mut del, mut tim) = (0, 0, 0, 0);
         let (mut idle, mut pressure) = (0, 0);
         for p in 0..partitions.count() {
@@ -319,5 +332,6 @@ impl Scraped {
         mirror(&refused("refused"), channel.handshakes_refused());
         mirror(&refused("too_many_pending"), channel.handshakes_shed());
         self.raft_log.refresh(partitions);
+        self.orchestrations.refresh(runtime, partitions, &led);
     }
 }

@@ -465,13 +465,16 @@ impl Instance {
         }
         OrchestrationMetrics::inc(&m.turns);
         m.events.fetch_add(planned.appended, Ordering::Relaxed);
+        let status = planned.record.status;
+        if status.is_terminal() || status == RuntimeStatus::ContinuedAsNew {
+            m.execution_ended(planned.record.history_events + planned.appended);
+        }
         if planned.sent {
             self.rt.leader.outbox_changed();
         }
         if planned.timers {
             self.rt.leader.timers_changed();
         }
-        let status = planned.record.status;
         if status.is_terminal() {
             let poisoned = planned
                 .record
@@ -523,7 +526,11 @@ impl Instance {
                 Ok(()) => {
                     self.running.insert(task_id);
                 }
-                Err(failed) => self.done.push((task_id, *failed)),
+                Err(failed) => {
+                    // refused (an unknown name, an input that is not JSON): failed at once
+                    OrchestrationMetrics::inc(&self.rt.shared.metrics.activities_failed);
+                    self.done.push((task_id, *failed))
+                }
             }
         }
     }

@@ -8,6 +8,10 @@ pub const TURN_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// Upper bounds (history events) of the buckets of an execution's history size when it ends
+/// (completed, failed, terminated or continued as new).
+pub const HISTORY_BUCKETS: [f64; 6] = [10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+
 /// Counters of one node's orchestration workload.
 #[derive(Debug, Default)]
 pub struct OrchestrationMetrics {
@@ -47,6 +51,11 @@ pub struct OrchestrationMetrics {
     pub turn_buckets: [AtomicU64; 13],
     /// The sum of turn latencies, in microseconds.
     pub turn_sum_us: AtomicU64,
+    /// History size of the executions that ended: counts per bucket of [`HISTORY_BUCKETS`]
+    /// (the last one is +Inf).
+    pub history_events_at_end: [AtomicU64; 7],
+    /// The sum of those history sizes, in events.
+    pub history_events_at_end_sum: AtomicU64,
 }
 
 impl OrchestrationMetrics {
@@ -61,8 +70,48 @@ impl OrchestrationMetrics {
         self.turn_sum_us.fetch_add(micros, Ordering::Relaxed);
     }
 
+    /// Records the history size (events) of an execution that ended.
+    pub fn execution_ended(&self, events: u64) {
+        let i = HISTORY_BUCKETS
+            .iter()
+            .position(|&b| events as f64 <= b)
+            .unwrap_or(HISTORY_BUCKETS.len());
+        self.history_events_at_end[i].fetch_add(1, Ordering::Relaxed);
+        self.history_events_at_end_sum
+            .fetch_add(events, Ordering::Relaxed);
+    }
+
     /// Adds one to `c`.
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(a: &[AtomicU64]) -> Vec<u64> {
+        a.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    #[test]
+    fn observations_land_in_their_bucket() {
+        let m = OrchestrationMetrics::default();
+        m.turn_took(500); // 0.0005 s: the first bucket (upper bounds are inclusive)
+        m.turn_took(7_000_000); // past the last bound: +Inf
+        assert_eq!(
+            counts(&m.turn_buckets),
+            [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
+        assert_eq!(m.turn_sum_us.load(Ordering::Relaxed), 7_000_500);
+        for events in [3, 10, 11, 5_000, 2_000_000] {
+            m.execution_ended(events);
+        }
+        assert_eq!(counts(&m.history_events_at_end), [2, 1, 0, 1, 0, 0, 1]);
+        assert_eq!(
+            m.history_events_at_end_sum.load(Ordering::Relaxed),
+            2_005_024
+        );
     }
 }

@@ -629,14 +629,26 @@ impl InstancesTable<'_> {
             .unwrap_or(0)
     }
 
+    /// Pending activity work items of every instance of this partition, counted up to `cap` (for
+    /// metrics: bounded work at scrape time).
+    pub fn count_work_items(&self, cap: usize) -> usize {
+        self.state
+            .tree
+            .count_prefix(keys::INSTANCE_WORK_ALL, cap)
+            .unwrap_or(0)
+    }
+
     /// Instances by status, over at most `cap` records in id order (for metrics: bounded work at
     /// scrape time).
     pub fn count_by_status(&self, cap: usize) -> Result<BTreeMap<RuntimeStatus, u64>> {
         let mut out = BTreeMap::new();
-        for (_, v) in self.state.tree.scan_prefix(keys::INSTANCES_ALL, cap)? {
-            let record: InstanceRecord = self.state.decode(&v)?;
-            *out.entry(record.status).or_insert(0) += 1;
-        }
+        self.state
+            .tree
+            .for_each_value(keys::INSTANCES_ALL, cap, |v| {
+                let record: InstanceRecord = self.state.decode(v)?;
+                *out.entry(record.status).or_insert(0) += 1;
+                Ok(())
+            })?;
         Ok(out)
     }
 
@@ -1442,5 +1454,12 @@ mod tests {
             .unwrap()
             .is_empty());
         assert_eq!(table.work_items(&iid("a")).unwrap(), vec![work(0), work(1)]);
+        assert_eq!(table.count_work_items(10), 4);
+        assert_eq!(table.count_work_items(3), 3);
+        assert_eq!(
+            table.count(10),
+            4,
+            "work items are not counted as instances"
+        );
     }
 }

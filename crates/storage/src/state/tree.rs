@@ -132,6 +132,24 @@ impl Tree {
         self.range(prefix, &super::keys::prefix_end(prefix), limit)
     }
 
+    /// Calls `f` with the value of each key with `prefix`, in key order, at most `cap` of them,
+    /// one at a time (bounded memory, for scans at scrape time).
+    pub(crate) fn for_each_value(
+        &self,
+        prefix: &[u8],
+        cap: usize,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let t = self.read()?;
+        let end = super::keys::prefix_end(prefix);
+        let range = t.range(prefix..end.as_slice()).map_err(|e| self.err(e))?;
+        for kv in range.take(cap) {
+            let (_, v) = kv.map_err(|e| self.err(e))?;
+            f(v.value())?;
+        }
+        Ok(())
+    }
+
     /// Number of keys with `prefix`, counted up to `cap`.
     pub(crate) fn count_prefix(&self, prefix: &[u8], cap: usize) -> Result<usize> {
         let t = self.read()?;
