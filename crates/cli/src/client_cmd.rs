@@ -17,7 +17,8 @@ pub struct ClientFlags {
 }
 
 impl ClientFlags {
-    fn client(&self) -> anyhow::Result<Client> {
+    /// A client of the node (routing off: one request per command).
+    pub fn client(&self) -> anyhow::Result<Client> {
         // one request per command: learning the routing table first would only add a request
         let mut b = Client::builder(&self.url).routing(false);
         if let Some(t) = &self.token {

@@ -1,9 +1,10 @@
-//! `perdure`: the one binary. `perdure serve` runs a node; `signal`, `call`, `get` and `list` are
-//! clients of a node's HTTP API; other subcommands are tools.
+//! `perdure`: the one binary. `perdure serve` runs a node; `signal`, `call`, `get`, `list` and
+//! `orch ...` are clients of a node's HTTP API; other subcommands are tools.
 
 mod cert;
 mod client_cmd;
 mod logging;
+mod orch_cmd;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -81,6 +82,11 @@ enum Cmd {
         #[command(flatten)]
         client: ClientFlags,
     },
+    /// Orchestrations: `perdure orch start HelloSequence`, `orch status ID`, `orch wait ID`,
+    /// `orch list`, `orch raise ID EVENT [DATA]`, `orch terminate|suspend|resume|rewind|restart
+    /// ID`, `orch purge [ID]`. Every command prints JSON.
+    #[command(subcommand)]
+    Orch(orch_cmd::OrchCmd),
     /// Make a CA and node certificates for the node channel's TLS (`[cluster.tls]`) of a local
     /// cluster: `perdure cert --dir perdure-certs --nodes 1,2,3` (again with more ids to add
     /// nodes: the CA in the directory is reused).
@@ -344,6 +350,7 @@ fn main() -> anyhow::Result<()> {
                 all,
                 client,
             } => client_cmd::list(&client, &name, top, all).await,
+            Cmd::Orch(cmd) => orch_cmd::run(cmd).await,
             Cmd::Debug(DebugCmd::Load {
                 node,
                 clients,

@@ -1,5 +1,6 @@
 //! The Rust client for perdure's HTTP API: signal, call, read, list and batch-signal durable
-//! entities, with retries that never apply an operation twice.
+//! entities; start, watch and manage orchestrations (see [`Client::start_orchestration`]); with
+//! retries that never apply an operation twice.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), perdure_client::Error> {
@@ -19,16 +20,29 @@
 //! same idempotency key makes the retry safe), with exponential backoff, up to
 //! [`RetryPolicy::attempts`]. A call is not idempotent and is retried only when its connection
 //! was refused (it never reached the server). No request is retried on a `4xx`.
+//!
+//! Orchestrations: reads (status, wait, list), starts (each under an instance id, made by the
+//! client when none is given), terminate, suspend, resume and purges are retried like signals;
+//! raising an event, rewind and restart like calls. A start retried after an attempt that may
+//! have been served replaces nothing: its repeat finds the instance and is answered 409
+//! `instance_exists`, reported as started (a client-made id) or as
+//! [`Error::AlreadyStarted`] with `retried: true`.
 
 #![warn(missing_docs)]
 
 mod error;
 mod key;
+mod orchestrations;
 mod retry;
 mod types;
 
 pub use error::{ApiError, Error};
 pub use key::new_idempotency_key;
+pub use orchestrations::{OrchestrationFilter, OrchestrationPage, StartOptions};
+pub use perdure_types::api::{
+    FailureInfo, InstanceStatusBody as OrchestrationStatus, InstanceUrls as Started,
+};
+pub use perdure_types::orchestration::RuntimeStatus;
 pub use retry::RetryPolicy;
 pub use types::{BatchSignal, EntityPage, EntitySummary, SignalAck};
 
@@ -242,6 +256,13 @@ impl Client {
     }
 
     fn routed_base(&self, name: &str, key: &str) -> Option<Url> {
+        let id = perdure_types::EntityId::new(name, key).ok()?;
+        self.leader_of(&perdure_types::Target::Entity(id))
+    }
+
+    /// The base URL of the node leading `target`'s partition, when routing is on and the table
+    /// knows it (entities and orchestration instances share the pinned partition function).
+    fn leader_of(&self, target: &perdure_types::Target) -> Option<Url> {
         if !self.routing {
             return None;
         }
@@ -250,8 +271,7 @@ impl Client {
         if n == 0 {
             return None;
         }
-        let id = perdure_types::EntityId::new(name, key).ok()?;
-        routes.leaders[perdure_types::partition::partition_of(&id, n) as usize].clone()
+        routes.leaders[target.partition(n) as usize].clone()
     }
 
     /// Fetches the routing table if it was never fetched, or is stale and old enough.
@@ -365,9 +385,20 @@ impl Client {
         kind: Kind,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Response, Error> {
+        self.send_tracked(kind, |_| build()).await.0
+    }
+
+    /// [`Client::send`], telling `build` whether an earlier attempt may have been served (it
+    /// timed out, its connection broke, or it was answered 503), and answering that too.
+    async fn send_tracked(
+        &self,
+        kind: Kind,
+        build: impl Fn(bool) -> reqwest::RequestBuilder,
+    ) -> (Result<Response, Error>, bool) {
         let mut attempt = 1;
+        let mut maybe_served = false;
         loop {
-            let outcome = match build().send().await {
+            let outcome = match build(maybe_served).send().await {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
@@ -389,15 +420,16 @@ impl Client {
                 Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
                     Failure::Status(r.status.as_u16())
                 }
-                Ok(_) => return outcome.map_err(Error::Transport),
+                Ok(_) => return (outcome.map_err(Error::Transport), maybe_served),
                 Err(e) => Failure::of(e),
             };
             // a leader that moved or died explains the failure: learn the table again (also when
             // this attempt is the last, so the next request goes to the right node)
             self.mark_routes_stale();
             if attempt >= self.retry.attempts || !retry::retryable(kind, failure) {
-                return outcome.map_err(Error::Transport);
+                return (outcome.map_err(Error::Transport), maybe_served);
             }
+            maybe_served |= failure.maybe_served();
             self.ensure_routes().await;
             let wait = self.retry.backoff(attempt);
             tracing::debug!(

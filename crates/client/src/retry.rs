@@ -46,10 +46,15 @@ impl RetryPolicy {
 /// What a request may safely repeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// Signals carrying an idempotency key, reads: repeating them changes nothing.
+    /// Signals carrying an idempotency key, reads: repeating them changes nothing. Also the
+    /// orchestration requests whose repeat changes nothing more: a start under an instance id
+    /// (a repeat finds the instance: 409 `instance_exists`, see `Client::start_orchestration`),
+    /// terminate, suspend, resume (a repeat adds the same request again, or finds the instance
+    /// finished: 410), purges (a repeat finds nothing: 404).
     Idempotent,
     /// A call runs an operation and is not idempotent: repeated only when it never reached the
-    /// server.
+    /// server. So are raising an orchestration event (a repeat raises it twice), rewind and
+    /// restart (a repeat starts again).
     Call,
 }
 
@@ -84,6 +89,18 @@ impl Failure {
         } else {
             Failure::Other
         }
+    }
+}
+
+impl Failure {
+    /// Whether the request may have been served before it failed (it timed out, its connection
+    /// broke during the exchange, or it was answered 503, which a node also answers when
+    /// leadership changed under a write): a repeat may then meet its own effect.
+    pub(crate) fn maybe_served(self) -> bool {
+        matches!(
+            self,
+            Failure::Timeout | Failure::Io | Failure::Other | Failure::Status(_)
+        )
     }
 }
 
@@ -151,6 +168,17 @@ mod tests {
             Status(422),
         ] {
             assert!(!retryable(Kind::Call, f), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn only_failures_before_sending_are_known_unserved() {
+        use Failure::*;
+        for f in [Refused, Connect] {
+            assert!(!f.maybe_served(), "{f:?}");
+        }
+        for f in [Timeout, Io, Other, Status(503), Status(504)] {
+            assert!(f.maybe_served(), "{f:?}");
         }
     }
 

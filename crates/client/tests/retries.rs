@@ -347,3 +347,108 @@ async fn batch_items_answered_unavailable_are_retried_alone_with_their_keys() {
         json!({"signals": [{"name": "counter", "key": "b", "op": "add", "input": 2, "idempotencyKey": "kb"}]})
     );
 }
+
+fn instance_exists() -> Answer {
+    answer(
+        409,
+        json!({"error": {"code": "instance_exists", "message": "it runs"}}),
+    )
+}
+
+#[tokio::test]
+async fn a_retried_start_keeps_its_id_replaces_nothing_and_recognizes_its_instance() {
+    // the first attempt may have been served (503); the repeat finds the instance: ours
+    let (c, log) = start(vec![unavailable(), instance_exists()]).await;
+    let started = c
+        .start_orchestration("HelloSequence", None, Some(json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(started.id.len(), 36);
+    assert!(started.status_query_get_uri.ends_with(&format!(
+        "/runtime/webhooks/durabletask/instances/{}",
+        started.id
+    )));
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let path = format!(
+        "/runtime/webhooks/durabletask/orchestrators/HelloSequence/{}",
+        started.id
+    );
+    assert_eq!(seen[0].target, path);
+    assert_eq!(seen[1].target, format!("{path}?reusePolicy=none"));
+    assert!(seen.iter().all(|s| s.body == "1"));
+
+    // a given id: reported as already started, perhaps by the earlier attempt
+    let (c, _) = start(vec![unavailable(), instance_exists()]).await;
+    let e = c
+        .start_orchestration("HelloSequence", Some("mine"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::AlreadyStarted { instance_id, retried: true, .. } if instance_id == "mine"),
+        "{e}"
+    );
+    // an id that existed before: not retried, not ours
+    let (c, log) = start(vec![instance_exists(), instance_exists()]).await;
+    let e = c
+        .start_orchestration("HelloSequence", Some("mine"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::AlreadyStarted { retried: false, .. }),
+        "{e}"
+    );
+    assert_eq!(log.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn raising_an_event_is_not_retried_on_503_but_a_terminate_is() {
+    let (c, log) = start(vec![unavailable(), answer(202, Value::Null)]).await;
+    let e = c
+        .raise_event("i-1", "Go", Some(json!(1)))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(503), Some("unavailable")));
+    assert_eq!(log.lock().unwrap().len(), 1);
+    assert_eq!(
+        log.lock().unwrap()[0].target,
+        "/runtime/webhooks/durabletask/instances/i-1/raiseEvent/Go"
+    );
+    let (c, log) = start(vec![
+        unavailable(),
+        Answer {
+            body: String::new(),
+            ..answer(202, Value::Null)
+        },
+    ])
+    .await;
+    c.terminate("i 1", Some("enough"), true).await.unwrap();
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[1].target,
+        "/runtime/webhooks/durabletask/instances/i%201/terminate?reason=enough&recursive=true"
+    );
+}
+
+#[tokio::test]
+async fn a_purge_by_filter_that_finds_nothing_is_zero() {
+    let (c, log) = start(vec![answer(
+        404,
+        json!({"error": {"code": "instance_not_found", "message": "none"}}),
+    )])
+    .await;
+    let n = c
+        .purge_orchestrations(&perdure_client::OrchestrationFilter {
+            runtime_status: vec![perdure_client::RuntimeStatus::Failed],
+            instance_id_prefix: Some("x".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(
+        log.lock().unwrap()[0].target,
+        "/runtime/webhooks/durabletask/instances?runtimeStatus=Failed&instanceIdPrefix=x"
+    );
+}

@@ -25,7 +25,7 @@ async fn unknown_routes_and_methods_answer_json() {
     let node = Node::start().await;
     for path in [
         "/nope",
-        "/runtime/webhooks/durabletask/orchestrators/x",
+        "/runtime/webhooks/durabletask/orchestrators",
         "/dashboard/nope",
     ] {
         let (s, _, body) = json(node.http.get(format!("{}{path}", node.url))).await;
@@ -290,6 +290,11 @@ fn the_openapi_file_describes_every_route() {
         "  /runtime/webhooks/durabletask/entities/{name}/{key}/call:",
         "  /runtime/webhooks/durabletask/entities/{name}:",
         "  /runtime/webhooks/durabletask/entities:batch:",
+        "  /runtime/webhooks/durabletask/orchestrators/{name}:",
+        "  /runtime/webhooks/durabletask/orchestrators/{name}/{instanceId}:",
+        "  /runtime/webhooks/durabletask/instances:",
+        "  /runtime/webhooks/durabletask/instances/{instanceId}:",
+        "  /runtime/webhooks/durabletask/instances/{instanceId}/wait:",
         "  /healthz:",
         "  /readyz:",
         "  /metrics:",
@@ -309,6 +314,13 @@ fn the_openapi_file_describes_every_route() {
         "operation_failed",
         "unavailable",
         "not_ready",
+        "instance_not_found",
+        "instance_finished",
+        "instance_exists",
+        "instance_state",
+        "payload_too_large",
+        "unknown_orchestrator",
+        "bad_instance_id",
     ] {
         assert!(spec.contains(code), "error code {code} undocumented");
     }

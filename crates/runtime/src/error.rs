@@ -104,10 +104,10 @@ pub enum Error {
         known: String,
     },
     /// No instance has this id.
-    #[error("no orchestration instance {0:?}")]
+    #[error("no orchestration instance \"{0}\"")]
     InstanceNotFound(InstanceId),
     /// A start named an instance that exists in a status the reuse policy does not replace.
-    #[error("orchestration instance {instance:?} exists and is {status}: not replaced (its reuse policy replaces only the statuses it lists)")]
+    #[error("orchestration instance \"{instance}\" exists and is {status}: not replaced (its reuse policy replaces only the statuses it lists)")]
     InstanceExists {
         /// The instance.
         instance: InstanceId,
@@ -115,7 +115,7 @@ pub enum Error {
         status: RuntimeStatus,
     },
     /// The request needs a running instance, and this one finished.
-    #[error("orchestration instance {instance:?} is {status}: it no longer takes {what}")]
+    #[error("orchestration instance \"{instance}\" is {status}: it no longer takes {what}")]
     InstanceFinished {
         /// The instance.
         instance: InstanceId,
@@ -126,7 +126,7 @@ pub enum Error {
     },
     /// The request does not fit the instance's status (resume a running one, rewind a
     /// completed one, purge a running one).
-    #[error("orchestration instance {instance:?} is {status}: {why}")]
+    #[error("orchestration instance \"{instance}\" is {status}: {why}")]
     InstanceState {
         /// The instance.
         instance: InstanceId,

@@ -57,6 +57,12 @@ impl Server {
     /// waits until `/readyz` answers 200; tries another port if the chosen one was taken
     /// meanwhile.
     pub fn start() -> Server {
+        Server::start_with_env(&[])
+    }
+
+    /// [`Server::start`] with more environment variables for the node (`PERDURE_*` settings
+    /// over its config file, e.g. `PERDURE_SAMPLES__ENABLED=true`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..5 {
             let spec = NodeSpec::new(1, 0, dir.path()).unwrap();
@@ -67,6 +73,10 @@ impl Server {
             let mut node = Node::new(spec, BIN);
             let options = StartOptions {
                 log: Some("info".into()),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             };
             node.start(&options).expect("start perdure serve");

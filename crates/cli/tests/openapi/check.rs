@@ -82,10 +82,18 @@ pub fn answer(op: &Op, status: u16, headers: &HeaderMap, body: &[u8]) -> Vec<Str
             None if *required => wrong.push(format!("status {status}: header {name} missing")),
             None => {}
             Some(v) => {
-                let value = v
-                    .parse::<i64>()
-                    .map(|n| json!(n))
-                    .unwrap_or_else(|_| json!(v));
+                // a header is text; read as a number only where the spec declares one (an
+                // opaque token such as `31` stays a string)
+                let numeric = |t: &Value| matches!(t.as_str(), Some("integer" | "number"));
+                let declared_number = match schema.get("type") {
+                    Some(Value::Array(a)) => a.iter().any(numeric),
+                    Some(t) => numeric(t),
+                    None => false,
+                };
+                let value = match v.parse::<i64>() {
+                    Ok(n) if declared_number => json!(n),
+                    _ => json!(v),
+                };
                 if let Some(why) = violations(schema, &value) {
                     wrong.push(format!("status {status}: header {name}: {why}"));
                 }

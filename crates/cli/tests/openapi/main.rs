@@ -28,8 +28,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// Examples the spec gives that a single node must refuse, with the status it answers.
-const REFUSED_EXAMPLES: &[(&str, u16, &str)] =
-    &[("removeMember", 409, "a single node has no member to remove")];
+const REFUSED_EXAMPLES: &[(&str, u16, &str)] = &[
+    ("removeMember", 409, "a single node has no member to remove"),
+    ("rewindInstance", 410, "the example instance has not failed"),
+];
 
 const READ: &str = "reader-token-0123456789";
 const WRITE: &str = "writer-token-0123456789";
@@ -43,11 +45,13 @@ struct Target {
     _dir: tempfile::TempDir,
 }
 
-/// Starts one node (2 partitions, the test entity types) with `tune` applied to its config.
+/// Starts one node (2 partitions, the test entity types, the sample orchestrations: the
+/// examples start `HelloSequence` and `Approval`) with `tune` applied to its config.
 fn node(tune: impl FnOnce(&mut NodeConfig)) -> Target {
     let dir = tempfile::tempdir().unwrap();
     let m = member(1, dir.path());
     let mut c = test_config(&m, &[], "openapi", "", 2);
+    c.samples.enabled = true;
     tune(&mut c);
     m.write_config(&c).unwrap();
     let mut node = start(&m);
@@ -182,16 +186,24 @@ fn path_shown(path: &str) -> String {
     }
 }
 
-/// Writes first (signals, calls, batches seed the entities later requests read), then reads,
-/// then deletes.
+/// Writes first, then reads, then deletes; the spec's operations come in path order (the YAML is
+/// read through a sorted map), so a few ranks make the examples build on each other. Starts come
+/// first: they create the orchestration instances the instance routes' examples name
+/// (`openapi-1`, an `Approval` that waits for an event), then the other writes (signals, calls
+/// and batches seed the entities later reads see; `openapi-1` is raised an event, restarted
+/// under a new id, resumed, asked to rewind, suspended and terminated, in path order), then
+/// reads, then the deletes of one resource (the purge of `openapi-1`, terminated by then) before
+/// the deletes of many (the purge by filter, which finds the finished `HelloSequence` instances).
 fn ordered(spec: &Spec) -> Vec<&Op> {
-    let rank = |m: &str| match m {
-        "POST" | "PUT" | "PATCH" => 0,
-        "GET" => 1,
-        _ => 2,
+    let rank = |o: &Op| match o.method.as_str() {
+        "POST" if o.path.contains("/orchestrators/") => 0,
+        "POST" | "PUT" | "PATCH" => 1,
+        "GET" => 2,
+        _ if o.path.ends_with('}') => 3,
+        _ => 4,
     };
     let mut ops: Vec<&Op> = spec.ops.iter().collect();
-    ops.sort_by_key(|o| rank(&o.method));
+    ops.sort_by_key(|o| rank(o));
     ops
 }
 
@@ -327,6 +339,9 @@ async fn the_api_answers_as_its_openapi_file_declares() {
         "/runtime/webhooks/durabletask",
         "/runtime/webhooks/durabletask/entities",
         "/runtime/webhooks/durabletask/entities/counter/a/call/more",
+        "/runtime/webhooks/durabletask/orchestrators",
+        "/runtime/webhooks/durabletask/instances/openapi-1/nope",
+        "/runtime/webhooks/durabletask/instances/openapi-1/raiseEvent",
         "/cluster/members",
         "/dashboard",
         "/dashboard/nope.js",

@@ -37,6 +37,10 @@ pub(crate) struct Driver {
     locks: Locks,
     /// The custom status the orchestrator last set.
     custom_status: Option<String>,
+    /// Decisions a replay found the history does not record yet (the rest of a wide turn whose
+    /// last commands were lost with a leadership; a rewound execution's next step): handed out
+    /// by the next run.
+    unrecorded: Vec<perdure_types::orchestration::Action>,
 }
 
 impl Driver {
@@ -49,6 +53,7 @@ impl Driver {
             open_children: BTreeMap::new(),
             locks: Locks::default(),
             custom_status: None,
+            unrecorded: Vec::new(),
         }
     }
 
@@ -81,14 +86,21 @@ impl Driver {
 
     /// Feeds a stored history (decisions it already records are not handed out again).
     pub fn replay(&mut self, past: &[HistoryEvent]) {
-        // decisions the history does not record yet (a turn cut into several commands, the
-        // last ones lost with a leadership) stay with the executor: the next feed hands them out
-        let _ = self.feed(past, true);
+        // decisions the history does not record yet are handed out by the next run
+        let fed = self.feed(past, true);
+        self.unrecorded.extend(fed.output.actions);
     }
 
-    /// Feeds a turn's new events and returns what the orchestrator decided.
+    /// Feeds a turn's new events and returns what the orchestrator decided (first what a
+    /// replay found unrecorded).
     pub fn run(&mut self, new: &[HistoryEvent]) -> Fed {
-        self.feed(new, false)
+        let mut fed = self.feed(new, false);
+        if !self.unrecorded.is_empty() {
+            let mut actions = std::mem::take(&mut self.unrecorded);
+            actions.append(&mut fed.output.actions);
+            fed.output.actions = actions;
+        }
+        fed
     }
 
     fn feed(&mut self, events: &[HistoryEvent], past: bool) -> Fed {

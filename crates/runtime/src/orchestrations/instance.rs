@@ -657,7 +657,7 @@ impl Instance {
             Some(FailureDetails::new(
                 "InstanceExists",
                 format!(
-                    "orchestration instance {:?} exists and is {}",
+                    "orchestration instance \"{}\" exists and is {}",
                     self.id, r.status
                 ),
             ))
@@ -696,7 +696,7 @@ impl Instance {
                 let failure = FailureDetails::new(
                     "InstanceExists",
                     format!(
-                        "orchestration instance {:?} exists and is {status}",
+                        "orchestration instance \"{}\" exists and is {status}",
                         self.id
                     ),
                 );
