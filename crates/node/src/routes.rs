@@ -12,6 +12,31 @@ pub const ENTITY_CALL: &str = "/runtime/webhooks/durabletask/entities/{name}/{ke
 pub const ENTITY_LIST: &str = "/runtime/webhooks/durabletask/entities/{name}";
 /// Signal many entities.
 pub const ENTITY_BATCH: &str = "/runtime/webhooks/durabletask/entities:batch";
+/// Start an orchestration under a new random instance id.
+pub const ORCHESTRATOR: &str = "/runtime/webhooks/durabletask/orchestrators/{name}";
+/// Start an orchestration under the instance id given.
+pub const ORCHESTRATOR_INSTANCE: &str =
+    "/runtime/webhooks/durabletask/orchestrators/{name}/{instanceId}";
+/// List (`GET`) or purge (`DELETE`) the instances a filter selects.
+pub const INSTANCES: &str = "/runtime/webhooks/durabletask/instances";
+/// The status (`GET`) or purge (`DELETE`) of one instance.
+pub const INSTANCE: &str = "/runtime/webhooks/durabletask/instances/{instanceId}";
+/// Wait for an instance to finish (long poll).
+pub const INSTANCE_WAIT: &str = "/runtime/webhooks/durabletask/instances/{instanceId}/wait";
+/// Raise an event on an instance.
+pub const INSTANCE_RAISE_EVENT: &str =
+    "/runtime/webhooks/durabletask/instances/{instanceId}/raiseEvent/{eventName}";
+/// Terminate an instance.
+pub const INSTANCE_TERMINATE: &str =
+    "/runtime/webhooks/durabletask/instances/{instanceId}/terminate";
+/// Suspend an instance.
+pub const INSTANCE_SUSPEND: &str = "/runtime/webhooks/durabletask/instances/{instanceId}/suspend";
+/// Resume a suspended instance.
+pub const INSTANCE_RESUME: &str = "/runtime/webhooks/durabletask/instances/{instanceId}/resume";
+/// Rewind a failed instance.
+pub const INSTANCE_REWIND: &str = "/runtime/webhooks/durabletask/instances/{instanceId}/rewind";
+/// Restart an instance (under its id or a new one).
+pub const INSTANCE_RESTART: &str = "/runtime/webhooks/durabletask/instances/{instanceId}/restart";
 /// Liveness.
 pub const HEALTHZ: &str = "/healthz";
 /// Readiness.
@@ -59,6 +84,19 @@ pub const ROUTES: &[Route] = &[
     route("POST", ENTITY_CALL),
     route("GET", ENTITY_LIST),
     route("POST", ENTITY_BATCH),
+    route("POST", ORCHESTRATOR),
+    route("POST", ORCHESTRATOR_INSTANCE),
+    route("GET", INSTANCES),
+    route("DELETE", INSTANCES),
+    route("GET", INSTANCE),
+    route("DELETE", INSTANCE),
+    route("GET", INSTANCE_WAIT),
+    route("POST", INSTANCE_RAISE_EVENT),
+    route("POST", INSTANCE_TERMINATE),
+    route("POST", INSTANCE_SUSPEND),
+    route("POST", INSTANCE_RESUME),
+    route("POST", INSTANCE_REWIND),
+    route("POST", INSTANCE_RESTART),
     route("GET", HEALTHZ),
     route("GET", READYZ),
     route("GET", CLUSTER),
@@ -82,10 +120,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entity_routes_live_under_the_durable_functions_base() {
+    fn entity_and_orchestration_routes_live_under_the_durable_functions_base() {
         for r in ROUTES {
-            let entity = r.path.contains("/entities");
-            assert_eq!(entity, r.path.starts_with(crate::http::BASE), "{r:?}");
+            let durable = ["/entities", "/orchestrators/", "/instances"]
+                .iter()
+                .any(|p| r.path.contains(p));
+            assert_eq!(durable, r.path.starts_with(crate::http::BASE), "{r:?}");
         }
     }
 }

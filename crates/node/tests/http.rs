@@ -25,7 +25,7 @@ async fn unknown_routes_and_methods_answer_json() {
     let node = Node::start().await;
     for path in [
         "/nope",
-        "/runtime/webhooks/durabletask/orchestrators/x",
+        "/runtime/webhooks/durabletask/orchestrators",
         "/dashboard/nope",
     ] {
         let (s, _, body) = json(node.http.get(format!("{}{path}", node.url))).await;

@@ -18,6 +18,7 @@ pub mod orchestration;
 pub mod partition;
 pub mod placement;
 pub mod target;
+pub mod time;
 
 pub use error::{ErrorKind, Failure};
 pub use ids::{EntityId, IdError, NodeId, PartitionId};

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | `GET /healthz`, `GET /readyz`, `GET /`, `GET /dashboard/{app.js,style.css}` | none |
 //! | other `GET`/`HEAD` (entity state, listings, `/cluster`, `/metrics`, `/dashboard/*`) | `read` |
-//! | `POST` entity routes (signal, call, batch) | `write` |
+//! | `POST` entity and orchestration routes (signal, call, batch; start, raise event, terminate, suspend, resume, rewind, restart) | `write` |
+//! | `DELETE` of orchestration instances (purge one, purge by filter) | `write` |
 //! | `DELETE /cluster/members/{id}` (and any other `DELETE`) | `admin` |
 //!
 //! A token is read from `Authorization: Bearer TOKEN`, else the `x-functions-key` header, else
@@ -173,10 +174,18 @@ fn required_role(method: &Method, path: &str) -> Option<Role> {
     match *method {
         Method::GET | Method::HEAD if open.contains(&path) => None,
         Method::GET | Method::HEAD => Some(Role::Read),
+        Method::DELETE if is_instances(path) => Some(Role::Write),
         Method::DELETE => Some(Role::Admin),
         _ if path.starts_with("/cluster/") => Some(Role::Admin),
         _ => Some(Role::Write),
     }
+}
+
+/// Whether `path` is `.../instances` or under it (purges need `write`, as Durable Functions'
+/// purge is an instance-management operation like terminate).
+fn is_instances(path: &str) -> bool {
+    path.strip_prefix(crate::routes::INSTANCES)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The token a request presents: `Authorization: Bearer`, `x-functions-key`, `?code=`.
@@ -373,6 +382,23 @@ mod tests {
             &w,
         )
         .unwrap();
+        // a purge is instance management: write, like terminate
+        let purge = "/runtime/webhooks/durabletask/instances/i-1";
+        assert_eq!(
+            a.check(&Method::DELETE, purge, None, &r)
+                .unwrap_err()
+                .status,
+            StatusCode::FORBIDDEN
+        );
+        a.check(&Method::DELETE, purge, None, &w).unwrap();
+        a.check(
+            &Method::DELETE,
+            "/runtime/webhooks/durabletask/instances",
+            None,
+            &w,
+        )
+        .unwrap();
+        assert!(!is_instances("/runtime/webhooks/durabletask/instancesX"));
         // health and the dashboard's page are open; anything else needs a token
         a.check(&Method::GET, "/readyz", None, &headers(&[]))
             .unwrap();

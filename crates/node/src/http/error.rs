@@ -64,11 +64,34 @@ impl ApiError {
 impl From<perdure_runtime::Error> for ApiError {
     fn from(e: perdure_runtime::Error) -> Self {
         Self {
-            status: status_of(e.kind()),
+            status: status_of_error(e.kind(), e.code()),
             code: Cow::Owned(e.code().to_string()),
             message: e.to_string(),
         }
     }
+}
+
+/// The HTTP status of a runtime error of `kind` with `code`: its kind's ([`status_of`]), but for
+/// the codes Durable Functions answers otherwise: `instance_finished` (an event, terminate,
+/// suspend or resume for an instance that finished) is 410 Gone, `payload_too_large` (an
+/// input, event or reason over `orchestrations.max_payload_bytes`) 413. Codes survive
+/// forwarding, so a request served by another node's leader gets the same status.
+pub fn status_of_error(kind: ErrorKind, code: &str) -> StatusCode {
+    match code {
+        "instance_finished" => StatusCode::GONE,
+        "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => status_of(kind),
+    }
+}
+
+/// The error of a rewind: as any runtime error, but `instance_state` (the instance has not
+/// failed) is 410 Gone, as Durable Functions answers a rewind of an instance that is not failed.
+pub fn rewind_error(e: perdure_runtime::Error) -> ApiError {
+    let mut a = ApiError::from(e);
+    if a.code == "instance_state" {
+        a.status = StatusCode::GONE;
+    }
+    a
 }
 
 /// The HTTP status of each kind of failure: the one place HTTP meets the runtime's errors.
@@ -163,6 +186,67 @@ mod tests {
         assert_eq!(e.code, "too_many_idempotency_keys");
         assert!(e.message.contains("entities.max_idempotency_keys"));
         assert_eq!(e.into_response().headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn orchestration_errors_answer_as_durable_functions_does() {
+        use perdure_runtime::Error as E;
+        use perdure_types::orchestration::RuntimeStatus;
+        use perdure_types::InstanceId;
+        let id = || InstanceId::new("i").unwrap();
+        let finished = E::InstanceFinished {
+            instance: id(),
+            status: RuntimeStatus::Completed,
+            what: "events",
+        };
+        let state = || E::InstanceState {
+            instance: id(),
+            status: RuntimeStatus::Running,
+            why: "x".into(),
+        };
+        let cases = [
+            (E::InstanceNotFound(id()), 404, "instance_not_found"),
+            (
+                E::InstanceExists {
+                    instance: id(),
+                    status: RuntimeStatus::Running,
+                },
+                409,
+                "instance_exists",
+            ),
+            (state(), 409, "instance_state"),
+            (
+                E::PayloadTooLarge {
+                    what: "the input",
+                    bytes: 2,
+                    max: 1,
+                },
+                413,
+                "payload_too_large",
+            ),
+            (
+                E::UnknownOrchestrator {
+                    name: "x".into(),
+                    known: "y".into(),
+                },
+                400,
+                "unknown_orchestrator",
+            ),
+            (E::BadRequest("x".into()), 400, "bad_request"),
+        ];
+        for (e, status, code) in cases {
+            let a = ApiError::from(e);
+            assert_eq!((a.status.as_u16(), &*a.code), (status, code));
+        }
+        // the same through a forwarding node
+        let there = E::Remote(finished.to_failure());
+        let a = ApiError::from(there);
+        assert_eq!((a.status.as_u16(), &*a.code), (410, "instance_finished"));
+        assert_eq!(rewind_error(state()).status, StatusCode::GONE);
+        assert_eq!(
+            rewind_error(E::InstanceNotFound(id())).status,
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]

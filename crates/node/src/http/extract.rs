@@ -45,6 +45,28 @@ impl<S: Send + Sync> FromRequestParts<S> for EntityName {
     }
 }
 
+/// A route's path parameters by name (percent-decoded); a malformed one is a 400 `bad_path`.
+#[derive(Debug)]
+pub struct PathParams(pub std::collections::HashMap<String, String>);
+
+impl PathParams {
+    /// Parameter `name` of the route (empty if the route has none of that name).
+    pub fn get(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or_default()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(m)| Self(m))
+            .map_err(|e| ApiError::bad_request("bad_path", e.body_text()))
+    }
+}
+
 /// Query parameters; a malformed query string is a 400 `bad_query`.
 #[derive(Debug)]
 pub struct QueryParams<T>(pub T);

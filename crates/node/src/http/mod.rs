@@ -7,6 +7,10 @@
 //! | `GET {BASE}/entities/{name}/{key}` | state: 200, or 404 |
 //! | `GET {BASE}/entities/{name}?top=N&continuation=T` | a page of entities |
 //! | `POST {BASE}/entities:batch` | many signals, one result each |
+//! | `POST {BASE}/orchestrators/{name}[/{instanceId}]` | start: 202, `Location`, management URLs |
+//! | `GET {BASE}/instances/{id}[/wait]`, `GET {BASE}/instances` | status (202 running, 200 finished), list |
+//! | `POST {BASE}/instances/{id}/{raiseEvent/{event},terminate,suspend,resume,rewind,restart}` | 202 |
+//! | `DELETE {BASE}/instances/{id}`, `DELETE {BASE}/instances?filter` | purge: 200 `{"instancesDeleted":n}` |
 //! | `GET /cluster` | members and their health, partitions with replicas and leaders |
 //! | `DELETE /cluster/members/{id}` | removes a member for good; its replicas move to the others |
 //! | `GET /healthz`, `GET /readyz` | process alive; the node can serve (see [`crate::health`]) |
@@ -17,6 +21,7 @@ pub mod access;
 pub mod entities;
 pub mod error;
 pub mod extract;
+pub mod orchestrations;
 
 use crate::metrics::{measure_op, OpKind};
 use crate::routes;
@@ -28,7 +33,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
 use perdure_cluster::Partitions;
-use perdure_runtime::{Entities, Host, Runtime};
+use perdure_runtime::{Entities, Host, Orchestrations, Runtime};
 use perdure_types::config::HttpConfig;
 use serde_json::json;
 use std::sync::Arc;
@@ -46,6 +51,8 @@ pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
 pub struct App {
     /// The entities facade: signals, calls, state, listings, the entity types.
     pub entities: Arc<Entities>,
+    /// The orchestrations facade: start, status, wait, events, management, queries, purges.
+    pub orchestrations: Arc<Orchestrations>,
     /// The partition host: whether the workloads run, requests forwarded.
     pub host: Arc<Host>,
     /// The cluster facade: membership, partition leaders and readiness.
@@ -73,6 +80,26 @@ pub fn router(runtime: &Runtime, cluster: Arc<Partitions>, http: HttpConfig) -> 
         )
         .route(routes::ENTITY_LIST, get(entities::list))
         .route(routes::ENTITY_BATCH, post(entities::batch))
+        .route(routes::ORCHESTRATOR, post(orchestrations::start))
+        .route(routes::ORCHESTRATOR_INSTANCE, post(orchestrations::start))
+        .route(
+            routes::INSTANCES,
+            get(orchestrations::list).delete(orchestrations::purge_where),
+        )
+        .route(
+            routes::INSTANCE,
+            get(orchestrations::status).delete(orchestrations::purge),
+        )
+        .route(routes::INSTANCE_WAIT, get(orchestrations::wait))
+        .route(
+            routes::INSTANCE_RAISE_EVENT,
+            post(orchestrations::raise_event),
+        )
+        .route(routes::INSTANCE_TERMINATE, post(orchestrations::terminate))
+        .route(routes::INSTANCE_SUSPEND, post(orchestrations::suspend))
+        .route(routes::INSTANCE_RESUME, post(orchestrations::resume))
+        .route(routes::INSTANCE_REWIND, post(orchestrations::rewind))
+        .route(routes::INSTANCE_RESTART, post(orchestrations::restart))
         .route(routes::HEALTHZ, get(healthz))
         .route(routes::READYZ, get(readyz))
         .route(routes::CLUSTER, get(cluster_status))
@@ -89,13 +116,15 @@ pub fn router(runtime: &Runtime, cluster: Arc<Partitions>, http: HttpConfig) -> 
         )
         .with_state(App {
             entities: runtime.entities().clone(),
+            orchestrations: runtime.orchestrations().clone(),
             host: runtime.host().clone(),
             cluster,
             http,
         })
 }
 
-/// One span per request: method, route, and the entity when the handler knows it.
+/// One span per request: method, route, and the entity or orchestration instance (and its
+/// partition) when the handler knows it.
 fn request_span(req: &Request) -> tracing::Span {
     let route = req
         .extensions()
@@ -108,6 +137,7 @@ fn request_span(req: &Request) -> tracing::Span {
         route = %route,
         entity_name = tracing::field::Empty,
         entity_key = tracing::field::Empty,
+        instance = tracing::field::Empty,
         partition = tracing::field::Empty,
         signals = tracing::field::Empty,
     )
