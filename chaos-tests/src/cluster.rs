@@ -1,6 +1,6 @@
 //! The chaos run's nodes: `perdure-harness` nodes started in a cgroup (for network faults),
 //! under libfaketime (clock skew) or with the chaos bug switch, and their config (short Raft
-//! timeouts, test entity types).
+//! timeouts, test entity types, the sample orchestrations).
 
 use perdure_harness::{Node, NodeSpec};
 use std::ops::{Deref, DerefMut};
@@ -24,9 +24,10 @@ pub enum ClusterError {
 const LOG: &str = "info,openraft=error";
 
 /// Writes `spec`'s config: `members` (the whole cluster as this node should know it; empty or
-/// one: a single node), every partition on `replication_factor` of them, test entity types on,
-/// a snapshot every `snapshot_every` log entries (the node's default when `None`; a run that
-/// pulls plugs snapshots often, so that restarts meet snapshots and purged logs).
+/// one: a single node), every partition on `replication_factor` of them, test entity types and
+/// the sample orchestrations on, a snapshot every `snapshot_every` log entries (the node's
+/// default when `None`; a run that pulls plugs snapshots often, so that restarts meet snapshots
+/// and purged logs).
 pub fn write_config(
     spec: &NodeSpec,
     members: &[NodeSpec],
@@ -41,6 +42,7 @@ pub fn write_config(
         c.raft.keep_entries_after_snapshot = (n / 5).max(1);
     }
     c.entities.test_types = true;
+    c.samples.enabled = true; // HelloSequence5, FanOutFanIn (the orchestration workload)
     c.cluster.cluster_id = "chaos".into();
     c.cluster.secret = "chaos-harness-secret-0123456789".into();
     c.cluster.replication_factor = replication_factor as u32;

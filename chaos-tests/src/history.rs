@@ -35,11 +35,11 @@ pub struct Event {
     pub kind: EventType,
     /// Microseconds since the run started, on the harness's monotonic clock.
     pub time_us: u64,
-    /// The workload: `register`, `counter`, `list`, `probe`.
+    /// The workload: `register`, `counter`, `list`, `probe`, `orchestration`.
     pub workload: String,
-    /// The entity key.
+    /// The entity key (an orchestration's instance id).
     pub key: String,
-    /// The function: `write`, `read`, `cas`, `add`, `append`, `visit`.
+    /// The function: `write`, `read`, `cas`, `add`, `append`, `visit`, `start`, `final-read`.
     pub f: String,
     /// On invoke the argument, on `ok` the result (`null` when there is none).
     #[serde(default)]

@@ -3,6 +3,8 @@
 
 mod fresh;
 mod nemesis;
+mod orch_http;
+mod orchestration;
 mod powerloss;
 mod workload;
 
@@ -53,6 +55,11 @@ enum Cmd {
         /// check.
         #[arg(long, value_delimiter = ',')]
         skewed_pids: Vec<u64>,
+        /// When the last clock-skewed node stopped, µs into the run (the report's
+        /// `skew_until_us`): orchestrations started before it are left out of the turn-order
+        /// check.
+        #[arg(long)]
+        skew_until_us: Option<u64>,
     },
 }
 
@@ -64,7 +71,7 @@ struct RunArgs {
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Workloads: register, counter, list, probe.
+    /// Workloads: register, counter, list, probe, orchestration.
     #[arg(
         long,
         value_delimiter = ',',
@@ -98,7 +105,8 @@ struct RunArgs {
     /// Search steps per key for the linearizability checker before it gives up (a failure).
     #[arg(long, default_value_t = checker::linearizable::DEFAULT_STEP_BUDGET)]
     lin_steps: u64,
-    /// Run a deliberately broken build: `stale-read` (see crates/runtime/src/chaos_bug.rs).
+    /// Run a deliberately broken build: `stale-read` or `duplicate-activity` (see
+    /// crates/runtime/src/chaos_bug.rs).
     #[arg(long)]
     bug: Option<String>,
     /// Succeed only if the checkers find an anomaly (for runs with --bug).
@@ -176,12 +184,14 @@ fn main() -> anyhow::Result<()> {
             history,
             lin_steps,
             skewed_pids,
+            skew_until_us,
         } => {
             let events = history::read_jsonl(&history)?;
             let results = run_checkers(
                 &events,
                 &all_workloads(),
                 &skewed_pids.into_iter().collect(),
+                skew_until_us,
                 lin_steps,
             );
             println!("{}", serde_json::to_string_pretty(&results)?);
@@ -229,6 +239,7 @@ fn run_checkers(
     events: &[Event],
     workloads: &[String],
     untrusted: &HashSet<u64>,
+    skew_until_us: Option<u64>,
     lin_steps: u64,
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
@@ -238,10 +249,32 @@ fn run_checkers(
             "counter" => checker::counter::check(events),
             "list" => checker::list::check(events),
             "probe" => checker::probe::check(events, untrusted),
+            "orchestration" => checker::orchestration::check(events, skew_until_us),
             _ => continue,
         });
     }
     out
+}
+
+/// How long the final phase waits for orchestration instances to finish.
+const ORCH_FINAL_BUDGET: Duration = Duration::from_secs(60);
+
+/// When the last node with a skewed clock had stopped (µs into the run), `None` when none ran:
+/// the skew nemesis's heal (or the final heal, `heal_ms`) restarts it with the real clock.
+fn skew_until_us(records: &[FaultRecord], skewed: &HashSet<u64>, heal_ms: u64) -> Option<u64> {
+    if skewed.is_empty() {
+        return None;
+    }
+    let last = records
+        .iter()
+        .filter(|r| r.fault.nemesis == Nemesis::Skew)
+        .map(|r| match (r.healed_ms, &r.heal_error) {
+            (Some(h), None) => h,
+            _ => heal_ms,
+        })
+        .max()
+        .unwrap_or(heal_ms);
+    Some(last * 1000)
 }
 
 fn find_bin(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -289,7 +322,10 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let bug = match args.bug.as_deref() {
         None => None,
         Some("stale-read") => Some("stale-read:i-know-this-breaks-linearizability".to_string()),
-        Some(b) => bail!("unknown --bug {b:?} (known: stale-read)"),
+        Some("duplicate-activity") => {
+            Some("duplicate-activity:i-know-this-breaks-exactly-once".to_string())
+        }
+        Some(b) => bail!("unknown --bug {b:?} (known: stale-read, duplicate-activity)"),
     };
     let out = args.out.clone().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
@@ -315,7 +351,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         nemeses.iter().map(|n| n.name()).collect::<Vec<_>>(),
         plan.len(),
         bin.display(),
-        if bug.is_some() { " WITH THE INJECTED BUG stale-read" } else { "" },
+        args.bug.as_ref().map(|b| format!(" WITH THE INJECTED BUG {b}")).unwrap_or_default(),
         out.display()
     );
 
@@ -399,15 +435,23 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     // workers
     let rec = Arc::new(Recorder::new());
     let stop = Arc::new(AtomicBool::new(false));
+    let orch_http = orch_http::OrchHttp::new()?;
+    let shared_urls = Arc::new(urls.clone());
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
-        let url = &urls[(w as usize) % urls.len()];
-        let c = workload::client(url, w % 2 == 0)?;
+        let first = (w as usize) % urls.len();
+        let c = workload::client(&urls[first], w % 2 == 0)?;
+        let orch = orchestration::Starter {
+            http: orch_http.clone(),
+            urls: shared_urls.clone(),
+            first,
+        };
         workers.push(tokio::spawn(workload::worker(
             w,
             seed,
             args.workloads.clone(),
             c,
+            orch,
             rec.clone(),
             stop.clone(),
         )));
@@ -601,7 +645,12 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let final_client = workload::client(&urls[0], true)?;
     let mut final_failures = Vec::new();
     let deadline = Instant::now() + args.recovery_timeout;
+    let mut instances = Vec::new();
     for (wl, key) in rec.keys() {
+        if wl == "orchestration" {
+            instances.push(key);
+            continue;
+        }
         let mut steps: Vec<(&str, Value)> = Vec::new();
         if wl == "register" {
             steps.push(("write", json!(FINAL_PROCESS * 1_000_000)));
@@ -634,6 +683,29 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 final_failures.push(format!("final {f} of {wl} {key} did not succeed"));
             }
         }
+    }
+
+    if !instances.is_empty() {
+        // every instance ever invoked, each waited for until it finished (bounded)
+        println!(
+            "[{:>5.1}s] reading {} orchestration instances (waiting up to {ORCH_FINAL_BUDGET:?} for them to finish)",
+            rec.now_ms() as f64 / 1000.0,
+            instances.len()
+        );
+        final_failures.extend(
+            orchestration::final_reads(
+                rec.clone(),
+                orch_http.clone(),
+                shared_urls.clone(),
+                instances,
+                ORCH_FINAL_BUDGET,
+            )
+            .await,
+        );
+        println!(
+            "[{:>5.1}s] orchestration instances read",
+            rec.now_ms() as f64 / 1000.0
+        );
     }
 
     // node logs: panics
@@ -671,11 +743,18 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let events = rec.events();
     println!("checking {} events...", events.len());
     let t = Instant::now();
-    let results = run_checkers(&events, &args.workloads, &skewed, args.lin_steps);
+    let records = records.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let skew_until_us = skew_until_us(&records, &skewed, heal_ms);
+    let results = run_checkers(
+        &events,
+        &args.workloads,
+        &skewed,
+        skew_until_us,
+        args.lin_steps,
+    );
     println!("checked in {:?}", t.elapsed());
 
     // report
-    let records = records.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut summary: BTreeMap<String, Summary> = BTreeMap::new();
     for n in &nemeses {
         summary.insert(
@@ -792,6 +871,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "outside_faults": if qt > 0 { qo as f64 / qt as f64 } else { 1.0 },
         },
         "skewed_pids": skewed,
+        "skew_until_us": skew_until_us,
         "powerfs": {"mounted": nemeses.contains(&Nemesis::Powerloss) || args.powerfs, "plugs_pulled": plugs_pulled},
     });
     std::fs::create_dir_all(&out)?;
@@ -848,6 +928,9 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "  {}: {:?} ({} keys, {} ops, {} anomalies)",
             r.checker, r.valid, r.keys, r.ops, r.anomaly_count
         );
+        for n in &r.notes {
+            println!("    {n}");
+        }
         for a in r.anomalies.iter().take(5) {
             println!("    {a}");
         }
@@ -896,8 +979,46 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, skew_until_us};
+    use crate::nemesis::FaultRecord;
+    use perdure_chaos::schedule::{Fault, Nemesis};
+    use std::collections::HashSet;
     use std::time::Duration;
+
+    fn record(nemesis: Nemesis, healed_ms: Option<u64>, heal_error: Option<&str>) -> FaultRecord {
+        FaultRecord {
+            fault: Fault {
+                at_ms: 0,
+                duration_ms: 1,
+                nemesis,
+                variant: String::new(),
+                pick: 0,
+            },
+            applied_ms: 0,
+            healed_ms,
+            applied: true,
+            targets: vec![2],
+            detail: String::new(),
+            error: None,
+            heal_error: heal_error.map(String::from),
+            effect: None,
+        }
+    }
+
+    #[test]
+    fn clocks_are_trusted_after_the_last_skewed_node_stopped() {
+        let skewed = HashSet::from([42]);
+        let records = [
+            record(Nemesis::Skew, Some(10_000), None),
+            record(Nemesis::Kill, Some(50_000), None),
+            record(Nemesis::Skew, Some(30_000), None),
+        ];
+        assert_eq!(skew_until_us(&records, &HashSet::new(), 90_000), None);
+        assert_eq!(skew_until_us(&records, &skewed, 90_000), Some(30_000_000));
+        // a skew whose heal failed lasted until the final heal
+        let failed = [record(Nemesis::Skew, Some(10_000), Some("no"))];
+        assert_eq!(skew_until_us(&failed, &skewed, 90_000), Some(90_000_000));
+    }
 
     #[test]
     fn durations_parse() {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The workloads.
-pub const WORKLOADS: [&str; 4] = ["register", "counter", "list", "probe"];
+pub const WORKLOADS: [&str; 5] = ["register", "counter", "list", "probe", "orchestration"];
 
 /// Keys per workload (few keys: contention is the point; per-key histories stay searchable).
 fn keys(workload: &str) -> u64 {
@@ -242,16 +242,31 @@ pub async fn worker(
     seed: u64,
     workloads: Vec<String>,
     c: Client,
+    orch: crate::orchestration::Starter,
     rec: Arc<Recorder>,
     stop: Arc<AtomicBool>,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9).wrapping_add(w));
     let mut seen: HashMap<String, Value> = HashMap::new();
     let mut n: u64 = 0;
+    let mut instances: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let unique = w * 1_000_000 + n;
-        let wl = workloads[rng.gen_range(0..workloads.len())].clone();
+        let mut wl = workloads[rng.gen_range(0..workloads.len())].clone();
+        if wl == "orchestration" && workloads.len() > 1 && rng.gen_bool(0.6) {
+            // an instance costs a few commands and 5-20 activities: picked less often, so the
+            // other workloads keep most of their operations beside it (still seeded)
+            wl = workloads[rng.gen_range(0..workloads.len())].clone();
+        }
+        if wl == "orchestration" {
+            // a new instance each time (its own ids, its own HTTP calls)
+            instances += 1;
+            crate::orchestration::start(&rec, &orch, w, instances).await;
+            let pause = rng.gen_range(2..15);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            continue;
+        }
         let k = rng.gen_range(0..keys(&wl));
         // a list's whole state is rewritten by every append: move to fresh list keys as the
         // run goes on (per worker, by its own operation count), so lists stay short

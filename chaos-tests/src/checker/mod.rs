@@ -4,6 +4,7 @@
 pub mod counter;
 pub mod linearizable;
 pub mod list;
+pub mod orchestration;
 pub mod probe;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,9 @@ pub struct CheckResult {
     pub anomalies: Vec<String>,
     /// Anomalies in all (the list may be cut).
     pub anomaly_count: usize,
+    /// What the checker counted or left out (not anomalies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Most anomaly lines kept in a result.
@@ -50,6 +54,7 @@ impl CheckResult {
             ops: 0,
             anomalies: Vec::new(),
             anomaly_count: 0,
+            notes: Vec::new(),
         }
     }
 

@@ -397,6 +397,9 @@ impl Instance {
         new.extend(events);
         input.done_items = results.iter().map(|(t, _)| *t).collect();
         new.extend(results.iter().map(|(_, e)| e.clone()));
+        if !results.is_empty() && crate::chaos_bug::duplicate_activity() {
+            new.push(results[0].1.clone()); // the injected bug (chaos_bug.rs): a result twice
+        }
         let fed = driver.run(&new);
         input.events = new;
         input.consumed_upto = consumed_upto;
