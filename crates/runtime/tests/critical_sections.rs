@@ -3,11 +3,12 @@
 //! operations run on a locked entity, everything else waits (durably) and runs after the release,
 //! a finished, failed or terminated holder leaves nothing locked, and a lock survives a restart.
 
-use perdure_cluster::Partitions;
+mod common;
+
+use common::{config, Node};
 use perdure_runtime::orchestrations::model::{OrchestrationContext, OrchestrationError};
-use perdure_runtime::orchestrations::StartRequest;
 use perdure_runtime::{
-    Error, OrchestrationRegistry, Registries, Registry, Runtime, SignalOutcome, SignalRequest,
+    Error, OrchestrationRegistry, Registries, Registry, SignalOutcome, SignalRequest,
 };
 use perdure_types::command::LockHolder;
 use perdure_types::config::{NodeConfig, OrchestrationsConfig};
@@ -15,7 +16,6 @@ use perdure_types::orchestration::RuntimeStatus;
 use perdure_types::EntityId;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn account(key: &str) -> EntityId {
@@ -92,103 +92,16 @@ fn registry() -> OrchestrationRegistry {
         })
 }
 
-fn config(dir: &std::path::Path) -> NodeConfig {
-    NodeConfig {
-        data_dir: dir.join("data"),
-        partitions: 4,
-        ..Default::default()
-    }
+async fn start_node(cfg: &NodeConfig) -> Node {
+    let registries = Registries {
+        entities: Registry::builtin(),
+        orchestrations: registry(),
+    };
+    Node::start(cfg, registries, OrchestrationsConfig::default()).await
 }
 
-struct Node {
-    runtime: Runtime,
-}
-
+/// Helpers of these tests beside the common node's.
 impl Node {
-    async fn start(cfg: &NodeConfig) -> Self {
-        let partitions = Arc::new(Partitions::start(cfg).await.unwrap());
-        partitions
-            .wait_ready(Duration::from_secs(10))
-            .await
-            .unwrap();
-        let registries = Registries {
-            entities: Registry::builtin(),
-            orchestrations: registry(),
-        };
-        let runtime = Runtime::start_with(
-            partitions,
-            registries,
-            cfg.entities.clone(),
-            OrchestrationsConfig::default(),
-        )
-        .await
-        .unwrap();
-        let t = Instant::now();
-        loop {
-            let orch = runtime.orchestrations().status("__warmup", false).await;
-            let ent = runtime
-                .entities()
-                .call(account("__warmup"), "get", None)
-                .await;
-            match (orch, ent) {
-                (Err(Error::InstanceNotFound(_)), Ok(_)) => break,
-                _ => {
-                    assert!(t.elapsed() < Duration::from_secs(10), "never ready");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-        Self { runtime }
-    }
-
-    async fn stop(self) {
-        self.runtime.shutdown().await;
-        let mut partitions = self.runtime.partitions().clone();
-        drop(self.runtime);
-        let t = Instant::now();
-        loop {
-            match Arc::try_unwrap(partitions) {
-                Ok(p) => return p.shutdown().await,
-                Err(p) => {
-                    assert!(
-                        t.elapsed() < Duration::from_secs(10),
-                        "partitions still shared"
-                    );
-                    partitions = p;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
-    }
-
-    async fn start_orch(&self, name: &str, id: &str, input: Value) {
-        self.runtime
-            .orchestrations()
-            .start(StartRequest {
-                name: name.into(),
-                instance_id: Some(id.into()),
-                input: Some(input),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn finish(&self, id: &str) -> (RuntimeStatus, Option<Value>) {
-        let s = self
-            .runtime
-            .orchestrations()
-            .wait(id, Duration::from_secs(30), false)
-            .await
-            .unwrap();
-        let out = s
-            .record
-            .output
-            .as_deref()
-            .and_then(|o| serde_json::from_str(o).ok());
-        (s.record.status, out)
-    }
-
     /// Waits until instance `id` shows `status` as its custom status.
     async fn custom_status(&self, id: &str, status: Value) {
         let t = Instant::now();
@@ -287,7 +200,7 @@ impl Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transfers_over_overlapping_pairs_conserve_the_total() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&config(dir.path())).await;
+    let node = start_node(&config(dir.path())).await;
     let keys: Vec<String> = (0..4).map(|i| format!("acct-{i}")).collect();
     // the accounts live on more than one partition: the lock requests cross partitions
     let parts: BTreeSet<u32> = keys
@@ -369,7 +282,7 @@ async fn concurrent_transfers_over_overlapping_pairs_conserve_the_total() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_signal_to_a_locked_entity_is_acknowledged_and_runs_after_the_unlock() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&config(dir.path())).await;
+    let node = start_node(&config(dir.path())).await;
     node.start_orch("Hold", "h1", json!({"keys": ["held", "other"]}))
         .await;
     node.custom_status("h1", json!("locked")).await;
@@ -421,7 +334,7 @@ async fn a_client_signal_to_a_locked_entity_is_acknowledged_and_runs_after_the_u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_ends_leaves_nothing_locked() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&config(dir.path())).await;
+    let node = start_node(&config(dir.path())).await;
     let o = node.runtime.orchestrations();
 
     // completed and failed while holding: released by the turn that ends them
@@ -497,7 +410,7 @@ async fn a_holder_that_ends_leaves_nothing_locked() {
 async fn a_lock_survives_a_restart_mid_critical_section() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let node = Node::start(&cfg).await;
+    let node = start_node(&cfg).await;
     node.start_orch("Hold", "r1", json!({"keys": ["kept", "kept2"], "gos": 2}))
         .await;
     node.custom_status("r1", json!("locked")).await;
@@ -510,7 +423,7 @@ async fn a_lock_survives_a_restart_mid_critical_section() {
     let before = node.holder("kept").await.expect("locked");
     node.stop().await;
 
-    let node = Node::start(&cfg).await;
+    let node = start_node(&cfg).await;
     let o = node.runtime.orchestrations();
     // still held by the same section, the client's signal still waiting
     assert_eq!(node.holder("kept").await, Some(before.clone()));

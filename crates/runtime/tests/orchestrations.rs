@@ -2,15 +2,16 @@
 //! continue-as-new, external events, terminate, suspend/resume, reuse policies, purge, query
 //! paging, restart, and an instance that survives a restart of the node mid-flight.
 
-use perdure_cluster::Partitions;
+mod common;
+
+use common::{config, Node};
 use perdure_runtime::orchestrations::model::{OrchestrationContext, OrchestrationError};
 use perdure_runtime::orchestrations::{samples, InstanceFilter, Query, StartRequest};
-use perdure_runtime::{Error, OrchestrationRegistry, Registries, Registry, Runtime};
+use perdure_runtime::{OrchestrationRegistry, Registries, Registry};
 use perdure_types::config::{NodeConfig, OrchestrationsConfig};
 use perdure_types::orchestration::{EventKind, ReusePolicy, RuntimeStatus};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 static ACTIVITY_RUNS: AtomicU64 = AtomicU64::new(0);
@@ -79,105 +80,22 @@ fn registry() -> OrchestrationRegistry {
         })
 }
 
-fn config(dir: &std::path::Path) -> NodeConfig {
-    NodeConfig {
-        data_dir: dir.join("data"),
-        partitions: 4,
-        ..Default::default()
-    }
+async fn start_node(cfg: &NodeConfig) -> Node {
+    node_with(cfg, OrchestrationsConfig::default()).await
 }
 
-struct Node {
-    runtime: Runtime,
-}
-
-impl Node {
-    async fn start(cfg: &NodeConfig) -> Self {
-        Self::start_with(cfg, OrchestrationsConfig::default()).await
-    }
-
-    async fn start_with(cfg: &NodeConfig, orch: OrchestrationsConfig) -> Self {
-        let partitions = Arc::new(Partitions::start(cfg).await.unwrap());
-        partitions
-            .wait_ready(Duration::from_secs(10))
-            .await
-            .unwrap();
-        let registries = Registries {
-            entities: Registry::builtin(),
-            orchestrations: registry(),
-        };
-        let runtime = Runtime::start_with(partitions, registries, cfg.entities.clone(), orch)
-            .await
-            .unwrap();
-        // the leader loops start the workloads asynchronously
-        let t = Instant::now();
-        loop {
-            match runtime.orchestrations().status("__warmup", false).await {
-                Err(Error::InstanceNotFound(_)) => break,
-                _ => {
-                    assert!(t.elapsed() < Duration::from_secs(10), "never ready");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-        Self { runtime }
-    }
-
-    async fn stop(self) {
-        self.runtime.shutdown().await;
-        let mut partitions = self.runtime.partitions().clone();
-        drop(self.runtime);
-        let t = Instant::now();
-        loop {
-            match Arc::try_unwrap(partitions) {
-                Ok(p) => return p.shutdown().await,
-                Err(p) => {
-                    assert!(
-                        t.elapsed() < Duration::from_secs(10),
-                        "partitions still shared"
-                    );
-                    partitions = p;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
-    }
-
-    async fn start_orch(&self, name: &str, id: &str, input: Value) -> String {
-        self.runtime
-            .orchestrations()
-            .start(StartRequest {
-                name: name.into(),
-                instance_id: Some(id.into()),
-                input: Some(input),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .instance_id
-            .to_string()
-    }
-
-    async fn finish(&self, id: &str) -> (RuntimeStatus, Option<Value>) {
-        let s = self
-            .runtime
-            .orchestrations()
-            .wait(id, Duration::from_secs(20), false)
-            .await
-            .unwrap();
-        let out = s
-            .record
-            .output
-            .as_deref()
-            .map(|o| serde_json::from_str(o).unwrap());
-        (s.record.status, out)
-    }
+async fn node_with(cfg: &NodeConfig, orch: OrchestrationsConfig) -> Node {
+    let registries = Registries {
+        entities: Registry::builtin(),
+        orchestrations: registry(),
+    };
+    Node::start(cfg, registries, orch).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_samples_run_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&config(dir.path())).await;
+    let node = start_node(&config(dir.path())).await;
     let o = node.runtime.orchestrations();
 
     node.start_orch("HelloSequence", "hello", Value::Null).await;
@@ -272,7 +190,7 @@ async fn the_samples_run_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_orchestrations_continue_as_new_and_failures() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&config(dir.path())).await;
+    let node = start_node(&config(dir.path())).await;
     let o = node.runtime.orchestrations();
 
     node.start_orch("Parent", "parent", json!(10)).await;
@@ -340,7 +258,7 @@ async fn sub_orchestrations_continue_as_new_and_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_management() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&config(dir.path())).await;
+    let node = start_node(&config(dir.path())).await;
     let o = node.runtime.orchestrations();
 
     // unknown names and ids write nothing
@@ -494,13 +412,13 @@ async fn instance_management() {
 async fn an_instance_in_flight_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let node = Node::start(&cfg).await;
+    let node = start_node(&cfg).await;
     node.start_orch("Waiter", "r1", Value::Null).await;
     node.start_orch("FanOutFanIn", "r2", json!(50)).await;
     node.finish("r2").await;
     node.stop().await;
 
-    let node = Node::start(&cfg).await;
+    let node = start_node(&cfg).await;
     let o = node.runtime.orchestrations();
     assert_eq!(
         o.status("r1", false).await.unwrap().record.status,
@@ -525,7 +443,7 @@ async fn live_orchestrators_stay_within_their_bound_and_replay_when_needed() {
         max_live: 8, // 2 per partition
         ..Default::default()
     };
-    let node = Node::start_with(&config(dir.path()), orch).await;
+    let node = node_with(&config(dir.path()), orch).await;
     let o = node.runtime.orchestrations();
     for i in 0..40 {
         node.start_orch("Waiter", &format!("live-{i}"), Value::Null)
@@ -573,7 +491,7 @@ async fn live_orchestrators_stay_within_their_bound_and_replay_when_needed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_start_waits_and_events_raised_before_it_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&config(dir.path())).await;
+    let node = start_node(&config(dir.path())).await;
     let o = node.runtime.orchestrations();
     let at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -166,20 +166,13 @@ impl Driver {
 /// Events that record the orchestrator's own decisions (written by the turn that made them):
 /// never held back by a suspension, since the decisions were made before it.
 fn is_own_decision(e: &HistoryEvent) -> bool {
-    matches!(
-        e.kind,
-        EventKind::TaskScheduled { .. }
-            | EventKind::TimerCreated { .. }
-            | EventKind::SubOrchestrationCreated { .. }
-            | EventKind::EventSent { .. }
-            | EventKind::EntityOperationSignaled { .. }
-            | EventKind::EntityOperationCalled { .. }
-            | EventKind::EntityLockRequested { .. }
-            | EventKind::EntityUnlockSent { .. }
-            | EventKind::OrchestratorStarted
-            | EventKind::OrchestratorCompleted
-            | EventKind::ExecutionStarted { .. }
-    )
+    e.kind.is_decision()
+        || matches!(
+            e.kind,
+            EventKind::OrchestratorStarted
+                | EventKind::OrchestratorCompleted
+                | EventKind::ExecutionStarted { .. }
+        )
 }
 
 /// A critical section of the execution not wholly released.

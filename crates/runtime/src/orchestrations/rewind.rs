@@ -24,20 +24,6 @@ pub(crate) struct Planned {
     pub restarts: Vec<(InstanceId, Message)>,
 }
 
-fn is_decision(k: &EventKind) -> bool {
-    matches!(
-        k,
-        EventKind::TaskScheduled { .. }
-            | EventKind::TimerCreated { .. }
-            | EventKind::SubOrchestrationCreated { .. }
-            | EventKind::EventSent { .. }
-            | EventKind::EntityOperationSignaled { .. }
-            | EventKind::EntityOperationCalled { .. }
-            | EventKind::EntityLockRequested { .. }
-            | EventKind::EntityUnlockSent { .. }
-    )
-}
-
 /// The rewind of `record`'s failed execution, whose history is `history`.
 pub(crate) fn plan(
     record: &InstanceRecord,
@@ -45,7 +31,7 @@ pub(crate) fn plan(
     reason: Option<String>,
     now: u64,
 ) -> Planned {
-    let last_decision = history.iter().rposition(|e| is_decision(&e.kind));
+    let last_decision = history.iter().rposition(|e| e.kind.is_decision());
     let unhandled = |i: usize| last_decision.is_none_or(|d| i > d);
     let mut failed_tasks: HashSet<TaskId> = HashSet::new();
     let mut failed_children: HashSet<TaskId> = HashSet::new();

@@ -287,6 +287,22 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether the event records a decision of the orchestrator (it schedules something:
+    /// an activity, a timer, a sub-orchestration, an event sent, an entity operation or lock).
+    pub fn is_decision(&self) -> bool {
+        matches!(
+            self,
+            EventKind::TaskScheduled { .. }
+                | EventKind::TimerCreated { .. }
+                | EventKind::SubOrchestrationCreated { .. }
+                | EventKind::EventSent { .. }
+                | EventKind::EntityOperationSignaled { .. }
+                | EventKind::EntityOperationCalled { .. }
+                | EventKind::EntityLockRequested { .. }
+                | EventKind::EntityUnlockSent { .. }
+        )
+    }
+
     /// Durable Task's name for this kind.
     pub fn name(&self) -> &'static str {
         match self {
