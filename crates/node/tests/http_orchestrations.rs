@@ -713,6 +713,10 @@ async fn query_pages_through_the_continuation_header_and_purge_by_filter() {
     .await;
     assert_eq!((s.as_u16(), code(&body)), (400, "bad_request"));
 
+    // purge by filter needs a filter: an empty one purges nothing and says so
+    let (s, _, body) = json(h.delete(node.api("/instances"))).await;
+    assert_eq!((s.as_u16(), code(&body)), (400, "bad_request"), "{body}");
+
     // purge by filter: the finished q- instances, never the running one; then 404
     let (s, _, body) = json(
         h.delete(node.api("/instances"))

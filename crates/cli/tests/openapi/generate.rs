@@ -164,7 +164,7 @@ fn base(op: &Op, learned: &HashMap<String, String>, with: Option<usize>) -> Req 
         body: None,
     };
     for (i, p) in op.params.iter().enumerate() {
-        if !p.required && with != Some(i) {
+        if !p.required && with != Some(i) && !op.example_params.contains(&p.name) {
             continue;
         }
         let v = value_of(p, learned);

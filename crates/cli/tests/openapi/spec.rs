@@ -50,6 +50,9 @@ pub struct Op {
     pub secured: bool,
     /// The least role a token needs (`x-perdure-role`), when secured.
     pub role: Option<String>,
+    /// Optional parameters the example request carries (`x-perdure-example-params`: an
+    /// operation that needs one of several optional parameters, e.g. a purge by filter).
+    pub example_params: Vec<String>,
 }
 
 /// A JSON request body.
@@ -151,6 +154,17 @@ impl Spec {
                         .get("x-perdure-role")
                         .and_then(Value::as_str)
                         .map(str::to_string),
+                    example_params: op
+                        .extensions
+                        .get("x-perdure-example-params")
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 });
             }
         }

@@ -685,12 +685,23 @@ pub async fn list(
 }
 
 /// `DELETE /instances?filter`: purges every finished instance the filter selects; 200 with how
-/// many, 404 when none (as Durable Functions).
+/// many, 404 when none (as Durable Functions). A filter is required (Durable Functions requires
+/// `createdTimeFrom`): an empty one is 400, so a stray request cannot purge everything.
 pub async fn purge_where(
     State(app): State<App>,
     QueryParams(q): QueryParams<FilterQuery>,
 ) -> Result<Json<PurgeResult>, ApiError> {
-    let n = app.orchestrations.purge_where(q.filter()?).await?;
+    let filter = q.filter()?;
+    if filter == InstanceFilter::default() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a purge by filter needs at least one of runtimeStatus, createdTimeFrom, createdTimeTo, \
+             instanceIdPrefix, poisoned (to purge every finished instance: \
+             runtimeStatus=Completed,Failed,Terminated)",
+        ));
+    }
+    let n = app.orchestrations.purge_where(filter).await?;
     if n == 0 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
