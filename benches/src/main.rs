@@ -5,9 +5,12 @@
 //!   batching read from the nodes' metrics (`scrape.rs`).
 //! - `load` (`load.rs`): the load generator, open or closed loop, against a running node.
 //! - `wal` (`wal.rs`): the write-ahead log against raw `fdatasync` on the same disk.
+//! - `fanout` (`orchestrations.rs`, which also holds the suite's orchestration scenarios): one
+//!   very wide fan-out on a fresh node, its time and the node's peak memory.
 
 mod limits;
 mod load;
+mod orchestrations;
 mod plot;
 mod scrape;
 mod suite;
@@ -31,6 +34,9 @@ enum Cmd {
     /// Load against a running node (`perdure serve`) or the peer, verified against the
     /// applied counters.
     Load(load::LoadArgs),
+    /// One very wide FanOutFanIn (100,000 activities by default) on a fresh node: its time and
+    /// the node's peak resident memory (VmHWM).
+    Fanout(orchestrations::FanoutArgs),
     /// Write-ahead log append throughput beside the raw fdatasync limit of the same disk.
     Wal {
         /// Directory on the disk to measure (a temporary directory inside it is used and removed).
@@ -60,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Suite(args) => rt()?.block_on(suite::run(args)),
         Cmd::Load(args) => rt()?.block_on(load::run(args)),
+        Cmd::Fanout(args) => rt()?.block_on(orchestrations::fanout_command(args)),
         Cmd::Wal {
             dir,
             seconds,

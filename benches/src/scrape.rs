@@ -14,6 +14,10 @@ pub struct NodeSample {
     pub wal_records: f64,
     /// `process_cpu_seconds_total`.
     pub cpu: f64,
+    /// `perdure_proposed_commands_total`: commands this node's leaderships proposed.
+    pub commands: f64,
+    /// `perdure_proposals_total`: the Raft entries they went in.
+    pub proposals: f64,
 }
 
 /// Parses the text exposition format (only what [`NodeSample`] needs).
@@ -42,6 +46,8 @@ pub fn parse(text: &str) -> NodeSample {
             "perdure_wal_fsyncs_total" => s.fsyncs += v,
             "perdure_wal_records_total" => s.wal_records += v,
             "process_cpu_seconds_total" => s.cpu += v,
+            "perdure_proposed_commands_total" => s.commands += v,
+            "perdure_proposals_total" => s.proposals += v,
             _ => {}
         }
     }
@@ -77,6 +83,10 @@ pub struct Batching {
     pub fsyncs: f64,
     /// Node CPU seconds (all nodes).
     pub node_cpu_seconds: f64,
+    /// Commands proposed, all nodes.
+    pub commands: f64,
+    /// Proposals (Raft entries) they went in, all nodes.
+    pub proposals: f64,
 }
 
 /// What ran between `before` and `after` (same node order).
@@ -84,6 +94,7 @@ pub fn batching(before: &[Option<NodeSample>], after: &[Option<NodeSample>]) -> 
     let mut best_before: BTreeMap<&str, f64> = BTreeMap::new();
     let mut best_after: BTreeMap<&str, f64> = BTreeMap::new();
     let (mut appended, mut fsyncs, mut cpu) = (0.0, 0.0, 0.0);
+    let (mut commands, mut proposals) = (0.0, 0.0);
     for (b, a) in before.iter().zip(after) {
         for (m, s) in [(&mut best_before, b), (&mut best_after, a)] {
             for (p, v) in s.iter().flat_map(|s| s.applied.iter()) {
@@ -97,6 +108,8 @@ pub fn batching(before: &[Option<NodeSample>], after: &[Option<NodeSample>]) -> 
             }
             fsyncs += (a.fsyncs - b.fsyncs).max(0.0);
             cpu += (a.cpu - b.cpu).max(0.0);
+            commands += (a.commands - b.commands).max(0.0);
+            proposals += (a.proposals - b.proposals).max(0.0);
         }
     }
     let entries = best_after
@@ -108,6 +121,8 @@ pub fn batching(before: &[Option<NodeSample>], after: &[Option<NodeSample>]) -> 
         entries_per_fsync: if fsyncs > 0.0 { appended / fsyncs } else { 0.0 },
         fsyncs,
         node_cpu_seconds: cpu,
+        commands,
+        proposals,
     }
 }
 
@@ -116,7 +131,7 @@ mod tests {
     use super::*;
 
     const BEFORE: &str = "# HELP x\nperdure_partition_applied_index{partition=\"0\"} 10\nperdure_partition_applied_index{partition=\"1\"} 5\nperdure_wal_fsyncs_total 100\nprocess_cpu_seconds_total 2\n";
-    const AFTER: &str = "perdure_partition_applied_index{partition=\"0\"} 30\nperdure_partition_applied_index{partition=\"1\"} 15\nperdure_wal_fsyncs_total 110\nprocess_cpu_seconds_total 3.5\nperdure_wal_records_total 7\n";
+    const AFTER: &str = "perdure_partition_applied_index{partition=\"0\"} 30\nperdure_partition_applied_index{partition=\"1\"} 15\nperdure_wal_fsyncs_total 110\nprocess_cpu_seconds_total 3.5\nperdure_wal_records_total 7\nperdure_proposed_commands_total 28\nperdure_proposals_total 4\n";
 
     #[test]
     fn parses_what_it_needs() {
@@ -124,6 +139,7 @@ mod tests {
         assert_eq!(s.applied.get("0"), Some(&30.0));
         assert_eq!(s.applied.get("1"), Some(&15.0));
         assert_eq!((s.fsyncs, s.cpu, s.wal_records), (110.0, 3.5, 7.0));
+        assert_eq!((s.commands, s.proposals), (28.0, 4.0));
     }
 
     #[test]
@@ -135,5 +151,6 @@ mod tests {
         assert_eq!(r.fsyncs, 20.0);
         assert_eq!(r.entries_per_fsync, 3.0);
         assert_eq!(r.node_cpu_seconds, 3.0);
+        assert_eq!((r.commands, r.proposals), (56.0, 8.0));
     }
 }

@@ -19,6 +19,7 @@
 
 use crate::limits::{self, Limit};
 use crate::load::{self, Dist, Op, Outcome, Plan, Target};
+use crate::orchestrations;
 use crate::plot::{self, Panel, Series};
 use crate::scrape::{self, Batching};
 use anyhow::{bail, Context};
@@ -53,9 +54,34 @@ pub struct SuiteArgs {
     /// Partitions of the perdure systems.
     #[arg(long, default_value_t = 16)]
     pub partitions: u32,
-    /// Which systems to run, comma-separated: single, cluster, restate.
+    /// Which systems to run, comma-separated: `single`, `cluster` (every scenario: entities,
+    /// then orchestrations), `restate`; `single-orch`, `cluster-orch` (the orchestration
+    /// scenarios only), `orchestrations` (= `single-orch,cluster-orch`), `duroxide` (the
+    /// orchestration peer, `benches/peers/duroxide.sh`).
     #[arg(long, value_delimiter = ',', default_value = "single,cluster,restate")]
-    pub systems: Vec<System>,
+    pub systems: Vec<Pick>,
+    /// HelloSequence5 instances measured for the throughput (after 5% warm-up).
+    #[arg(long, default_value_t = 10_000)]
+    pub orch_instances: u64,
+    /// HelloSequence5 instances in flight in the throughput scenario (closed loop).
+    #[arg(long, default_value_t = 256)]
+    pub orch_concurrency: usize,
+    /// HelloSequence5 instances run one at a time for the latency.
+    #[arg(long, default_value_t = 1_000)]
+    pub orch_latency_instances: u64,
+    /// Activities of the fan-out/fan-in scenario.
+    #[arg(long, default_value_t = 1_000)]
+    pub fan_out: u64,
+    /// HelloSequence5 instances the duroxide peer runs for its throughput (it is slow).
+    #[arg(long, default_value_t = 1_000)]
+    pub duroxide_instances: u64,
+    /// The duroxide peer's dispatcher poll interval, ms (its default is 100).
+    #[arg(long, default_value_t = 2)]
+    pub duroxide_poll_ms: u64,
+    /// The duroxide peer's orchestration+activity slots per throughput run, comma-separated
+    /// (`2` is its default of 2 + 2).
+    #[arg(long, default_value = "2,8")]
+    pub duroxide_slots: String,
     /// A smoke run: short scenarios, small key counts, two sweep points (numbers meaningless;
     /// proves the suite works end to end).
     #[arg(long)]
@@ -65,6 +91,34 @@ pub struct SuiteArgs {
     /// hot key, many keys and calls one at a time, to compare with `mac` in the same run).
     #[arg(long, value_delimiter = ',', default_value = "mac")]
     pub channel: Vec<Channel>,
+}
+
+/// What `--systems` selects: a system and which of its scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pick {
+    /// One perdure node: every scenario.
+    Single,
+    /// Three perdure nodes (RF 3): every scenario.
+    Cluster,
+    /// One perdure node: the orchestration scenarios only.
+    SingleOrch,
+    /// Three perdure nodes: the orchestration scenarios only.
+    ClusterOrch,
+    /// `single-orch` and `cluster-orch`.
+    Orchestrations,
+    /// The Restate peer (entities).
+    Restate,
+    /// The duroxide peer (orchestrations).
+    Duroxide,
+}
+
+/// Which scenarios of a system run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Entities, then orchestrations.
+    All,
+    /// Orchestrations only.
+    Orchestrations,
 }
 
 /// The node channel of the 3-node cluster.
@@ -90,6 +144,8 @@ pub enum System {
     ClusterTls,
     /// The Restate peer, one node.
     Restate,
+    /// The duroxide peer (in-process Rust, SQLite).
+    Duroxide,
 }
 
 impl System {
@@ -99,6 +155,7 @@ impl System {
             System::Cluster => "perdure, 3 nodes (RF 3)",
             System::ClusterTls => "perdure, 3 nodes (RF 3), TLS node channel",
             System::Restate => "Restate 1.7.12, 1 node",
+            System::Duroxide => "duroxide 0.1.32, SQLite",
         }
     }
 }
@@ -127,6 +184,74 @@ impl Row {
     fn adds_per_entry(&self) -> Option<f64> {
         let b = self.batching.as_ref()?;
         (b.entries > 0.0).then(|| self.outcome.acknowledged as f64 / b.entries)
+    }
+}
+
+/// One orchestration scenario's result: the outcome's JSON (`OrchOutcome::json`, or the
+/// duroxide peer's rows of the same shape) and, for perdure, what the nodes' metrics said.
+#[derive(Debug, Clone)]
+struct OrchRow {
+    system: System,
+    scenario: String,
+    v: serde_json::Value,
+    batching: Option<Batching>,
+    /// Wall seconds the scenario took, warm-up included (node cores = CPU / this).
+    wall: f64,
+}
+
+impl OrchRow {
+    fn json(&self) -> serde_json::Value {
+        let mut v = self.v.clone();
+        v["system"] = json!(self.system);
+        v["scenario"] = json!(self.scenario);
+        if let Some(b) = &self.batching {
+            v["batching"] = json!(b);
+            v["commands_per_entry"] = json!(self.commands_per_entry());
+            v["commands_per_instance"] = json!(self.commands_per_instance());
+            v["node_cores"] = json!(b.node_cpu_seconds / self.wall.max(1e-9));
+        }
+        v
+    }
+
+    fn f(&self, path: &[&str]) -> f64 {
+        let mut v = &self.v;
+        for p in path {
+            v = &v[*p];
+        }
+        v.as_f64().unwrap_or(f64::NAN)
+    }
+
+    /// Commands per Raft entry, as the proposers counted them.
+    fn commands_per_entry(&self) -> Option<f64> {
+        let b = self.batching.as_ref()?;
+        (b.proposals > 0.0).then(|| b.commands / b.proposals)
+    }
+
+    /// Commands per instance run (warm-up included in both).
+    fn commands_per_instance(&self) -> Option<f64> {
+        let b = self.batching.as_ref()?;
+        let n = self.v["instances_run"].as_f64()?;
+        (n > 0.0).then(|| b.commands / n)
+    }
+
+    fn markdown(&self) -> String {
+        let opt = |x: Option<f64>, d: usize| x.map_or("-".to_string(), |x| format!("{x:.d$}"));
+        let b = self.batching.as_ref();
+        format!(
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {} | {} | {} | {} | {:.2} |",
+            short(self.system),
+            self.scenario,
+            self.f(&["instances_per_sec"]),
+            self.f(&["latency_ms", "p50"]),
+            self.f(&["latency_ms", "p99"]),
+            self.f(&["completed"]),
+            self.f(&["errors"]),
+            opt(self.commands_per_instance(), 1),
+            opt(self.commands_per_entry(), 1),
+            opt(b.map(|b| b.entries_per_fsync), 1),
+            opt(b.map(|b| b.node_cpu_seconds / self.wall.max(1e-9)), 2),
+            self.f(&["generator_cpu"]),
+        )
     }
 }
 
@@ -223,7 +348,7 @@ fn restate_script(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -242,6 +367,8 @@ fn write_config(
     let members = if members.len() > 1 { members } else { &[] };
     let mut c = spec.config(members);
     c.partitions = partitions;
+    // the orchestration scenarios run the samples (HelloSequence5, FanOutFanIn)
+    c.samples.enabled = true;
     c.cluster.cluster_id = "bench".into();
     c.cluster.replication_factor = 3;
     match tls {
@@ -323,6 +450,7 @@ struct Suite {
     bin: PathBuf,
     http: reqwest::Client,
     rows: Vec<Row>,
+    orch_rows: Vec<OrchRow>,
     sweeps: Vec<(System, String, Vec<Outcome>)>,
     limits: Vec<Limit>,
     failover: Option<serde_json::Value>,
@@ -353,6 +481,7 @@ impl Suite {
                     url: "http://127.0.0.1:18080".into(),
                 })
             }
+            System::Duroxide => bail!("duroxide runs through its own script"),
             System::Single | System::Cluster | System::ClusterTls => {
                 let n = if system == System::Single { 1 } else { 3 };
                 let dir = self.data.join(format!("{system:?}").to_lowercase());
@@ -542,10 +671,16 @@ impl Suite {
         Ok(())
     }
 
-    async fn run_system(&mut self, system: System) -> anyhow::Result<()> {
+    async fn run_system(&mut self, system: System, scope: Scope) -> anyhow::Result<()> {
+        if system == System::Duroxide {
+            return self.duroxide().await;
+        }
         self.log(&format!("starting {}", system.label()));
         let running = self.start(system).await?;
-        let result = self.scenarios(system, &running).await;
+        let result = match scope {
+            Scope::All => self.scenarios(system, &running).await,
+            Scope::Orchestrations => self.orch_scenarios(system, &running).await,
+        };
         self.log(&format!("stopping {}", system.label()));
         let stopped = running.stop();
         result.and(stopped)
@@ -647,8 +782,171 @@ impl Suite {
         p.concurrency = 1;
         self.measure(system, running, "calls one at a time (closed loop)", p)
             .await?;
+        if system != System::Restate {
+            // before the failover, which leaves the cluster a node short
+            self.orch_scenarios(system, running).await?;
+        }
         if system == System::Cluster {
             self.failover(running).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `scenario` (an orchestration scenario against `running`) with the nodes' metrics
+    /// read before and after.
+    async fn measure_orch(
+        &mut self,
+        system: System,
+        running: &Running,
+        scenario: &str,
+        run: impl std::future::Future<Output = anyhow::Result<orchestrations::OrchOutcome>>,
+        instances_run: u64,
+    ) -> anyhow::Result<orchestrations::OrchOutcome> {
+        self.log(&format!("{}: {scenario}", system.label()));
+        let Running::Perdure { nodes, urls } = running else {
+            bail!("orchestration scenarios run on perdure");
+        };
+        let stats: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n.pid())
+            .map(|pid| format!("/proc/{pid}/stat"))
+            .collect();
+        let cpu = || stats.iter().map(|s| load::cpu_seconds(s)).sum::<f64>();
+        let before = scrape::scrape(&self.http, urls).await;
+        let cpu0 = cpu();
+        let t = Instant::now();
+        let outcome = run.await?;
+        let wall = t.elapsed().as_secs_f64();
+        let cpu1 = cpu();
+        let after = scrape::scrape(&self.http, urls).await;
+        let mut b = scrape::batching(&before, &after);
+        b.node_cpu_seconds = cpu1 - cpu0;
+        let mut v = outcome.json();
+        v["instances_run"] = json!(instances_run);
+        let row = OrchRow {
+            system,
+            scenario: scenario.to_string(),
+            v,
+            batching: Some(b),
+            wall,
+        };
+        self.log(&format!(
+            "  -> {}; {} commands per instance, {} commands/entry, {:.1} entries/fsync, nodes {:.2} cores, generator {:.2} cores",
+            outcome.summary(),
+            row.commands_per_instance().map_or("-".into(), |x| format!("{x:.1}")),
+            row.commands_per_entry().map_or("-".into(), |x| format!("{x:.1}")),
+            row.batching.as_ref().map_or(0.0, |b| b.entries_per_fsync),
+            row.batching.as_ref().map_or(0.0, |b| b.node_cpu_seconds / wall),
+            outcome.generator_cpu
+        ));
+        self.orch_rows.push(row);
+        Ok(outcome)
+    }
+
+    /// HelloSequence5: the closed-loop throughput, then one at a time; a fan-out/fan-in.
+    async fn orch_scenarios(&mut self, system: System, running: &Running) -> anyhow::Result<()> {
+        let a = &self.args;
+        let (n, conc, lat, fan) = if a.quick {
+            (200, 32, 20, 100)
+        } else {
+            (
+                a.orch_instances,
+                a.orch_concurrency,
+                a.orch_latency_instances,
+                a.fan_out,
+            )
+        };
+        let url = running.url();
+        let prefix = load::fresh_prefix();
+        let warm = (n / 20).max(1);
+        let p = format!("{prefix}h5-");
+        self.measure_orch(
+            system,
+            running,
+            &format!("HelloSequence5, {n} instances, {conc} in flight"),
+            orchestrations::hello5(&url, &p, n, warm, conc),
+            n + warm,
+        )
+        .await?;
+        let warm = (lat / 10).max(1);
+        let p = format!("{prefix}one-");
+        self.measure_orch(
+            system,
+            running,
+            "HelloSequence5 one at a time (start to completion, long poll)",
+            orchestrations::one_at_a_time(&url, &p, lat, warm),
+            lat + warm,
+        )
+        .await?;
+        let runs = 3;
+        let p = format!("{prefix}fan-");
+        self.measure_orch(
+            system,
+            running,
+            &format!("fan-out/fan-in of {fan} activities (time to complete, {runs} runs)"),
+            orchestrations::fan_out(&url, &p, fan, runs),
+            u64::from(runs),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The duroxide peer (`benches/peers/duroxide.sh run`): its rows, in the same shape.
+    async fn duroxide(&mut self) -> anyhow::Result<()> {
+        let a = &self.args;
+        let (n, lat, fan) = if a.quick {
+            (100, 10, 100)
+        } else {
+            (
+                a.duroxide_instances,
+                a.orch_latency_instances.min(300),
+                a.fan_out,
+            )
+        };
+        let out = self.out.join("duroxide.json");
+        let db = self.data.join("duroxide");
+        let _ = std::fs::remove_dir_all(&db);
+        std::fs::create_dir_all(&db)?;
+        let root = workspace_root();
+        self.log(&format!(
+            "duroxide: HelloSequence5 x {n} (closed loop), {lat} one at a time, poll {} ms",
+            a.duroxide_poll_ms
+        ));
+        let status = std::process::Command::new("bash")
+            .arg(root.join("benches/peers/duroxide.sh"))
+            .arg("run")
+            .args(["--instances", &n.to_string()])
+            .args(["--concurrency", &a.orch_concurrency.to_string()])
+            .args(["--latency-instances", &lat.to_string()])
+            .args(["--poll-ms", &a.duroxide_poll_ms.to_string()])
+            .args(["--slots", &a.duroxide_slots])
+            .args(["--fan-out", &fan.to_string()])
+            .arg("--db-dir")
+            .arg(&db)
+            .arg("--json")
+            .arg(&out)
+            .current_dir(&root)
+            .status()
+            .context("running benches/peers/duroxide.sh")?;
+        if !status.success() {
+            bail!("benches/peers/duroxide.sh run failed ({status})");
+        }
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&out)?)?;
+        for v in rows {
+            let scenario = v["scenario"].as_str().unwrap_or("?").to_string();
+            self.log(&format!(
+                "  -> duroxide: {scenario}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+                v["instances_per_sec"].as_f64().unwrap_or(0.0),
+                v["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+                v["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
+            ));
+            self.orch_rows.push(OrchRow {
+                system: System::Duroxide,
+                scenario,
+                wall: v["seconds"].as_f64().unwrap_or(0.0),
+                v,
+                batching: None,
+            });
         }
         Ok(())
     }
@@ -799,6 +1097,7 @@ impl Suite {
             "args": format!("{:?}", self.args),
             "limits": self.limits,
             "scenarios": self.rows.iter().map(Row::json).collect::<Vec<_>>(),
+            "orchestrations": self.orch_rows.iter().map(OrchRow::json).collect::<Vec<_>>(),
             "failover": self.failover,
             "channel": self.channel_rows().iter().map(|c| c.json()).collect::<Vec<_>>(),
             "ratios": self.ratios().iter().map(|(s, r)| json!({"scenario": s, "perdure_over_restate": r})).collect::<Vec<_>>(),
@@ -978,6 +1277,9 @@ impl Suite {
                 o.generator_cpu
             );
         }
+        if !self.orch_rows.is_empty() {
+            let _ = writeln!(s, "{}", self.orch_markdown());
+        }
         let channel = self.channel_rows();
         if !channel.is_empty() {
             let _ = writeln!(s, "\n## Node channel: TLS against the MAC'd plain channel (3 nodes, same run)\n\n| scenario | MAC adds/s | TLS adds/s | TLS / MAC | MAC p50 | TLS p50 | MAC p99 | TLS p99 | MAC node cores | TLS node cores |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -1017,12 +1319,53 @@ impl Suite {
     }
 }
 
+impl Suite {
+    /// The orchestration section of `summary.md`: the table, then each system's HelloSequence5
+    /// throughput beside what it cost and the machine's limits.
+    fn orch_markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "\n## Orchestrations\n\nHelloSequence5 = 5 activities in sequence (in-process Rust on both systems); throughput = closed loop, each worker starting an instance and long-polling its completion (`GET .../wait`), counting only instances completed with the expected output; one at a time = start to the long poll's answer; fan-out = `FanOutFanIn` N (N activities in parallel, output N(N-1)/2), time from start to completion (p50/p99 over the runs). Commands = atomic changes the nodes' leaderships proposed (an orchestration start, a turn), per Raft entry as proposed (the nodes' `perdure_proposed_commands_total` / `perdure_proposals_total`). duroxide: SQLite in WAL mode, which does not fsync each commit (perdure fsyncs every commit, on a majority).\n\n| system | scenario | instances/s | p50 | p99 | completed | errors | commands/instance | commands/entry | entries/fsync | node cores | generator cores |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &self.orch_rows {
+            let _ = writeln!(s, "{}", r.markdown());
+        }
+        let fsync1 = self
+            .limits
+            .iter()
+            .find(|l| l.name.contains("fdatasync, 1 x"))
+            .map(|l| l.per_sec);
+        let _ = writeln!(s, "\nBeside the limits (same run):\n");
+        for r in self
+            .orch_rows
+            .iter()
+            .filter(|r| r.scenario.starts_with("HelloSequence5,") && r.batching.is_some())
+        {
+            let b = r.batching.as_ref().expect("filtered");
+            let per = r.f(&["instances_per_sec"]);
+            let cpi = r.commands_per_instance().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                s,
+                "- {}: {per:.0} HelloSequence5/s = {:.0} commands/s ({cpi:.1} per instance) in {:.0} Raft entries/s ({:.1} commands per entry), {:.0} fsyncs/s over all nodes (the disk: {} single-record fdatasyncs/s); node CPU {:.2} cores = {:.0} µs of node CPU per instance",
+                short(r.system),
+                per * cpi,
+                b.proposals / r.wall,
+                r.commands_per_entry().unwrap_or(f64::NAN),
+                b.fsyncs / r.wall,
+                fsync1.map_or("-".into(), |f| format!("{f:.0}")),
+                b.node_cpu_seconds / r.wall,
+                b.node_cpu_seconds * 1e6 / r.v["instances_run"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+        s
+    }
+}
+
 fn short(s: System) -> &'static str {
     match s {
         System::Single => "perdure 1 node",
         System::Cluster => "perdure 3 nodes",
         System::ClusterTls => "perdure 3 nodes TLS",
         System::Restate => "Restate 1 node",
+        System::Duroxide => "duroxide",
     }
 }
 
@@ -1078,6 +1421,7 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
         data,
         bin,
         rows: Vec::new(),
+        orch_rows: Vec::new(),
         sweeps: Vec::new(),
         limits: Vec::new(),
         failover: None,
@@ -1092,26 +1436,35 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     suite.limits()?;
     suite.actor_limits().await?;
     // the cluster once per node channel, in the order given
-    let systems: Vec<System> = suite
+    let channels: Vec<System> = suite
+        .args
+        .channel
+        .iter()
+        .map(|c| match c {
+            Channel::Mac => System::Cluster,
+            Channel::Tls => System::ClusterTls,
+        })
+        .collect();
+    let systems: Vec<(System, Scope)> = suite
         .args
         .systems
         .iter()
         .flat_map(|&s| match s {
-            System::Cluster => suite
-                .args
-                .channel
-                .iter()
-                .map(|c| match c {
-                    Channel::Mac => System::Cluster,
-                    Channel::Tls => System::ClusterTls,
-                })
-                .collect(),
-            s => vec![s],
+            Pick::Single => vec![(System::Single, Scope::All)],
+            Pick::Cluster => channels.iter().map(|&c| (c, Scope::All)).collect(),
+            Pick::SingleOrch => vec![(System::Single, Scope::Orchestrations)],
+            Pick::ClusterOrch => vec![(System::Cluster, Scope::Orchestrations)],
+            Pick::Orchestrations => vec![
+                (System::Single, Scope::Orchestrations),
+                (System::Cluster, Scope::Orchestrations),
+            ],
+            Pick::Restate => vec![(System::Restate, Scope::All)],
+            Pick::Duroxide => vec![(System::Duroxide, Scope::All)],
         })
         .collect();
     let mut failed = Vec::new();
-    for s in systems {
-        if let Err(e) = suite.run_system(s).await {
+    for (s, scope) in systems {
+        if let Err(e) = suite.run_system(s, scope).await {
             suite.log(&format!("{} FAILED: {e:#}", s.label()));
             failed.push(format!("{}: {e:#}", s.label()));
         }

@@ -86,9 +86,49 @@ fn a_quick_suite_runs_every_scenario_verified_and_writes_its_report() {
             "{svg}"
         );
     }
+    // the orchestration scenarios, on both systems: every instance completed with its output
+    let orch = v["orchestrations"].as_array().unwrap();
+    for system in ["single", "cluster"] {
+        let mine: Vec<_> = orch.iter().filter(|s| s["system"] == system).collect();
+        for name in ["HelloSequence5, ", "one at a time", "fan-out/fan-in"] {
+            let s = mine
+                .iter()
+                .find(|s| s["scenario"].as_str().unwrap().contains(name))
+                .unwrap_or_else(|| panic!("{system}: no {name} scenario: {mine:?}"));
+            assert!(s["completed"].as_u64().unwrap() > 0, "{s}");
+            assert!(s["instances_per_sec"].as_f64().unwrap() > 0.0, "{s}");
+            assert!(s["commands_per_entry"].as_f64().unwrap() >= 1.0, "{s}");
+        }
+    }
     let md = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
     assert!(
         md.contains("| perdure 3 nodes | hot key (1 counter) |"),
         "{md}"
     );
+    assert!(md.contains("## Orchestrations"), "{md}");
+}
+
+#[test]
+fn the_orchestration_scenarios_run_alone() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_perdure-bench"))
+        .args([
+            "suite",
+            "--quick",
+            "--systems",
+            "single-orch",
+            "--partitions",
+            "4",
+        ])
+        .arg("--bin")
+        .arg(perdure_bin())
+        .arg("--out")
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the suite failed: {status}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    assert!(v["scenarios"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["orchestrations"].as_array().unwrap().len(), 3, "{v}");
 }

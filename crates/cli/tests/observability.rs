@@ -256,6 +256,8 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
             "perdure_wal_written_bytes_total",
             "perdure_snapshot_build_duration_seconds_count",
             "perdure_forwarded_requests_total",
+            "perdure_proposed_commands_total",
+            "perdure_proposals_total",
             "perdure_actors_active",
             "perdure_inbox_messages",
             "process_resident_memory_bytes",

@@ -525,3 +525,63 @@ async fn a_scheduled_start_waits_and_events_raised_before_it_are_kept() {
     );
     node.stop().await;
 }
+
+/// Commands proposed on every partition so far.
+fn commands(node: &Node) -> u64 {
+    let host = node.runtime.host();
+    (0..node.runtime.partitions().count())
+        .filter_map(|p| host.metrics(p))
+        .map(|m| m.commands())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_and_its_first_turn_are_one_command_and_a_known_id_goes_by_its_reuse_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&config(dir.path())).await;
+    let o = node.runtime.orchestrations();
+    // the leaderships' own first commands (retention) are done by now
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = commands(&node);
+    node.start_orch("HelloSequence", "once", Value::Null).await;
+    assert_eq!(node.finish("once").await.0, RuntimeStatus::Completed);
+    // the start with its first turn (scheduling SayHello), then one turn per result
+    assert_eq!(commands(&node) - before, 4);
+    let first = o.status("once", true).await.unwrap();
+    let h = first.history.unwrap();
+    assert!(
+        matches!(h[0].kind, EventKind::OrchestratorStarted)
+            && matches!(h[1].kind, EventKind::ExecutionStarted { .. }),
+        "{h:?}"
+    );
+    assert_eq!(first.record.turns, 4);
+
+    // the same id again: the default policy replaces a finished instance
+    node.start_orch("HelloSequence", "once", Value::Null).await;
+    let (status, out) = node.finish("once").await;
+    assert_eq!(status, RuntimeStatus::Completed);
+    assert_eq!(
+        out,
+        Some(json!(["Hello Tokyo!", "Hello Seattle!", "Hello London!"]))
+    );
+    let second = o.status("once", false).await.unwrap().record;
+    assert_ne!(second.execution_id, first.record.execution_id);
+    // while it runs, a start under its id is refused; it is not replaced
+    node.start_orch("Waiter", "waits", Value::Null).await;
+    match o
+        .start(StartRequest {
+            name: "HelloSequence".into(),
+            instance_id: Some("waits".into()),
+            ..Default::default()
+        })
+        .await
+    {
+        Err(Error::InstanceExists { status, .. }) => assert_eq!(status, RuntimeStatus::Running),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        o.status("waits", false).await.unwrap().record.name,
+        "Waiter"
+    );
+    node.stop().await;
+}

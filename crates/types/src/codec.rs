@@ -97,6 +97,17 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
     Ok(())
 }
 
+/// The length of what [`encode`] writes for `value`, counted without building it (no
+/// allocation: what a history's byte count needs).
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, Error> {
+    let mut w = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut w, config()).map_err(|e| Error::Encode {
+        type_name: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })?;
+    Ok(1 + w.bytes_written)
+}
+
 /// Decodes a value written by [`encode`]; the whole input must be consumed.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let (&version, body) = bytes.split_first().ok_or(Error::Empty)?;

@@ -71,6 +71,8 @@ pub(super) struct Scraped {
     passivations: IntCounterVec,
     delivered: IntCounter,
     timers_fired: IntCounter,
+    commands: IntCounter,
+    proposals: IntCounter,
     /// Requests forwarded to another node's leader.
     pub forwarded: IntCounter,
     /// Bytes written to the write-ahead log.
@@ -249,6 +251,16 @@ impl Scraped {
                 "perdure_timers_fired_total",
                 "Scheduled signals fired on this node.",
             )?,
+            commands: counter(
+                r,
+                "perdure_proposed_commands_total",
+                "Commands (atomic changes: entity batches, orchestration turns, deliveries, ...) this node's leaderships proposed to their Raft groups.",
+            )?,
+            proposals: counter(
+                r,
+                "perdure_proposals_total",
+                "Raft entries those commands went in (commands per entry = the batching).",
+            )?,
             forwarded: counter(
                 r,
                 "perdure_forwarded_requests_total",
@@ -298,6 +310,7 @@ impl Scraped {
         let led = self.partitions.refresh(partitions);
         self.leaders.set(led.len() as i64);
         let (mut act, mut active, mut del, mut tim) = (0, 0, 0, 0);
+        let (mut commands, mut proposals) = (0, 0);
         let (mut idle, mut pressure) = (0, 0);
         for p in 0..partitions.count() {
             if let Some(m) = runtime.entities().workload().metrics(p) {
@@ -309,6 +322,8 @@ impl Scraped {
             if let Some(m) = runtime.host().metrics(p) {
                 del += m.delivered();
                 tim += m.timers_fired();
+                commands += m.commands();
+                proposals += m.proposals();
             }
         }
         self.actors_active.set(active as i64);
@@ -320,6 +335,8 @@ impl Scraped {
         );
         mirror(&self.delivered, del);
         mirror(&self.timers_fired, tim);
+        mirror(&self.commands, commands);
+        mirror(&self.proposals, proposals);
         mirror(&self.forwarded, runtime.host().forwarded());
         let w = partitions.wal_stats();
         mirror(&self.wal_bytes, w.bytes);

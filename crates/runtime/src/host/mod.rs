@@ -71,7 +71,12 @@ impl HostBuilder {
         let n = partitions.count();
         let slots: Arc<Vec<Slot>> = Arc::new(
             (0..n)
-                .map(|p| Slot::new(proposer::Proposer::start(partitions.clone(), p)))
+                .map(|p| {
+                    let metrics = Arc::new(metrics::HostMetrics::default());
+                    let proposer =
+                        proposer::Proposer::start(partitions.clone(), p, metrics.clone());
+                    Slot::new(proposer, metrics)
+                })
                 .collect(),
         );
         let workloads: Arc<[Arc<dyn Workload>]> = self.workloads.into();

@@ -3,6 +3,7 @@
 //! commits, new commands queue up and go into the next, larger, one (measured: the same
 //! throughput as 4 in flight, with more commands per entry; docs/PERFORMANCE.md).
 
+use super::metrics::HostMetrics;
 use crate::Error;
 use perdure_cluster::Partitions;
 use perdure_types::command::{Command, OpResult, Proposal};
@@ -35,8 +36,9 @@ pub(crate) struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the proposer of partition `p`. It stops when every handle is dropped.
-    pub fn start(partitions: Arc<Partitions>, p: PartitionId) -> Self {
+    /// Starts the proposer of partition `p`, counting its proposals into `metrics`. It stops
+    /// when every handle is dropped.
+    pub fn start(partitions: Arc<Partitions>, p: PartitionId, metrics: Arc<HostMetrics>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Command, Reply)>();
         tokio::spawn(async move {
             let mut carried: Option<(Command, Reply)> = None;
@@ -50,6 +52,7 @@ impl Proposer {
                 };
                 let (batch, rest) = next_batch(first, &mut rx);
                 carried = rest;
+                metrics.add_proposal(batch.len() as u64);
                 let span = tracing::debug_span!("propose", partition = p, commands = batch.len());
                 propose(&partitions, p, batch).instrument(span).await;
             }

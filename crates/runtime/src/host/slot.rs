@@ -29,11 +29,11 @@ impl Slot {
 }
 
 impl Slot {
-    /// A slot with `proposer`, not led here.
-    pub(crate) fn new(proposer: Proposer) -> Self {
+    /// A slot with `proposer` (counting into `metrics`), not led here.
+    pub(crate) fn new(proposer: Proposer, metrics: Arc<HostMetrics>) -> Self {
         Self {
             proposer,
-            metrics: Default::default(),
+            metrics,
             leader: std::sync::RwLock::new(None),
         }
     }

@@ -8,6 +8,14 @@
 //! all. The live orchestrator stays in memory between turns, so a new event costs no replay;
 //! it is rebuilt from the history after a leader change, a fenced turn, or passivation.
 //!
+//! The instance also keeps the record its last turn committed (the record as the state machine
+//! holds it: the apply's counters follow from the turn). Whatever puts a message in an instance's
+//! inbox wakes it afterwards (a start, an event, a delivery from the outbox, a rewind, the scan's
+//! safety net), so a step that had no [`InstanceMsg::Wake`] since the inbox was last read, and
+//! knows its committed record, reads nothing: a turn driven by activity results alone costs no
+//! store read. Should the record have changed under it all the same (a start replacing the
+//! instance), the turn's fence refuses the command and the instance starts over from a read.
+//!
 //! Start requests (an `ExecutionStarted` sent by a parent through the outbox, without an
 //! execution id) become a `StartInstance` of this instance; events for another execution, or for
 //! an instance that does not exist or has finished, are consumed and dropped.
@@ -31,7 +39,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// A message to an instance's task.
 #[derive(Debug)]
@@ -46,6 +54,22 @@ pub(crate) enum InstanceMsg {
         task_id: TaskId,
         event: Box<HistoryEvent>,
     },
+    /// A client's start of this instance (`Orchestrations::start` on this leader).
+    Start(Box<StartMsg>),
+}
+
+/// A client's start, run by the instance's task: when no record of the instance exists, the
+/// start and the execution's first turn commit as ONE command (a turn that creates its instance,
+/// `ExecutionStarted` first in its history); otherwise, or when that turn is fenced out by a
+/// record that exists after all, as `StartInstance` under the reuse policy.
+#[derive(Debug)]
+pub(crate) struct StartMsg {
+    pub record: InstanceRecord,
+    pub started: HistoryEvent,
+    pub policy: ReusePolicy,
+    /// The start's result: `Done` (started), `Duplicate` or `Refused(status)`, as
+    /// `StartInstance` answers.
+    pub reply: oneshot::Sender<Result<OpResult, Error>>,
 }
 
 /// The instance's task: steps until idle, then waits for a message (or passivates).
@@ -145,8 +169,16 @@ struct Instance {
     running: HashSet<TaskId>,
     /// Work items waiting for a slot of this instance.
     queued: VecDeque<WorkItem>,
+    /// The instance's record as committed, when this task knows it (its own last turn
+    /// committed it, or a read found it and nothing was proposed since); `None`: read it.
+    record: Option<InstanceRecord>,
+    /// A wake arrived since the inbox was last read (or the last read left messages in it):
+    /// the next step reads the inbox.
+    inbox_dirty: bool,
     /// Whether the stored work items were looked at since the driver was built.
     items_loaded: bool,
+    /// Client starts not run yet.
+    starts: VecDeque<StartMsg>,
     /// Steps that failed in a row.
     crashes: u32,
     last_crash: String,
@@ -165,7 +197,10 @@ impl Instance {
             done: Vec::new(),
             running: HashSet::new(),
             queued: VecDeque::new(),
+            record: None,
+            inbox_dirty: true,
             items_loaded: false,
+            starts: VecDeque::new(),
             crashes: 0,
             last_crash: String::new(),
         }
@@ -175,7 +210,8 @@ impl Instance {
     fn take(&mut self, m: InstanceMsg) -> bool {
         match m {
             InstanceMsg::Passivate => return true,
-            InstanceMsg::Wake => {}
+            InstanceMsg::Wake => self.inbox_dirty = true,
+            InstanceMsg::Start(s) => self.starts.push_back(*s),
             InstanceMsg::ActivityDone {
                 execution_id,
                 task_id,
@@ -190,17 +226,29 @@ impl Instance {
     }
 
     fn can_passivate(&self) -> bool {
-        self.running.is_empty()
+        self.starts.is_empty()
+            && self.running.is_empty()
             && self.done.is_empty()
             && self.queued.is_empty()
             && self.pending_actions.is_empty()
     }
 
-    /// Forgets what is in memory: the next step starts from what is committed.
+    /// Forgets what is in memory: the next step starts from what is committed (a read).
     fn reset(&mut self) {
         self.driver = None;
+        self.record = None;
         self.pending_actions.clear();
         self.items_loaded = false;
+    }
+
+    /// Whether the next step can go without a read: it knows the committed record, no wake
+    /// came since the inbox was read, and it has its live orchestrator and work items (or the
+    /// record says the execution ended).
+    fn knows_enough(&self) -> bool {
+        !self.inbox_dirty
+            && self.record.as_ref().is_some_and(|r| {
+                r.status.is_terminal() || (self.driver.is_some() && self.items_loaded)
+            })
     }
 
     /// A step failed: back off; after `orchestrations.max_dispatches` failures in a row the
@@ -240,12 +288,24 @@ impl Instance {
     /// Reads the instance and runs one step: a start request, dropping stray messages, or a turn.
     /// `Ok(true)` when something was committed (look again), `Ok(false)` when idle.
     async fn step(&mut self) -> Result<bool, Error> {
+        // a client's start first (the test switch below makes turns crash, not starts)
+        if let Some(start) = self.starts.pop_front() {
+            return self.start(start).await;
+        }
         if super::test_hooks::panics(&self.id) {
             panic!(
                 "a step of {} panics (PERDURE_TEST_ORCH_PANIC_PREFIX)",
                 self.id
             );
         }
+        if self.knows_enough() {
+            let record = self.record.take();
+            return self
+                .step_on(record, Vec::new(), Vec::new(), Vec::new())
+                .await;
+        }
+        self.record = None;
+        self.inbox_dirty = false;
         let id = self.id.clone();
         let need_history = self.driver.is_none();
         let need_items = !self.items_loaded;
@@ -273,7 +333,24 @@ impl Instance {
                 Ok((record, inbox, history, items))
             })
             .await?;
+        if inbox.len() >= inbox_limit {
+            // more than one turn takes: look again next step
+            self.inbox_dirty = true;
+        }
         let incoming = self.decode(inbox);
+        self.step_on(record, incoming, history, items).await
+    }
+
+    /// A step on what is committed: the record, the inbox messages read (none when nothing was
+    /// read), the history (when the live orchestrator is rebuilt) and the stored work items
+    /// (when not loaded yet).
+    async fn step_on(
+        &mut self,
+        record: Option<InstanceRecord>,
+        incoming: Vec<Incoming>,
+        history: Vec<HistoryEvent>,
+        items: Vec<WorkItem>,
+    ) -> Result<bool, Error> {
         let record = match record {
             Some(r) if !r.status.is_terminal() => r,
             other => return self.not_running(other, incoming).await,
@@ -351,7 +428,7 @@ impl Instance {
             locks: Vec::new(),
             suspended: false,
             more: false,
-            new_execution_id: new_execution_id(&record, now),
+            new_execution_id: String::new(),
             fail: None,
         };
         let Some(driver) = self.driver.as_mut() else {
@@ -390,6 +467,9 @@ impl Instance {
                     .await?;
                 return Ok(true);
             }
+            // nothing to do: the record stays what is committed
+            drop(input);
+            self.record = Some(record);
             return Ok(false);
         }
         let mut new = Vec::with_capacity(1 + events.len() + results.len());
@@ -452,6 +532,15 @@ impl Instance {
 
     /// Plans and commits a turn; then runs what it scheduled.
     async fn commit(&mut self, input: TurnInput<'_>) -> Result<bool, Error> {
+        self.commit_turn(input).await.map(|_| true)
+    }
+
+    /// [`Instance::commit`], answering whether the turn applied (`false`: fenced out, and
+    /// everything in memory was forgotten).
+    async fn commit_turn(&mut self, mut input: TurnInput<'_>) -> Result<bool, Error> {
+        if input.new_execution_id.is_empty() && continues_as_new(&input.actions) {
+            input.new_execution_id = super::api::new_id();
+        }
         let limits = Limits {
             max_history_events: self.rt.shared.config.max_history_events,
             max_history_bytes: self.rt.shared.config.max_history_bytes,
@@ -464,13 +553,18 @@ impl Instance {
             // fenced out: computed on a record that is no longer the committed one
             OrchestrationMetrics::inc(&m.turns_fenced);
             self.reset();
-            return Ok(true);
+            return Ok(false);
         }
         OrchestrationMetrics::inc(&m.turns);
         m.events.fetch_add(planned.appended, Ordering::Relaxed);
-        let status = planned.record.status;
+        // the record as the apply left it: its counters follow from the turn
+        let mut committed = planned.record;
+        committed.history_events += planned.appended;
+        committed.history_bytes += planned.appended_bytes;
+        committed.turns += 1;
+        let status = committed.status;
         if status.is_terminal() || status == RuntimeStatus::ContinuedAsNew {
-            m.execution_ended(planned.record.history_events + planned.appended);
+            m.execution_ended(committed.history_events);
         }
         if planned.sent {
             self.rt.leader.outbox_changed();
@@ -479,8 +573,7 @@ impl Instance {
             self.rt.leader.timers_changed();
         }
         if status.is_terminal() {
-            let poisoned = planned
-                .record
+            let poisoned = committed
                 .failure
                 .as_ref()
                 .is_some_and(|f| f.error_type == super::api::POISON);
@@ -497,7 +590,9 @@ impl Instance {
             self.running.clear();
             self.queued.clear();
             self.done.clear();
-            self.rt.shared.waiters.notify(&self.id);
+            self.rt.shared.waiters.notify(&self.id, &committed);
+            // ended: the next step reads nothing unless woken
+            self.record = Some(committed);
             return Ok(true);
         }
         if status == RuntimeStatus::ContinuedAsNew {
@@ -512,9 +607,135 @@ impl Instance {
         if let Some(d) = self.driver.as_mut() {
             d.committed(&planned.decided);
         }
+        self.record = Some(committed);
         self.queued.extend(planned.dispatch);
         self.dispatch();
         Ok(true)
+    }
+
+    /// A client's start (see [`StartMsg`]): with no record known here and no live execution, the
+    /// start and the first turn as one command, which applies only if no record exists; else (or
+    /// fenced out) `StartInstance`, then the instance goes on from a read.
+    async fn start(&mut self, s: StartMsg) -> Result<bool, Error> {
+        let StartMsg {
+            record,
+            started,
+            policy,
+            reply,
+        } = s;
+        let immediate = record.scheduled_start.is_none();
+        let orchestrator = self
+            .rt
+            .shared
+            .registry
+            .get_orchestrator(&record.name)
+            .ok()
+            .cloned();
+        let unknown_here = self.record.is_none() && self.driver.is_none();
+        if let (true, true, Some(f)) = (immediate, unknown_here, orchestrator) {
+            match self.start_with_first_turn(&record, &started, f).await {
+                Ok(true) => {
+                    let _ = reply.send(Ok(OpResult::Done));
+                    return Ok(true);
+                }
+                Ok(false) => {} // a record exists: the reuse policy decides
+                Err(e) => {
+                    // nothing known to be written: the caller hears why (and may retry); this
+                    // task starts over from a read
+                    let _ = reply.send(Err(e));
+                    return Ok(true);
+                }
+            }
+        }
+        let scheduled = !immediate;
+        let r = self
+            .rt
+            .leader
+            .propose(vec![Op::StartInstance {
+                record: Box::new(record),
+                started: Box::new(started),
+                policy,
+            }])
+            .await;
+        let r = match r {
+            Ok(results) => results
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Unavailable("a start answered no result".into())),
+            Err(e) => Err(e),
+        };
+        if let Ok(OpResult::Done) = &r {
+            // another execution now: start over from what is committed
+            self.reset();
+            self.inbox_dirty = true;
+            if scheduled {
+                self.rt.leader.timers_changed();
+            }
+        }
+        let _ = reply.send(r);
+        Ok(true)
+    }
+
+    /// The start of `record` (no record of the instance known here) and its first turn as one
+    /// command: a turn that creates the instance. `Ok(false)` when it was fenced out (a record
+    /// exists: nothing was written).
+    async fn start_with_first_turn(
+        &mut self,
+        record: &InstanceRecord,
+        started: &HistoryEvent,
+        orchestrator: super::model::OrchestratorFn,
+    ) -> Result<bool, Error> {
+        // a fresh live orchestrator, as `rebuild` makes one
+        self.exec = record.execution_id.clone();
+        self.driver_events = 0;
+        self.pending_actions.clear();
+        self.running.clear();
+        self.queued.clear();
+        self.done.clear();
+        self.items_loaded = true;
+        let mut driver = Driver::new(orchestrator, self.id.clone(), record.execution_id.clone());
+        let now = crate::host::now_ms();
+        let events = vec![
+            HistoryEvent::new(now, EventKind::OrchestratorStarted),
+            started.clone(),
+        ];
+        let fed = driver.run(&events);
+        let cap = self.rt.shared.config.max_actions_per_turn as usize;
+        let mut actions = fed.output.actions;
+        let n = fits(actions.iter().map(action_bytes), cap);
+        if actions.len() > n {
+            self.pending_actions = actions.split_off(n).into();
+        }
+        let input = TurnInput {
+            record,
+            partitions: self.rt.leader.partitions().count(),
+            now,
+            events,
+            consumed_upto: None,
+            done_items: Vec::new(),
+            more: !self.pending_actions.is_empty(),
+            actions,
+            custom_status: driver.custom_status().cloned(),
+            terminated: fed.terminated,
+            open_children: driver.open_children().cloned().collect(),
+            locks: driver.open_locks(),
+            suspended: driver.suspended(),
+            new_execution_id: String::new(),
+            fail: None,
+        };
+        self.driver = Some(driver);
+        let applied = self.commit_turn(input).await;
+        match applied {
+            Ok(true) => {
+                // The instance did not exist until this command: what its inbox held before
+                // came with wakes of its own (a delivery wakes its target once committed), which
+                // this task either handled already (a read found no instance, and dropped them,
+                // as before any start) or still has in its mailbox, to read after this turn.
+                self.inbox_dirty = false;
+            }
+            _ => self.reset(),
+        }
+        applied
     }
 
     /// Starts queued work items while this instance has fewer than its share running.
@@ -792,7 +1013,16 @@ fn unknown_orchestrator(rt: &PartitionRt, name: &str) -> FailureDetails {
     )
 }
 
-/// The id of the execution that continues `record` as new, should this turn decide so.
-fn new_execution_id(_record: &InstanceRecord, _now: u64) -> String {
-    super::api::new_id()
+/// Whether `actions` continue the execution as new (the turn then needs the next execution's
+/// id).
+fn continues_as_new(actions: &[Action]) -> bool {
+    actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::CompleteOrchestration {
+                status: RuntimeStatus::ContinuedAsNew,
+                ..
+            }
+        )
+    })
 }

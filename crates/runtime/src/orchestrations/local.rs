@@ -2,6 +2,7 @@
 //! they started here or were forwarded by a peer (`forward.rs`): one `serve` for both.
 
 use super::api::{InstanceFilter, InstanceStatus, Started};
+use super::instance::{InstanceMsg, StartMsg};
 use super::workload::{OrchestrationWorkload, PartitionRt};
 use crate::host::Router;
 use crate::Error;
@@ -178,24 +179,27 @@ impl Local {
     ) -> Result<OrchReply, Error> {
         let id = record.instance_id.clone();
         let execution_id = record.execution_id.clone();
-        let scheduled = record.scheduled_start.is_some();
         let rt = self.part(self.partition_of(&id)).await?;
-        let r = rt
-            .leader
-            .propose(vec![Op::StartInstance {
-                record,
-                started,
+        // the instance's task runs it: with its first turn in the same command when it can
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        rt.deliver(
+            &id,
+            InstanceMsg::Start(Box::new(StartMsg {
+                record: *record,
+                started: *started,
                 policy,
-            }])
-            .await?;
-        match r.first() {
+                reply,
+            })),
+        );
+        let r = answer.await.map_err(|_| {
+            Error::Unavailable(format!(
+                "partition {} is changing leadership; retry",
+                self.partition_of(&id)
+            ))
+        })??;
+        match Some(&r) {
             Some(OpResult::Done) => {
                 super::metrics::OrchestrationMetrics::inc(&rt.shared.metrics.started);
-                if scheduled {
-                    rt.leader.timers_changed();
-                } else {
-                    rt.wake(&id);
-                }
                 Ok(OrchReply::Started(Started {
                     instance_id: id,
                     execution_id,
@@ -279,7 +283,14 @@ impl Local {
             // a dropped waiter (leadership moved) answers what is known now; the caller asks
             // the new leader
             match tokio::time::timeout_at(until, finished).await {
-                Ok(Ok(())) | Err(_) => continue,
+                // the record the finishing turn committed: no read needed
+                Ok(Ok(record)) if !history => {
+                    return Ok(OrchReply::Status(Some(Box::new(InstanceStatus {
+                        record,
+                        history: None,
+                    }))))
+                }
+                Ok(Ok(_)) | Err(_) => continue,
                 Ok(Err(_)) => {
                     return Ok(OrchReply::Status(
                         read_status(&rt, instance.clone(), history)

@@ -4,6 +4,7 @@
 use super::metrics::OrchestrationMetrics;
 use super::model::OrchestrationRegistry;
 use perdure_types::config::OrchestrationsConfig;
+use perdure_types::orchestration::InstanceRecord;
 use perdure_types::InstanceId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,13 +23,13 @@ pub(crate) struct Shared {
 /// Callers waiting for instances to finish (on the node leading their partition).
 #[derive(Default)]
 pub(crate) struct Waiters {
-    map: Mutex<HashMap<InstanceId, Vec<oneshot::Sender<()>>>>,
+    map: Mutex<HashMap<InstanceId, Vec<oneshot::Sender<InstanceRecord>>>>,
 }
 
 impl Waiters {
-    /// A receiver told when `id` finishes (or when this node stops leading it: then it is
-    /// dropped, and the caller looks again).
-    pub fn register(&self, id: &InstanceId) -> oneshot::Receiver<()> {
+    /// A receiver told when `id` finishes, with its record as committed then (or dropped when
+    /// this node stops leading it: then the caller looks again).
+    pub fn register(&self, id: &InstanceId) -> oneshot::Receiver<InstanceRecord> {
         let (tx, rx) = oneshot::channel();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let list = map.entry(id.clone()).or_default();
@@ -37,15 +38,15 @@ impl Waiters {
         rx
     }
 
-    /// `id` finished (or changed execution): wake its waiters.
-    pub fn notify(&self, id: &InstanceId) {
+    /// `id` finished with `record` committed: wake its waiters.
+    pub fn notify(&self, id: &InstanceId, record: &InstanceRecord) {
         let list = self
             .map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         for tx in list.into_iter().flatten() {
-            let _ = tx.send(());
+            let _ = tx.send(record.clone());
         }
     }
 

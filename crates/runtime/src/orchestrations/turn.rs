@@ -225,14 +225,17 @@ fn release_rest(partitions: u32, me: &InstanceId, l: &OpenLock) -> Vec<Op> {
 
 /// Plans the turn. A decision that cannot be taken (too large, malformed), or a history that
 /// would pass its bounds, fails the execution instead, with a failure naming why.
-pub(crate) fn plan(input: TurnInput<'_>, limits: &Limits) -> Planned {
+pub(crate) fn plan(mut input: TurnInput<'_>, limits: &Limits) -> Planned {
     let failure = input.fail.clone().or_else(|| {
         input
             .actions
             .iter()
             .find_map(|a| check_action(a, limits).err())
     });
-    let mut planned = build(&input, failure);
+    // the turn's own events go first into the history: moved, not copied
+    let events = std::mem::take(&mut input.events);
+    let taken = events.len();
+    let mut planned = build(&input, events, failure);
     let events = planned.record.history_events + planned.appended;
     let bytes = planned.record.history_bytes + planned.appended_bytes;
     let over = if events > limits.max_history_events {
@@ -251,18 +254,31 @@ pub(crate) fn plan(input: TurnInput<'_>, limits: &Limits) -> Planned {
         None
     };
     if let (Some(why), false) = (over, planned.record.status.is_terminal()) {
-        planned = build(&input, Some(FailureDetails::new("HistoryTooLarge", why)));
+        // the same turn's own events (the first ones the plan appended), failing instead
+        let mut events = match planned.ops.first_mut() {
+            Some(Op::CompleteTurn(t)) => std::mem::take(&mut t.events),
+            _ => Vec::new(),
+        };
+        events.truncate(taken);
+        planned = build(
+            &input,
+            events,
+            Some(FailureDetails::new("HistoryTooLarge", why)),
+        );
     }
     planned
 }
 
-fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
+fn build(
+    input: &TurnInput<'_>,
+    mut events: Vec<HistoryEvent>,
+    failure: Option<FailureDetails>,
+) -> Planned {
     let r = input.record;
     let partitions = input.partitions;
     let me = r.instance_id.clone();
     let exec = r.execution_id.clone();
     let now = input.now;
-    let mut events = input.events.clone();
     let mut ops: Vec<Op> = Vec::new();
     let mut work_items = Vec::new();
     let mut timers = Vec::new();
@@ -663,7 +679,7 @@ fn build(input: &TurnInput<'_>, failure: Option<FailureDetails>) -> Planned {
     }
 
     let appended = events.len() as u64;
-    let appended_bytes = events.iter().map(|e| e.encode().len() as u64).sum();
+    let appended_bytes = events.iter().map(|e| e.encoded_len() as u64).sum();
     let sent = ops.iter().any(|o| matches!(o, Op::Send { .. }));
     let timers_scheduled =
         !timers.is_empty() || ops.iter().any(|o| matches!(o, Op::ScheduleTimer { .. }));

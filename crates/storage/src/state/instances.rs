@@ -183,13 +183,17 @@ struct Fence {
 impl Fence {
     /// The instance as the batch holds it.
     fn load(txn: &Txn<'_>, id: &InstanceId) -> Result<Self> {
-        let r = read_record(txn, id)?;
-        Ok(Self {
-            history_events: r.as_ref().map_or(0, |r| r.history_events),
-            current: r.map(|r| (r.execution_id, r.turns)),
+        Ok(Self::of(read_record(txn, id)?.as_ref()))
+    }
+
+    /// The instance whose record is `r`.
+    fn of(r: Option<&InstanceRecord>) -> Self {
+        Self {
+            history_events: r.map_or(0, |r| r.history_events),
+            current: r.map(|r| (r.execution_id.clone(), r.turns)),
             work: HashMap::new(),
             work_dropped: false,
-        })
+        }
     }
 
     fn has_work(&self, txn: &Txn<'_>, id: &InstanceId, task: TaskId) -> Result<bool> {
@@ -301,12 +305,12 @@ pub(super) fn turns_fit(txn: &Txn<'_>, ops: &[Op]) -> Result<bool> {
 /// [`turns_fit`] that its fence holds; should it not, nothing is written and it answers
 /// `Skipped`.
 pub(super) fn complete_turn(txn: &mut Txn<'_>, turn: &Turn) -> Result<OpResult> {
-    if !Fence::load(txn, &turn.instance)?.holds(txn, turn)? {
+    let id = &turn.instance;
+    let old = read_record(txn, id)?;
+    if !Fence::of(old.as_ref()).holds(txn, turn)? {
         return Ok(OpResult::Skipped);
     }
-    let id = &turn.instance;
     let target = Target::Instance(id.clone());
-    let old = read_record(txn, id)?;
     let mut rec = turn.record.clone();
     rec.instance_id = id.clone();
     rec.execution_id = turn.execution_id.clone();

@@ -84,6 +84,12 @@ impl HistoryEvent {
         crate::codec::encode(self).expect("a history event always encodes")
     }
 
+    /// The length of [`HistoryEvent::encode`]'s bytes, counted without encoding (what the
+    /// history's byte count adds).
+    pub fn encoded_len(&self) -> usize {
+        crate::codec::encoded_len(self).expect("a history event always encodes")
+    }
+
     /// Decodes bytes written by [`HistoryEvent::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::codec::Error> {
         crate::codec::decode(bytes)
@@ -352,5 +358,38 @@ mod tests {
         );
         assert_eq!(HistoryEvent::decode(&e.encode()).unwrap(), e);
         assert_eq!(e.kind_name(), "TaskScheduled");
+    }
+
+    #[test]
+    fn the_encoded_length_is_counted_without_encoding() {
+        let big = "x".repeat(70_000);
+        let events = [
+            HistoryEvent::new(0, EventKind::OrchestratorStarted),
+            HistoryEvent::new(
+                u64::MAX,
+                EventKind::TaskCompleted {
+                    scheduled_id: 7,
+                    result: Some(big.clone()),
+                },
+            ),
+            HistoryEvent::scheduled(
+                1_000_000,
+                1_700_000_000_000,
+                EventKind::TaskScheduled {
+                    name: "SayHello".into(),
+                    input: None,
+                },
+            ),
+            HistoryEvent::new(
+                5,
+                EventKind::TaskFailed {
+                    scheduled_id: -1,
+                    failure: FailureDetails::new("E", big),
+                },
+            ),
+        ];
+        for e in &events {
+            assert_eq!(e.encoded_len(), e.encode().len(), "{}", e.kind_name());
+        }
     }
 }

@@ -130,7 +130,7 @@ impl Executor {
                 break;
             }
             if counts_when_applied(&event.kind) {
-                self.shared().lock().count(event.encode().len());
+                self.shared().lock().count(event.encoded_len());
             }
             if self.step(event) {
                 self.poll();
