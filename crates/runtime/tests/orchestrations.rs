@@ -7,7 +7,7 @@ mod common;
 use common::{config, Node};
 use perdure_runtime::orchestrations::model::{OrchestrationContext, OrchestrationError};
 use perdure_runtime::orchestrations::{samples, InstanceFilter, Query, StartRequest};
-use perdure_runtime::{OrchestrationRegistry, Registries, Registry};
+use perdure_runtime::{Error, OrchestrationRegistry, Registries, Registry};
 use perdure_types::config::{NodeConfig, OrchestrationsConfig};
 use perdure_types::orchestration::{EventKind, ReusePolicy, RuntimeStatus};
 use serde_json::{json, Value};
@@ -538,7 +538,7 @@ fn commands(node: &Node) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_and_its_first_turn_are_one_command_and_a_known_id_goes_by_its_reuse_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&config(dir.path())).await;
+    let node = start_node(&config(dir.path())).await;
     let o = node.runtime.orchestrations();
     // the leaderships' own first commands (retention) are done by now
     tokio::time::sleep(Duration::from_millis(200)).await;
