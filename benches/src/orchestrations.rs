@@ -342,6 +342,9 @@ pub struct FanoutResult {
     pub history_bytes: u64,
     /// Node CPU seconds the run took.
     pub node_cpu_seconds: f64,
+    /// Raft log entries the node held in memory at the end (`perdure_raft_log_node_bytes`,
+    /// weighed as the log weighs them), bytes.
+    pub raft_log_bytes: f64,
 }
 
 /// Runs FanOutFanIn(`n`) on a running node `url` (process `pid`): time, memory, history.
@@ -387,6 +390,12 @@ pub async fn wide_fan_out(
         );
     }
     let (rss_after, peak_rss) = rss(pid).context("the node's /proc status")?;
+    let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    let raft_log_bytes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("perdure_raft_log_node_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN);
     Ok(FanoutResult {
         n,
         max_actions_per_turn,
@@ -398,6 +407,7 @@ pub async fn wide_fan_out(
         history_events: status.history_event_count,
         history_bytes: status.history_size_bytes,
         node_cpu_seconds: crate::load::cpu_seconds(&stat) - cpu0,
+        raft_log_bytes,
     })
 }
 
@@ -458,7 +468,7 @@ pub async fn fanout_command(args: FanoutArgs) -> anyhow::Result<()> {
     let _ = node.stop(Duration::from_secs(10));
     let r = r?;
     println!(
-        "FanOutFanIn({}): {:.1} s ({:.0} activities/s), node peak RSS {} MiB (before {} MiB, after {} MiB), history {} events / {} MiB, node CPU {:.1} s",
+        "FanOutFanIn({}): {:.1} s ({:.0} activities/s), node peak RSS {} MiB (before {} MiB, after {} MiB), history {} events / {:.1} MiB, Raft log held {:.1} MiB, node CPU {:.1} s",
         r.n,
         r.seconds,
         r.activities_per_sec,
@@ -466,7 +476,8 @@ pub async fn fanout_command(args: FanoutArgs) -> anyhow::Result<()> {
         r.rss_before >> 20,
         r.rss_after >> 20,
         r.history_events,
-        r.history_bytes >> 20,
+        r.history_bytes as f64 / 1048576.0,
+        r.raft_log_bytes / 1048576.0,
         r.node_cpu_seconds
     );
     if let Some(p) = &args.json {

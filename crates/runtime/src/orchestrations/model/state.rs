@@ -166,7 +166,7 @@ impl State {
     ) -> TaskId {
         let id = self.next_task_id();
         let action = make(id);
-        self.count(perdure_types::codec::encode(&action).map_or(0, |b| b.len()));
+        self.count(perdure_types::codec::encoded_len(&action).unwrap_or(0));
         let order = self.next_order;
         self.next_order += 1;
         self.decisions.push(Decision {
