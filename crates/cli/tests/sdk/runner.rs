@@ -51,16 +51,22 @@ pub fn start_node() -> GrpcNode {
         let mut server = Server::start_with_env(&[("PERDURE_GRPC__ADDR", grpc_addr.as_str())]);
         let sock: SocketAddr = grpc_addr.parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline && server.running() {
+        while server.running() {
             if TcpStream::connect_timeout(&sock, Duration::from_millis(500)).is_ok() {
                 return GrpcNode { server, grpc_addr };
             }
+            assert!(
+                Instant::now() < deadline,
+                "the node runs but its gRPC listener ({grpc_addr}) never accepted connections \
+                 within 30 s; its log:\n{}",
+                server.stderr()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
+        // the node exited: the port may have been taken meanwhile, try another
         last = server.stderr();
-        // the port may have been taken meanwhile: try another
     }
-    panic!("the node's gRPC listener never accepted connections; its log:\n{last}");
+    panic!("the node exited at start three times; its last log:\n{last}");
 }
 
 /// Runs `cmd` (from the repository root, with `PERDURE_GRPC_ADDR` set) to the end, prints its
