@@ -310,3 +310,26 @@ def test_delayed_signal_from_orchestration(dt_worker, dt_client, uid):
     state = _completed(dt_client, iid)
     assert state.get_output() == "signalled"
     assert _assert_delayed(dt_client, entities.EntityInstanceId("counter", key), t0) >= 1.5
+
+
+def test_query_entities(dt_worker, dt_client, uid):
+    dt_worker.add_entity(counter)
+    dt_worker.start()
+
+    prefix = uid("q")
+    ids = [entities.EntityInstanceId("counter", f"{prefix}-{i}") for i in range(3)]
+    for n, eid in enumerate(ids):
+        dt_client.signal_entity(eid, "add", n + 1)
+    for n, eid in enumerate(ids):
+        _state_of(dt_client, eid, until=lambda s, n=n: s == n + 1)
+
+    found = dt_client.get_all_entities(client.EntityQuery(
+        instance_id_starts_with=f"@counter@{prefix}", include_state=True, page_size=2))
+    assert sorted(str(e.id) for e in found) == sorted(str(e) for e in ids)
+    assert sorted(_value(e) for e in found) == [1, 2, 3]
+    assert dt_client.get_all_entities(client.EntityQuery(
+        instance_id_starts_with=f"@counter@{prefix}-nothing")) == []
+    result = dt_client.clean_entity_storage()
+    assert result.empty_entities_removed >= 0 and result.orphaned_locks_released >= 0
+    # clean-up keeps entities that have state
+    assert _value(dt_client.get_entity(ids[0], include_state=True)) == 1

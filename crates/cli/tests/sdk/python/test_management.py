@@ -129,13 +129,6 @@ def test_terminate_suspended_instance(dt_worker, dt_client, uid):
     assert state.get_output() == "bye"
 
 
-def test_raise_event_to_unknown_instance_is_not_found(dt_client, uid):
-    with pytest.raises(grpc.RpcError) as err:
-        dt_client.raise_orchestration_event(uid("missing"), "go", data=1)
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert dt_client.get_orchestration_state(uid("missing")) is None
-
-
 # --- purge ----------------------------------------------------------------------------------
 
 def test_purge_one(dt_worker, dt_client, uid):
@@ -404,3 +397,44 @@ def test_work_item_filters(make_worker, dt_client, uid):
     state = _completed(dt_client, orphan)
     assert state.runtime_status == OrchestrationStatus.COMPLETED, state.failure_details
     assert state.get_output() == "taken by the second worker"
+
+
+def test_list_instance_ids_paging(dt_worker, dt_client, uid):
+    dt_worker.add_orchestrator(say_hello)
+    dt_worker.add_activity(hello)
+    dt_worker.start()
+
+    since = datetime.now(timezone.utc) - timedelta(milliseconds=500)
+    ids = []
+    for i in range(3):
+        iid = dt_client.schedule_new_orchestration(say_hello, input=str(i), instance_id=uid(f"l{i}"))
+        _completed(dt_client, iid)
+        ids.append(iid)
+
+    # terminal instances completed since `since` (this test's: the suite runs one test at a
+    # time), 2 a page; the token names the last id of its page
+    first = dt_client.list_instance_ids(completed_time_from=since, page_size=2,
+                                        runtime_status=[OrchestrationStatus.COMPLETED])
+    assert len(first.items) == 2, first
+    assert first.continuation_token and first.items[-1] in first.continuation_token
+    second = dt_client.list_instance_ids(completed_time_from=since, page_size=2,
+                                         runtime_status=[OrchestrationStatus.COMPLETED],
+                                         continuation_token=first.continuation_token)
+    assert first.items + second.items == ids  # ordered by completion time
+    assert not second.continuation_token
+
+
+def test_unknown_instance_answers(dt_client, uid):
+    missing = uid("missing")
+    assert dt_client.get_orchestration_state(missing) is None
+    with pytest.raises(grpc.RpcError) as err:
+        dt_client.raise_orchestration_event(missing, "go", data=1)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        dt_client.get_orchestration_history(missing)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        dt_client.suspend_orchestration(missing)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    dt_client.terminate_orchestration(missing)  # a no-op
+    assert dt_client.purge_orchestration(missing).deleted_instance_count == 0
