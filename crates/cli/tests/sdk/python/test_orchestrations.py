@@ -304,7 +304,7 @@ def test_durable_timer(dt_worker, dt_client, uid):
     fired = _events(dt_client, iid, history.TimerFiredEvent)
     assert len(created) == 1 and len(fired) == 1
     assert fired[0].timer_id == created[0].event_id
-    assert fired[0].fire_at == created[0].fire_at
+    assert abs((fired[0].fire_at - created[0].fire_at).total_seconds()) < 0.001
 
 
 def approval(ctx: task.OrchestrationContext, _):
