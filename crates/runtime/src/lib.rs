@@ -86,6 +86,7 @@ impl Runtime {
             registries.orchestrations,
             orchestrations,
             partitions.count(),
+            partitions.node_id(),
         ));
         let host = Host::builder(partitions)
             .workload(workload.clone())
