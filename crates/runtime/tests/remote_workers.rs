@@ -7,11 +7,11 @@ mod common;
 use common::Node;
 use perdure_runtime::entities::Registry;
 use perdure_runtime::orchestrations::model::OrchestrationRegistry;
-use perdure_runtime::orchestrations::remote::{
+use perdure_runtime::orchestrations::{Orchestrations, StartRequest};
+use perdure_runtime::remote::{
     Dispatched, NameFilter, Outcome, RemoteConfig, RemoteWork, WorkFilter, WorkerSession,
     WorkerSpec,
 };
-use perdure_runtime::orchestrations::{Orchestrations, StartRequest};
 use perdure_runtime::{Error, Registries};
 use perdure_types::config::OrchestrationsConfig;
 use perdure_types::orchestration::{
@@ -287,7 +287,7 @@ async fn filters_pick_the_worker_and_a_terminate_does_not_wait_for_one() {
     start(o, "Chain", "r-3", json!(1)).await;
     start(o, "Other", "r-4", json!(1)).await;
     let d = next(&mut other).await;
-    assert_eq!(d.work.instance_id().as_str(), "r-4");
+    assert_eq!(d.work.subject(), "r-4");
     // Chain is not for this worker: it stays pending
     assert!(
         tokio::time::timeout(Duration::from_millis(500), other.next())
@@ -329,5 +329,152 @@ async fn filters_pick_the_worker_and_a_terminate_does_not_wait_for_one() {
         "nothing was dispatched"
     );
     drop((w, other));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_without_a_rust_type_run_on_workers_one_batch_at_a_time() {
+    use perdure_runtime::entities::SignalRequest;
+    use perdure_runtime::remote::{EntityAction, EntityBatchOutcome};
+    use perdure_types::EntityId;
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), Duration::from_secs(60)).await;
+    let (o, e) = (node.runtime.orchestrations(), node.runtime.entities());
+    let tally = EntityId::new("tally", "a").unwrap();
+    // a signal is acknowledged once durable, before any worker runs it
+    for n in [2, 3] {
+        e.signal(SignalRequest {
+            entity: tally.clone(),
+            operation: "add".into(),
+            input: Some(json!(n)),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(e.get(&tally).await.unwrap(), None);
+    // a worker gets the operations as batches (one at a time: the next comes only after the
+    // previous one's outcome committed), with the state each time
+    let mut w = o.connect_worker(spec(None)).unwrap();
+    let mut state: Option<i64> = None;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let d = next(&mut w).await;
+        let RemoteWork::Entity(batch) = &d.work else {
+            panic!("{d:?}")
+        };
+        assert_eq!(batch.entity, tally);
+        assert_eq!(
+            batch.state.as_deref().map(|s| s.parse::<i64>().unwrap()),
+            state
+        );
+        let mut results = Vec::new();
+        for op in &batch.operations {
+            assert_eq!(op.operation, "add");
+            let n: i64 = op.input.as_deref().unwrap().parse().unwrap();
+            seen.push(n);
+            state = Some(state.unwrap_or(0) + n);
+            results.push(Ok(None));
+        }
+        // the last batch also signals another worker-served entity
+        let actions = if seen.len() == 2 {
+            vec![EntityAction::Signal {
+                target: "@audit@a".into(),
+                operation: "note".into(),
+                input: Some("\"done\"".into()),
+                scheduled_time: None,
+            }]
+        } else {
+            vec![]
+        };
+        o.complete_work(
+            &d.token,
+            Outcome::Entity(EntityBatchOutcome {
+                results,
+                state: state.map(|s| s.to_string()),
+                actions,
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(seen, [2, 3]);
+    // a completion is answered before its batch commits: the state shows once it did
+    let t = std::time::Instant::now();
+    while e.get(&tally).await.unwrap() != Some(json!(5)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the batch never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // the action reached the other entity
+    let d = next(&mut w).await;
+    let RemoteWork::Entity(batch) = &d.work else {
+        panic!("{d:?}")
+    };
+    assert_eq!(batch.entity.canonical(), "@audit@a");
+    assert_eq!(batch.operations[0].input.as_deref(), Some("\"done\""));
+    o.complete_work(
+        &d.token,
+        Outcome::Entity(EntityBatchOutcome {
+            results: vec![Ok(None)],
+            state: None,
+            actions: vec![],
+        }),
+    )
+    .await
+    .unwrap();
+    // a call is answered with the worker's result or failure
+    let calls = tokio::spawn({
+        let rt = node.runtime.entities().clone();
+        let tally = tally.clone();
+        async move {
+            let ok = rt.call(tally.clone(), "get", None).await;
+            let bad = rt.call(tally, "explode", None).await;
+            (ok, bad)
+        }
+    });
+    for answer in [
+        Ok(Some("5".to_string())),
+        Err(FailureDetails::new("ValueError", "no such operation")),
+    ] {
+        let d = next(&mut w).await;
+        o.complete_work(
+            &d.token,
+            Outcome::Entity(EntityBatchOutcome {
+                results: vec![answer],
+                state: Some("5".into()),
+                actions: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let (ok, bad) = calls.await.unwrap();
+    assert_eq!(ok.unwrap(), json!(5));
+    let bad = bad.unwrap_err().to_string();
+    assert!(bad.contains("no such operation"), "{bad}");
+    // a worker that answers nonsense (a state that is not JSON) fails the batch's operations
+    // and changes nothing
+    let calls = tokio::spawn({
+        let rt = node.runtime.entities().clone();
+        let tally = tally.clone();
+        async move { rt.call(tally, "add", Some(json!(1))).await }
+    });
+    let d = next(&mut w).await;
+    o.complete_work(
+        &d.token,
+        Outcome::Entity(EntityBatchOutcome {
+            results: vec![Ok(None)],
+            state: Some("{not json".into()),
+            actions: vec![],
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(calls.await.unwrap().is_err());
+    assert_eq!(e.get(&tally).await.unwrap(), Some(json!(5)));
+    drop(w);
     node.stop().await;
 }

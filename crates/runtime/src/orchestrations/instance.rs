@@ -499,7 +499,7 @@ impl Instance {
                         ),
                     ));
                 } else {
-                    let work = super::remote::OrchestratorWork {
+                    let work = crate::remote::OrchestratorWork {
                         instance_id: self.id.clone(),
                         execution_id: record.execution_id.clone(),
                         name: record.name.clone(),
@@ -507,12 +507,16 @@ impl Instance {
                         past: driver.history().to_vec(),
                         new: new.clone(),
                     };
-                    match shared.remote.turn(work).await {
-                        Ok(out) => {
+                    match shared
+                        .remote
+                        .ask(crate::remote::RemoteWork::Orchestrator(work))
+                        .await
+                    {
+                        Ok(crate::remote::Outcome::Orchestrator(out)) => {
                             driver.answered(out.custom_status.clone());
                             fed.output = out;
                         }
-                        Err(_) => {
+                        _ => {
                             // withdrawn (a terminate arrived) or the node stops: nothing was
                             // committed; start over from what is committed
                             self.done.extend(results);
@@ -815,16 +819,16 @@ impl Instance {
             let task_id = item.task_id;
             if self.rt.shared.remote_activity(&item.name) {
                 // no Rust activity of that name: a remote worker runs it
-                self.rt.shared.remote.activity(
-                    &self.rt,
-                    super::remote::ActivityWork {
+                self.rt.shared.remote.submit(
+                    crate::remote::RemoteWork::Activity(crate::remote::ActivityWork {
                         instance_id: self.id.clone(),
                         execution_id: self.exec.clone(),
                         name: item.name,
                         version: None,
                         input: item.input,
                         task_id,
-                    },
+                    }),
+                    Box::new(activities::RemoteAnswer(Arc::downgrade(&self.rt))),
                 );
                 self.running.insert(task_id);
                 continue;

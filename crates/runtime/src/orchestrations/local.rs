@@ -3,10 +3,10 @@
 
 use super::api::{InstanceFilter, InstanceStatus, Started};
 use super::instance::{InstanceMsg, StartMsg};
-use super::remote::session::Queues;
-use super::remote::{Dispatched, Outcome, SessionKey, WorkFilter};
 use super::workload::{OrchestrationWorkload, PartitionRt};
 use crate::host::Router;
+use crate::remote::session::Queues;
+use crate::remote::{Dispatched, Outcome, SessionKey, WorkFilter};
 use crate::Error;
 use futures::future::BoxFuture;
 use perdure_cluster::transport::{Kind, Rpc};

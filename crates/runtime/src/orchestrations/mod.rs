@@ -22,7 +22,6 @@ mod instance;
 mod local;
 pub mod metrics;
 pub mod model;
-pub mod remote;
 mod rewind;
 pub mod samples;
 mod shared;
@@ -53,7 +52,7 @@ pub struct Orchestrations {
     local: Arc<Local>,
     deadline: Duration,
     /// Remote workers connected to this node.
-    workers: Arc<remote::session::Workers>,
+    workers: Arc<crate::remote::session::Workers>,
 }
 
 impl std::fmt::Debug for Orchestrations {
@@ -76,7 +75,7 @@ impl Orchestrations {
     ) -> Result<Self, Error> {
         let local = Arc::new(Local { router, workload });
         local::register(&local)?;
-        let workers = Arc::new(remote::session::Workers::new(
+        let workers = Arc::new(crate::remote::session::Workers::new(
             local.router.partitions().node_id(),
             Arc::new(local::ClusterQueues(local.clone())),
             local.workload.shared.remote.stats.clone(),
@@ -90,7 +89,7 @@ impl Orchestrations {
 
     /// Serves remote workers from now on: orchestrators and activities with no Rust function
     /// on the node run on them (`remote/`). Call before the partitions serve.
-    pub fn serve_remote_workers(&self, config: remote::RemoteConfig) {
+    pub fn serve_remote_workers(&self, config: crate::remote::RemoteConfig) {
         self.local.workload.shared.remote.enable(config);
     }
 
@@ -101,7 +100,10 @@ impl Orchestrations {
 
     /// Opens the session of a worker connected to this node: work from every node of the
     /// cluster arrives on it; dropping it gives back what it holds.
-    pub fn connect_worker(&self, spec: remote::WorkerSpec) -> Result<remote::WorkerSession, Error> {
+    pub fn connect_worker(
+        &self,
+        spec: crate::remote::WorkerSpec,
+    ) -> Result<crate::remote::WorkerSession, Error> {
         if !self.serves_remote_workers() {
             return Err(Error::Unavailable(
                 "this node does not serve remote workers (grpc.enabled = false)".into(),
@@ -111,8 +113,12 @@ impl Orchestrations {
     }
 
     /// A worker's answer to the work item of `token` (issued by any node).
-    pub async fn complete_work(&self, token: &str, outcome: remote::Outcome) -> Result<(), Error> {
-        if let remote::Outcome::Orchestrator(out) = &outcome {
+    pub async fn complete_work(
+        &self,
+        token: &str,
+        outcome: crate::remote::Outcome,
+    ) -> Result<(), Error> {
+        if let crate::remote::Outcome::Orchestrator(out) = &outcome {
             self.check_payload("the custom status", out.custom_status.as_ref())?;
         }
         self.workers.complete(token, outcome).await
@@ -124,17 +130,17 @@ impl Orchestrations {
     }
 
     /// The workers connected to this node.
-    pub fn workers(&self) -> Vec<remote::WorkerInfo> {
+    pub fn workers(&self) -> Vec<crate::remote::WorkerInfo> {
         self.workers.list()
     }
 
     /// Counters of the remote work this node issued.
-    pub fn remote_stats(&self) -> &Arc<remote::RemoteStats> {
+    pub fn remote_stats(&self) -> &Arc<crate::remote::RemoteStats> {
         &self.local.workload.shared.remote.stats
     }
 
-    /// Remote work waiting for a worker on this node (orchestrator turns, activities).
-    pub fn remote_pending(&self) -> (usize, usize) {
+    /// Remote work waiting for a worker on this node, by kind (`WorkKind::ALL`'s order).
+    pub fn remote_pending(&self) -> [usize; 3] {
         self.local.workload.shared.remote.pending()
     }
 

@@ -3,7 +3,7 @@
 
 use super::metrics::OrchestrationMetrics;
 use super::model::OrchestrationRegistry;
-use super::remote::queue::WorkQueue;
+use crate::remote::queue::WorkQueue;
 use perdure_types::config::OrchestrationsConfig;
 use perdure_types::orchestration::InstanceRecord;
 use perdure_types::InstanceId;

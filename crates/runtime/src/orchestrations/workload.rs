@@ -147,7 +147,7 @@ impl OrchestrationWorkload {
         registry: super::model::OrchestrationRegistry,
         config: perdure_types::config::OrchestrationsConfig,
         partitions: u32,
-        node: perdure_types::NodeId,
+        remote: Arc<crate::remote::queue::WorkQueue>,
     ) -> Self {
         let shared = Arc::new(Shared {
             activity_slots: Arc::new(tokio::sync::Semaphore::new(
@@ -157,7 +157,7 @@ impl OrchestrationWorkload {
             config,
             waiters: Default::default(),
             metrics: Default::default(),
-            remote: Arc::new(super::remote::queue::WorkQueue::new(node)),
+            remote,
         });
         Self {
             shared,

@@ -1,45 +1,54 @@
 //! The remote work this node issues, for the partitions it leads: work waiting for a worker,
-//! and leases of work handed out. One per node (`Shared::remote`).
+//! and leases of work handed out. One per node; the workloads queue work with an [`Answer`]
+//! saying where the worker's outcome goes.
 
 use super::{
-    ActivityWork, Dispatched, OrchestratorWork, Outcome, RemoteConfig, RemoteStats, RemoteWork,
-    SessionKey, Token, WorkEvent, WorkFilter, WorkKind,
+    Dispatched, Outcome, RemoteConfig, RemoteStats, RemoteWork, SessionKey, Token, WorkEvent,
+    WorkFilter, WorkKind,
 };
-use crate::orchestrations::instance::InstanceMsg;
-use crate::orchestrations::workload::PartitionRt;
 use crate::Error;
-use perdure_types::orchestration::{EventKind, FailureDetails, HistoryEvent, TurnOutput};
 use perdure_types::NodeId;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 
 /// A session not heard from for this long has lost its leases (its node went away).
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(20);
 
-/// Where a job's answer goes.
-enum Reply {
-    /// The instance task waiting for the turn.
-    Turn(oneshot::Sender<TurnOutput>),
-    /// The partition runtime of the instance that scheduled the activity.
-    Activity(Weak<PartitionRt>),
+/// Where a job's outcome goes (implemented by the workloads).
+pub(crate) trait Answer: Send + 'static {
+    /// Nobody waits for the outcome any more (the instance task or actor is gone, the
+    /// leadership ended): the job is dropped instead of dispatched.
+    fn orphaned(&self) -> bool;
+    /// The worker's outcome for `work` (of the work's kind).
+    fn answer(self: Box<Self>, work: RemoteWork, outcome: Outcome);
+}
+
+/// An outcome awaited on a channel (a turn, an entity batch).
+struct OneShot(oneshot::Sender<Outcome>);
+
+impl Answer for OneShot {
+    fn orphaned(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    fn answer(self: Box<Self>, _work: RemoteWork, outcome: Outcome) {
+        // the waiter may have moved on (a leader change): its fence refuses then
+        let _ = self.0.send(outcome);
+    }
 }
 
 struct Job {
     work: RemoteWork,
-    reply: Reply,
+    reply: Box<dyn Answer>,
     /// Handed out before (the next dispatch is a re-dispatch).
     handed: bool,
 }
 
 impl Job {
-    /// Whether nobody waits for it any more (the instance task is gone, the leadership ended).
     fn orphaned(&self) -> bool {
-        match &self.reply {
-            Reply::Turn(tx) => tx.is_closed(),
-            Reply::Activity(rt) => rt.upgrade().is_none_or(|rt| !rt.is_alive()),
-        }
+        self.reply.orphaned()
     }
 }
 
@@ -60,16 +69,25 @@ struct Inner {
 }
 
 /// The node's queue of remote work and its leases.
-pub(crate) struct WorkQueue {
+pub struct WorkQueue {
     me: NodeId,
     config: OnceLock<RemoteConfig>,
     inner: Mutex<Inner>,
     /// Work was queued (or given back).
     queued: Notify,
-    pub stats: Arc<RemoteStats>,
+    pub(crate) stats: Arc<RemoteStats>,
+}
+
+impl std::fmt::Debug for WorkQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkQueue")
+            .field("node", &self.me)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkQueue {
+    /// The queue of node `me`.
     pub fn new(me: NodeId) -> Self {
         Self {
             me,
@@ -81,12 +99,12 @@ impl WorkQueue {
     }
 
     /// Remote workers are served from now on (names without a Rust function go to them).
-    pub fn enable(&self, config: RemoteConfig) {
+    pub(crate) fn enable(&self, config: RemoteConfig) {
         let _ = self.config.set(config);
     }
 
     /// The settings, when remote workers are served.
-    pub fn config(&self) -> Option<&RemoteConfig> {
+    pub(crate) fn config(&self) -> Option<&RemoteConfig> {
         self.config.get()
     }
 
@@ -99,42 +117,36 @@ impl WorkQueue {
         self.queued.notify_waiters();
     }
 
-    /// Queues a turn of an orchestrator; the receiver gets the worker's decisions.
-    pub fn turn(&self, work: OrchestratorWork) -> oneshot::Receiver<TurnOutput> {
-        let (tx, rx) = oneshot::channel();
+    /// Queues `work`; the outcome goes to `answer`.
+    pub(crate) fn submit(&self, work: RemoteWork, answer: Box<dyn Answer>) {
         self.push(Job {
-            work: RemoteWork::Orchestrator(work),
-            reply: Reply::Turn(tx),
+            work,
+            reply: answer,
             handed: false,
         });
+    }
+
+    /// Queues `work`; the receiver gets the outcome (closed when the work is withdrawn).
+    pub(crate) fn ask(&self, work: RemoteWork) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(work, Box::new(OneShot(tx)));
         rx
     }
 
-    /// Queues an activity of an instance of `rt`; its result goes to the instance as
-    /// [`InstanceMsg::ActivityDone`].
-    pub fn activity(&self, rt: &Arc<PartitionRt>, work: ActivityWork) {
-        self.push(Job {
-            work: RemoteWork::Activity(work),
-            reply: Reply::Activity(Arc::downgrade(rt)),
-            handed: false,
-        });
-    }
-
-    /// Work waiting for a worker, by kind.
-    pub fn pending(&self) -> (usize, usize) {
+    /// Work waiting for a worker, by kind (in [`WorkKind::ALL`]'s order).
+    pub(crate) fn pending(&self) -> [usize; 3] {
         let inner = self.lock();
-        let o = inner
-            .pending
-            .iter()
-            .filter(|j| j.work.kind() == WorkKind::Orchestrator)
-            .count();
-        (o, inner.pending.len() - o)
+        let mut n = [0; 3];
+        for j in &inner.pending {
+            n[j.work.kind() as usize] += 1;
+        }
+        n
     }
 
     /// Up to `max_orchestrators` turns and `max_activities` activities that `filter` passes,
     /// leased to `session`; waits up to `wait` for some when there are none. A call (even for
     /// nothing) tells the queue the session is alive.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         session: SessionKey,
         max_orchestrators: u32,
@@ -169,7 +181,7 @@ impl WorkQueue {
         let mut inner = self.lock();
         inner.sessions.insert(session, now);
         self.expire(&mut inner, now);
-        let (mut o, mut a) = (max_orchestrators, max_activities);
+        let (mut o, mut a, mut e) = (max_orchestrators, max_activities, max_orchestrators);
         let mut out = Vec::new();
         let mut kept = VecDeque::with_capacity(inner.pending.len());
         while let Some(job) = inner.pending.pop_front() {
@@ -179,6 +191,9 @@ impl WorkQueue {
             let room = match job.work.kind() {
                 WorkKind::Orchestrator => &mut o,
                 WorkKind::Activity => &mut a,
+                // entity batches count against the orchestrator limit (the SDK's third limit
+                // is never sent)
+                WorkKind::Entity => &mut e,
             };
             if *room == 0 || filter.is_some_and(|f| !f.accepts(&job.work)) {
                 kept.push_back(job);
@@ -213,7 +228,7 @@ impl WorkQueue {
                     until: now + lease_for,
                 },
             );
-            if o == 0 && a == 0 {
+            if o == 0 && a == 0 && e == 0 {
                 break;
             }
         }
@@ -235,7 +250,7 @@ impl WorkQueue {
             .collect();
         for n in gone {
             if let Some(l) = inner.leases.remove(&n) {
-                tracing::info!(instance = %l.job.work.instance_id(), kind = l.job.work.kind().label(), "a worker's lease ended without a completion: the work is dispatched again");
+                tracing::info!(subject = %l.job.work.subject(), kind = l.job.work.kind().label(), "a worker's lease ended without a completion: the work is dispatched again");
                 inner.pending.push_front(Job {
                     handed: true,
                     ..l.job
@@ -256,7 +271,7 @@ impl WorkQueue {
     }
 
     /// Completes the work leased under `token` with `outcome`.
-    pub fn complete(&self, token: &str, outcome: Outcome) -> Result<(), Error> {
+    pub(crate) fn complete(&self, token: &str, outcome: Outcome) -> Result<(), Error> {
         let lease = self.lease(token)?;
         let kind = lease.job.work.kind();
         if kind != outcome.kind() {
@@ -272,31 +287,12 @@ impl WorkQueue {
             return Err(Error::BadRequest(why));
         }
         self.stats.inc(kind, WorkEvent::Completed);
-        match (lease.job.reply, lease.job.work, outcome) {
-            (Reply::Turn(tx), _, Outcome::Orchestrator(out)) => {
-                // the instance may have moved on (a leader change): its fence refuses then
-                let _ = tx.send(out);
-            }
-            (Reply::Activity(rt), RemoteWork::Activity(w), Outcome::Activity(result)) => {
-                if let Some(rt) = rt.upgrade() {
-                    let event = activity_event(&rt, &w, result);
-                    rt.deliver(
-                        &w.instance_id,
-                        InstanceMsg::ActivityDone {
-                            execution_id: w.execution_id,
-                            task_id: w.task_id,
-                            event: Box::new(event),
-                        },
-                    );
-                }
-            }
-            _ => unreachable!("kinds checked above"),
-        }
+        lease.job.reply.answer(lease.job.work, outcome);
         Ok(())
     }
 
     /// Gives the work leased under `token` back: it is dispatched again at once.
-    pub fn abandon(&self, token: &str) -> Result<(), Error> {
+    pub(crate) fn abandon(&self, token: &str) -> Result<(), Error> {
         let lease = self.lease(token)?;
         self.stats.inc(lease.job.work.kind(), WorkEvent::Abandoned);
         self.lock().pending.push_front(Job {
@@ -310,61 +306,31 @@ impl WorkQueue {
     /// Withdraws the turns of `instance` waiting for a worker or held by one (a terminate
     /// arrived: the instance task, told so by its turn's receiver closing, starts over and
     /// ends the execution itself; a worker completing a withdrawn turn applies nothing).
-    pub fn withdraw(&self, instance: &perdure_types::InstanceId) {
+    pub(crate) fn withdraw(&self, instance: &perdure_types::InstanceId) {
         let mut inner = self.lock();
-        let is_turn =
-            |w: &RemoteWork| w.kind() == WorkKind::Orchestrator && w.instance_id() == instance;
+        let is_turn = |w: &RemoteWork| {
+            w.kind() == WorkKind::Orchestrator && w.instance_id() == Some(instance)
+        };
         inner.pending.retain(|j| !is_turn(&j.work));
         inner.leases.retain(|_, l| !is_turn(&l.job.work));
     }
 }
 
-/// The history event recording an activity's `result`, as an in-process activity's (a result
-/// over the payload limit fails the activity).
-fn activity_event(
-    rt: &PartitionRt,
-    w: &ActivityWork,
-    result: Result<Option<String>, FailureDetails>,
-) -> HistoryEvent {
-    let max = rt.shared.config.max_payload_bytes;
-    let kind = match result {
-        Ok(Some(r)) if r.len() as u64 > max => EventKind::TaskFailed {
-            scheduled_id: w.task_id,
-            failure: FailureDetails::new(
-                "PayloadTooLarge",
-                format!(
-                    "activity {:?}: its result is {} bytes, over the limit of {max} (orchestrations.max_payload_bytes)",
-                    w.name,
-                    r.len()
-                ),
-            ),
-        },
-        Ok(result) => EventKind::TaskCompleted {
-            scheduled_id: w.task_id,
-            result: result.filter(|r| !r.is_empty()),
-        },
-        Err(failure) => EventKind::TaskFailed {
-            scheduled_id: w.task_id,
-            failure,
-        },
-    };
-    HistoryEvent::new(crate::host::now_ms(), kind)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use perdure_types::orchestration::TurnOutput;
     use perdure_types::InstanceId;
 
-    fn work(name: &str) -> OrchestratorWork {
-        OrchestratorWork {
+    fn work(name: &str) -> RemoteWork {
+        RemoteWork::Orchestrator(super::super::OrchestratorWork {
             instance_id: InstanceId::new("i").unwrap(),
             execution_id: "e".into(),
             name: name.into(),
             version: None,
             past: vec![],
             new: vec![],
-        }
+        })
     }
 
     const S: SessionKey = SessionKey { node: 1, id: 1 };
@@ -372,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn work_is_leased_completed_once_and_given_back_when_abandoned() {
         let q = WorkQueue::new(1);
-        let rx = q.turn(work("A"));
+        let rx = q.ask(work("A"));
         let got = q.fetch(S, 10, 10, None, Duration::ZERO).await;
         assert_eq!(got.len(), 1);
         // nothing else to hand out while it is leased
@@ -401,7 +367,7 @@ mod tests {
         };
         q.complete(&again[0].token, Outcome::Orchestrator(out.clone()))
             .unwrap();
-        assert_eq!(rx.await.unwrap(), out);
+        assert_eq!(rx.await.unwrap(), Outcome::Orchestrator(out));
         // completed once: the same token again, a forged salt, garbage
         assert!(matches!(
             q.complete(
@@ -419,9 +385,9 @@ mod tests {
     #[tokio::test]
     async fn filters_and_capacity_choose_what_is_handed_out_and_orphans_are_dropped() {
         let q = WorkQueue::new(1);
-        let _a = q.turn(work("A"));
-        let b = q.turn(work("B"));
-        let _c = q.turn(work("C"));
+        let _a = q.ask(work("A"));
+        let b = q.ask(work("B"));
+        let _c = q.ask(work("C"));
         let only_c = WorkFilter {
             orchestrations: vec![super::super::NameFilter {
                 name: "C".into(),
@@ -438,7 +404,7 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert!(matches!(&got[0].work, RemoteWork::Orchestrator(o) if o.name == "A"));
         assert!(q.fetch(S, 5, 5, None, Duration::ZERO).await.is_empty());
-        assert_eq!(q.pending(), (0, 0));
+        assert_eq!(q.pending(), [0, 0, 0]);
     }
 
     #[tokio::test]
@@ -448,7 +414,7 @@ mod tests {
         let waiter =
             tokio::spawn(async move { q2.fetch(S, 1, 1, None, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let _rx = q.turn(work("A"));
+        let _rx = q.ask(work("A"));
         let got = waiter.await.unwrap();
         assert_eq!(got.len(), 1);
         // the session is silent past the TTL: its lease ends when anyone fetches

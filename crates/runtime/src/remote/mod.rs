@@ -1,9 +1,14 @@
 //! Remote workers: orchestrators and activities with no Rust function on the node, run by
 //! processes that connect to a node (the Durable Task gRPC protocol's workers, `perdure-grpc`).
 //!
+//! Entity types with no Rust type on the node are served the same way: the entity's actor (still
+//! the one place its operations run, one batch at a time) hands a batch of operations and the
+//! current state to a worker and commits the state, results and actions it returns as the
+//! batch's one command (`entities/actor.rs`).
+//!
 //! The instance task stays the one place a turn is planned and committed (`instance.rs`,
 //! `turn.rs`); what changes is who computes it. For an orchestrator name the registry does not
-//! know, the live orchestrator is a [`super::driver::Driver`] without an executor: each turn it
+//! know, the live orchestrator is a `Driver` without an executor: each turn it
 //! hands the committed history and the new events to the queue of the node leading the
 //! partition (`queue.rs`) and waits for the worker's decisions; an activity name the registry
 //! does not know is queued there too, and its result goes back to the instance like an
@@ -19,11 +24,11 @@
 //! that wait for them, and the new leader dispatches the stored work again (activity work items
 //! are durable rows of their instance; a turn is recomputed from the history).
 
-pub(crate) mod queue;
+pub mod queue;
 pub(crate) mod session;
 
 use perdure_types::orchestration::{FailureDetails, HistoryEvent, TaskId, TurnOutput};
-use perdure_types::{InstanceId, NodeId};
+use perdure_types::{EntityId, InstanceId, NodeId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -90,6 +95,10 @@ impl WorkFilter {
                 .activities
                 .iter()
                 .any(|f| f.accepts(&a.name, a.version.as_deref())),
+            RemoteWork::Entity(e) => {
+                let name = e.entity.name();
+                self.entities.iter().any(|n| n.eq_ignore_ascii_case(name))
+            }
         }
     }
 }
@@ -114,14 +123,20 @@ pub enum WorkKind {
     Orchestrator,
     /// An activity.
     Activity,
+    /// A batch of an entity's operations.
+    Entity,
 }
 
 impl WorkKind {
+    /// Every kind.
+    pub const ALL: [WorkKind; 3] = [WorkKind::Orchestrator, WorkKind::Activity, WorkKind::Entity];
+
     /// Its label in metrics.
     pub fn label(self) -> &'static str {
         match self {
             WorkKind::Orchestrator => "orchestrator",
             WorkKind::Activity => "activity",
+            WorkKind::Entity => "entity",
         }
     }
 }
@@ -160,6 +175,69 @@ pub struct ActivityWork {
     pub task_id: TaskId,
 }
 
+/// One operation of an entity batch: Durable Task's `OperationRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityOperation {
+    /// The operation's name.
+    pub operation: String,
+    /// The request's id.
+    pub request_id: String,
+    /// Its input (JSON text).
+    pub input: Option<String>,
+}
+
+/// A batch of operations of one entity: Durable Task's `EntityBatchRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityWork {
+    /// The entity.
+    pub entity: EntityId,
+    /// Its state before the batch (JSON text), `None` when it has none.
+    pub state: Option<String>,
+    /// The operations, in the order they run.
+    pub operations: Vec<EntityOperation>,
+}
+
+/// Something a successful entity operation asked for: Durable Task's `OperationAction`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntityAction {
+    /// Signal an entity.
+    Signal {
+        /// The entity, `@name@key`.
+        target: String,
+        /// The operation.
+        operation: String,
+        /// Its input (JSON text).
+        input: Option<String>,
+        /// Not before this time.
+        scheduled_time: Option<perdure_types::command::Millis>,
+    },
+    /// Start an orchestration.
+    StartOrchestration {
+        /// Its instance id.
+        instance_id: String,
+        /// The orchestrator's name.
+        name: String,
+        /// Its version.
+        version: Option<String>,
+        /// Its input (JSON text).
+        input: Option<String>,
+        /// Not before this time.
+        scheduled_time: Option<perdure_types::command::Millis>,
+    },
+}
+
+/// A worker's answer to an entity batch: Durable Task's `EntityBatchResult`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EntityBatchOutcome {
+    /// One per operation, in order: its result (JSON text) or failure (a failed operation's
+    /// changes were rolled back by the worker).
+    pub results: Vec<Result<Option<String>, FailureDetails>>,
+    /// The state after the batch (JSON text), `None`: the entity has no state any more.
+    pub state: Option<String>,
+    /// What the successful operations asked for, in order.
+    pub actions: Vec<EntityAction>,
+}
+
 /// Work for a remote worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RemoteWork {
@@ -167,6 +245,8 @@ pub enum RemoteWork {
     Orchestrator(OrchestratorWork),
     /// An activity.
     Activity(ActivityWork),
+    /// A batch of an entity's operations.
+    Entity(EntityWork),
 }
 
 impl RemoteWork {
@@ -175,14 +255,25 @@ impl RemoteWork {
         match self {
             RemoteWork::Orchestrator(_) => WorkKind::Orchestrator,
             RemoteWork::Activity(_) => WorkKind::Activity,
+            RemoteWork::Entity(_) => WorkKind::Entity,
         }
     }
 
-    /// Its instance.
-    pub fn instance_id(&self) -> &InstanceId {
+    /// The instance it is for (`None` for an entity batch).
+    pub fn instance_id(&self) -> Option<&InstanceId> {
         match self {
-            RemoteWork::Orchestrator(o) => &o.instance_id,
-            RemoteWork::Activity(a) => &a.instance_id,
+            RemoteWork::Orchestrator(o) => Some(&o.instance_id),
+            RemoteWork::Activity(a) => Some(&a.instance_id),
+            RemoteWork::Entity(_) => None,
+        }
+    }
+
+    /// Who it is for, for logs: the instance or the entity.
+    pub fn subject(&self) -> String {
+        match self {
+            RemoteWork::Orchestrator(o) => o.instance_id.to_string(),
+            RemoteWork::Activity(a) => a.instance_id.to_string(),
+            RemoteWork::Entity(e) => e.entity.canonical(),
         }
     }
 }
@@ -204,6 +295,8 @@ pub enum Outcome {
     Orchestrator(TurnOutput),
     /// An activity's result (JSON text) or failure.
     Activity(Result<Option<String>, FailureDetails>),
+    /// An entity batch's results, state and actions.
+    Entity(EntityBatchOutcome),
 }
 
 impl Outcome {
@@ -212,6 +305,7 @@ impl Outcome {
         match self {
             Outcome::Orchestrator(_) => WorkKind::Orchestrator,
             Outcome::Activity(_) => WorkKind::Activity,
+            Outcome::Entity(_) => WorkKind::Entity,
         }
     }
 }
@@ -256,7 +350,7 @@ impl std::fmt::Display for Token {
 /// Counters of remote work on this node (work items it issued), by kind.
 #[derive(Debug, Default)]
 pub struct RemoteStats {
-    counters: [[std::sync::atomic::AtomicU64; 4]; 2],
+    counters: [[std::sync::atomic::AtomicU64; 4]; 3],
     /// Workers connected to this node now.
     pub workers: std::sync::atomic::AtomicU64,
 }

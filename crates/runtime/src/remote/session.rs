@@ -81,10 +81,7 @@ struct State {
 impl State {
     fn holding(&self) -> (u32, u32) {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let o = held
-            .values()
-            .filter(|k| **k == WorkKind::Orchestrator)
-            .count() as u32;
+        let o = held.values().filter(|k| **k != WorkKind::Activity).count() as u32;
         (o, held.len() as u32 - o)
     }
 
