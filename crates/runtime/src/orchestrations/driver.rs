@@ -95,6 +95,18 @@ impl Driver {
         }
     }
 
+    /// Drops the suspend and resume events that change nothing (a resume while not suspended, a
+    /// suspend while suspended): replay engines such as the Durable Task SDKs fail an
+    /// orchestration that sees them, and they must not enter the history either.
+    pub fn drop_idle_lifecycle(&self, events: &mut Vec<HistoryEvent>) {
+        let mut suspended = self.suspended;
+        events.retain(|e| match e.kind {
+            EventKind::ExecutionSuspended { .. } => !std::mem::replace(&mut suspended, true),
+            EventKind::ExecutionResumed { .. } => std::mem::replace(&mut suspended, false),
+            _ => true,
+        });
+    }
+
     /// A remote worker answered the turn: its custom status is the orchestrator's now.
     pub fn answered(&mut self, custom_status: Option<String>) {
         self.custom_status = custom_status;
@@ -325,6 +337,21 @@ impl Locks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_while_running_and_a_second_suspend_are_dropped() {
+        let d = Driver::remote();
+        let kinds = |v: &[HistoryEvent]| v.iter().map(|e| e.kind_name()).collect::<Vec<_>>();
+        let mut events = vec![
+            ev(EventKind::ExecutionResumed { reason: None }),
+            ev(EventKind::ExecutionSuspended { reason: None }),
+            ev(EventKind::ExecutionSuspended { reason: None }),
+            ev(EventKind::ExecutionResumed { reason: None }),
+            ev(EventKind::ExecutionResumed { reason: None }),
+        ];
+        d.drop_idle_lifecycle(&mut events);
+        assert_eq!(kinds(&events), ["ExecutionSuspended", "ExecutionResumed"]);
+    }
 
     fn ev(kind: EventKind) -> HistoryEvent {
         HistoryEvent::new(1, kind)

@@ -482,6 +482,7 @@ impl Instance {
         }
         let fed = if driver.is_remote() {
             // a remote worker computes the turn: hand it the history and the new events
+            driver.drop_idle_lifecycle(&mut new);
             let mut fed = driver.run(&new);
             if fed.terminated.is_none() {
                 let shared = &self.rt.shared;
