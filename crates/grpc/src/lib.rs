@@ -3,6 +3,8 @@
 //!
 //! - [`proto`]: the messages, server and client generated from our own
 //!   `proto/orchestrator_service.proto` (upstream's wire contract, no `package`).
+//! - [`convert`]: perdure's history events, actions, statuses and instance records <-> the
+//!   protocol's messages.
 
 /// The generated messages, the tonic server (`task_hub_sidecar_service_server`) and the tonic
 /// client (`task_hub_sidecar_service_client`, used by tests).
@@ -10,3 +12,5 @@
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
+
+pub mod convert;
