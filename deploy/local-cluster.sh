@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts a local 3-node perdure cluster on 127.0.0.1-3 (HTTP :7071, peers :7171), data under
+# Starts a local 3-node perdure cluster on 127.0.0.1-3 (HTTP :7071, peers :7171, Durable Task gRPC :4001), data under
 # ./perdure-cluster/, logs in ./perdure-cluster/nodeN.log. Ctrl-C stops all three.
 #   bash deploy/local-cluster.sh            # build (release) and start
 #   NODE_BIN=target/debug/perdure bash deploy/local-cluster.sh   (an existing binary)
@@ -49,7 +49,7 @@ for n in 1 2 3; do
   fi
   "$BIN" serve --config "config/node$n.toml" > "perdure-cluster/node$n.log" 2>&1 &
   pids+=($!)
-  echo "node $n: http://127.0.0.$n:7071 (pid $!, log perdure-cluster/node$n.log)"
+  echo "node $n: http://127.0.0.$n:7071, gRPC 127.0.0.$n:4001 (pid $!, log perdure-cluster/node$n.log)"
 done
 for n in 1 2 3; do
   for _ in $(seq 300); do

@@ -108,6 +108,10 @@ struct NodeFlags {
     /// HTTP listen address HOST:PORT [default: 127.0.0.1:7071].
     #[arg(long)]
     http_addr: Option<String>,
+    /// Durable Task gRPC listen address HOST:PORT (`grpc.addr`; port 0: a free port)
+    /// [default: 127.0.0.1:4001].
+    #[arg(long)]
+    grpc_addr: Option<String>,
     /// Number of partitions; fixed when the data directory is created [default: 16].
     #[arg(long)]
     partitions: Option<u32>,
@@ -131,6 +135,9 @@ impl NodeFlags {
         }
         if let Some(v) = &self.http_addr {
             o.push(("http_addr".into(), Value::String(v.clone())));
+        }
+        if let Some(v) = &self.grpc_addr {
+            o.push(("grpc.addr".into(), Value::String(v.clone())));
         }
         if let Some(v) = self.partitions {
             o.push(("partitions".into(), Value::Integer(v.into())));

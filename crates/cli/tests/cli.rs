@@ -33,7 +33,7 @@ fn a_taken_port_is_a_clear_error() {
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--http-addr", &addr])
+        .args(["serve", "--http-addr", &addr, "--grpc-addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env("PERDURE_LOG", "warn")

@@ -28,6 +28,7 @@ fn start(data: &std::path::Path, port: u16) -> Child {
             "4",
         ])
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .args(["--grpc-addr", "127.0.0.1:0"])
         .args(["--snapshot-every", "500"])
         .env("PERDURE_LOG", "warn")
         .stdout(Stdio::null())

@@ -60,6 +60,8 @@ fn start(data: &Path, port: u16, log: &Path) -> Child {
         "2",
         "--http-addr",
         &format!("127.0.0.1:{port}"),
+        "--grpc-addr",
+        "127.0.0.1:0",
     ])
     .arg("--data-dir")
     .arg(data)

@@ -23,6 +23,8 @@ impl Node {
             "4",
             "--http-addr",
             &format!("127.0.0.1:{port}"),
+            "--grpc-addr",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(data)

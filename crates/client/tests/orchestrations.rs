@@ -25,6 +25,7 @@ impl Node {
             ..NodeConfig::default()
         };
         config.samples.enabled = true;
+        config.grpc.addr = "127.0.0.1:0".into();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();

@@ -46,6 +46,10 @@ pub struct NodeSpec {
     pub http_port: u16,
     /// Node-to-node (peer) port.
     pub peer_port: u16,
+    /// The Durable Task gRPC port; `None` (the default): port 0, a free port the node picks (so
+    /// that nodes started in parallel never collide on the SDKs' default 4001). Tests of the
+    /// gRPC interface set one with [`NodeSpec::with_grpc_port`].
+    pub grpc_port: Option<u16>,
     /// The data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// The config file.
@@ -69,11 +73,27 @@ impl NodeSpec {
             id,
             http_port,
             peer_port,
+            grpc_port: None,
             ip,
             data_dir: dir.join(format!("n{id}-data")),
             config: dir.join(format!("n{id}.toml")),
             log: dir.join(format!("n{id}.log")),
         })
+    }
+
+    /// This spec with a gRPC port chosen now (a free one on its address).
+    pub fn with_grpc_port(mut self) -> Result<Self, Error> {
+        let mut port = free_port(&self.ip)?;
+        while port == self.http_port || port == self.peer_port {
+            port = free_port(&self.ip)?;
+        }
+        self.grpc_port = Some(port);
+        Ok(self)
+    }
+
+    /// `IP:GRPC_PORT` (`IP:0` without a chosen port).
+    pub fn grpc_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.grpc_port.unwrap_or(0))
     }
 
     /// `IP:HTTP_PORT`.
@@ -100,9 +120,9 @@ impl NodeSpec {
         }
     }
 
-    /// This node's config: its id, data directory and both addresses, `members` as the cluster
-    /// it knows (empty: a single node), everything else the node's defaults. Callers change
-    /// fields (cluster id, secret, partitions, ...) before [`write_config`](Self::write_config).
+    /// This node's config: its id, data directory and its addresses (gRPC:
+    /// [`grpc_addr`](Self::grpc_addr)), `members` as the cluster it knows (empty: a single
+    /// node), everything else the node's defaults. Callers change fields (cluster id, secret, partitions, ...) before [`write_config`](Self::write_config).
     pub fn config(&self, members: &[NodeSpec]) -> NodeConfig {
         let mut c = NodeConfig {
             node_id: self.id,
@@ -111,6 +131,7 @@ impl NodeSpec {
             ..NodeConfig::default()
         };
         c.cluster.listen_addr = self.peer_addr();
+        c.grpc.addr = self.grpc_addr();
         c.cluster.members = members.iter().map(NodeSpec::member).collect();
         c
     }
@@ -143,6 +164,18 @@ mod tests {
         assert_ne!(a.http_port, a.peer_port);
         assert_eq!(a.data_dir, dir.join("n1-data"));
         assert_eq!(NodeSpec::new(300, 0, dir).unwrap().ip, "127.0.1.44");
+    }
+
+    #[test]
+    fn grpc_listens_on_a_free_port_unless_one_is_chosen() {
+        let dir = Path::new("/tmp/x");
+        let a = NodeSpec::new(1, 0, dir).unwrap();
+        assert_eq!(a.config(&[]).grpc.addr, "127.0.0.1:0");
+        let b = a.clone().with_grpc_port().unwrap();
+        let port = b.grpc_port.unwrap();
+        assert!(port != b.http_port && port != b.peer_port);
+        assert_eq!(b.config(&[]).grpc.addr, format!("127.0.0.1:{port}"));
+        b.config(&[]).validate().unwrap();
     }
 
     #[test]

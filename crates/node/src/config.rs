@@ -216,6 +216,41 @@ mod tests {
     }
 
     #[test]
+    fn the_grpc_section_comes_from_the_environment_and_flags_and_is_checked() {
+        let c = load(
+            None,
+            env(&[
+                ("PERDURE_GRPC__ADDR", "127.0.0.1:0"),
+                ("PERDURE_GRPC__ENABLED", "false"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.grpc.addr, "127.0.0.1:0");
+        assert!(!c.grpc.enabled);
+        let c = load(
+            None,
+            env(&[("PERDURE_GRPC__ADDR", "127.0.0.1:0")]),
+            vec![("grpc.addr".into(), Value::String("127.0.0.2:4002".into()))],
+        )
+        .unwrap();
+        assert_eq!(c.grpc.addr, "127.0.0.2:4002");
+        assert!(c.grpc.enabled);
+        let e = load(None, env(&[("PERDURE_GRPC__ADDR", "nowhere")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`grpc.addr`"), "{e}");
+        let e = load(
+            None,
+            env(&[("PERDURE_GRPC__MAX_MESSAGE_BYTES", "10")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`grpc.max_message_bytes`"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_bad_key_and_its_origin() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("n.toml");

@@ -1,8 +1,9 @@
-//! Wiring of one perdure node: configuration loading, the node's life cycle, and the HTTP API.
+//! Wiring of one perdure node: configuration loading, the node's life cycle, the HTTP API and
+//! the Durable Task gRPC listener (`perdure-grpc`, `[grpc]`).
 //!
 //! [`run`] takes a validated config, a bound listener and a shutdown future, so tests can start
 //! and stop a node in process on a port of their choice; the `perdure` binary is a thin layer
-//! over it.
+//! over it. The gRPC listener is bound from `grpc.addr` (port 0: a free one).
 
 pub mod config;
 pub mod dashboard;
@@ -43,6 +44,14 @@ pub enum Error {
         group: String,
         /// The error it stopped on.
         reason: String,
+    },
+    /// The gRPC listener could not be bound (`grpc.addr`).
+    #[error("cannot listen on grpc.addr {addr}: {source}")]
+    GrpcBind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// The `[http.tls]` certificate or key could not be used.
     #[error(transparent)]
@@ -88,6 +97,7 @@ pub async fn run_with(
         .unwrap_or_else(|_| config.http_addr.clone());
     // the TLS files first: nothing is opened for a node that cannot serve
     let limits = server::Limits::of(&config.http, limits::open_files_limit())?;
+    let grpc_listener = bind_grpc(&config).await?;
     // built, then run: the runtime adds its peer service before the node accepts peers
     let partitions = Arc::new(Partitions::open(&config).await?);
     let runtime = match Runtime::start_with(
@@ -108,7 +118,7 @@ pub async fn run_with(
     let readiness = tokio::spawn(log_when_ready(runtime.clone(), config.clone(), started));
 
     let connections = server::ConnMetrics::new();
-    let (app, observer) = observability(
+    let (app, observer, registry) = observability(
         http::router(&runtime, partitions.clone(), config.http.clone()),
         &runtime,
         &partitions,
@@ -127,6 +137,21 @@ pub async fn run_with(
         body_read_timeout_ms = config.http.body_read_timeout_ms,
         "listening on {scheme}://{addr}"
     );
+    let (grpc_stop, grpc_stopping) = tokio::sync::watch::channel(false);
+    let grpc = grpc_listener.map(|l| {
+        start_grpc(
+            l,
+            &runtime,
+            registry.as_ref(),
+            &config,
+            grpc_stopping.clone(),
+        )
+    });
+    let stop_grpc = grpc_stop.clone();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_grpc.send(true);
+    };
     let (fatal, runtime_stopped) = serve_until(
         listener,
         (app, connections),
@@ -136,6 +161,10 @@ pub async fn run_with(
         &runtime,
     )
     .await;
+    let _ = grpc_stop.send(true);
+    if let Some(task) = grpc {
+        stop_grpc_server(task).await;
+    }
     readiness.abort();
     let _ = readiness.await;
     if let Some((stop, task)) = observer {
@@ -216,6 +245,79 @@ async fn serve_until(
     }
 }
 
+/// Binds the gRPC listener when `grpc.enabled` (before anything is opened: a node that cannot
+/// serve starts nothing).
+async fn bind_grpc(config: &NodeConfig) -> Result<Option<TcpListener>, Error> {
+    if !config.grpc.enabled {
+        return Ok(None);
+    }
+    TcpListener::bind(&config.grpc.addr)
+        .await
+        .map(Some)
+        .map_err(|source| Error::GrpcBind {
+            addr: config.grpc.addr.clone(),
+            source,
+        })
+}
+
+/// Serves the Durable Task gRPC service on `listener` until `stopping` turns true; its metrics
+/// go to the node's registry (when metrics are on).
+fn start_grpc(
+    listener: TcpListener,
+    runtime: &Arc<Runtime>,
+    registry: Option<&prometheus::Registry>,
+    config: &NodeConfig,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let metrics = match registry.map(perdure_grpc::GrpcMetrics::new) {
+        Some(Ok(m)) => Ok(m),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "the gRPC metrics could not be registered");
+            perdure_grpc::GrpcMetrics::unregistered()
+        }
+        None => perdure_grpc::GrpcMetrics::unregistered(),
+    };
+    let metrics = match metrics {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            tracing::error!(error = %e, "the gRPC metrics could not be made; gRPC is not served");
+            return tokio::spawn(async {});
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| config.grpc.addr.clone());
+    tracing::info!(
+        max_message_bytes = config.grpc.max_message_bytes,
+        "Durable Task gRPC listening on {addr}"
+    );
+    let service = perdure_grpc::service_for(runtime, metrics, stopping.clone());
+    let max = config.grpc.max_message_bytes as usize;
+    let mut stop = stopping;
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = perdure_grpc::serve(listener, service, max, shutdown).await {
+            tracing::error!(error = %e, "the gRPC server stopped");
+        }
+    })
+}
+
+/// Waits for the gRPC server to drain (its in-flight calls finish, its long polls and streams
+/// end) for at most [`SHUTDOWN_GRACE`], then stops it.
+async fn stop_grpc_server(mut task: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("gRPC calls still running after the shutdown grace; closing them");
+        task.abort();
+        let _ = task.await;
+    }
+}
+
 /// The stop signal and task of the leadership sampler of [`metrics::NodeMetrics`].
 type Observer = (
     tokio::sync::oneshot::Sender<()>,
@@ -224,14 +326,14 @@ type Observer = (
 
 /// Adds the web dashboard (`/`), the access guard (tokens, Host and Origin checks:
 /// [`http::access`]) and, with `metrics.enabled`, `GET /metrics` and the measuring middleware
-/// to `api`.
+/// to `api`; answers the node's metrics registry too (with `metrics.enabled`).
 fn observability(
     api: axum::Router,
     runtime: &Arc<Runtime>,
     partitions: &Arc<Partitions>,
     config: &NodeConfig,
     connections: &server::ConnMetrics,
-) -> (axum::Router, Option<Observer>) {
+) -> (axum::Router, Option<Observer>, Option<prometheus::Registry>) {
     let app = api.merge(dashboard::router(runtime.clone()));
     let access = http::access::Access::new(&config.auth, &config.http);
     // after every merge: a method a route does not serve is 405 in the API's error shape on the
@@ -244,13 +346,13 @@ fn observability(
             ))
     };
     if !config.metrics.enabled {
-        return (guarded(app), None);
+        return (guarded(app), None, None);
     }
     let m = match metrics::NodeMetrics::new(runtime.clone(), partitions.clone()) {
         Ok(m) => Arc::new(m),
         Err(e) => {
             tracing::error!(error = %e, "metrics could not be set up; serving without them");
-            return (guarded(app), None);
+            return (guarded(app), None, None);
         }
     };
     if let Err(e) = connections.register(m.registry()) {
@@ -262,7 +364,8 @@ fn observability(
     let app = guarded(app.merge(metrics::router(m.clone()))).layer(
         axum::middleware::from_fn_with_state(m.requests().clone(), metrics::track),
     );
-    (app, Some((stop, task)))
+    let registry = m.registry().clone();
+    (app, Some((stop, task)), Some(registry))
 }
 
 /// Logs once every partition has a leader (or warns that they do not yet).

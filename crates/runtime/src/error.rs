@@ -149,6 +149,10 @@ pub enum Error {
     /// A malformed request (a bad continuation token, a bad filter, ...).
     #[error("{0}")]
     BadRequest(String),
+    /// A remote worker's completion token that names no lease: never issued, already completed
+    /// or abandoned, or its lease ended (the work was dispatched again). Nothing was applied.
+    #[error("completion token {0:?} names no work item held: never issued, already completed or abandoned, or its lease ended (the work item is dispatched again); nothing was applied")]
+    UnknownToken(String),
 }
 
 impl Error {
@@ -168,7 +172,7 @@ impl Error {
             | Error::UnknownOrchestrator { .. }
             | Error::PayloadTooLarge { .. }
             | Error::BadRequest(_) => ErrorKind::InvalidArgument,
-            Error::InstanceNotFound(_) => ErrorKind::NotFound,
+            Error::InstanceNotFound(_) | Error::UnknownToken(_) => ErrorKind::NotFound,
             Error::InstanceExists { .. }
             | Error::InstanceFinished { .. }
             | Error::InstanceState { .. } => ErrorKind::FailedPrecondition,
@@ -191,6 +195,7 @@ impl Error {
             Error::BadInstanceId(_) => "bad_instance_id",
             Error::UnknownOrchestrator { .. } => "unknown_orchestrator",
             Error::InstanceNotFound(_) => "instance_not_found",
+            Error::UnknownToken(_) => "unknown_completion_token",
             Error::InstanceExists { .. } => "instance_exists",
             Error::InstanceFinished { .. } => "instance_finished",
             Error::InstanceState { .. } => "instance_state",

@@ -14,6 +14,7 @@ pub mod entities;
 pub mod error;
 pub mod host;
 pub mod orchestrations;
+pub mod remote;
 
 pub use entities::{
     builtin, entity, testing, Entities, EntityMetrics, EntityPage, EntitySummary, Passivation,
@@ -77,15 +78,19 @@ impl Runtime {
     ) -> Result<Self, Error> {
         chaos_bug::stale_reads(); // read the chaos-test switch once, at start-up (logs when on)
         let request_timeout = std::time::Duration::from_millis(config.request_timeout_ms);
+        // work for remote workers, issued by both workloads (served once enabled)
+        let remote = Arc::new(remote::queue::WorkQueue::new(partitions.node_id()));
         let workload = Arc::new(entities::EntityWorkload::new(
             registries.entities,
             config,
             partitions.count(),
+            remote.clone(),
         ));
         let orch_workload = Arc::new(OrchestrationWorkload::new(
             registries.orchestrations,
             orchestrations,
             partitions.count(),
+            remote,
         ));
         let host = Host::builder(partitions)
             .workload(workload.clone())

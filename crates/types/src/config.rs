@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 pub mod channel;
+pub mod grpc;
 mod validate;
+
+pub use grpc::GrpcConfig;
 
 /// Most partitions a cluster may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -64,6 +67,8 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
     /// Metrics (`GET /metrics`) settings.
     pub metrics: MetricsConfig,
+    /// The Durable Task gRPC interface (`[grpc]`).
+    pub grpc: GrpcConfig,
     /// Logging settings.
     pub log: LogConfig,
     /// The watchdog that fails stop a node whose async runtime stopped making progress.
@@ -86,6 +91,7 @@ impl Default for NodeConfig {
             auth: AuthConfig::default(),
             cluster: ClusterConfig::default(),
             metrics: MetricsConfig::default(),
+            grpc: GrpcConfig::default(),
             log: LogConfig::default(),
             watchdog: WatchdogConfig::default(),
         }

@@ -55,6 +55,7 @@ async fn orders_reserve_charge_and_give_back() {
         Command::new(env!("CARGO_BIN_EXE_custom-node"))
             .env("PERDURE_DATA_DIR", dir.path().join("data"))
             .env("PERDURE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("PERDURE_GRPC__ADDR", "127.0.0.1:0")
             .env("PERDURE_PARTITIONS", "4")
             .spawn()
             .unwrap(),

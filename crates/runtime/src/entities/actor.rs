@@ -39,6 +39,8 @@ pub(crate) struct EntityActor;
 pub(crate) struct EntityArgs {
     pub entity: EntityId,
     pub etype: Arc<dyn EntityType>,
+    /// A remote worker runs its operations (`etype` is a stand-in).
+    pub remote: bool,
     pub shared: Arc<Shared>,
     pub processor: ActorRef<ProcessorMsg>,
 }
@@ -140,6 +142,9 @@ pub(crate) struct EntityState {
     /// The same entity as the addressee of its inbox and idempotency ids.
     target: Target,
     etype: Arc<dyn EntityType>,
+    /// A remote worker runs its operations: client signals are made durable in the inbox and
+    /// acknowledged, and the batch's operations go to a worker together.
+    remote: bool,
     shared: Arc<Shared>,
     processor: ActorRef<ProcessorMsg>,
     /// The committed state.
@@ -185,6 +190,7 @@ impl Actor for EntityActor {
             target: Target::Entity(args.entity.clone()),
             entity: args.entity,
             etype: args.etype,
+            remote: args.remote,
             shared: args.shared,
             processor: args.processor,
             state,
@@ -222,7 +228,7 @@ impl Actor for EntityActor {
             }
         }
         let remembered = st.remembered_keys().await;
-        st.start_batch(&myself, &remembered);
+        st.start_batch(&myself, &remembered).await?;
         if st.pending.is_empty() && st.held.is_empty() && st.in_flight.is_none() {
             // the passivation handshake: the processor may stop this actor once it knows
             // that everything it forwarded was handled
@@ -431,17 +437,23 @@ impl EntityState {
             .unwrap_or_default()
     }
 
-    fn start_batch(&mut self, myself: &ActorRef<EntityMsg>, remembered: &Remembered) {
+    async fn start_batch(
+        &mut self,
+        myself: &ActorRef<EntityMsg>,
+        remembered: &Remembered,
+    ) -> Result<(), Error> {
         if self.in_flight.is_some() {
-            return;
+            return Ok(());
         }
         // calls waiting for an unlock whose callers gave up (their deadline passed): the
         // outcome they were told is unknown, and nothing of them runs
         self.held
             .retain(|w| w.reply.as_ref().is_none_or(|tx| !tx.is_closed()));
         if self.pending.is_empty() {
-            return;
+            return Ok(());
         }
+        // a remote entity's operations taken and not run yet: a worker runs them together
+        let mut run: Vec<Work> = Vec::new();
         let max = self.shared.config.max_batch_ops as usize;
         let max_bytes = self.shared.config.max_batch_bytes as usize;
         let now = crate::host::now_ms();
@@ -499,6 +511,33 @@ impl EntityState {
                 }
                 continue;
             }
+            if self.remote {
+                match w.kind {
+                    WorkKind::Signal { .. } => {
+                        // acknowledged once durable in the inbox; a worker runs it from there
+                        self.enqueue_for_later(&mut b, &w);
+                        if let Some(tx) = w.reply {
+                            b.replies
+                                .push((tx, Ok(Reply::Signal(SignalOutcome::Accepted))));
+                        }
+                        continue;
+                    }
+                    WorkKind::Lock { .. } | WorkKind::Unlock { .. } => {
+                        // what ran before the lock changes runs first
+                        self.run_remote(&mut b, std::mem::take(&mut run), now)
+                            .await?;
+                    }
+                    WorkKind::Inbox { seq, .. } => {
+                        b.run_seqs.push(seq);
+                        run.push(w);
+                        continue;
+                    }
+                    WorkKind::Call => {
+                        run.push(w);
+                        continue;
+                    }
+                }
+            }
             match w.kind {
                 WorkKind::Lock { seq, request } => {
                     b.run_seqs.push(seq);
@@ -530,9 +569,10 @@ impl EntityState {
                 b.replies.push((tx, reply));
             }
         }
+        self.run_remote(&mut b, run, now).await?;
         if b.taken == 0 {
             // everything waits for an unlock: nothing to write or answer
-            return;
+            return Ok(());
         }
         let (ops, new_stored) = self.batch_ops(&mut b);
         let taken = b.taken;
@@ -551,6 +591,130 @@ impl EntityState {
             enqueued: b.enqueued,
         });
         self.commit(myself, ops, taken);
+        Ok(())
+    }
+
+    /// Runs a remote entity's operations `run` on a worker, with the state the batch has
+    /// reached, and keeps their effects in the batch: the state after them, the signals and
+    /// orchestration starts of the successful ones, each caller's answer. A state or action the
+    /// node cannot take fails every operation of the run (nothing of it is kept). Waits for a
+    /// worker; an error (the work withdrawn: the node stops) stops the actor with nothing
+    /// committed, and its callers are told to retry.
+    async fn run_remote(&self, b: &mut Batch, run: Vec<Work>, now: u64) -> Result<(), Error> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let current = match &b.new_state {
+            Some(s) => s.clone(),
+            None => self.state.clone(),
+        };
+        let operations = run
+            .iter()
+            .map(|w| {
+                let request_id = match &w.kind {
+                    WorkKind::Inbox {
+                        reply_to: Some((_, _, r)),
+                        ..
+                    } => Some(r.as_str()),
+                    _ => None,
+                };
+                super::remote::operation(&w.operation, w.input.as_ref(), request_id)
+            })
+            .collect();
+        let work = crate::remote::RemoteWork::Entity(crate::remote::EntityWork {
+            entity: self.entity.clone(),
+            state: current.as_ref().map(Value::to_string),
+            operations,
+        });
+        let asked = self.shared.remote.ask(work);
+        // waiting for a worker ends with this leadership (else the actor would outlive it)
+        let leader = self.shared.leader.clone();
+        let lost = async move {
+            let p = leader.partition();
+            while leader.partitions().is_leader(p) {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        };
+        let answered = tokio::select! {
+            a = asked => a.ok(),
+            _ = lost => None,
+        };
+        let out = match answered {
+            Some(crate::remote::Outcome::Entity(out)) => out,
+            _ => {
+                return Err(Error::Unavailable(format!(
+                    "{}: its batch was withdrawn from the remote workers (the node stops); retry",
+                    self.entity
+                )))
+            }
+        };
+        let n = run.len();
+        let cap = self.shared.config.max_state_bytes;
+        let partitions = self.shared.leader.partitions().count();
+        let taken = (|| -> Result<_, String> {
+            if out.results.len() != n {
+                return Err(format!(
+                    "the worker answered {} results for {n} operations",
+                    out.results.len()
+                ));
+            }
+            let state: Option<Value> = match out.state.as_deref().filter(|s| !s.is_empty()) {
+                None => None,
+                Some(s) => Some(
+                    serde_json::from_str(s)
+                        .map_err(|e| format!("the worker's entity state is not JSON: {e}"))?,
+                ),
+            };
+            let bytes = state.as_ref().map_or(0, json_len);
+            if bytes as u64 > cap {
+                return Err(format!(
+                    "the entity's state would be {bytes} bytes, over its limit of {cap} \
+                     (entities.max_state_bytes); the operations were not applied"
+                ));
+            }
+            let ops = super::remote::action_ops(out.actions, partitions, now)?;
+            Ok((state, bytes, ops))
+        })();
+        let results: Vec<Result<Option<Value>, String>> = match taken {
+            Ok((state, bytes, ops)) => {
+                if state != current {
+                    b.new_state = Some(state);
+                    b.state_bytes = bytes;
+                }
+                for op in &ops {
+                    b.sent |= matches!(op, Op::Send { .. });
+                    b.scheduled |= matches!(op, Op::ScheduleTimer { .. });
+                    b.other_bytes += op.payload_bytes();
+                }
+                b.effect_ops.extend(ops);
+                out.results
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok(v) => Ok(v
+                            .filter(|s| !s.is_empty())
+                            .map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)))),
+                        Err(f) => Err(f.message),
+                    })
+                    .collect()
+            }
+            Err(why) => {
+                tracing::warn!(entity = %self.entity, error = %why, "a remote worker's batch was refused");
+                (0..n).map(|_| Err(why.clone())).collect()
+            }
+        };
+        for (w, outcome) in run.into_iter().zip(results) {
+            if let WorkKind::Inbox {
+                reply_to: Some((instance, execution, request_id)),
+                ..
+            } = &w.kind
+            {
+                self.answer_orchestration(b, instance, execution, request_id, &outcome, now);
+            }
+            if let (Some(reply), Some(tx)) = (self.reply_of(&w, outcome), w.reply) {
+                b.replies.push((tx, reply));
+            }
+        }
+        Ok(())
     }
 
     /// Who holds the entity at this point of batch `b`.
@@ -957,10 +1121,12 @@ impl EntityState {
     fn signal_ops(&self, signals: Vec<super::entity::OutgoingSignal>) -> Result<Vec<Op>, String> {
         let mut ops = Vec::with_capacity(signals.len());
         for s in signals {
-            self.shared
-                .registry
-                .check(&s.target, &s.operation, s.input.as_ref())
-                .map_err(|e| format!("cannot signal {}: {e}", s.target))?;
+            if !self.shared.remote_type(s.target.name()) {
+                self.shared
+                    .registry
+                    .check(&s.target, &s.operation, s.input.as_ref())
+                    .map_err(|e| format!("cannot signal {}: {e}", s.target))?;
+            }
             let message = Message::entity_operation(s.operation, s.input.as_ref()).encode();
             let target = Target::Entity(s.target);
             ops.push(match s.at {

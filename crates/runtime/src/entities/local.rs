@@ -1,13 +1,16 @@
 //! The entity workload's requests as they run on the node that leads the partition (never
 //! forwarded from here).
 
+use super::api::SignalOutcome;
 use super::msg::{EntityMsg, Reply, Work, WorkKind};
 use super::workload::EntityWorkload;
 use crate::host::read_blocking;
 use crate::host::Router;
 use crate::Error;
 use perdure_storage::state::PartitionState;
-use perdure_types::{EntityId, PartitionId};
+use perdure_types::command::{Op, OpResult};
+use perdure_types::message::Message;
+use perdure_types::{EntityId, PartitionId, Target};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -28,6 +31,14 @@ impl Local {
         operation: &str,
         input: Option<Value>,
     ) -> Result<Reply, Error> {
+        if matches!(kind, WorkKind::Signal { .. }) && self.workload.remote_type(entity.name()) {
+            let WorkKind::Signal { idempotency_key } = kind else {
+                unreachable!("matched above")
+            };
+            return self
+                .signal_remote(p, entity, idempotency_key, operation, input)
+                .await;
+        }
         let (tx, rx) = oneshot::channel();
         let work = Work {
             kind,
@@ -39,6 +50,48 @@ impl Local {
         rx.await.map_err(|_| {
             Error::Unavailable("the entity was deactivated before answering; retry".into())
         })?
+    }
+
+    /// A client's signal to an entity a remote worker runs: made durable in the entity's inbox
+    /// (with its idempotency key, in one command: a key seen before applies nothing) and
+    /// acknowledged then, without waiting for a worker; the entity's actor hands it to one.
+    async fn signal_remote(
+        &self,
+        p: PartitionId,
+        entity: EntityId,
+        key: Option<String>,
+        operation: &str,
+        input: Option<Value>,
+    ) -> Result<Reply, Error> {
+        let leader = self.router.local_leader(p).await?;
+        let target = Target::Entity(entity.clone());
+        let cfg = self.workload.config();
+        let mut ops = Vec::with_capacity(2);
+        if let Some(id) = key {
+            let remembered = leader.read(|s| s.ids().count()).await?;
+            if remembered >= cfg.max_idempotency_keys {
+                return Err(Error::TooManyIdempotencyKeys {
+                    partition: p,
+                    max: cfg.max_idempotency_keys,
+                    window_ms: cfg.idempotency_window_ms,
+                });
+            }
+            ops.push(Op::RememberId {
+                target: target.clone(),
+                id,
+                expires_at: crate::host::now_ms() + cfg.idempotency_window_ms,
+            });
+        }
+        ops.push(Op::Enqueue {
+            target,
+            message: Message::entity_operation(operation.to_string(), input.as_ref()).encode(),
+        });
+        let results = leader.propose(ops).await?;
+        if results.contains(&OpResult::Duplicate) {
+            return Ok(Reply::Signal(SignalOutcome::Duplicate));
+        }
+        self.workload.route(p, entity, EntityMsg::ProcessInbox)?;
+        Ok(Reply::Signal(SignalOutcome::Accepted))
     }
 
     /// The committed state of `entity` of partition `p`, read here after one linearizable read

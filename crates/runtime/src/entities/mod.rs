@@ -28,6 +28,7 @@ mod metrics;
 mod msg;
 mod processor;
 mod registry;
+mod remote;
 mod shared;
 pub mod testing;
 mod workload;
@@ -101,6 +102,20 @@ impl Entities {
         self.router().forward(leader, &req, Some(wait)).await
     }
 
+    /// Checks that `entity`'s type has `operation` and takes `input`, before anything is
+    /// written (a type served by remote workers: the worker decides).
+    fn check(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Option<&Value>,
+    ) -> Result<(), Error> {
+        if self.workload().remote_type(entity.name()) {
+            return Ok(());
+        }
+        self.registry().check(entity, operation, input).map(|_| ())
+    }
+
     /// Longest a request waits for its partition (see [`crate::host::within`]).
     fn deadline(&self) -> std::time::Duration {
         self.workload().request_timeout()
@@ -111,8 +126,7 @@ impl Entities {
     /// for the release), or [`Error::DeadlineExceeded`] (outcome unknown) past
     /// `entities.request_timeout_ms`.
     pub async fn signal(&self, req: SignalRequest) -> Result<SignalOutcome, Error> {
-        self.registry()
-            .check(&req.entity, &req.operation, req.input.as_ref())?;
+        self.check(&req.entity, &req.operation, req.input.as_ref())?;
         let span = tracing::debug_span!("signal", entity = %req.entity, op = %req.operation);
         let p = self.partitions().partition_of(&req.entity);
         let signal = tracing::Instrument::instrument(self.signal_checked(p, req), span);
@@ -168,7 +182,7 @@ impl Entities {
         operation: &str,
         input: Option<Value>,
     ) -> Result<Value, Error> {
-        self.registry().check(&entity, operation, input.as_ref())?;
+        self.check(&entity, operation, input.as_ref())?;
         let span = tracing::debug_span!("call", entity = %entity, op = %operation);
         let p = self.partitions().partition_of(&entity);
         let call =
@@ -206,7 +220,9 @@ impl Entities {
     /// The committed state of an entity (linearizable: one read barrier), `None` if it does
     /// not exist; [`Error::DeadlineExceeded`] past `entities.request_timeout_ms`.
     pub async fn get(&self, entity: &EntityId) -> Result<Option<Value>, Error> {
-        self.registry().get(entity.name())?;
+        if !self.workload().remote_type(entity.name()) {
+            self.registry().get(entity.name())?;
+        }
         let p = self.partitions().partition_of(entity);
         within(self.deadline(), p, false, self.get_checked(p, entity)).await
     }
@@ -276,7 +292,12 @@ impl Entities {
         continuation: Option<&str>,
         limit: usize,
     ) -> Result<EntityPage, Error> {
-        let t = self.registry().get(name)?.name();
+        let t: String = if self.workload().remote_type(name) {
+            name.to_ascii_lowercase()
+        } else {
+            self.registry().get(name)?.name().to_string()
+        };
+        let t = t.as_str();
         let limit = limit.clamp(1, MAX_PAGE);
         let (mut p, mut after) = list::parse_continuation(t, continuation)?;
         let mut entities = Vec::new();

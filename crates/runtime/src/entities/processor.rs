@@ -293,10 +293,19 @@ impl ProcessorState {
         myself: &ActorRef<ProcessorMsg>,
         entity: &EntityId,
     ) -> Result<(), Error> {
-        let etype = self.shared.registry.get(entity.name())?.clone();
+        let (etype, remote) = match self.shared.registry.get(entity.name()) {
+            Ok(t) => (t.clone(), false),
+            // no Rust type: a remote worker runs its operations, when workers are served
+            Err(_) if self.shared.remote_type(entity.name()) => (
+                Arc::new(super::remote::RemoteEntity) as Arc<dyn super::entity::EntityType>,
+                true,
+            ),
+            Err(e) => return Err(e),
+        };
         let args = EntityArgs {
             entity: entity.clone(),
             etype,
+            remote,
             shared: self.shared.clone(),
             processor: myself.clone(),
         };

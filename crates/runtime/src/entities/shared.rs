@@ -20,4 +20,13 @@ pub(crate) struct Shared {
     /// New idempotency keys in batches proposed and not yet answered: counted against
     /// `entities.max_idempotency_keys` beside the ones the partition remembers.
     pub keys_in_flight: AtomicU64,
+    /// Work for remote workers (entity types with no Rust type, once served).
+    pub remote: Arc<crate::remote::queue::WorkQueue>,
+}
+
+impl Shared {
+    /// Whether entities of type `name` are served by remote workers.
+    pub fn remote_type(&self, name: &str) -> bool {
+        self.remote.config().is_some() && self.registry.get(name).is_err()
+    }
 }

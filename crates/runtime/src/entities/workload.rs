@@ -24,6 +24,8 @@ pub struct EntityWorkload {
     processors: Vec<RwLock<Option<ActorRef<ProcessorMsg>>>>,
     /// Per partition: its actor counters.
     metrics: Vec<Arc<EntityMetrics>>,
+    /// Work for remote workers (entity types with no Rust type, once served).
+    remote: Arc<crate::remote::queue::WorkQueue>,
 }
 
 impl std::fmt::Debug for EntityWorkload {
@@ -36,8 +38,14 @@ impl std::fmt::Debug for EntityWorkload {
 
 impl EntityWorkload {
     /// The workload for `partitions` partitions.
-    pub fn new(registry: Registry, config: EntitiesConfig, partitions: u32) -> Self {
+    pub fn new(
+        registry: Registry,
+        config: EntitiesConfig,
+        partitions: u32,
+        remote: Arc<crate::remote::queue::WorkQueue>,
+    ) -> Self {
         Self {
+            remote,
             registry,
             config,
             processors: (0..partitions).map(|_| RwLock::new(None)).collect(),
@@ -48,6 +56,17 @@ impl EntityWorkload {
     /// The entity types.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The entity settings.
+    pub(crate) fn config(&self) -> &EntitiesConfig {
+        &self.config
+    }
+
+    /// Whether entities of type `name` are served by remote workers: they are served and no
+    /// Rust type of that name is registered (a Rust type keeps precedence).
+    pub fn remote_type(&self, name: &str) -> bool {
+        self.remote.config().is_some() && self.registry.get(name).is_err()
     }
 
     /// Longest an entity request waits for its partition (`entities.request_timeout_ms`).
@@ -116,6 +135,7 @@ impl Workload for EntityWorkload {
                 config: self.config.clone(),
                 metrics,
                 keys_in_flight: Default::default(),
+                remote: self.remote.clone(),
             });
             let (actor, _) = Actor::spawn(None, Processor, shared)
                 .await

@@ -133,3 +133,55 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         "(no message)".to_string()
     }
 }
+
+/// Where a remote worker's activity result goes: its instance, as [`InstanceMsg::ActivityDone`]
+/// (a result over the payload limit fails the activity, as in-process).
+pub(crate) struct RemoteAnswer(pub std::sync::Weak<PartitionRt>);
+
+impl crate::remote::queue::Answer for RemoteAnswer {
+    fn orphaned(&self) -> bool {
+        self.0.upgrade().is_none_or(|rt| !rt.is_alive())
+    }
+
+    fn answer(self: Box<Self>, work: crate::remote::RemoteWork, outcome: crate::remote::Outcome) {
+        let (crate::remote::RemoteWork::Activity(w), crate::remote::Outcome::Activity(result)) =
+            (work, outcome)
+        else {
+            return; // kinds are matched by the queue
+        };
+        let Some(rt) = self.0.upgrade() else {
+            return;
+        };
+        let max = rt.shared.config.max_payload_bytes;
+        let kind = match result {
+            Ok(Some(r)) if r.len() as u64 > max => EventKind::TaskFailed {
+                scheduled_id: w.task_id,
+                failure: FailureDetails::new(
+                    "PayloadTooLarge",
+                    format!(
+                        "activity {:?}: its result is {} bytes, over the limit of {max} (orchestrations.max_payload_bytes)",
+                        w.name,
+                        r.len()
+                    ),
+                ),
+            },
+            Ok(result) => EventKind::TaskCompleted {
+                scheduled_id: w.task_id,
+                result: result.filter(|r| !r.is_empty()),
+            },
+            Err(failure) => EventKind::TaskFailed {
+                scheduled_id: w.task_id,
+                failure,
+            },
+        };
+        let event = HistoryEvent::new(crate::host::now_ms(), kind);
+        rt.deliver(
+            &w.instance_id,
+            InstanceMsg::ActivityDone {
+                execution_id: w.execution_id,
+                task_id: w.task_id,
+                event: Box::new(event),
+            },
+        );
+    }
+}

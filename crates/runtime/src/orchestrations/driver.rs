@@ -26,7 +26,11 @@ pub(crate) struct Fed {
 
 /// A live orchestrator of one execution.
 pub(crate) struct Driver {
-    exec: Executor,
+    /// The Rust orchestrator; `None`: a remote worker computes the turns (`remote/`), from
+    /// `history`.
+    exec: Option<Executor>,
+    /// A remote orchestrator's committed history (what each dispatch sends as past events).
+    history: Vec<HistoryEvent>,
     /// Suspended: events other than resume and terminate are held.
     suspended: bool,
     /// Events held while suspended, fed on resume.
@@ -47,7 +51,8 @@ impl Driver {
     /// A driver of execution `execution_id` of instance `instance`.
     pub fn new(orchestrator: OrchestratorFn, instance: InstanceId, execution_id: String) -> Self {
         Self {
-            exec: Executor::new(orchestrator, instance, execution_id),
+            exec: Some(Executor::new(orchestrator, instance, execution_id)),
+            history: Vec::new(),
             suspended: false,
             held: Vec::new(),
             open_children: BTreeMap::new(),
@@ -55,6 +60,56 @@ impl Driver {
             custom_status: None,
             unrecorded: Vec::new(),
         }
+    }
+
+    /// A driver of an orchestrator that remote workers run: it tracks what the history says
+    /// (suspension, open sub-orchestrations and critical sections) and keeps the history for
+    /// the dispatches; the worker's replay engine holds events back while suspended itself.
+    pub fn remote() -> Self {
+        Self {
+            exec: None,
+            history: Vec::new(),
+            suspended: false,
+            held: Vec::new(),
+            open_children: BTreeMap::new(),
+            locks: Locks::default(),
+            custom_status: None,
+            unrecorded: Vec::new(),
+        }
+    }
+
+    /// Whether a remote worker computes the turns.
+    pub fn is_remote(&self) -> bool {
+        self.exec.is_none()
+    }
+
+    /// A remote orchestrator's committed history.
+    pub fn history(&self) -> &[HistoryEvent] {
+        &self.history
+    }
+
+    /// A remote orchestrator's turn committed `events` (everything it appended).
+    pub fn appended(&mut self, events: &[HistoryEvent]) {
+        if self.exec.is_none() {
+            self.history.extend_from_slice(events);
+        }
+    }
+
+    /// Drops the suspend and resume events that change nothing (a resume while not suspended, a
+    /// suspend while suspended): replay engines such as the Durable Task SDKs fail an
+    /// orchestration that sees them, and they must not enter the history either.
+    pub fn drop_idle_lifecycle(&self, events: &mut Vec<HistoryEvent>) {
+        let mut suspended = self.suspended;
+        events.retain(|e| match e.kind {
+            EventKind::ExecutionSuspended { .. } => !std::mem::replace(&mut suspended, true),
+            EventKind::ExecutionResumed { .. } => std::mem::replace(&mut suspended, false),
+            _ => true,
+        });
+    }
+
+    /// A remote worker answered the turn: its custom status is the orchestrator's now.
+    pub fn answered(&mut self, custom_status: Option<String>) {
+        self.custom_status = custom_status;
     }
 
     /// Whether the instance is suspended.
@@ -104,6 +159,9 @@ impl Driver {
     }
 
     fn feed(&mut self, events: &[HistoryEvent], past: bool) -> Fed {
+        if self.exec.is_none() {
+            return self.feed_remote(events, past);
+        }
         let mut fed = Fed::default();
         let mut run: Vec<HistoryEvent> = Vec::new();
         for e in events {
@@ -130,14 +188,42 @@ impl Driver {
         fed
     }
 
+    /// A remote orchestrator's feeding: the events are tracked (and a replay's kept as the
+    /// history); what to decide is the worker's, so the output stays empty.
+    fn feed_remote(&mut self, events: &[HistoryEvent], past: bool) -> Fed {
+        let mut fed = Fed::default();
+        if past {
+            self.history.extend_from_slice(events);
+        }
+        for e in events {
+            self.track(e);
+            match &e.kind {
+                EventKind::ExecutionTerminated { reason, recurse } => {
+                    fed.terminated = Some((reason.clone(), *recurse));
+                    if !past {
+                        return fed;
+                    }
+                }
+                EventKind::ExecutionSuspended { .. } => self.suspended = true,
+                EventKind::ExecutionResumed { .. } => self.suspended = false,
+                _ => {}
+            }
+        }
+        fed.output.custom_status = self.custom_status.clone();
+        fed
+    }
+
     fn flush(&mut self, run: &mut Vec<HistoryEvent>, past: bool, fed: &mut Fed) {
         if run.is_empty() {
             return;
         }
+        let Some(exec) = self.exec.as_mut() else {
+            return;
+        };
         let out = if past {
-            self.exec.apply_past(run)
+            exec.apply_past(run)
         } else {
-            self.exec.apply(run)
+            exec.apply(run)
         };
         run.clear();
         if out.custom_status.is_some() {
@@ -251,6 +337,21 @@ impl Locks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_while_running_and_a_second_suspend_are_dropped() {
+        let d = Driver::remote();
+        let kinds = |v: &[HistoryEvent]| v.iter().map(|e| e.kind_name()).collect::<Vec<_>>();
+        let mut events = vec![
+            ev(EventKind::ExecutionResumed { reason: None }),
+            ev(EventKind::ExecutionSuspended { reason: None }),
+            ev(EventKind::ExecutionSuspended { reason: None }),
+            ev(EventKind::ExecutionResumed { reason: None }),
+            ev(EventKind::ExecutionResumed { reason: None }),
+        ];
+        d.drop_idle_lifecycle(&mut events);
+        assert_eq!(kinds(&events), ["ExecutionSuspended", "ExecutionResumed"]);
+    }
 
     fn ev(kind: EventKind) -> HistoryEvent {
         HistoryEvent::new(1, kind)

@@ -480,7 +480,58 @@ impl Instance {
         if !results.is_empty() && crate::chaos_bug::duplicate_activity() {
             new.push(results[0].1.clone()); // the injected bug (chaos_bug.rs): a result twice
         }
-        let fed = driver.run(&new);
+        let fed = if driver.is_remote() {
+            // a remote worker computes the turn: hand it the history and the new events
+            driver.drop_idle_lifecycle(&mut new);
+            let mut fed = driver.run(&new);
+            if fed.terminated.is_none() {
+                let shared = &self.rt.shared;
+                let max = shared
+                    .remote
+                    .config()
+                    .map_or(u64::MAX, |c| c.max_work_item_bytes);
+                let bytes =
+                    record.history_bytes + new.iter().map(|e| e.encoded_len() as u64).sum::<u64>();
+                if bytes > max {
+                    input.fail = Some(FailureDetails::new(
+                        "HistoryTooLarge",
+                        format!(
+                            "the history is about {bytes} bytes, over the {max} bytes a remote worker receives in one work item (grpc.max_work_item_bytes); use continue-as-new for long-running orchestrations"
+                        ),
+                    ));
+                } else {
+                    let work = crate::remote::OrchestratorWork {
+                        instance_id: self.id.clone(),
+                        execution_id: record.execution_id.clone(),
+                        name: record.name.clone(),
+                        version: record.version.clone(),
+                        past: driver.history().to_vec(),
+                        new: new.clone(),
+                    };
+                    match shared
+                        .remote
+                        .ask(crate::remote::RemoteWork::Orchestrator(work))
+                        .await
+                    {
+                        Ok(crate::remote::Outcome::Orchestrator(out)) => {
+                            driver.answered(out.custom_status.clone());
+                            fed.output = out;
+                        }
+                        _ => {
+                            // withdrawn (a terminate arrived) or the node stops: nothing was
+                            // committed; start over from what is committed
+                            self.done.extend(results);
+                            self.reset();
+                            self.inbox_dirty = true;
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+            fed
+        } else {
+            driver.run(&new)
+        };
         input.events = new;
         input.consumed_upto = consumed_upto;
         input.custom_status = driver.custom_status().cloned();
@@ -504,8 +555,23 @@ impl Instance {
         r
     }
 
-    /// A fresh live orchestrator for the record's execution, replaying its history.
+    /// A fresh live orchestrator for the record's execution, replaying its history (for an
+    /// orchestrator remote workers run, a driver keeping the history for them).
     fn rebuild(&mut self, record: &InstanceRecord, history: &[HistoryEvent]) {
+        if self.rt.shared.remote_orchestrator(&record.name) {
+            self.exec = record.execution_id.clone();
+            self.driver_events = record.history_events;
+            self.pending_actions.clear();
+            self.running.clear();
+            self.queued.clear();
+            self.done.clear();
+            self.items_loaded = false;
+            let mut d = Driver::remote();
+            d.replay(history);
+            d.answered(record.custom_status.clone());
+            self.driver = Some(d);
+            return;
+        }
         self.exec = record.execution_id.clone();
         self.driver_events = record.history_events;
         self.pending_actions.clear();
@@ -547,6 +613,11 @@ impl Instance {
             max_payload_bytes: self.rt.shared.config.max_payload_bytes,
         };
         let planned = turn::plan(input, &limits);
+        // a remote orchestrator's driver keeps the history its dispatches send
+        let appended = match (self.driver.as_ref(), planned.ops.first()) {
+            (Some(d), Some(Op::CompleteTurn(t))) if d.is_remote() => t.events.clone(),
+            _ => Vec::new(),
+        };
         let results = self.rt.leader.propose(planned.ops).await?;
         let m = &self.rt.shared.metrics;
         if results.contains(&OpResult::Skipped) {
@@ -606,6 +677,7 @@ impl Instance {
         self.driver_events += planned.appended;
         if let Some(d) = self.driver.as_mut() {
             d.committed(&planned.decided);
+            d.appended(&appended);
         }
         self.record = Some(committed);
         self.queued.extend(planned.dispatch);
@@ -746,6 +818,22 @@ impl Instance {
                 break;
             };
             let task_id = item.task_id;
+            if self.rt.shared.remote_activity(&item.name) {
+                // no Rust activity of that name: a remote worker runs it
+                self.rt.shared.remote.submit(
+                    crate::remote::RemoteWork::Activity(crate::remote::ActivityWork {
+                        instance_id: self.id.clone(),
+                        execution_id: self.exec.clone(),
+                        name: item.name,
+                        version: None,
+                        input: item.input,
+                        task_id,
+                    }),
+                    Box::new(activities::RemoteAnswer(Arc::downgrade(&self.rt))),
+                );
+                self.running.insert(task_id);
+                continue;
+            }
             match activities::start(&self.rt, &self.id, &self.exec, item) {
                 Ok(()) => {
                     self.running.insert(task_id);
@@ -885,7 +973,9 @@ impl Instance {
                     self.id, r.status
                 ),
             ))
-        } else if self.rt.shared.registry.get_orchestrator(name).is_err() {
+        } else if self.rt.shared.registry.get_orchestrator(name).is_err()
+            && !self.rt.shared.remote_orchestrator(name)
+        {
             Some(unknown_orchestrator(&self.rt, name))
         } else {
             None

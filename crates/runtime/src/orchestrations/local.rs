@@ -5,13 +5,17 @@ use super::api::{InstanceFilter, InstanceStatus, Started};
 use super::instance::{InstanceMsg, StartMsg};
 use super::workload::{OrchestrationWorkload, PartitionRt};
 use crate::host::Router;
+use crate::remote::session::Queues;
+use crate::remote::{Dispatched, Outcome, SessionKey, WorkFilter};
 use crate::Error;
+use futures::future::BoxFuture;
 use perdure_cluster::transport::{Kind, Rpc};
 use perdure_types::command::{Op, OpResult};
 use perdure_types::message::Message;
 use perdure_types::orchestration::{
     EventKind, HistoryEvent, InstanceRecord, ReusePolicy, RuntimeStatus,
 };
+use perdure_types::NodeId;
 use perdure_types::{Failure, InstanceId, PartitionId, Target};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -56,6 +60,23 @@ pub(crate) enum OrchRequest {
         instance: InstanceId,
         reason: Option<String>,
     },
+    /// Remote work from this node's queue for a worker's session on another node.
+    Fetch {
+        session: SessionKey,
+        max_orchestrators: u32,
+        max_activities: u32,
+        filter: Option<WorkFilter>,
+        wait_ms: u64,
+    },
+    /// A worker's answer to work this node issued.
+    Complete {
+        token: String,
+        outcome: Outcome,
+    },
+    /// A worker gives back work this node issued.
+    Abandon {
+        token: String,
+    },
 }
 
 impl Rpc for OrchRequest {
@@ -71,6 +92,7 @@ pub(crate) enum OrchReply {
     Status(Option<Box<InstanceStatus>>),
     List(Vec<InstanceRecord>, Option<InstanceId>),
     Purged(u64),
+    Work(Vec<Dispatched>),
 }
 
 /// Most records a listing request examines.
@@ -102,6 +124,34 @@ impl Local {
     /// Runs `req` here.
     pub async fn serve(&self, req: OrchRequest) -> Result<OrchReply, Error> {
         match req {
+            OrchRequest::Fetch {
+                session,
+                max_orchestrators,
+                max_activities,
+                filter,
+                wait_ms,
+            } => {
+                let remote = &self.workload.shared.remote;
+                let wait = Duration::from_millis(wait_ms.min(30_000));
+                let work = remote
+                    .fetch(
+                        session,
+                        max_orchestrators,
+                        max_activities,
+                        filter.as_ref(),
+                        wait,
+                    )
+                    .await;
+                Ok(OrchReply::Work(work))
+            }
+            OrchRequest::Complete { token, outcome } => {
+                self.workload.shared.remote.complete(&token, outcome)?;
+                Ok(OrchReply::Done)
+            }
+            OrchRequest::Abandon { token } => {
+                self.workload.shared.remote.abandon(&token)?;
+                Ok(OrchReply::Done)
+            }
             OrchRequest::Start {
                 record,
                 started,
@@ -252,12 +302,20 @@ impl Local {
             execution_id: None,
             event,
         };
+        let terminate = matches!(
+            message_kind(&message),
+            Some(EventKind::ExecutionTerminated { .. })
+        );
         rt.leader
             .propose(vec![Op::Enqueue {
                 target: Target::Instance(instance.clone()),
                 message: message.encode(),
             }])
             .await?;
+        if terminate {
+            // a turn waiting for a remote worker would hold the terminate back
+            rt.shared.remote.withdraw(&instance);
+        }
         rt.wake(&instance);
         Ok(OrchReply::Done)
     }
@@ -435,6 +493,98 @@ async fn read_status(
 }
 
 /// Serves forwarded orchestration requests from peers (added before the node serves peers).
+/// The queues of the cluster's nodes as a worker's session on this node reaches them: this
+/// node's directly, the others' through forwarded requests.
+pub(crate) struct ClusterQueues(pub Arc<Local>);
+
+impl ClusterQueues {
+    async fn at(&self, node: NodeId, req: OrchRequest, wait: Duration) -> Result<OrchReply, Error> {
+        if node == self.0.router.partitions().node_id() {
+            self.0.serve(req).await
+        } else {
+            let t = wait + Duration::from_secs(5);
+            self.0.router.forward(node, &req, Some(t)).await
+        }
+    }
+}
+
+impl Queues for ClusterQueues {
+    fn nodes(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .0
+            .router
+            .partitions()
+            .members()
+            .iter()
+            .map(|m| m.node_id)
+            .collect();
+        let me = self.0.router.partitions().node_id();
+        if !nodes.contains(&me) {
+            nodes.push(me);
+        }
+        nodes
+    }
+
+    fn fetch(
+        &self,
+        node: NodeId,
+        session: SessionKey,
+        max_orchestrators: u32,
+        max_activities: u32,
+        filter: Option<WorkFilter>,
+        wait: Duration,
+    ) -> BoxFuture<'static, Result<Vec<Dispatched>, Error>> {
+        let this = ClusterQueues(self.0.clone());
+        Box::pin(async move {
+            let req = OrchRequest::Fetch {
+                session,
+                max_orchestrators,
+                max_activities,
+                filter,
+                wait_ms: wait.as_millis() as u64,
+            };
+            match this.at(node, req, wait).await? {
+                OrchReply::Work(w) => Ok(w),
+                _ => Err(Error::Unavailable("a fetch answered something else".into())),
+            }
+        })
+    }
+
+    fn complete(
+        &self,
+        node: NodeId,
+        token: String,
+        outcome: Outcome,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        let this = ClusterQueues(self.0.clone());
+        Box::pin(async move {
+            this.at(
+                node,
+                OrchRequest::Complete { token, outcome },
+                Duration::ZERO,
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn abandon(&self, node: NodeId, token: String) -> BoxFuture<'static, Result<(), Error>> {
+        let this = ClusterQueues(self.0.clone());
+        Box::pin(async move {
+            this.at(node, OrchRequest::Abandon { token }, Duration::ZERO)
+                .await
+                .map(|_| ())
+        })
+    }
+}
+
+fn message_kind(m: &Message) -> Option<&EventKind> {
+    match m {
+        Message::InstanceEvent { event, .. } => Some(&event.kind),
+        _ => None,
+    }
+}
+
 pub(crate) fn register(local: &Arc<Local>) -> Result<(), Error> {
     let partitions = local.router.partitions().clone();
     crate::host::serve_weak(&partitions, local, |l, req: OrchRequest| async move {

@@ -51,6 +51,8 @@ use std::time::Duration;
 pub struct Orchestrations {
     local: Arc<Local>,
     deadline: Duration,
+    /// Remote workers connected to this node.
+    workers: Arc<crate::remote::session::Workers>,
 }
 
 impl std::fmt::Debug for Orchestrations {
@@ -73,10 +75,73 @@ impl Orchestrations {
     ) -> Result<Self, Error> {
         let local = Arc::new(Local { router, workload });
         local::register(&local)?;
+        let workers = Arc::new(crate::remote::session::Workers::new(
+            local.router.partitions().node_id(),
+            Arc::new(local::ClusterQueues(local.clone())),
+            local.workload.shared.remote.stats.clone(),
+        ));
         Ok(Self {
             local,
             deadline: request_timeout,
+            workers,
         })
+    }
+
+    /// Serves remote workers from now on: orchestrators and activities with no Rust function
+    /// on the node run on them (`remote/`). Call before the partitions serve.
+    pub fn serve_remote_workers(&self, config: crate::remote::RemoteConfig) {
+        self.local.workload.shared.remote.enable(config);
+    }
+
+    /// Whether remote workers are served.
+    pub fn serves_remote_workers(&self) -> bool {
+        self.local.workload.shared.remote.config().is_some()
+    }
+
+    /// Opens the session of a worker connected to this node: work from every node of the
+    /// cluster arrives on it; dropping it gives back what it holds.
+    pub fn connect_worker(
+        &self,
+        spec: crate::remote::WorkerSpec,
+    ) -> Result<crate::remote::WorkerSession, Error> {
+        if !self.serves_remote_workers() {
+            return Err(Error::Unavailable(
+                "this node does not serve remote workers (grpc.enabled = false)".into(),
+            ));
+        }
+        Ok(self.workers.connect(spec))
+    }
+
+    /// A worker's answer to the work item of `token` (issued by any node).
+    pub async fn complete_work(
+        &self,
+        token: &str,
+        outcome: crate::remote::Outcome,
+    ) -> Result<(), Error> {
+        if let crate::remote::Outcome::Orchestrator(out) = &outcome {
+            self.check_payload("the custom status", out.custom_status.as_ref())?;
+        }
+        self.workers.complete(token, outcome).await
+    }
+
+    /// A worker gives the work item of `token` back: it is dispatched again at once.
+    pub async fn abandon_work(&self, token: &str) -> Result<(), Error> {
+        self.workers.abandon(token).await
+    }
+
+    /// The workers connected to this node.
+    pub fn workers(&self) -> Vec<crate::remote::WorkerInfo> {
+        self.workers.list()
+    }
+
+    /// Counters of the remote work this node issued.
+    pub fn remote_stats(&self) -> &Arc<crate::remote::RemoteStats> {
+        &self.local.workload.shared.remote.stats
+    }
+
+    /// Remote work waiting for a worker on this node, by kind (`WorkKind::ALL`'s order).
+    pub fn remote_pending(&self) -> [usize; 3] {
+        self.local.workload.shared.remote.pending()
     }
 
     /// The orchestrators and activities this node runs.
@@ -140,12 +205,15 @@ impl Orchestrations {
     /// Starts an instance of orchestrator `req.name`. An id that exists is refused
     /// ([`Error::InstanceExists`]) unless its status is in `req.policy`.
     pub async fn start(&self, req: StartRequest) -> Result<Started, Error> {
-        self.registry()
-            .get_orchestrator(&req.name)
-            .map_err(|_| Error::UnknownOrchestrator {
-                name: req.name.clone(),
-                known: self.registry().orchestrator_names().join(", "),
+        if !self.serves_remote_workers() {
+            // with remote workers, a name without a Rust function waits for a worker of it
+            self.registry().get_orchestrator(&req.name).map_err(|_| {
+                Error::UnknownOrchestrator {
+                    name: req.name.clone(),
+                    known: self.registry().orchestrator_names().join(", "),
+                }
             })?;
+        }
         let name = req.name.clone();
         let id = match &req.instance_id {
             Some(s) => InstanceId::new(s)?,

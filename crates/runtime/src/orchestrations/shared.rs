@@ -3,6 +3,7 @@
 
 use super::metrics::OrchestrationMetrics;
 use super::model::OrchestrationRegistry;
+use crate::remote::queue::WorkQueue;
 use perdure_types::config::OrchestrationsConfig;
 use perdure_types::orchestration::InstanceRecord;
 use perdure_types::InstanceId;
@@ -18,6 +19,22 @@ pub(crate) struct Shared {
     pub activity_slots: Arc<Semaphore>,
     pub waiters: Waiters,
     pub metrics: Arc<OrchestrationMetrics>,
+    /// Work for remote workers issued by this node (names without a Rust function, once the
+    /// node serves remote workers).
+    pub remote: Arc<WorkQueue>,
+}
+
+impl Shared {
+    /// Whether orchestrator `name` runs on remote workers: the node serves them and no Rust
+    /// orchestrator of that name is registered (a Rust one keeps precedence).
+    pub fn remote_orchestrator(&self, name: &str) -> bool {
+        self.remote.config().is_some() && self.registry.get_orchestrator(name).is_err()
+    }
+
+    /// Whether activity `name` runs on remote workers (as for orchestrators).
+    pub fn remote_activity(&self, name: &str) -> bool {
+        self.remote.config().is_some() && self.registry.get_activity(name).is_err()
+    }
 }
 
 /// Callers waiting for instances to finish (on the node leading their partition).

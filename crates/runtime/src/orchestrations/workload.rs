@@ -113,6 +113,11 @@ impl PartitionRt {
             .len()
     }
 
+    /// Whether this node still leads the partition (its instances run).
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
     fn stop(&self) {
         self.alive.store(false, Ordering::Release);
         let map = std::mem::take(&mut *self.instances.lock().unwrap_or_else(|e| e.into_inner()));
@@ -142,6 +147,7 @@ impl OrchestrationWorkload {
         registry: super::model::OrchestrationRegistry,
         config: perdure_types::config::OrchestrationsConfig,
         partitions: u32,
+        remote: Arc<crate::remote::queue::WorkQueue>,
     ) -> Self {
         let shared = Arc::new(Shared {
             activity_slots: Arc::new(tokio::sync::Semaphore::new(
@@ -151,6 +157,7 @@ impl OrchestrationWorkload {
             config,
             waiters: Default::default(),
             metrics: Default::default(),
+            remote,
         });
         Self {
             shared,

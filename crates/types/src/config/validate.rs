@@ -67,6 +67,7 @@ impl NodeConfig {
         self.validate_log_bytes()?;
         self.validate_entities_and_http()?;
         self.validate_orchestrations()?;
+        self.grpc.validate()?;
         self.validate_cluster()
     }
 
