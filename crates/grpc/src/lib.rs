@@ -54,7 +54,8 @@ pub fn service_for(
     let client = ClientApi::new(
         runtime.orchestrations().clone(),
         runtime.entities().clone(),
-        stopping,
+        stopping.clone(),
     );
-    Service::new(client, Worker::new(), metrics)
+    let worker = Worker::new(runtime.orchestrations().clone(), metrics.clone(), stopping);
+    Service::new(client, worker, metrics)
 }

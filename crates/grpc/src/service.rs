@@ -260,10 +260,13 @@ impl TaskHubSidecarService for Service {
         &self,
         r: Request<proto::GetWorkItemsRequest>,
     ) -> Result<Response<WorkItemStream>, Status> {
+        let peer = r
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         self.call(
             "GetWorkItems",
             "",
-            self.worker.get_work_items(r.into_inner()),
+            self.worker.get_work_items(r.into_inner(), peer),
         )
         .await
     }

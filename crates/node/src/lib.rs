@@ -100,11 +100,20 @@ pub async fn run_with(
     let grpc_listener = bind_grpc(&config).await?;
     // built, then run: the runtime adds its peer service before the node accepts peers
     let partitions = Arc::new(Partitions::open(&config).await?);
-    let runtime = match Runtime::start_with(
+    // orchestrators, activities and entity types without Rust code run on the gRPC workers
+    let remote = config
+        .grpc
+        .enabled
+        .then(|| perdure_runtime::remote::RemoteConfig {
+            lease: std::time::Duration::from_millis(config.grpc.lease_ms),
+            max_work_item_bytes: config.grpc.max_work_item_bytes,
+        });
+    let runtime = match Runtime::start_serving(
         partitions.clone(),
         registries,
         config.entities.clone(),
         config.orchestrations.clone(),
+        remote,
     )
     .await
     {

@@ -76,10 +76,27 @@ impl Runtime {
         config: EntitiesConfig,
         orchestrations: OrchestrationsConfig,
     ) -> Result<Self, Error> {
+        Self::start_serving(partitions, registries, config, orchestrations, None).await
+    }
+
+    /// [`Runtime::start_with`], serving remote workers from the start when `remote` is given
+    /// (orchestrators, activities and entity types without Rust code run on them: `remote/`).
+    pub async fn start_serving(
+        partitions: Arc<Partitions>,
+        registries: Registries,
+        config: EntitiesConfig,
+        orchestrations: OrchestrationsConfig,
+        remote: Option<remote::RemoteConfig>,
+    ) -> Result<Self, Error> {
         chaos_bug::stale_reads(); // read the chaos-test switch once, at start-up (logs when on)
         let request_timeout = std::time::Duration::from_millis(config.request_timeout_ms);
         // work for remote workers, issued by both workloads (served once enabled)
-        let remote = Arc::new(remote::queue::WorkQueue::new(partitions.node_id()));
+        let queue = Arc::new(remote::queue::WorkQueue::new(partitions.node_id()));
+        if let Some(c) = remote {
+            // before any leadership runs: no instance or entity starts without knowing it
+            queue.enable(c);
+        }
+        let remote = queue;
         let workload = Arc::new(entities::EntityWorkload::new(
             registries.entities,
             config,

@@ -18,6 +18,14 @@ pub struct GrpcConfig {
     /// Largest message accepted (and sent), in bytes: a bigger one is refused with
     /// `RESOURCE_EXHAUSTED`. Between 64 KiB and 1 GiB. Default 16 MiB.
     pub max_message_bytes: u64,
+    /// Largest work item sent to a worker (an orchestrator's whole history goes inline): a turn
+    /// whose history is larger fails its instance (`HistoryTooLarge`) instead of stalling a
+    /// worker at its receive limit (4 MiB in the SDKs). Default 4 MiB.
+    pub max_work_item_bytes: u64,
+    /// How long a worker may hold a work item before it is dispatched again (a worker that
+    /// never completes it; a worker whose stream ends gives its work back at once). At least
+    /// 100 ms. Default 300000 (5 minutes).
+    pub lease_ms: u64,
 }
 
 impl Default for GrpcConfig {
@@ -26,6 +34,8 @@ impl Default for GrpcConfig {
             enabled: true,
             addr: DEFAULT_GRPC_ADDR.into(),
             max_message_bytes: 16 << 20,
+            max_work_item_bytes: 4 << 20,
+            lease_ms: 300_000,
         }
     }
 }
@@ -46,6 +56,21 @@ impl GrpcConfig {
                     "must be between 65536 (64 KiB) and 1073741824 (1 GiB), got {}",
                     self.max_message_bytes
                 ),
+            ));
+        }
+        if !((1 << 10)..=self.max_message_bytes).contains(&self.max_work_item_bytes) {
+            return Err(ConfigError::new(
+                "grpc.max_work_item_bytes",
+                format!(
+                    "must be between 1024 and grpc.max_message_bytes ({}), got {}",
+                    self.max_message_bytes, self.max_work_item_bytes
+                ),
+            ));
+        }
+        if self.lease_ms < 100 {
+            return Err(ConfigError::new(
+                "grpc.lease_ms",
+                format!("must be at least 100, got {}", self.lease_ms),
             ));
         }
         Ok(())
