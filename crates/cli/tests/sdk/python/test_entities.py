@@ -39,8 +39,9 @@ def _state_of(c, eid, timeout: float = 15, until=lambda s: s is not None):
         time.sleep(0.1)
 
 
-# a function-based counter
-def counter(ctx: entities.EntityContext, value):
+# a function-based counter (not named "counter": perdure's default binary has a built-in entity
+# type of that name, see test_sdk_entity_named_like_a_builtin_type)
+def tally(ctx: entities.EntityContext, value):
     current = ctx.get_state(int, 0)
     if ctx.operation == "add":
         ctx.set_state(current + value)
@@ -84,10 +85,10 @@ class Account(entities.DurableEntity):
 
 
 def test_function_entity_signal_and_get(dt_worker, dt_client, uid):
-    dt_worker.add_entity(counter)
+    dt_worker.add_entity(tally)
     dt_worker.start()
 
-    eid = entities.EntityInstanceId("counter", uid())
+    eid = entities.EntityInstanceId("tally", uid())
     assert dt_client.get_entity(eid) is None  # never touched
     dt_client.signal_entity(eid, "add", 5)
     dt_client.signal_entity(eid, "add", 3)
@@ -122,7 +123,7 @@ def test_class_entity_signal_and_get(dt_worker, dt_client, uid):
 
 
 def call_and_signal(ctx: task.OrchestrationContext, key: str):
-    eid = entities.EntityInstanceId("counter", key)
+    eid = entities.EntityInstanceId("tally", key)
     ctx.signal_entity(eid, "add", 10)  # one-way, delivered before the later call
     after_add = yield ctx.call_entity(eid, "add", 5)
     current = yield ctx.call_entity(eid, "get")
@@ -136,7 +137,7 @@ def call_and_signal(ctx: task.OrchestrationContext, key: str):
 
 
 def test_entity_calls_and_signals_from_orchestration(dt_worker, dt_client, uid):
-    dt_worker.add_entity(counter)
+    dt_worker.add_entity(tally)
     dt_worker.add_orchestrator(call_and_signal)
     dt_worker.start()
 
@@ -152,7 +153,7 @@ def test_entity_calls_and_signals_from_orchestration(dt_worker, dt_client, uid):
     assert sum(isinstance(e, history.EntityOperationSignaledEvent) for e in events) == 1
     assert sum(isinstance(e, history.EntityOperationCompletedEvent) for e in events) == 3
     assert sum(isinstance(e, history.EntityOperationFailedEvent) for e in events) == 1
-    assert _value(dt_client.get_entity(entities.EntityInstanceId("counter", key))) == 15
+    assert _value(dt_client.get_entity(entities.EntityInstanceId("tally", key))) == 15
 
 
 def transfer(ctx: task.OrchestrationContext, req: dict):
@@ -224,12 +225,12 @@ def test_entity_lock_holds_back_other_callers(dt_worker, dt_client, uid):
 
 
 def call_start(ctx: task.OrchestrationContext, key: str):
-    eid = entities.EntityInstanceId("counter", key)
+    eid = entities.EntityInstanceId("tally", key)
     return (yield ctx.call_entity(eid, "start_orchestration", key))
 
 
 def test_entity_starts_orchestration(dt_worker, dt_client, uid):
-    dt_worker.add_entity(counter)
+    dt_worker.add_entity(tally)
     dt_worker.add_orchestrator(call_start)
     dt_worker.add_orchestrator(started_by_entity)
     dt_worker.start()
@@ -248,10 +249,10 @@ def test_entity_starts_orchestration(dt_worker, dt_client, uid):
 
 
 def test_entity_delete_state(dt_worker, dt_client, uid):
-    dt_worker.add_entity(counter)
+    dt_worker.add_entity(tally)
     dt_worker.start()
 
-    eid = entities.EntityInstanceId("counter", uid())
+    eid = entities.EntityInstanceId("tally", uid())
     dt_client.signal_entity(eid, "add", 2)
     _state_of(dt_client, eid, until=lambda s: s == 2)
     dt_client.signal_entity(eid, "delete")
@@ -283,10 +284,10 @@ def _assert_delayed(c, eid, t0: float):
 
 
 def test_delayed_signal_from_client(dt_worker, dt_client, uid):
-    dt_worker.add_entity(counter)
+    dt_worker.add_entity(tally)
     dt_worker.start()
 
-    eid = entities.EntityInstanceId("counter", uid())
+    eid = entities.EntityInstanceId("tally", uid())
     t0 = time.monotonic()
     dt_client.signal_entity(eid, "add", 1,
                             signal_time=datetime.now(timezone.utc) + timedelta(seconds=2))
@@ -294,13 +295,13 @@ def test_delayed_signal_from_client(dt_worker, dt_client, uid):
 
 
 def delayed_signaller(ctx: task.OrchestrationContext, key: str):
-    eid = entities.EntityInstanceId("counter", key)
+    eid = entities.EntityInstanceId("tally", key)
     ctx.signal_entity(eid, "add", 1, signal_time=ctx.current_utc_datetime + timedelta(seconds=2))
     return "signalled"
 
 
 def test_delayed_signal_from_orchestration(dt_worker, dt_client, uid):
-    dt_worker.add_entity(counter)
+    dt_worker.add_entity(tally)
     dt_worker.add_orchestrator(delayed_signaller)
     dt_worker.start()
 
@@ -309,27 +310,53 @@ def test_delayed_signal_from_orchestration(dt_worker, dt_client, uid):
     iid = dt_client.schedule_new_orchestration(delayed_signaller, input=key, instance_id=uid())
     state = _completed(dt_client, iid)
     assert state.get_output() == "signalled"
-    assert _assert_delayed(dt_client, entities.EntityInstanceId("counter", key), t0) >= 1.5
+    assert _assert_delayed(dt_client, entities.EntityInstanceId("tally", key), t0) >= 1.5
 
 
 def test_query_entities(dt_worker, dt_client, uid):
-    dt_worker.add_entity(counter)
+    dt_worker.add_entity(tally)
     dt_worker.start()
 
     prefix = uid("q")
-    ids = [entities.EntityInstanceId("counter", f"{prefix}-{i}") for i in range(3)]
+    ids = [entities.EntityInstanceId("tally", f"{prefix}-{i}") for i in range(3)]
     for n, eid in enumerate(ids):
         dt_client.signal_entity(eid, "add", n + 1)
     for n, eid in enumerate(ids):
         _state_of(dt_client, eid, until=lambda s, n=n: s == n + 1)
 
     found = dt_client.get_all_entities(client.EntityQuery(
-        instance_id_starts_with=f"@counter@{prefix}", include_state=True, page_size=2))
+        instance_id_starts_with=f"@tally@{prefix}", include_state=True, page_size=2))
     assert sorted(str(e.id) for e in found) == sorted(str(e) for e in ids)
     assert sorted(_value(e) for e in found) == [1, 2, 3]
     assert dt_client.get_all_entities(client.EntityQuery(
-        instance_id_starts_with=f"@counter@{prefix}-nothing")) == []
+        instance_id_starts_with=f"@tally@{prefix}-nothing")) == []
     result = dt_client.clean_entity_storage()
     assert result.empty_entities_removed >= 0 and result.orphaned_locks_released >= 0
     # clean-up keeps entities that have state
     assert _value(dt_client.get_entity(ids[0], include_state=True)) == 1
+
+
+def counter(ctx: entities.EntityContext, value):
+    # the SDK's own entity named "counter", with an operation perdure's built-in lacks
+    if ctx.operation == "whoami":
+        return "sdk counter"
+    raise ValueError(f"unknown operation {ctx.operation}")
+
+
+def ask_counter(ctx: task.OrchestrationContext, key: str):
+    return (yield ctx.call_entity(entities.EntityInstanceId("counter", key), "whoami"))
+
+
+@pytest.mark.xfail(reason="perdure: its built-in entity types (counter, register, list, "
+                          "aggregator) take the operations of an SDK worker's entity of the same "
+                          "name, even one the worker declares in its work-item filters", strict=False)
+def test_sdk_entity_named_like_a_builtin_type(dt_worker, dt_client, uid):
+    dt_worker.add_entity(counter)
+    dt_worker.add_orchestrator(ask_counter)
+    dt_worker.use_work_item_filters()  # declares: this worker runs "counter" entities
+    dt_worker.start()
+
+    iid = dt_client.schedule_new_orchestration(ask_counter, input=uid("k"), instance_id=uid())
+    state = _completed(dt_client, iid)
+    assert state.runtime_status == OrchestrationStatus.COMPLETED, state.failure_details
+    assert state.get_output() == "sdk counter"
