@@ -23,7 +23,7 @@ fn python_sdk_suite() {
     };
     let node = sdk::start_node();
     let mut cmd = Command::new(python);
-    cmd.args(["-m", "pytest", "crates/cli/tests/sdk/python", "-q", "-rs"])
+    cmd.args(["-m", "pytest", "crates/cli/tests/sdk/python", "-q", "-rsxX"])
         .env("PERDURE_SDK_BACKEND", "perdure")
         .env("PYTHONDONTWRITEBYTECODE", "1");
     sdk::run_suite("pytest crates/cli/tests/sdk/python", cmd, &node);

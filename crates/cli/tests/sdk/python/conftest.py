@@ -39,10 +39,21 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "perdure_only(reason): the SDK's in-memory backend cannot pass this test (skipped there)",
     )
+    config.addinivalue_line(
+        "markers",
+        "perdure_gap(reason): an RPC perdure does not serve yet (UNIMPLEMENTED): expected to fail "
+        "with a grpc.RpcError against perdure (xfail, not strict), any other failure counts",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--backend") != "inmemory":
+        for item in items:
+            marker = item.get_closest_marker("perdure_gap")
+            if marker is not None:
+                reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+                item.add_marker(pytest.mark.xfail(
+                    reason=f"perdure gap: {reason}", raises=grpc.RpcError, strict=False))
         return
     for item in items:
         marker = item.get_closest_marker("perdure_only")
