@@ -69,12 +69,6 @@ fn is(e: &Error, code: &str) -> bool {
     e.code() == code
 }
 
-fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
-}
-
 fn get_response(s: InstanceStatus, payloads: bool) -> proto::GetInstanceResponse {
     proto::GetInstanceResponse {
         exists: true,
@@ -497,29 +491,25 @@ impl ClientApi {
             .collect())
     }
 
-    /// `SignalEntity`: the request id is the signal's idempotency key. A signal scheduled later
-    /// than now is `UNIMPLEMENTED` (the entities facade has no delayed client signal yet).
+    /// `SignalEntity`: the request id is the signal's idempotency key; a `scheduledTime` later
+    /// than now delays the operation (durable at once, run when due).
     pub async fn signal_entity(
         &self,
         r: proto::SignalEntityRequest,
     ) -> Result<proto::SignalEntityResponse, Status> {
         let entity = entity_id(&r.instance_id)?;
-        if let Some(at) = r.scheduled_time.as_ref().map(millis) {
-            if at > now_ms() + 1_000 {
-                return Err(Status::unimplemented(
-                    "a signal scheduled for later (scheduledTime) is not supported by perdure's gRPC interface yet",
-                ));
-            }
+        let req = SignalRequest {
+            entity,
+            operation: r.name,
+            input: json("the input", r.input)?,
+            idempotency_key: Some(r.request_id).filter(|k| !k.is_empty()),
+        };
+        match r.scheduled_time.as_ref().map(millis) {
+            // a timer of the entity's partition: runs when due
+            Some(due) => self.entities.signal_at(req, due).await,
+            None => self.entities.signal(req).await,
         }
-        self.entities
-            .signal(SignalRequest {
-                entity,
-                operation: r.name,
-                input: json("the input", r.input)?,
-                idempotency_key: Some(r.request_id).filter(|k| !k.is_empty()),
-            })
-            .await
-            .map_err(|e| from_runtime(&e))?;
+        .map_err(|e| from_runtime(&e))?;
         Ok(proto::SignalEntityResponse {})
     }
 
