@@ -543,6 +543,95 @@ impl ClientApi {
     }
 }
 
+impl ClientApi {
+    /// `QueryEntities`: entities whose id starts with `instanceIdStartsWith` (`@name@key...`;
+    /// without a complete name, every entity type registered in Rust whose name starts with
+    /// what is given), `pageSize` at a time (default 100, at most 1,000), a continuation token
+    /// `TYPE_INDEX|LIST_TOKEN`. perdure keeps no last-modified time, so the time filters select
+    /// everything; entities without state do not exist in perdure (nothing is transient).
+    pub async fn query_entities(
+        &self,
+        r: proto::QueryEntitiesRequest,
+    ) -> Result<proto::QueryEntitiesResponse, Status> {
+        let q = r.query.unwrap_or_default();
+        let prefix = text(q.instance_id_starts_with).unwrap_or_default();
+        let page = q
+            .page_size
+            .filter(|n| *n > 0)
+            .map_or(100, |n| n as usize)
+            .min(perdure_runtime::entities::MAX_PAGE);
+        let rest = prefix.strip_prefix('@').unwrap_or(&prefix);
+        if !prefix.is_empty() && !prefix.starts_with('@') {
+            return Err(Status::invalid_argument(format!(
+                "instanceIdStartsWith {prefix:?}: entity ids start with '@' (@name@key)"
+            )));
+        }
+        let (types, key_prefix): (Vec<String>, &str) = match rest.split_once('@') {
+            Some((name, key)) => (vec![name.to_ascii_lowercase()], key),
+            None => {
+                let start = rest.to_ascii_lowercase();
+                let mut names: Vec<String> = self
+                    .entities
+                    .registry()
+                    .names()
+                    .into_iter()
+                    .filter(|n| n.starts_with(&start))
+                    .map(String::from)
+                    .collect();
+                names.sort();
+                (names, "")
+            }
+        };
+        let token = text(q.continuation_token).unwrap_or_default();
+        let (mut ti, mut cont): (usize, Option<String>) = match token.split_once('|') {
+            None if token.is_empty() => (0, None),
+            Some((i, c)) => (
+                i.parse().map_err(|_| {
+                    Status::invalid_argument(format!("invalid continuation token {token:?}"))
+                })?,
+                Some(c.to_string()).filter(|c| !c.is_empty()),
+            ),
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid continuation token {token:?}"
+                )))
+            }
+        };
+        let mut entities = Vec::new();
+        while ti < types.len() && entities.len() < page {
+            let got = self
+                .entities
+                .list(&types[ti], cont.as_deref(), page - entities.len())
+                .await
+                .map_err(|e| from_runtime(&e))?;
+            for e in got
+                .entities
+                .into_iter()
+                .filter(|e| e.key.starts_with(key_prefix))
+            {
+                entities.push(proto::EntityMetadata {
+                    instance_id: format!("@{}@{}", types[ti], e.key),
+                    serialized_state: q.include_state.then(|| e.state.to_string()),
+                    ..Default::default()
+                });
+            }
+            match got.continuation {
+                Some(c) => cont = Some(c),
+                None => {
+                    ti += 1;
+                    cont = None;
+                }
+            }
+        }
+        let continuation_token =
+            (ti < types.len()).then(|| format!("{ti}|{}", cont.unwrap_or_default()));
+        Ok(proto::QueryEntitiesResponse {
+            entities,
+            continuation_token,
+        })
+    }
+}
+
 /// `@name@key` as an entity id (`INVALID_ARGUMENT` otherwise).
 fn entity_id(s: &str) -> Result<EntityId, Status> {
     EntityId::from_canonical(s).map_err(|e| {
