@@ -632,6 +632,58 @@ impl ClientApi {
     }
 }
 
+impl ClientApi {
+    /// `CleanEntityStorage`: perdure keeps no entity without state (deleting the state deletes
+    /// the entity), so none is removed; with `releaseOrphanedLocks`, every critical section
+    /// holding an entity whose orchestration no longer runs that execution (purged, replaced,
+    /// finished) is released. One pass over every partition (up to 10,000 locks each).
+    pub async fn clean_entity_storage(
+        &self,
+        r: proto::CleanEntityStorageRequest,
+    ) -> Result<proto::CleanEntityStorageResponse, Status> {
+        let mut released = 0;
+        if r.release_orphaned_locks {
+            for p in 0..self.entities.partition_count() {
+                let locks = self
+                    .entities
+                    .locks(p, 10_000)
+                    .await
+                    .map_err(|e| from_runtime(&e))?;
+                for (entity, holder) in locks {
+                    let orphaned = match self
+                        .orchestrations
+                        .status(holder.instance.as_str(), false)
+                        .await
+                    {
+                        Ok(s) => {
+                            s.record.status.is_terminal()
+                                || s.record.execution_id != holder.execution_id
+                        }
+                        Err(e) if is(&e, "instance_not_found") => true,
+                        Err(e) => return Err(from_runtime(&e)),
+                    };
+                    if !orphaned {
+                        continue;
+                    }
+                    let Ok(id) = EntityId::from_canonical(&entity) else {
+                        continue;
+                    };
+                    self.entities
+                        .release_lock(&id, &holder)
+                        .await
+                        .map_err(|e| from_runtime(&e))?;
+                    released += 1;
+                }
+            }
+        }
+        Ok(proto::CleanEntityStorageResponse {
+            continuation_token: None,
+            empty_entities_removed: 0,
+            orphaned_locks_released: released,
+        })
+    }
+}
+
 /// `@name@key` as an entity id (`INVALID_ARGUMENT` otherwise).
 fn entity_id(s: &str) -> Result<EntityId, Status> {
     EntityId::from_canonical(s).map_err(|e| {

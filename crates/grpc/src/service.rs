@@ -380,13 +380,13 @@ impl TaskHubSidecarService for Service {
 
     async fn clean_entity_storage(
         &self,
-        _r: Request<proto::CleanEntityStorageRequest>,
+        r: Request<proto::CleanEntityStorageRequest>,
     ) -> Result<Response<proto::CleanEntityStorageResponse>, Status> {
-        let answer = async {
-            Err(Status::unimplemented(
-                "CleanEntityStorage: not served yet (perdure removes an entity whose state is deleted, and holds no orphaned locks to release from here)",
-            ))
-        };
-        self.call("CleanEntityStorage", "", answer).await
+        self.call(
+            "CleanEntityStorage",
+            "",
+            self.client.clean_entity_storage(r.into_inner()),
+        )
+        .await
     }
 }

@@ -304,6 +304,75 @@ impl Entities {
     }
 
     /// One partition's entities of type `t`, locally or from the partition's leader.
+    /// The critical sections holding entities of partition `p` (at most `limit`): each
+    /// entity (`@name@key`) and its holder.
+    pub async fn locks(
+        &self,
+        p: PartitionId,
+        limit: usize,
+    ) -> Result<Vec<(String, perdure_types::command::LockHolder)>, Error> {
+        let here = within(self.deadline(), p, false, self.local.locks(p, limit)).await;
+        match here {
+            Err(Error::NoLeader { .. } | Error::Unavailable(_)) => {
+                match self.partitions().leader(p) {
+                    Some(l) if l != self.partitions().node_id() => {
+                        let fwd = EntityRequest::Locks {
+                            partition: p,
+                            limit: limit as u32,
+                        };
+                        match self.forward(l, fwd).await? {
+                            EntityReply::Locks(v) => Ok(v),
+                            other => Err(forward::unexpected(other)),
+                        }
+                    }
+                    leader => Err(Error::NoLeader {
+                        partition: p,
+                        leader,
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Releases `entity` from critical section `holder` (one whose orchestration is gone: a
+    /// release like the orchestration's own, through the entity's partition; a section that no
+    /// longer holds the entity is left alone by the entity).
+    pub async fn release_lock(
+        &self,
+        entity: &EntityId,
+        holder: &perdure_types::command::LockHolder,
+    ) -> Result<(), Error> {
+        let p = self.partitions().partition_of(entity);
+        let target = perdure_types::Target::Entity(entity.clone());
+        let message = perdure_types::message::Message::EntityUnlock {
+            critical_section_id: holder.critical_section_id.clone(),
+            holder: holder.instance.clone(),
+            forward: Vec::new(),
+        };
+        let command = perdure_types::command::Command {
+            ops: vec![perdure_types::command::Op::Send {
+                dest: p,
+                target,
+                message: message.encode(),
+            }],
+            fence_term: None,
+        };
+        within(
+            self.deadline(),
+            p,
+            true,
+            self.router().propose_at(p, command),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// How many partitions the cluster has.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions().count()
+    }
+
     async fn partition_entities(
         &self,
         p: PartitionId,
