@@ -368,26 +368,25 @@ impl TaskHubSidecarService for Service {
 
     async fn query_entities(
         &self,
-        _r: Request<proto::QueryEntitiesRequest>,
+        r: Request<proto::QueryEntitiesRequest>,
     ) -> Result<Response<proto::QueryEntitiesResponse>, Status> {
-        let answer = async {
-            Err(Status::unimplemented(
-                "QueryEntities: not served yet (the entities facade lists one entity type at a \
-                 time and keeps no last-modified time); use GET /runtime/webhooks/durabletask/entities/{name}",
-            ))
-        };
-        self.call("QueryEntities", "", answer).await
+        self.call(
+            "QueryEntities",
+            "",
+            self.client.query_entities(r.into_inner()),
+        )
+        .await
     }
 
     async fn clean_entity_storage(
         &self,
-        _r: Request<proto::CleanEntityStorageRequest>,
+        r: Request<proto::CleanEntityStorageRequest>,
     ) -> Result<Response<proto::CleanEntityStorageResponse>, Status> {
-        let answer = async {
-            Err(Status::unimplemented(
-                "CleanEntityStorage: not served yet (perdure removes an entity whose state is deleted, and holds no orphaned locks to release from here)",
-            ))
-        };
-        self.call("CleanEntityStorage", "", answer).await
+        self.call(
+            "CleanEntityStorage",
+            "",
+            self.client.clean_entity_storage(r.into_inner()),
+        )
+        .await
     }
 }

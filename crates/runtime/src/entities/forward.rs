@@ -35,6 +35,10 @@ pub(crate) enum EntityRequest {
         after: Option<String>,
         limit: u32,
     },
+    Locks {
+        partition: PartitionId,
+        limit: u32,
+    },
 }
 
 impl Rpc for EntityRequest {
@@ -49,6 +53,7 @@ pub(crate) enum EntityReply {
     Call(String),
     Get(Option<String>),
     Entities(Vec<(String, String)>),
+    Locks(Vec<(String, perdure_types::command::LockHolder)>),
 }
 
 pub(crate) fn to_json(v: Option<&Value>) -> Option<String> {
@@ -143,6 +148,15 @@ async fn serve(local: &Local, req: EntityRequest) -> Result<EntityReply, Error> 
             .into_iter()
             .map(|(k, v)| (k, v.to_string()))
             .collect(),
+        ),
+        EntityRequest::Locks { partition, limit } => EntityReply::Locks(
+            within(
+                local.workload.request_timeout(),
+                partition,
+                false,
+                local.locks(partition, limit as usize),
+            )
+            .await?,
         ),
     })
 }

@@ -130,6 +130,25 @@ impl Local {
     }
 }
 
+impl Local {
+    /// The critical sections holding entities of partition `p` (up to `limit`), read here
+    /// after one linearizable read barrier.
+    pub async fn locks(
+        &self,
+        p: PartitionId,
+        limit: usize,
+    ) -> Result<Vec<(String, perdure_types::command::LockHolder)>, Error> {
+        let state = self.router.partitions().read(p).await?;
+        read_blocking(move || {
+            state
+                .locks()
+                .list(limit)
+                .map_err(|e| Error::Unavailable(e.to_string()))
+        })
+        .await
+    }
+}
+
 /// `entity`'s state in `state`, parsed, read on a blocking thread.
 pub(crate) async fn read_entity(
     state: PartitionState,

@@ -102,6 +102,61 @@ impl Entities {
         self.router().forward(leader, &req, Some(wait)).await
     }
 
+    /// Signals an entity to run no earlier than `due` (milliseconds since the epoch): durable
+    /// (a timer of the entity's partition, with the idempotency key remembered in the same
+    /// command) once this returns; the operation runs when the timer fires (within a second of
+    /// `due`). A `due` already past is an ordinary signal.
+    pub async fn signal_at(
+        &self,
+        req: SignalRequest,
+        due: perdure_types::command::Millis,
+    ) -> Result<SignalOutcome, Error> {
+        let now = crate::host::now_ms();
+        if due <= now {
+            return self.signal(req).await;
+        }
+        self.check(&req.entity, &req.operation, req.input.as_ref())?;
+        let p = self.partitions().partition_of(&req.entity);
+        let target = perdure_types::Target::Entity(req.entity.clone());
+        let mut ops = Vec::with_capacity(2);
+        if let Some(id) = req.idempotency_key {
+            let window = self.workload().config().idempotency_window_ms;
+            ops.push(perdure_types::command::Op::RememberId {
+                target: target.clone(),
+                id,
+                // remembered until well after the signal ran
+                expires_at: due.max(now) + window,
+            });
+        }
+        ops.push(perdure_types::command::Op::ScheduleTimer {
+            due,
+            target,
+            message: perdure_types::message::Message::entity_operation(
+                req.operation,
+                req.input.as_ref(),
+            )
+            .encode(),
+        });
+        let command = perdure_types::command::Command {
+            ops,
+            fence_term: None,
+        };
+        let results = within(
+            self.deadline(),
+            p,
+            true,
+            self.router().propose_at(p, command),
+        )
+        .await?;
+        Ok(
+            if results.contains(&perdure_types::command::OpResult::Duplicate) {
+                SignalOutcome::Duplicate
+            } else {
+                SignalOutcome::Accepted
+            },
+        )
+    }
+
     /// Checks that `entity`'s type has `operation` and takes `input`, before anything is
     /// written (a type served by remote workers: the worker decides).
     fn check(
@@ -249,6 +304,75 @@ impl Entities {
     }
 
     /// One partition's entities of type `t`, locally or from the partition's leader.
+    /// The critical sections holding entities of partition `p` (at most `limit`): each
+    /// entity (`@name@key`) and its holder.
+    pub async fn locks(
+        &self,
+        p: PartitionId,
+        limit: usize,
+    ) -> Result<Vec<(String, perdure_types::command::LockHolder)>, Error> {
+        let here = within(self.deadline(), p, false, self.local.locks(p, limit)).await;
+        match here {
+            Err(Error::NoLeader { .. } | Error::Unavailable(_)) => {
+                match self.partitions().leader(p) {
+                    Some(l) if l != self.partitions().node_id() => {
+                        let fwd = EntityRequest::Locks {
+                            partition: p,
+                            limit: limit as u32,
+                        };
+                        match self.forward(l, fwd).await? {
+                            EntityReply::Locks(v) => Ok(v),
+                            other => Err(forward::unexpected(other)),
+                        }
+                    }
+                    leader => Err(Error::NoLeader {
+                        partition: p,
+                        leader,
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Releases `entity` from critical section `holder` (one whose orchestration is gone: a
+    /// release like the orchestration's own, through the entity's partition; a section that no
+    /// longer holds the entity is left alone by the entity).
+    pub async fn release_lock(
+        &self,
+        entity: &EntityId,
+        holder: &perdure_types::command::LockHolder,
+    ) -> Result<(), Error> {
+        let p = self.partitions().partition_of(entity);
+        let target = perdure_types::Target::Entity(entity.clone());
+        let message = perdure_types::message::Message::EntityUnlock {
+            critical_section_id: holder.critical_section_id.clone(),
+            holder: holder.instance.clone(),
+            forward: Vec::new(),
+        };
+        let command = perdure_types::command::Command {
+            ops: vec![perdure_types::command::Op::Send {
+                dest: p,
+                target,
+                message: message.encode(),
+            }],
+            fence_term: None,
+        };
+        within(
+            self.deadline(),
+            p,
+            true,
+            self.router().propose_at(p, command),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// How many partitions the cluster has.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions().count()
+    }
+
     async fn partition_entities(
         &self,
         p: PartitionId,
