@@ -283,8 +283,6 @@ def _assert_delayed(c, eid, t0: float):
         time.sleep(0.1)
 
 
-@pytest.mark.perdure_gap("SignalEntity with a scheduledTime: UNIMPLEMENTED \"a signal scheduled "
-                         "for later (scheduledTime) is not supported by perdure's gRPC interface yet\"")
 def test_delayed_signal_from_client(dt_worker, dt_client, uid):
     dt_worker.add_entity(tally)
     dt_worker.start()
@@ -315,8 +313,6 @@ def test_delayed_signal_from_orchestration(dt_worker, dt_client, uid):
     assert _assert_delayed(dt_client, entities.EntityInstanceId("tally", key), t0) >= 1.5
 
 
-@pytest.mark.perdure_gap("QueryEntities: UNIMPLEMENTED \"not served yet (the entities facade lists "
-                         "one entity type at a time and keeps no last-modified time)\"")
 def test_query_entities(dt_worker, dt_client, uid):
     dt_worker.add_entity(tally)
     dt_worker.start()
