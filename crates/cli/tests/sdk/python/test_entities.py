@@ -347,9 +347,9 @@ def ask_counter(ctx: task.OrchestrationContext, key: str):
     return (yield ctx.call_entity(entities.EntityInstanceId("counter", key), "whoami"))
 
 
-@pytest.mark.xfail(reason="perdure: its built-in entity types (counter, register, list, "
-                          "aggregator) take the operations of an SDK worker's entity of the same "
-                          "name, even one the worker declares in its work-item filters", strict=False)
+@pytest.mark.perdure_bug(
+    "its built-in entity types (counter, register, list, aggregator) take the operations of an "
+    "SDK worker's entity of the same name, even one the worker declares in its work-item filters")
 def test_sdk_entity_named_like_a_builtin_type(dt_worker, dt_client, uid):
     dt_worker.add_entity(counter)
     dt_worker.add_orchestrator(ask_counter)
