@@ -160,6 +160,12 @@ async fn operations_are_counted_per_node_with_bounded_labels() {
         "{stats}"
     );
     assert_eq!(stats["partitions_led"], 4);
+    // the Durable Task workers' view: none connected, nothing waiting
+    assert!(
+        stats["remote_workers"]["workers"].as_array().is_some(),
+        "{stats}"
+    );
+    assert_eq!(stats["remote_workers"]["pending"]["activity"], 0, "{stats}");
     a.stop().await;
     b.stop().await;
 }
@@ -287,6 +293,8 @@ async fn orchestrations_are_counted() {
         "perdure_orchestration_live_instances",
         "perdure_orchestration_turn_duration_seconds_count",
         "perdure_orchestration_history_events_at_completion_count",
+        r#"perdure_remote_work_items_total{event="redispatched",kind="entity"}"#,
+        r#"perdure_remote_work_pending{kind="orchestrator"}"#,
     ] {
         assert_eq!(sample(&before, series), Some(0.0), "{series}\n{before}");
     }

@@ -141,8 +141,27 @@ async function refreshStats() {
     if (s.orchestrations && prev.orchestrations) orchRates(s.orchestrations, prev.orchestrations, dt);
   }
   if (s.orchestrations) orchGauges(s.orchestrations);
+  if (s.remote_workers) workers(s.remote_workers);
   prev = s;
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+}
+
+// --- Durable Task workers (gRPC) --------------------------------------------------------------
+function workers(w) {
+  $("workers-count").textContent = w.workers.length;
+  $("workers-pending-orch").textContent = w.pending.orchestrator;
+  $("workers-pending-act").textContent = w.pending.activity;
+  $("workers-pending-ent").textContent = w.pending.entity;
+  $("workers-note").textContent = w.served
+    ? (w.workers.length ? "" : "no worker is connected to this node (workers connected to other nodes take work from every partition too)")
+    : "this node does not serve Durable Task workers (grpc.enabled = false)";
+  $("workers-list").tBodies[0].replaceChildren(...w.workers.map((x) => el("tr", {},
+    el("td", {}, x.session),
+    el("td", {}, x.peer),
+    el("td", {}, new Date(x.connected_at_ms).toLocaleTimeString()),
+    el("td", {}, x.holding_orchestrations + " / " + x.holding_activities),
+    el("td", {}, x.received),
+    el("td", {}, x.filtered ? "yes" : "no"))));
 }
 
 // --- orchestrations -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ mod leaders;
 pub mod ops;
 mod orchestrations;
 mod raft_log;
+mod remote;
 pub mod request;
 mod scrape;
 
@@ -147,6 +148,7 @@ impl NodeMetrics {
             "forwarded_requests": s.forwarded.get(),
             "wal_written_bytes": s.wal_bytes.get(),
             "orchestrations": s.orchestrations.summary(),
+            "remote_workers": s.remote.summary(&self.runtime),
         })
     }
 

@@ -85,6 +85,8 @@ pub(super) struct Scraped {
     /// at accept: too many connections in their handshake).
     peer_handshakes_refused: IntCounterVec,
     raft_log: RaftLogMetrics,
+    /// Remote (gRPC) workers' work.
+    pub remote: super::remote::RemoteGauges,
     /// The orchestration workload's.
     pub orchestrations: OrchestrationGauges,
 }
@@ -217,6 +219,7 @@ impl Scraped {
         ))?;
         Ok(Self {
             raft_log: RaftLogMetrics::new(r, partitions.count())?,
+            remote: super::remote::RemoteGauges::new(r)?,
             orchestrations: OrchestrationGauges::new(r, runtime.orchestrations().metrics().clone())?,
             partitions: PartitionGauges::new(r, partitions.count())?,
             leaders: gauge(r, "perdure_partitions_led", "Partitions this node leads.")?,
@@ -308,6 +311,7 @@ impl Scraped {
     /// Reads the node's counters into the scraped metrics.
     pub(super) fn refresh(&self, runtime: &Runtime, partitions: &Partitions) {
         let led = self.partitions.refresh(partitions);
+        self.remote.refresh(runtime);
         self.leaders.set(led.len() as i64);
         let (mut act, mut active, mut del, mut tim) = (0, 0, 0, 0);
         let (mut commands, mut proposals) = (0, 0);

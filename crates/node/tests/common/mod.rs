@@ -23,13 +23,16 @@ pub struct Node {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// Test settings: 4 partitions, small HTTP limits, gRPC on a free port (tests run in parallel).
+/// Test settings: 4 partitions, small HTTP limits, gRPC off (these tests are about HTTP: with
+/// gRPC workers served, an entity type or orchestrator without Rust code is taken as theirs
+/// instead of refused; tests that want gRPC turn it on, on a free port).
 pub fn test_config(dir: &std::path::Path) -> NodeConfig {
     let mut c = NodeConfig {
         data_dir: dir.join("data"),
         partitions: 4,
         ..NodeConfig::default()
     };
+    c.grpc.enabled = false;
     c.grpc.addr = "127.0.0.1:0".into();
     c.http.max_body_bytes = 64 * 1024;
     c.http.max_batch_signals = 10;

@@ -389,6 +389,10 @@ impl Orchestrations {
                             Ok(k) => n += k,
                             Err(Error::InstanceNotFound(_)) => {}
                             Err(Error::Remote(f)) if f.code == "instance_not_found" => {}
+                            // a child still running (a recursive terminate on its way to it)
+                            // stays; the parent is purged all the same
+                            Err(Error::InstanceState { .. }) => {}
+                            Err(Error::Remote(f)) if f.code == "instance_state" => {}
                             Err(e) => return Err(e),
                         }
                     }
