@@ -34,5 +34,8 @@ fn js_sdk_chaining_sample() {
     let node = sdk::start_node();
     let mut cmd = Command::new(node_bin);
     cmd.arg(sample.join("chaining.js"));
-    sdk::run_suite("node examples/durabletask-js/chaining.js", cmd, &node);
+    cmd.env("PERDURE_GRPC_ADDR", &node.grpc_addr);
+    sdk::run_suite("node examples/durabletask-js/chaining.js", cmd, &|| {
+        sdk::tail(&node.server.stderr(), 200)
+    });
 }

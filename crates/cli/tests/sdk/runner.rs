@@ -2,6 +2,8 @@
 //! its gRPC listener (the Durable Task sidecar protocol) on a free local port, the tools made
 //! by `.ci/sdk-env.sh`, and running a suite as a child process with `PERDURE_GRPC_ADDR` set.
 
+#![allow(dead_code)]
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +44,12 @@ pub struct GrpcNode {
     pub grpc_addr: String,
 }
 
+/// Whether `addr` accepts a TCP connection.
+pub fn accepts(addr: &str) -> bool {
+    let sock: SocketAddr = addr.parse().unwrap();
+    TcpStream::connect_timeout(&sock, Duration::from_millis(500)).is_ok()
+}
+
 /// Starts `perdure serve` with `PERDURE_GRPC__ADDR=127.0.0.1:PORT` (a free port) and waits
 /// until the gRPC port accepts connections.
 pub fn start_node() -> GrpcNode {
@@ -49,10 +57,9 @@ pub fn start_node() -> GrpcNode {
     for _ in 0..3 {
         let grpc_addr = format!("127.0.0.1:{}", free_port());
         let mut server = Server::start_with_env(&[("PERDURE_GRPC__ADDR", grpc_addr.as_str())]);
-        let sock: SocketAddr = grpc_addr.parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while server.running() {
-            if TcpStream::connect_timeout(&sock, Duration::from_millis(500)).is_ok() {
+            if accepts(&grpc_addr) {
                 return GrpcNode { server, grpc_addr };
             }
             assert!(
@@ -69,33 +76,30 @@ pub fn start_node() -> GrpcNode {
     panic!("the node exited at start three times; its last log:\n{last}");
 }
 
-/// Runs `cmd` (from the repository root, with `PERDURE_GRPC_ADDR` set) to the end, prints its
-/// output, and panics (with the node's log tail) unless it exits 0.
-pub fn run_suite(what: &str, mut cmd: Command, node: &GrpcNode) {
+/// Runs `cmd` (from the repository root) to the end, prints its output, and panics (with
+/// `logs()`, the nodes' log tails) unless it exits 0.
+pub fn run_suite(what: &str, mut cmd: Command, logs: &dyn Fn() -> String) {
     let started = Instant::now();
     let out = cmd
         .current_dir(repo_root())
-        .env("PERDURE_GRPC_ADDR", &node.grpc_addr)
         .output()
         .unwrap_or_else(|e| panic!("run {what}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("--- {what} stdout ---\n{stdout}");
     println!("--- {what} stderr ---\n{stderr}");
-    println!(
-        "--- {what}: {} after {:.0?} against gRPC {}",
-        out.status,
-        started.elapsed(),
-        node.grpc_addr
-    );
+    println!("--- {what}: {} after {:.0?}", out.status, started.elapsed());
     if !out.status.success() {
-        let log = node.server.stderr();
-        let tail: Vec<&str> = log.lines().rev().take(200).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!(
-            "{what} failed ({}); the node's last log lines:\n{}",
+            "{what} failed ({}); the nodes' last log lines:\n{}",
             out.status,
-            tail.join("\n")
+            logs()
         );
     }
+}
+
+/// The last `n` lines of `log`.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -1,6 +1,9 @@
 # perdure's end-to-end tests of the official Durable Task Python SDK (durabletask 1.12.0)
 # against a perdure node's gRPC endpoint (the TaskHubSidecarService).
 #
+# Workers connect to PERDURE_GRPC_WORKER_ADDR when it is set (clients stay on PERDURE_GRPC_ADDR):
+# the cluster run of sdk_python.rs puts them on different nodes.
+#
 # Backends:
 #   perdure   (default) a running node: PERDURE_GRPC_ADDR=host:port (crates/cli/tests/sdk_python.rs
 #             starts one and sets it)
@@ -110,6 +113,20 @@ def grpc_addr(backend_kind: str) -> Iterator[str]:
     yield addr
 
 
+@pytest.fixture(scope="session")
+def worker_addr(grpc_addr: str, backend_kind: str) -> str:
+    """host:port the workers connect to: PERDURE_GRPC_WORKER_ADDR when set (e.g. another node of
+    the cluster than the clients'), else the same as the clients'."""
+    addr = os.environ.get("PERDURE_GRPC_WORKER_ADDR")
+    if not addr or backend_kind == "inmemory":
+        return grpc_addr
+    try:
+        grpc.channel_ready_future(grpc.insecure_channel(addr)).result(timeout=15)
+    except grpc.FutureTimeoutError:
+        pytest.fail(f"no gRPC server answers at PERDURE_GRPC_WORKER_ADDR={addr}", pytrace=False)
+    return addr
+
+
 @pytest.fixture
 def uid(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """uid("x") -> a fresh instance id / entity key: test name + tag + random hex."""
@@ -128,13 +145,13 @@ _LOGGER.setLevel(logging.WARNING)
 
 
 @pytest.fixture
-def make_worker(grpc_addr: str) -> Iterator[Callable[..., worker.TaskHubGrpcWorker]]:
+def make_worker(worker_addr: str) -> Iterator[Callable[..., worker.TaskHubGrpcWorker]]:
     """A factory of (not yet started) workers; every one made is stopped after the test."""
     made: list[worker.TaskHubGrpcWorker] = []
 
     def make(**kwargs) -> worker.TaskHubGrpcWorker:
         kwargs.setdefault("logger", _LOGGER)
-        w = worker.TaskHubGrpcWorker(host_address=grpc_addr, **kwargs)
+        w = worker.TaskHubGrpcWorker(host_address=worker_addr, **kwargs)
         made.append(w)
         return w
 

@@ -29,10 +29,10 @@ def _runs(path: Path) -> list[str]:
 
 @pytest.mark.perdure_only("in-flight work items of a vanished worker are lost for good there "
                           "(reference section 7)")
-def test_worker_killed_during_activity(grpc_addr, dt_client, uid, tmp_path):
+def test_worker_killed_during_activity(worker_addr, dt_client, uid, tmp_path):
     key = uid("k")
     runs = tmp_path / f"{key}.runs"
-    first = _spawn(grpc_addr, tmp_path, sleep=300)  # never finishes the activity on its own
+    first = _spawn(worker_addr, tmp_path, sleep=300)  # never finishes the activity on its own
     second = None
     try:
         iid = dt_client.schedule_new_orchestration("survive_worker_loss", input=key, instance_id=uid())
@@ -45,7 +45,7 @@ def test_worker_killed_during_activity(grpc_addr, dt_client, uid, tmp_path):
 
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
-        second = _spawn(grpc_addr, tmp_path, sleep=0.2)
+        second = _spawn(worker_addr, tmp_path, sleep=0.2)
 
         state = dt_client.wait_for_orchestration_completion(iid, timeout=120)
         assert state is not None
