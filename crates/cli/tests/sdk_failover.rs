@@ -140,10 +140,7 @@ impl Ctx {
     fn py_logs(&self) -> String {
         let mut s = String::new();
         for name in ["proxy.log", "worker-1.log", "worker-2.log"] {
-            s += &format!(
-                "--- {name} ---\n{}\n",
-                tail_file(&self.dir.join(name), 40)
-            );
+            s += &format!("--- {name} ---\n{}\n", tail_file(&self.dir.join(name), 40));
         }
         s
     }
@@ -263,19 +260,36 @@ fn phase(ctx: &Ctx, nodes: &mut Nodes, name: &str, what: &str, victim: &dyn Fn()
         prev = *t;
     }
     let start_wall = summary["start_wall"].as_f64().unwrap_or(wall0);
+    // the same for instance completions (offsets from the client's first start)
+    let kill_at = kill_wall - start_wall;
+    let mut done_stall = 0f64;
+    let mut prev = kill_at;
+    for t in summary["done_s"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_f64())
+        .filter(|t| *t >= kill_at)
+    {
+        done_stall = done_stall.max(t - prev);
+        prev = t;
+    }
     println!(
         "phase {name}: {} of {N} completed; all done {:.1} s after the first start (kill at \
          +{:.1} s); activity executions {} for {} activities: {} re-executions ({} activities \
-         ran more than once); longest pause in activity starts after the kill {:.1} s; shared \
-         entity {}; history event kinds {}",
+         ran more than once); longest pause after the kill: in activity starts {:.1} s, in \
+         instance completions {:.1} s; client retries {}; shared entity {}; history event \
+         kinds {}",
         summary["completed"],
         summary["all_done_s"].as_f64().unwrap_or(f64::NAN),
-        kill_wall - start_wall,
+        kill_at,
         runs.len(),
         per_key.len(),
         reexecutions,
         reexecuted.len(),
         stall,
+        done_stall,
+        summary["client_retries"],
         summary["shared_entity"],
         summary["event_kinds"]
     );
@@ -293,8 +307,16 @@ fn phase(ctx: &Ctx, nodes: &mut Nodes, name: &str, what: &str, victim: &dyn Fn()
         tail_file(&client_log, 40),
         ctx.py_logs()
     );
-    assert_eq!(summary["completed"].as_u64(), Some(N as u64), "phase {name}");
-    assert_eq!(summary["shared_entity"].as_u64(), Some(N as u64), "phase {name}");
+    assert_eq!(
+        summary["completed"].as_u64(),
+        Some(N as u64),
+        "phase {name}"
+    );
+    assert_eq!(
+        summary["shared_entity"].as_u64(),
+        Some(N as u64),
+        "phase {name}"
+    );
     assert_eq!(
         per_key.len(),
         N * ACTIVITIES,
@@ -358,7 +380,10 @@ fn python_workers_survive_node_kills() {
     ));
     let t = Instant::now();
     while !specs.iter().all(|m| sdk::accepts(&m.grpc_addr())) {
-        assert!(t.elapsed() < Duration::from_secs(30), "gRPC listeners not up");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "gRPC listeners not up"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -369,7 +394,12 @@ fn python_workers_survive_node_kills() {
         .block_on(cluster::leaders(&http, &specs[0].url()))
         .expect("GET /cluster");
     let most = (1..=3u64)
-        .max_by_key(|id| (leaders.get(id).copied().unwrap_or(0), std::cmp::Reverse(*id)))
+        .max_by_key(|id| {
+            (
+                leaders.get(id).copied().unwrap_or(0),
+                std::cmp::Reverse(*id),
+            )
+        })
         .unwrap() as usize
         - 1;
     let others: Vec<usize> = (0..3).filter(|i| *i != most).collect();
@@ -411,7 +441,10 @@ fn python_workers_survive_node_kills() {
     let proxy_addr = format!("127.0.0.1:{proxy_port}");
     let t = Instant::now();
     while !sdk::accepts(&proxy_addr) {
-        assert!(t.elapsed() < Duration::from_secs(15), "the proxy never listened");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the proxy never listened"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let _workers: Vec<KillOnDrop> = (1..=2)
@@ -450,10 +483,7 @@ fn python_workers_survive_node_kills() {
     let state_path = ctx.proxy_state.clone();
     let target = move || {
         let state = proxy_state(&state_path);
-        let (addr, n) = state
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .expect("proxy state");
+        let (addr, n) = state.iter().max_by_key(|(_, n)| **n).expect("proxy state");
         assert!(*n > 0, "no worker connection open: {state:?}");
         let i = addrs.iter().position(|a| a == addr).unwrap();
         assert_ne!(i, c, "the workers are on the client's node");

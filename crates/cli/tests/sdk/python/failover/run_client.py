@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 from durabletask import client, entities, history
 
 import workload
@@ -33,8 +34,37 @@ def say(msg: str) -> None:
     print(f"{time.time():.3f} client {PHASE}: {msg}", file=sys.stderr, flush=True)
 
 
+RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN"}
+client_retries = 0
+
+
+def retried(what: str, call, accept_exists: bool = False):
+    """call(), retried for 30 s on errors a failover causes (a request forwarded to a leader
+    that just died answers UNAVAILABLE): the client side of failover is the caller's retry.
+    With accept_exists, an "already exists" answer to a retry counts as done (the first try
+    had started the instance)."""
+    global client_retries
+    deadline = time.time() + 30
+    tried = False
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as e:
+            code = e.code().name if e.code() is not None else "?"
+            if accept_exists and tried and code == "ALREADY_EXISTS":
+                say(f"{what}: already exists after a retry: taken as started")
+                return None
+            if code not in RETRYABLE or time.time() > deadline:
+                raise
+            client_retries += 1
+            tried = True
+            say(f"{what}: {code} {e.details()}: retrying")
+            time.sleep(0.2)
+
+
 def entity_value(c: client.TaskHubGrpcClient, key: str):
-    meta = c.get_entity(entities.EntityInstanceId("tally", key), include_state=True)
+    eid = entities.EntityInstanceId("tally", key)
+    meta = retried(f"get entity {key}", lambda: c.get_entity(eid, include_state=True))
     raw = meta.get_state() if meta is not None else None  # raw JSON, "" or None: no state
     return json.loads(raw) if raw else None
 
@@ -46,8 +76,9 @@ def main() -> None:
     ids = [f"fo-{PHASE}-{tag}-{i:03d}" for i in range(N)]
     t0 = time.time()
     for i, iid in enumerate(ids):
-        c.schedule_new_orchestration(workload.failover_orchestration,
-                                     input={"k": i + 1, "shared": shared}, instance_id=iid)
+        retried(f"start {iid}", lambda: c.schedule_new_orchestration(
+            workload.failover_orchestration, input={"k": i + 1, "shared": shared},
+            instance_id=iid), accept_exists=True)
         time.sleep(SPREAD / N)
     started = time.time()
     say(f"started {N} instances in {started - t0:.1f} s")
@@ -55,9 +86,19 @@ def main() -> None:
     def wait(iid: str):
         w = client.TaskHubGrpcClient(host_address=ADDR, logger=LOGGER)
         try:
-            left = TIMEOUT - (time.time() - t0)
-            state = w.wait_for_orchestration_completion(iid, timeout=max(1, int(left)))
-            return iid, time.time(), state
+            while True:
+                left = TIMEOUT - (time.time() - t0)
+                try:
+                    state = retried(f"wait {iid}", lambda: w.wait_for_orchestration_completion(
+                        iid, timeout=max(1, int(left))))
+                    return iid, time.time(), state
+                except TimeoutError:
+                    raise
+                except grpc.RpcError as e:
+                    if time.time() - t0 > TIMEOUT:
+                        raise
+                    say(f"wait {iid}: {e.code()} {e.details()}: again")
+                    time.sleep(0.5)
         except Exception as e:  # a timeout, or an RPC error: reported as a failure
             return iid, time.time(), e
         finally:
@@ -84,7 +125,7 @@ def main() -> None:
     duplicate_results = 0
     event_kinds = Counter()
     for iid in ids:
-        events = c.get_orchestration_history(iid)
+        events = retried(f"history {iid}", lambda: c.get_orchestration_history(iid))
         event_kinds.update(type(e).__name__ for e in events)
         scheduled = [e.event_id for e in events if isinstance(e, history.TaskScheduledEvent)]
         completed = Counter(e.task_scheduled_id for e in events
@@ -126,9 +167,11 @@ def main() -> None:
         "started_after_s": round(started - t0, 3),
         "first_done_s": round(times[0], 3) if times else None,
         "all_done_s": round(times[-1], 3) if times else None,
+        "done_s": [round(t, 3) for t in times],
         "shared_entity": shared_value,
         "duplicate_results": duplicate_results,
         "event_kinds": dict(event_kinds),
+        "client_retries": client_retries,
         "failures": failures,
     }
     print(json.dumps(summary), flush=True)
