@@ -57,7 +57,8 @@ pub struct SuiteArgs {
     /// Which systems to run, comma-separated: `single`, `cluster` (every scenario: entities,
     /// then orchestrations), `restate`; `single-orch`, `cluster-orch` (the orchestration
     /// scenarios only), `orchestrations` (= `single-orch,cluster-orch`), `duroxide` (the
-    /// orchestration peer, `benches/peers/duroxide.sh`).
+    /// orchestration peer, `benches/peers/duroxide.sh`), `sdk` (the Durable Task Python SDK as
+    /// worker and client on 1 and 3 nodes and its in-memory backend).
     #[arg(long, value_delimiter = ',', default_value = "single,cluster,restate")]
     pub systems: Vec<Pick>,
     /// HelloSequence5 instances measured for the throughput (after 5% warm-up).
@@ -75,6 +76,9 @@ pub struct SuiteArgs {
     /// HelloSequence5 instances the duroxide peer runs for its throughput (it is slow).
     #[arg(long, default_value_t = 1_000)]
     pub duroxide_instances: u64,
+    /// HelloSequence5 instances the Python SDK scenarios measure for the throughput.
+    #[arg(long, default_value_t = 1_000)]
+    pub sdk_instances: u64,
     /// The duroxide peer's dispatcher poll interval, ms (its default is 100).
     #[arg(long, default_value_t = 2)]
     pub duroxide_poll_ms: u64,
@@ -110,6 +114,10 @@ pub enum Pick {
     Restate,
     /// The duroxide peer (orchestrations).
     Duroxide,
+    /// The official Durable Task Python SDK as worker and client: HelloSequence5 against one
+    /// perdure node, three, and the SDK's own in-memory backend; entity signals from its client
+    /// against a Rust entity (`benches/peers/durabletask/`; needs `bash .ci/sdk-env.sh`).
+    Sdk,
 }
 
 /// Which scenarios of a system run.
@@ -146,6 +154,13 @@ pub enum System {
     Restate,
     /// The duroxide peer (in-process Rust, SQLite).
     Duroxide,
+    /// The Python SDK's scenarios (their rows carry the backend they ran on).
+    #[value(skip)]
+    Sdk,
+    /// The Durable Task Python SDK's in-memory backend (durabletask 1.12.0, not durable).
+    #[value(skip)]
+    #[serde(rename = "sdk-inmemory")]
+    SdkInMemory,
 }
 
 impl System {
@@ -156,6 +171,8 @@ impl System {
             System::ClusterTls => "perdure, 3 nodes (RF 3), TLS node channel",
             System::Restate => "Restate 1.7.12, 1 node",
             System::Duroxide => "duroxide 0.1.32, SQLite",
+            System::Sdk => "the Durable Task Python SDK (durabletask 1.12.0)",
+            System::SdkInMemory => "durabletask 1.12.0 in-memory backend",
         }
     }
 }
@@ -302,8 +319,15 @@ impl ChannelRow<'_> {
 
 /// A running system.
 enum Running {
-    Perdure { nodes: Vec<Node>, urls: Vec<String> },
-    Restate { url: String },
+    Perdure {
+        nodes: Vec<Node>,
+        urls: Vec<String>,
+        /// Each node's gRPC address.
+        grpc: Vec<String>,
+    },
+    Restate {
+        url: String,
+    },
 }
 
 impl Running {
@@ -482,6 +506,7 @@ impl Suite {
                 })
             }
             System::Duroxide => bail!("duroxide runs through its own script"),
+            System::Sdk | System::SdkInMemory => bail!("the SDK runs through its own scripts"),
             System::Single | System::Cluster | System::ClusterTls => {
                 let n = if system == System::Single { 1 } else { 3 };
                 let dir = self.data.join(format!("{system:?}").to_lowercase());
@@ -494,8 +519,9 @@ impl Suite {
                     System::Cluster => 70,
                     _ => 80,
                 };
+                // gRPC on a port of its own (the SDK scenarios' workers connect to it)
                 let specs: Vec<NodeSpec> = (1..=n)
-                    .map(|id| NodeSpec::new(id, base, &dir))
+                    .map(|id| NodeSpec::new(id, base, &dir).and_then(NodeSpec::with_grpc_port))
                     .collect::<Result<_, _>>()?;
                 let certs = dir.join("certs");
                 let tls = (system == System::ClusterTls).then_some(certs.as_path());
@@ -513,6 +539,7 @@ impl Suite {
                     node.start(&Default::default())?;
                 }
                 let urls: Vec<String> = specs.iter().map(NodeSpec::url).collect();
+                let grpc: Vec<String> = specs.iter().map(NodeSpec::grpc_addr).collect();
                 for u in &urls {
                     if !perdure_harness::ready(u, Duration::from_secs(60)).await {
                         bail!("{u} not ready within 60 s");
@@ -521,7 +548,7 @@ impl Suite {
                 if n > 1 {
                     wait_balanced(&urls[0], n as usize).await;
                 }
-                Ok(Running::Perdure { nodes, urls })
+                Ok(Running::Perdure { nodes, urls, grpc })
             }
         }
     }
@@ -675,6 +702,9 @@ impl Suite {
         if system == System::Duroxide {
             return self.duroxide().await;
         }
+        if system == System::Sdk {
+            return self.sdk().await;
+        }
         self.log(&format!("starting {}", system.label()));
         let running = self.start(system).await?;
         let result = match scope {
@@ -803,7 +833,7 @@ impl Suite {
         instances_run: u64,
     ) -> anyhow::Result<orchestrations::OrchOutcome> {
         self.log(&format!("{}: {scenario}", system.label()));
-        let Running::Perdure { nodes, urls } = running else {
+        let Running::Perdure { nodes, urls, .. } = running else {
             bail!("orchestration scenarios run on perdure");
         };
         let stats: Vec<String> = nodes
@@ -951,10 +981,120 @@ impl Suite {
         Ok(())
     }
 
+    /// The Python SDK's scenarios: HelloSequence5 (the SDK worker's orchestrator and activity)
+    /// on one perdure node, on three (worker and client on node 2) and on the SDK's in-memory
+    /// backend, with the same worker; entity signals from its client to the Rust `counter`.
+    async fn sdk(&mut self) -> anyhow::Result<()> {
+        let root = workspace_root();
+        let python = root.join("target/sdk-venv/bin/python");
+        if !python.exists() {
+            bail!(
+                "no Python SDK venv at {}: run `bash .ci/sdk-env.sh`",
+                python.display()
+            );
+        }
+        let (n, lat, ops) = if self.args.quick {
+            (50, 10, 500)
+        } else {
+            (self.args.sdk_instances, 100, 5_000)
+        };
+        let script = |name: &str, args: &[String]| -> anyhow::Result<serde_json::Value> {
+            let out = std::process::Command::new(&python)
+                .arg(root.join("benches/peers/durabletask").join(name))
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .with_context(|| format!("running {name}"))?;
+            let line = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_string();
+            if !out.status.success() {
+                bail!("{name} failed ({}): {line}", out.status);
+            }
+            Ok(serde_json::from_str(&line)?)
+        };
+        let hello = |addr: Option<&str>| -> Vec<String> {
+            let mut a = match addr {
+                Some(a) => vec!["--addr".to_string(), a.to_string()],
+                None => vec!["--inmemory".to_string()],
+            };
+            a.extend([
+                "--instances".into(),
+                n.to_string(),
+                "--latency-runs".into(),
+                lat.to_string(),
+            ]);
+            a
+        };
+        let row = |v: &serde_json::Value, per: &str| {
+            json!({
+                "instances_per_sec": v[per],
+                "latency_ms": {"p50": v["p50_ms"], "p99": v["p99_ms"]},
+                "completed": v["instances"].as_u64().or(v["ops"].as_u64()),
+                "errors": v["failures"].as_u64().or(v["wrong_counters"].as_u64()),
+                "seconds": v["seconds"],
+            })
+        };
+        for system in [System::Single, System::Cluster] {
+            self.log(&format!("the Python SDK against {}", system.label()));
+            let running = self.start(system).await?;
+            let Running::Perdure { grpc, .. } = &running else {
+                bail!("not a perdure system");
+            };
+            let addr = grpc[grpc.len().min(2) - 1].clone();
+            let result = (|| -> anyhow::Result<()> {
+                let v = script("hello5.py", &hello(Some(&addr)))?;
+                self.log(&format!(
+                    "  -> {}: HelloSequence5 via the Python SDK: {v}",
+                    short(system)
+                ));
+                self.orch_rows.push(OrchRow {
+                    system,
+                    scenario: "Python SDK worker: HelloSequence5".into(),
+                    wall: v["seconds"].as_f64().unwrap_or(0.0),
+                    v: row(&v, "per_sec"),
+                    batching: None,
+                });
+                let args = ["--addr", &addr, "--ops", &ops.to_string(), "--threads", "8"]
+                    .map(String::from);
+                let e = script("entity_ops.py", &args)?;
+                self.log(&format!(
+                    "  -> {}: counter signals via the Python SDK client: {e}",
+                    short(system)
+                ));
+                self.orch_rows.push(OrchRow {
+                    system,
+                    scenario: "Python SDK client: counter signals (ops/s)".into(),
+                    wall: e["seconds"].as_f64().unwrap_or(0.0),
+                    v: row(&e, "ops_per_sec"),
+                    batching: None,
+                });
+                Ok(())
+            })();
+            let stopped = running.stop();
+            result.and(stopped)?;
+        }
+        self.log("the Python SDK against its in-memory backend");
+        let v = script("hello5.py", &hello(None))?;
+        self.log(&format!(
+            "  -> in-memory: HelloSequence5 via the Python SDK: {v}"
+        ));
+        self.orch_rows.push(OrchRow {
+            system: System::SdkInMemory,
+            scenario: "Python SDK worker: HelloSequence5".into(),
+            wall: v["seconds"].as_f64().unwrap_or(0.0),
+            v: row(&v, "per_sec"),
+            batching: None,
+        });
+        Ok(())
+    }
+
     /// Steady open-loop signals at half the many-keys maximum; `kill -9` of the node leading
     /// most partitions; time until p99 is back to normal; nothing acknowledged may be lost.
     async fn failover(&mut self, running: &Running) -> anyhow::Result<()> {
-        let Running::Perdure { nodes, urls } = running else {
+        let Running::Perdure { nodes, urls, .. } = running else {
             return Ok(());
         };
         let max = self
@@ -1366,6 +1506,8 @@ fn short(s: System) -> &'static str {
         System::ClusterTls => "perdure 3 nodes TLS",
         System::Restate => "Restate 1 node",
         System::Duroxide => "duroxide",
+        System::Sdk => "Python SDK",
+        System::SdkInMemory => "SDK in-memory backend",
     }
 }
 
@@ -1460,6 +1602,7 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
             ],
             Pick::Restate => vec![(System::Restate, Scope::All)],
             Pick::Duroxide => vec![(System::Duroxide, Scope::All)],
+            Pick::Sdk => vec![(System::Sdk, Scope::All)],
         })
         .collect();
     let mut failed = Vec::new();
