@@ -30,6 +30,8 @@ fn pytest(python: PathBuf, client_addr: &str, worker_addr: &str) -> Command {
         .env("PERDURE_SDK_BACKEND", "perdure")
         .env("PERDURE_GRPC_ADDR", client_addr)
         .env("PERDURE_GRPC_WORKER_ADDR", worker_addr)
+        // for the tests that start (and kill) a node of their own
+        .env("PERDURE_BIN", common::BIN)
         .env("PYTHONDONTWRITEBYTECODE", "1");
     cmd
 }

@@ -242,6 +242,12 @@ def test_entity_starts_orchestration(dt_worker, dt_client, uid):
     # the entity's operation returned the id of the orchestration it started
     started = state.get_output()
     assert isinstance(started, str) and started
+    # the start is a message of its own: the instance may appear a moment after the entity
+    # answered (perdure's waits answer "not found" at once for an id not known yet)
+    deadline = time.monotonic() + 15
+    while dt_client.get_orchestration_state(started) is None:
+        assert time.monotonic() < deadline, f"the instance {started} the entity started never appeared"
+        time.sleep(0.1)
     child = _completed(dt_client, started)
     assert child.runtime_status == OrchestrationStatus.COMPLETED, child.failure_details
     assert child.name == "started_by_entity"
