@@ -5,6 +5,7 @@
 # Starts its own node: needs PERDURE_BIN (the runner sdk_python.rs sets it); skipped without.
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 
 from durabletask import client, history, task, worker
@@ -103,8 +105,9 @@ def test_node_killed_and_restarted_under_a_connected_worker(backend_kind, uid):
     workdir = Path(tempfile.mkdtemp(prefix="perdure-sdk-restart-"))
     node = OwnNode(binary, workdir)
     node.start()
-    w = worker.TaskHubGrpcWorker(host_address=node.grpc)
-    c = client.TaskHubGrpcClient(host_address=node.grpc)
+    quiet = logging.getLogger("perdure-sdk-tests")
+    w = worker.TaskHubGrpcWorker(host_address=node.grpc, logger=quiet)
+    c = client.TaskHubGrpcClient(host_address=node.grpc, logger=quiet)
     try:
         w.add_orchestrator(through_restart)
         w.add_activity(quick)
@@ -121,6 +124,9 @@ def test_node_killed_and_restarted_under_a_connected_worker(backend_kind, uid):
         time.sleep(1)
         node.start()
 
+        # gRPC shares subchannels between channels: until the one to this address has left its
+        # reconnect back-off (after the refused connections), calls fail at once UNAVAILABLE
+        grpc.channel_ready_future(grpc.insecure_channel(node.grpc)).result(timeout=60)
         state = c.wait_for_orchestration_completion(iid, timeout=120)
         assert state is not None, node.tail()
         assert state.runtime_status == OrchestrationStatus.COMPLETED, (state.failure_details, node.tail())
