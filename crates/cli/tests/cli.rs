@@ -46,7 +46,8 @@ fn a_taken_port_is_a_clear_error() {
 
 #[test]
 fn client_commands_report_bad_input_with_a_non_zero_exit() {
-    let server = Server::start();
+    // no gRPC workers: an entity type without Rust code is refused (else it is theirs)
+    let server = Server::start_with_env(&[("PERDURE_GRPC__ENABLED", "false")]);
     let cases: &[(&[&str], &str)] = &[
         (
             &["signal", "nosuchtype/a", "add", "1"],

@@ -26,6 +26,8 @@ impl Node {
         };
         config.samples.enabled = true;
         config.grpc.addr = "127.0.0.1:0".into();
+        // no gRPC workers: a name without Rust code is refused (else it waits for a worker)
+        config.grpc.enabled = false;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();

@@ -77,6 +77,10 @@ pub(crate) enum OrchRequest {
     Abandon {
         token: String,
     },
+    /// A worker's session ended: what this node leased to it is queued again.
+    EndSession {
+        session: SessionKey,
+    },
 }
 
 impl Rpc for OrchRequest {
@@ -150,6 +154,10 @@ impl Local {
             }
             OrchRequest::Abandon { token } => {
                 self.workload.shared.remote.abandon(&token)?;
+                Ok(OrchReply::Done)
+            }
+            OrchRequest::EndSession { session } => {
+                self.workload.shared.remote.end_session(session);
                 Ok(OrchReply::Done)
             }
             OrchRequest::Start {
@@ -565,6 +573,19 @@ impl Queues for ClusterQueues {
             )
             .await
             .map(|_| ())
+        })
+    }
+
+    fn end_session(
+        &self,
+        node: NodeId,
+        session: SessionKey,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        let this = ClusterQueues(self.0.clone());
+        Box::pin(async move {
+            this.at(node, OrchRequest::EndSession { session }, Duration::ZERO)
+                .await
+                .map(|_| ())
         })
     }
 

@@ -46,6 +46,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most characters of an orchestrator's name.
+pub const MAX_NAME_CHARS: usize = 256;
+
 /// The orchestration facade of one node: routes each request to its instance's partition
 /// leader (here, or forwarded) and runs it there.
 pub struct Orchestrations {
@@ -205,6 +208,12 @@ impl Orchestrations {
     /// Starts an instance of orchestrator `req.name`. An id that exists is refused
     /// ([`Error::InstanceExists`]) unless its status is in `req.policy`.
     pub async fn start(&self, req: StartRequest) -> Result<Started, Error> {
+        if req.name.is_empty() || req.name.chars().count() > MAX_NAME_CHARS {
+            return Err(Error::BadRequest(format!(
+                "an orchestrator name has 1 to {MAX_NAME_CHARS} characters, not {}",
+                req.name.chars().count()
+            )));
+        }
         if !self.serves_remote_workers() {
             // with remote workers, a name without a Rust function waits for a worker of it
             self.registry().get_orchestrator(&req.name).map_err(|_| {

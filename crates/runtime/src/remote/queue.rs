@@ -66,6 +66,9 @@ struct Inner {
     next: u64,
     /// When each session fetched last.
     sessions: HashMap<SessionKey, Instant>,
+    /// Sessions that ended (their worker went away), and when: a fetch of theirs still on its
+    /// way is given nothing.
+    ended: HashMap<SessionKey, Instant>,
 }
 
 /// The node's queue of remote work and its leases.
@@ -179,8 +182,11 @@ impl WorkQueue {
         let lease_for = self.config().map_or(Duration::from_secs(300), |c| c.lease);
         let now = Instant::now();
         let mut inner = self.lock();
-        inner.sessions.insert(session, now);
         self.expire(&mut inner, now);
+        if inner.ended.contains_key(&session) {
+            return Vec::new();
+        }
+        inner.sessions.insert(session, now);
         let (mut o, mut a, mut e) = (max_orchestrators, max_activities, max_orchestrators);
         let mut out = Vec::new();
         let mut kept = VecDeque::with_capacity(inner.pending.len());
@@ -242,6 +248,9 @@ impl WorkQueue {
         inner
             .sessions
             .retain(|_, seen| now.duration_since(*seen) < SESSION_TTL);
+        inner
+            .ended
+            .retain(|_, at| now.duration_since(*at) < 2 * SESSION_TTL);
         let gone: Vec<u64> = inner
             .leases
             .iter()
@@ -289,6 +298,32 @@ impl WorkQueue {
         self.stats.inc(kind, WorkEvent::Completed);
         lease.job.reply.answer(lease.job.work, outcome);
         Ok(())
+    }
+
+    /// Session `session` ended (its worker's stream closed): everything leased to it is queued
+    /// again at once, and a fetch of it still on its way (a long poll forwarded from its node)
+    /// gets nothing.
+    pub(crate) fn end_session(&self, session: SessionKey) {
+        let mut inner = self.lock();
+        inner.sessions.remove(&session);
+        inner.ended.insert(session, Instant::now());
+        let theirs: Vec<u64> = inner
+            .leases
+            .iter()
+            .filter(|(_, l)| l.session == session)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in theirs {
+            if let Some(l) = inner.leases.remove(&n) {
+                self.stats.inc(l.job.work.kind(), WorkEvent::Abandoned);
+                inner.pending.push_front(Job {
+                    handed: true,
+                    ..l.job
+                });
+            }
+        }
+        drop(inner);
+        self.queued.notify_waiters();
     }
 
     /// Gives the work leased under `token` back: it is dispatched again at once.
@@ -405,6 +440,24 @@ mod tests {
         assert!(matches!(&got[0].work, RemoteWork::Orchestrator(o) if o.name == "A"));
         assert!(q.fetch(S, 5, 5, None, Duration::ZERO).await.is_empty());
         assert_eq!(q.pending(), [0, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_gives_its_leases_back_and_gets_nothing_more() {
+        let q = WorkQueue::new(1);
+        let _a = q.ask(work("A"));
+        let got = q.fetch(S, 1, 1, None, Duration::ZERO).await;
+        assert_eq!(got.len(), 1);
+        q.end_session(S);
+        // a fetch of the ended session (one forwarded before it ended) gets nothing
+        assert!(q.fetch(S, 1, 1, None, Duration::ZERO).await.is_empty());
+        // another session gets the work at once
+        let other = SessionKey { node: 2, id: 9 };
+        let again = q.fetch(other, 1, 1, None, Duration::ZERO).await;
+        assert_eq!(again.len(), 1);
+        assert!(q
+            .complete(&got[0].token, Outcome::Orchestrator(TurnOutput::default()))
+            .is_err());
     }
 
     #[tokio::test]

@@ -45,6 +45,12 @@ pub(crate) trait Queues: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), Error>>;
     /// Abandons `token` on `node`.
     fn abandon(&self, node: NodeId, token: String) -> BoxFuture<'static, Result<(), Error>>;
+    /// Ends `session` on `node`: its leases there are given back at once.
+    fn end_session(
+        &self,
+        node: NodeId,
+        session: SessionKey,
+    ) -> BoxFuture<'static, Result<(), Error>>;
 }
 
 /// What the dashboard shows of a connected worker.
@@ -283,16 +289,16 @@ impl Drop for WorkerSession {
             .remove(&self.state.key.id);
         self.workers.stats.workers.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(session = self.state.key.id, peer = %self.state.spec.peer, giving_back = held.len(), "a worker disconnected");
-        if held.is_empty() {
-            return;
-        }
+        // every node is told the session ended: what it leased to the session (what this side
+        // holds, and what a fetch still on its way took) is queued again at once
         let queues = self.workers.queues.clone();
+        let key = self.state.key;
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                for token in held {
-                    if let Some(t) = Token::parse(&token) {
-                        // a lease already ended is fine: it is queued again anyway
-                        let _ = queues.abandon(t.node, token).await;
+                for node in queues.nodes() {
+                    if let Err(e) = queues.end_session(node, key).await {
+                        // that node's leases of the session end with its TTL instead
+                        tracing::debug!(node, error = %e, "could not tell a node a worker's session ended");
                     }
                 }
             });
