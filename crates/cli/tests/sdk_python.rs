@@ -5,6 +5,8 @@
 //! - against a 3-node cluster, the workers connected to node 1 and the clients to node 2
 //!   (`PERDURE_GRPC_WORKER_ADDR`), so work crosses nodes.
 //!
+//! `PERDURE_SDK_PYTEST_ARGS` adds pytest arguments (e.g. `-k entity`).
+//!
 //! Needs the venv made by `bash .ci/sdk-env.sh` (`target/sdk-venv`). Without it the tests print
 //! a skip message and pass, unless `PERDURE_TEST_REQUIRE_TOOLS=1` (CI), where they fail.
 
@@ -30,7 +32,13 @@ fn pytest(python: PathBuf, client_addr: &str, worker_addr: &str) -> Command {
         .env("PERDURE_SDK_BACKEND", "perdure")
         .env("PERDURE_GRPC_ADDR", client_addr)
         .env("PERDURE_GRPC_WORKER_ADDR", worker_addr)
+        // for the tests that start (and kill) a node of their own
+        .env("PERDURE_BIN", common::BIN)
         .env("PYTHONDONTWRITEBYTECODE", "1");
+    // e.g. PERDURE_SDK_PYTEST_ARGS="-k entity -x" to run part of the suite
+    if let Ok(more) = std::env::var("PERDURE_SDK_PYTEST_ARGS") {
+        cmd.args(more.split_whitespace());
+    }
     cmd
 }
 

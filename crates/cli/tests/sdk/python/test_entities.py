@@ -28,8 +28,9 @@ def _value(meta):
     return json.loads(raw) if raw else None
 
 
-def _state_of(c, eid, timeout: float = 15, until=lambda s: s is not None):
-    """Polls an entity's state until `until(state)` holds; returns it."""
+def _state_of(c, eid, timeout: float = 60, until=lambda s: s is not None):
+    """Polls an entity's state until `until(state)` holds; returns it. (Correctness, not
+    latency: a 3-node cluster may take seconds per hop.)"""
     deadline = time.monotonic() + timeout
     while True:
         value = _value(c.get_entity(eid, include_state=True))
@@ -242,6 +243,12 @@ def test_entity_starts_orchestration(dt_worker, dt_client, uid):
     # the entity's operation returned the id of the orchestration it started
     started = state.get_output()
     assert isinstance(started, str) and started
+    # the start is a message of its own: the instance may appear a moment after the entity
+    # answered (perdure's waits answer "not found" at once for an id not known yet)
+    deadline = time.monotonic() + 60
+    while dt_client.get_orchestration_state(started) is None:
+        assert time.monotonic() < deadline, f"the instance {started} the entity started never appeared"
+        time.sleep(0.1)
     child = _completed(dt_client, started)
     assert child.runtime_status == OrchestrationStatus.COMPLETED, child.failure_details
     assert child.name == "started_by_entity"
@@ -256,7 +263,7 @@ def test_entity_delete_state(dt_worker, dt_client, uid):
     dt_client.signal_entity(eid, "add", 2)
     _state_of(dt_client, eid, until=lambda s: s == 2)
     dt_client.signal_entity(eid, "delete")
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while True:
         meta = dt_client.get_entity(eid, include_state=True)
         # deleted: gone, or (the backend's choice) present without state
