@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 /// How long one fetch waits for work at most (also how often a session with nothing to take
 /// tells each node it is alive; under the queue's session TTL).
 const FETCH_WAIT: Duration = Duration::from_secs(5);
+/// How long a fetch waits while one kind of work is at the worker's limit.
+const SATURATED_WAIT: Duration = Duration::from_millis(20);
 /// The pause after a node could not be reached.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often the loops are matched to the cluster's members.
@@ -367,6 +369,13 @@ async fn fetch_loop(
             continue;
         }
         last_call = Instant::now();
+        // a kind at its limit: poll briefly, so room freed meanwhile is used at once (a long
+        // poll for the other kind alone would hold it back for up to FETCH_WAIT)
+        let wait = if room.0 == 0 || room.1 == 0 {
+            SATURATED_WAIT
+        } else {
+            FETCH_WAIT
+        };
         let got = workers
             .queues
             .fetch(
@@ -375,7 +384,7 @@ async fn fetch_loop(
                 room.0,
                 room.1,
                 state.spec.filter.clone(),
-                FETCH_WAIT,
+                wait,
             )
             .await;
         let items = match got {
