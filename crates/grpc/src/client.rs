@@ -182,10 +182,13 @@ impl ClientApi {
         let until = tokio::time::Instant::now() + budget;
         let mut pause = START_POLL.0;
         loop {
-            let s = match self.orchestrations.status(&r.instance_id, false).await {
-                Ok(s) => s,
-                Err(e) if is(&e, NOT_FOUND) => return Ok(not_exists()),
-                Err(e) => return Err(from_runtime(&e)),
+            // each read bounded by what is left: the answer is ours, never tonic's timeout
+            let read = self.orchestrations.status(&r.instance_id, false);
+            let s = match tokio::time::timeout_at(until, read).await {
+                Err(_) => return Err(deadline_exceeded(&r.instance_id, "start", budget)),
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) if is(&e, NOT_FOUND) => return Ok(not_exists()),
+                Ok(Err(e)) => return Err(from_runtime(&e)),
             };
             if s.record.status != RuntimeStatus::Pending {
                 return Ok(get_response(s, r.get_inputs_and_outputs));
