@@ -21,6 +21,31 @@ pub(super) fn enqueue(txn: &mut Txn<'_>, target: &Target, message: &[u8]) -> Res
     Ok(OpResult::Enqueued(seq))
 }
 
+/// Most waiting messages [`enqueue_first`] moves behind the new ones.
+const MOVE_LIMIT: usize = 10_000;
+
+/// Enqueues `messages` ahead of what waits in the target's inbox: the waiting messages (up to
+/// 10,000 of them) are taken out and enqueued again after `messages`, in their order.
+pub(super) fn enqueue_first(
+    txn: &mut Txn<'_>,
+    target: &Target,
+    messages: &[Vec<u8>],
+) -> Result<()> {
+    let start = keys::inbox_prefix(target);
+    let end = keys::prefix_end(&start);
+    let mut waiting = Vec::new();
+    for k in txn.keys(&start, &end, MOVE_LIMIT)? {
+        if let Some(v) = txn.get(&k)? {
+            waiting.push(v);
+        }
+        txn.del(k);
+    }
+    for m in messages.iter().chain(waiting.iter()) {
+        enqueue(txn, target, m)?;
+    }
+    Ok(())
+}
+
 /// `Op::Dequeue`: drops a target's inbox messages numbered up to `upto` (all of them for
 /// `u64::MAX`).
 pub(super) fn dequeue(txn: &mut Txn<'_>, target: &Target, upto: u64) -> Result<OpResult> {

@@ -369,10 +369,11 @@ pub(super) fn complete_turn(txn: &mut Txn<'_>, turn: &Turn) -> Result<OpResult> 
             rec.turns = 0;
             rec.history_events = 0;
             rec.history_bytes = 0;
-            inbox::enqueue(txn, &target, &event_message(next, &restart.started))?;
-            for event in &restart.carryover {
-                inbox::enqueue(txn, &target, &event_message(next, event))?;
-            }
+            // the new execution's start and the events carried over come first: events raised
+            // while this turn was in flight arrived after them (Durable Task's order)
+            let mut first = vec![event_message(next, &restart.started)];
+            first.extend(restart.carryover.iter().map(|e| event_message(next, e)));
+            inbox::enqueue_first(txn, &target, &first)?;
         }
     }
     let v = txn.encode(&rec)?;
@@ -1249,6 +1250,31 @@ mod tests {
         assert_eq!(
             st.instances().finished_before(u64::MAX, 10).unwrap(),
             vec![(1_300, iid("a"))]
+        );
+    }
+
+    #[test]
+    fn events_raised_while_a_continue_as_new_turn_runs_come_after_the_carried_over_ones() {
+        let (st, _d) = super::super::testkit::state();
+        run(&st, vec![start("a", "e1", 10), raise("a", "early")]);
+        let mut turn = next_turn(&st, "a");
+        turn.events = vec![started("e1", 10)];
+        turn.consumed_upto = Some(1);
+        run(&st, vec![turn_op(turn)]);
+        // "late" is raised while the continue-as-new turn (which carries "early" over) runs
+        run(&st, vec![raise("a", "late")]);
+        let mut turn = next_turn(&st, "a");
+        turn.consumed_upto = Some(2);
+        turn.record.status = RuntimeStatus::ContinuedAsNew;
+        turn.restart = Some(Restart {
+            started: started("e2", 20),
+            carryover: vec![raised("early")],
+        });
+        assert_eq!(run(&st, vec![turn_op(turn)]), vec![OpResult::Done]);
+        let got: Vec<_> = inbox(&st, "a").into_iter().map(|(_, _, ev)| ev).collect();
+        assert_eq!(
+            got,
+            vec![started("e2", 20), raised("early"), raised("late")]
         );
     }
 

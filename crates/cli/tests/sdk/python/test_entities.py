@@ -355,8 +355,9 @@ def ask_counter(ctx: task.OrchestrationContext, key: str):
 
 
 @pytest.mark.perdure_bug(
-    "its built-in entity types (counter, register, list, aggregator) take the operations of an "
-    "SDK worker's entity of the same name, even one the worker declares in its work-item filters")
+    "by design (README, Use the Durable Task SDKs): a Rust entity type of the same name keeps "
+    "precedence over an SDK worker's, built-in ones (counter, register, list, aggregator) included, "
+    "even when the worker declares the name in its work-item filters")
 def test_sdk_entity_named_like_a_builtin_type(dt_worker, dt_client, uid):
     dt_worker.add_entity(counter)
     dt_worker.add_orchestrator(ask_counter)

@@ -400,10 +400,6 @@ def accumulate_five(ctx: task.OrchestrationContext, seen: list[str]):
     return seen
 
 
-@pytest.mark.perdure_bug(
-    "events raised while a continue-as-new turn is in flight are delivered to the new execution "
-    "before the carried-over ones (the restart enqueues the carryover behind them in the inbox: "
-    "crates/storage/src/state/instances.rs, turn.restart); seen: ['a', 'b', 'd', 'e', 'c']")
 @pytest.mark.parametrize("round_", range(3))
 def test_continue_as_new_keeps_event_order_while_running(dt_worker, dt_client, uid, round_):
     dt_worker.add_orchestrator(accumulate_five)
