@@ -64,39 +64,16 @@ pub(crate) fn start(
     let execution_id = execution_id.to_string();
     let metrics: Arc<OrchestrationMetrics> = shared.metrics.clone();
     let slots = shared.activity_slots.clone();
-    let max_payload = shared.config.max_payload_bytes;
     metrics.activities_pending.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let _slot = slots.acquire_owned().await;
         OrchestrationMetrics::inc(&metrics.activities_started);
         let ctx = ActivityContext::new(instance.clone(), item.task_id, item.name.clone(), 1);
         let out = AssertUnwindSafe(f(ctx, input)).catch_unwind().await;
-        let now = crate::host::now_ms();
-        let failed = |failure: FailureDetails| EventKind::TaskFailed {
-            scheduled_id: item.task_id,
-            failure,
-        };
-        let kind = match out {
-            Ok(Ok(v)) => {
-                let text = v.to_string();
-                if text.len() as u64 > max_payload {
-                    failed(FailureDetails::new(
-                        "PayloadTooLarge",
-                        format!(
-                            "activity {:?} returned {} bytes, over the limit of {max_payload} (orchestrations.max_payload_bytes)",
-                            item.name,
-                            text.len()
-                        ),
-                    ))
-                } else {
-                    EventKind::TaskCompleted {
-                        scheduled_id: item.task_id,
-                        result: Some(text),
-                    }
-                }
-            }
-            Ok(Err(e)) => failed(e.details()),
-            Err(panic) => failed(FailureDetails::new(
+        let result = match out {
+            Ok(Ok(v)) => Ok(Some(v.to_string())),
+            Ok(Err(e)) => Err(e.details()),
+            Err(panic) => Err(FailureDetails::new(
                 "ActivityPanicked",
                 format!(
                     "activity {:?} panicked: {}",
@@ -105,22 +82,65 @@ pub(crate) fn start(
                 ),
             )),
         };
-        if matches!(kind, EventKind::TaskCompleted { .. }) {
-            OrchestrationMetrics::inc(&metrics.activities_completed);
-        } else {
-            OrchestrationMetrics::inc(&metrics.activities_failed);
-        }
         metrics.activities_pending.fetch_sub(1, Ordering::Relaxed);
-        rt.deliver(
+        finished(
+            &rt,
             &instance,
-            InstanceMsg::ActivityDone {
-                execution_id,
-                task_id: item.task_id,
-                event: Box::new(HistoryEvent::new(now, kind)),
-            },
+            execution_id,
+            item.task_id,
+            &item.name,
+            result,
         );
     });
     Ok(())
+}
+
+/// An activity of `instance` finished (in-process or on a remote worker) with `result`: its
+/// history event (a result over `orchestrations.max_payload_bytes` fails the activity) goes to
+/// the instance as [`InstanceMsg::ActivityDone`], counted as completed or failed.
+fn finished(
+    rt: &Arc<PartitionRt>,
+    instance: &InstanceId,
+    execution_id: String,
+    task_id: perdure_types::orchestration::TaskId,
+    name: &str,
+    result: Result<Option<String>, FailureDetails>,
+) {
+    let max = rt.shared.config.max_payload_bytes;
+    let kind = match result {
+        Ok(Some(r)) if r.len() as u64 > max => EventKind::TaskFailed {
+            scheduled_id: task_id,
+            failure: FailureDetails::new(
+                "PayloadTooLarge",
+                format!(
+                    "activity {name:?} returned {} bytes, over the limit of {max} (orchestrations.max_payload_bytes)",
+                    r.len()
+                ),
+            ),
+        },
+        Ok(result) => EventKind::TaskCompleted {
+            scheduled_id: task_id,
+            result: result.filter(|r| !r.is_empty()),
+        },
+        Err(failure) => EventKind::TaskFailed {
+            scheduled_id: task_id,
+            failure,
+        },
+    };
+    let metrics = &rt.shared.metrics;
+    OrchestrationMetrics::inc(if matches!(kind, EventKind::TaskCompleted { .. }) {
+        &metrics.activities_completed
+    } else {
+        &metrics.activities_failed
+    });
+    rt.deliver(
+        instance,
+        InstanceMsg::ActivityDone {
+            execution_id,
+            task_id,
+            event: Box::new(HistoryEvent::new(crate::host::now_ms(), kind)),
+        },
+    );
 }
 
 /// A panic's message, if it carried one.
@@ -149,39 +169,15 @@ impl crate::remote::queue::Answer for RemoteAnswer {
         else {
             return; // kinds are matched by the queue
         };
-        let Some(rt) = self.0.upgrade() else {
-            return;
-        };
-        let max = rt.shared.config.max_payload_bytes;
-        let kind = match result {
-            Ok(Some(r)) if r.len() as u64 > max => EventKind::TaskFailed {
-                scheduled_id: w.task_id,
-                failure: FailureDetails::new(
-                    "PayloadTooLarge",
-                    format!(
-                        "activity {:?}: its result is {} bytes, over the limit of {max} (orchestrations.max_payload_bytes)",
-                        w.name,
-                        r.len()
-                    ),
-                ),
-            },
-            Ok(result) => EventKind::TaskCompleted {
-                scheduled_id: w.task_id,
-                result: result.filter(|r| !r.is_empty()),
-            },
-            Err(failure) => EventKind::TaskFailed {
-                scheduled_id: w.task_id,
-                failure,
-            },
-        };
-        let event = HistoryEvent::new(crate::host::now_ms(), kind);
-        rt.deliver(
-            &w.instance_id,
-            InstanceMsg::ActivityDone {
-                execution_id: w.execution_id,
-                task_id: w.task_id,
-                event: Box::new(event),
-            },
-        );
+        if let Some(rt) = self.0.upgrade() {
+            finished(
+                &rt,
+                &w.instance_id,
+                w.execution_id,
+                w.task_id,
+                &w.name,
+                result,
+            );
+        }
     }
 }
