@@ -268,12 +268,23 @@ impl WorkQueue {
         }
     }
 
-    fn lease(&self, token: &str) -> Result<Lease, Error> {
+    /// Ends the lease `token` names, when it is of kind `kind` (any kind: `None`); a lease of
+    /// another kind stands.
+    fn lease(&self, token: &str, kind: Option<WorkKind>) -> Result<Lease, Error> {
         let t = Token::parse(token)
             .ok_or_else(|| Error::BadRequest(format!("malformed completion token {token:?}")))?;
         let mut inner = self.lock();
         match inner.leases.get(&t.lease) {
-            Some(l) if t.node == self.me && l.salt == t.salt => {}
+            Some(l) if t.node == self.me && l.salt == t.salt => {
+                let held = l.job.work.kind();
+                if let Some(k) = kind.filter(|k| *k != held) {
+                    return Err(Error::BadRequest(format!(
+                        "completion token {token:?} is for {} work, not {}",
+                        held.label(),
+                        k.label()
+                    )));
+                }
+            }
             _ => return Err(Error::UnknownToken(token.to_string())),
         }
         Ok(inner.leases.remove(&t.lease).expect("checked above"))
@@ -281,21 +292,8 @@ impl WorkQueue {
 
     /// Completes the work leased under `token` with `outcome`.
     pub(crate) fn complete(&self, token: &str, outcome: Outcome) -> Result<(), Error> {
-        let lease = self.lease(token)?;
-        let kind = lease.job.work.kind();
-        if kind != outcome.kind() {
-            let why = format!(
-                "completion token {token:?} is for {} work, not {}",
-                kind.label(),
-                outcome.kind().label()
-            );
-            // still theirs: the lease stands
-            self.lock()
-                .leases
-                .insert(Token::parse(token).map_or(0, |t| t.lease), lease);
-            return Err(Error::BadRequest(why));
-        }
-        self.stats.inc(kind, WorkEvent::Completed);
+        let lease = self.lease(token, Some(outcome.kind()))?;
+        self.stats.inc(outcome.kind(), WorkEvent::Completed);
         lease.job.reply.answer(lease.job.work, outcome);
         Ok(())
     }
@@ -328,7 +326,7 @@ impl WorkQueue {
 
     /// Gives the work leased under `token` back: it is dispatched again at once.
     pub(crate) fn abandon(&self, token: &str) -> Result<(), Error> {
-        let lease = self.lease(token)?;
+        let lease = self.lease(token, None)?;
         self.stats.inc(lease.job.work.kind(), WorkEvent::Abandoned);
         self.lock().pending.push_front(Job {
             handed: true,
