@@ -50,8 +50,12 @@ pub(crate) struct Driver {
 impl Driver {
     /// A driver of execution `execution_id` of instance `instance`.
     pub fn new(orchestrator: OrchestratorFn, instance: InstanceId, execution_id: String) -> Self {
+        Self::with(Some(Executor::new(orchestrator, instance, execution_id)))
+    }
+
+    fn with(exec: Option<Executor>) -> Self {
         Self {
-            exec: Some(Executor::new(orchestrator, instance, execution_id)),
+            exec,
             history: Vec::new(),
             suspended: false,
             held: Vec::new(),
@@ -66,16 +70,7 @@ impl Driver {
     /// (suspension, open sub-orchestrations and critical sections) and keeps the history for
     /// the dispatches; the worker's replay engine holds events back while suspended itself.
     pub fn remote() -> Self {
-        Self {
-            exec: None,
-            history: Vec::new(),
-            suspended: false,
-            held: Vec::new(),
-            open_children: BTreeMap::new(),
-            locks: Locks::default(),
-            custom_status: None,
-            unrecorded: Vec::new(),
-        }
+        Self::with(None)
     }
 
     /// Whether a remote worker computes the turns.
