@@ -560,42 +560,34 @@ impl Instance {
     /// A fresh live orchestrator for the record's execution, replaying its history (for an
     /// orchestrator remote workers run, a driver keeping the history for them).
     fn rebuild(&mut self, record: &InstanceRecord, history: &[HistoryEvent]) {
-        if self.rt.shared.remote_orchestrator(&record.name) {
-            self.exec = record.execution_id.clone();
-            self.driver_events = record.history_events;
-            self.pending_actions.clear();
-            self.running.clear();
-            self.queued.clear();
-            self.done.clear();
-            self.items_loaded = false;
-            let mut d = Driver::remote();
-            d.replay(history);
-            d.answered(record.custom_status.clone());
-            self.driver = Some(d);
-            return;
-        }
         self.exec = record.execution_id.clone();
         self.driver_events = record.history_events;
         self.pending_actions.clear();
-        self.running.retain(|_| false);
+        self.running.clear();
         self.queued.clear();
         self.done.clear();
         self.items_loaded = false;
-        self.driver = self
-            .rt
-            .shared
-            .registry
-            .get_orchestrator(&record.name)
-            .ok()
-            .cloned()
-            .map(|f| {
-                let mut d = Driver::new(f, self.id.clone(), record.execution_id.clone());
-                if !history.is_empty() {
-                    OrchestrationMetrics::inc(&self.rt.shared.metrics.replays);
-                    d.replay(history);
-                }
-                d
-            });
+        let shared = &self.rt.shared;
+        let driver = if shared.remote_orchestrator(&record.name) {
+            // the worker replays; the driver keeps the history and the custom status
+            let mut d = Driver::remote();
+            d.answered(record.custom_status.clone());
+            Some(d)
+        } else {
+            shared
+                .registry
+                .get_orchestrator(&record.name)
+                .ok()
+                .cloned()
+                .map(|f| Driver::new(f, self.id.clone(), record.execution_id.clone()))
+        };
+        self.driver = driver.map(|mut d| {
+            if !history.is_empty() {
+                OrchestrationMetrics::inc(&shared.metrics.replays);
+                d.replay(history);
+            }
+            d
+        });
     }
 
     /// Plans and commits a turn; then runs what it scheduled.
