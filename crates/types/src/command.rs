@@ -85,6 +85,14 @@ impl Op {
                         + holder.critical_section_id.len()
                 }
                 Op::DequeueSeqs { seqs, .. } => seqs.len() * 8,
+                Op::SourceMark { source, .. } | Op::ForgetSource { source } => source.len(),
+                Op::SourceCheckpoint(c) => {
+                    c.source.len()
+                        + c.dead
+                            .iter()
+                            .map(|d| 64 + d.reason.len() + d.value.len())
+                            .sum::<usize>()
+                }
                 _ => 0,
             }
     }
@@ -266,6 +274,49 @@ pub enum Op {
         /// The inbox sequence numbers to remove.
         seqs: Vec<u64>,
     },
+    /// Stream ingestion: the entity has applied source `source`'s records up to `position`.
+    /// Applies only if `position` is above the entity's mark for that source; otherwise it
+    /// answers [`OpResult::Duplicate`] and the command's remaining ops are skipped (as a
+    /// remembered id does): those records were applied before. Placed first in the command.
+    SourceMark {
+        /// The entity.
+        entity: EntityId,
+        /// The source partition (`subscription::source_key`).
+        source: String,
+        /// The highest position applied by this command.
+        position: u64,
+    },
+    /// Stream ingestion, on the home partition of a source partition: every record up to
+    /// `checkpoint.position` was applied. Applies only when that position is above the stored
+    /// one (else [`OpResult::Duplicate`], nothing changed): a deposed consumer never moves it
+    /// back.
+    SourceCheckpoint(Box<SourceCheckpoint>),
+    /// Forget everything kept for a source (its checkpoint and dead letters): the subscription
+    /// was deleted or moved to another source. Answers [`OpResult::Count`] with the keys removed.
+    ForgetSource {
+        /// The source partition (`subscription::source_key`).
+        source: String,
+    },
+}
+
+/// A checkpoint of one source partition with what was counted and dead-lettered since the last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCheckpoint {
+    /// The source partition (`subscription::source_key`).
+    pub source: String,
+    /// Every record at or below it was applied.
+    pub position: u64,
+    /// Records applied since the previous checkpoint (failed ones included).
+    pub applied: u64,
+    /// Of those, records whose operation failed.
+    pub failed: u64,
+    /// Records that did not map, since the previous checkpoint (kept, the oldest dropped past
+    /// `subscription::MAX_DEAD_LETTERS` per source partition).
+    pub dead: Vec<crate::subscription::DeadLetter>,
+    /// The source's incarnation.
+    pub incarnation: String,
+    /// When it was taken.
+    pub at_ms: Millis,
 }
 
 /// A rewind of a failed execution: its history is replaced by `history` (the same history

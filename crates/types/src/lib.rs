@@ -17,6 +17,7 @@ pub mod message;
 pub mod orchestration;
 pub mod partition;
 pub mod placement;
+pub mod subscription;
 pub mod target;
 pub mod time;
 

@@ -26,6 +26,9 @@
 //! | `'h' 'A' iid 0x00 task(u32)` | codec(WorkItem) | instances | pending activity work item |
 //! | `'h' 'T' iid 0x00 task(u32)` | codec((u64, u64)) | instances | a durable timer of the instance: the `(due, id)` of its `'t'` key |
 //! | `'h' 'R' completed_at iid` | empty | instances | finished instance, by completion time (retention) |
+//! | `'m' E 0x00 source` | u64 | ingest | the highest position of source partition `source` the entity applied (its mark) |
+//! | `'s' source` | codec(CheckpointState) | ingest | a source partition's checkpoint on its home partition |
+//! | `'d' source 0x00 position` | codec(DeadLetter) | ingest | a record of `source` that did not map |
 //!
 //! This layout is the on-disk format (snapshots copy the tree's pairs verbatim): the test vectors
 //! at the bottom pin every key's bytes.
@@ -59,6 +62,9 @@ const INSTANCE_HISTORY: u8 = b'E';
 const INSTANCE_WORK: u8 = b'A';
 const INSTANCE_TIMER: u8 = b'T';
 const INSTANCE_FINISHED: u8 = b'R';
+const MARK: u8 = b'm';
+const CHECKPOINT: u8 = b's';
+const DEAD_LETTER: u8 = b'd';
 
 fn with(ns: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -257,6 +263,51 @@ pub fn entity_lock_of(k: &[u8]) -> String {
     String::from_utf8_lossy(&k[LOCKS_ALL.len()..]).into_owned()
 }
 
+// ---- stream ingestion (source keys never hold a NUL byte) ----
+
+/// Prefix of every mark of an entity.
+pub fn marks_prefix(e: &EntityId) -> Vec<u8> {
+    with(MARK, &[e.canonical().as_bytes(), &[0]])
+}
+
+/// An entity's mark for source partition `source`.
+pub fn mark(e: &EntityId, source: &str) -> Vec<u8> {
+    with(MARK, &[e.canonical().as_bytes(), &[0], source.as_bytes()])
+}
+
+/// The source of a mark key under `prefix` (a [`marks_prefix`]).
+pub fn mark_source_of(prefix: &[u8], k: &[u8]) -> String {
+    String::from_utf8_lossy(&k[prefix.len()..]).into_owned()
+}
+
+/// The checkpoint of source partition `source`.
+pub fn checkpoint(source: &str) -> Vec<u8> {
+    with(CHECKPOINT, &[source.as_bytes()])
+}
+
+/// Prefix of the checkpoints whose source key starts with `source_prefix`.
+pub fn checkpoints_prefix(source_prefix: &str) -> Vec<u8> {
+    checkpoint(source_prefix)
+}
+
+/// The source of a checkpoint key.
+pub fn checkpoint_source_of(k: &[u8]) -> String {
+    String::from_utf8_lossy(&k[1..]).into_owned()
+}
+
+/// Prefix of the dead letters of source partition `source`.
+pub fn dead_letters_prefix(source: &str) -> Vec<u8> {
+    with(DEAD_LETTER, &[source.as_bytes(), &[0]])
+}
+
+/// A dead letter of `source` at `position`.
+pub fn dead_letter(source: &str, position: u64) -> Vec<u8> {
+    with(
+        DEAD_LETTER,
+        &[source.as_bytes(), &[0], &position.to_be_bytes()],
+    )
+}
+
 // ---- orchestration instances ----
 
 /// Prefix of every instance status record.
@@ -383,6 +434,13 @@ mod tests {
     #[test]
     fn every_key_has_the_pinned_layout() {
         let vectors: Vec<(&str, Vec<u8>, &[u8])> = vec![
+            ("mark", mark(&e(), "s#1:2"), b"m@ab@k1\x00s#1:2"),
+            ("checkpoint", checkpoint("s#1:2"), b"ss#1:2"),
+            (
+                "dead letter",
+                dead_letter("s#1:2", 258),
+                b"ds#1:2\x00\x00\x00\x00\x00\x00\x00\x01\x02",
+            ),
             ("applied", APPLIED.to_vec(), b"\x00applied"),
             ("membership", MEMBERSHIP.to_vec(), b"\x00membership"),
             ("inbox_seq", INBOX_SEQ.to_vec(), b"\x00inbox_seq"),

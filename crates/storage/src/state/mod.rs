@@ -12,6 +12,7 @@
 //! | `timers.rs` | scheduled messages | `ScheduleTimer`, `RemoveTimer` | [`PartitionState::timers`] |
 //! | `ids.rs` | idempotency ids | `RememberId`, `ExpireIds` | [`PartitionState::ids`] |
 //! | `locks.rs` | entity locks (orchestration critical sections) | `LockEntity`, `UnlockEntity` | [`PartitionState::locks`] |
+//! | `ingest.rs` | stream ingestion: per-entity marks, checkpoints, dead letters | `SourceMark`, `SourceCheckpoint`, `ForgetSource` | [`PartitionState::ingest`] |
 //! | `instances.rs` | orchestration instances: status records, histories, work items, timer references, finished index | `StartInstance`, `CompleteTurn`, `CompleteActivity`, `PurgeInstance`, `PurgeFinished`, `RewindInstance` | [`PartitionState::instances`] |
 //!
 //! Beside them: `keys.rs` (every key layout, the only code that builds or parses key bytes, pinned
@@ -43,6 +44,7 @@ mod entities;
 mod export;
 mod ids;
 mod inbox;
+mod ingest;
 mod instances;
 pub(crate) mod keys;
 mod locks;
@@ -56,6 +58,7 @@ mod txn;
 pub use entities::EntitiesTable;
 pub use ids::IdsTable;
 pub use inbox::InboxTable;
+pub use ingest::IngestTable;
 pub use instances::InstancesTable;
 pub use locks::LocksTable;
 pub use outbox::{OutboxTable, Outgoing};
@@ -142,6 +145,11 @@ impl PartitionState {
     /// Orchestration instances: status records, histories, work items, the finished index.
     pub fn instances(&self) -> InstancesTable<'_> {
         InstancesTable { state: self }
+    }
+
+    /// Stream ingestion: entities' marks, source checkpoints and dead letters.
+    pub fn ingest(&self) -> IngestTable<'_> {
+        IngestTable { state: self }
     }
 
     fn decode<T: serde::de::DeserializeOwned>(&self, v: &[u8]) -> Result<T> {
@@ -267,7 +275,8 @@ fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<Vec<OpResult>> {
     Ok(out)
 }
 
-/// A command that remembers an id seen before was applied before: it applies nothing at all,
+/// A command that remembers an id seen before (or whose ingestion mark does not rise) was
+/// applied before: it applies nothing at all,
 /// not even the ids before the duplicate (or those would look applied when their effects were
 /// not). Returns its results (`Duplicate` for the seen ids, `Skipped` for the rest), or `None`
 /// when it is new.
@@ -277,6 +286,11 @@ fn duplicate(txn: &Txn<'_>, cmd: &Command) -> Result<Option<Vec<OpResult>>> {
     for op in &cmd.ops {
         let d = match op {
             Op::RememberId { target, id, .. } => ids::seen(txn, target, id)?,
+            Op::SourceMark {
+                entity,
+                source,
+                position,
+            } => ingest::marked(txn, entity, source, *position)?,
             _ => false,
         };
         seen |= d;
@@ -350,6 +364,13 @@ fn apply_op(txn: &mut Txn<'_>, op: &Op) -> Result<OpResult> {
         Op::LockEntity { entity, holder } => locks::lock(txn, entity, holder)?,
         Op::UnlockEntity { entity } => locks::unlock(txn, entity),
         Op::DequeueSeqs { target, seqs } => inbox::dequeue_seqs(txn, target, seqs),
+        Op::SourceMark {
+            entity,
+            source,
+            position,
+        } => ingest::mark(txn, entity, source, *position),
+        Op::SourceCheckpoint(c) => ingest::checkpoint(txn, c)?,
+        Op::ForgetSource { source } => ingest::forget(txn, source)?,
     })
 }
 
