@@ -175,6 +175,20 @@ impl Ctx {
         }
     }
 
+    /// Reads the subscriptions from the local copy of the metadata group's state.
+    pub fn read_subscriptions(&self) -> Result<perdure_types::subscription::Subscriptions, String> {
+        use perdure_types::subscription::Subscriptions;
+        match self
+            .meta_state
+            .entities()
+            .get(&Subscriptions::entity())
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(Subscriptions::default()),
+            Some(bytes) => Subscriptions::decode(&bytes),
+        }
+    }
+
     /// Whether this node hosts group `g`: it is a voter or learner of the group's configuration
     /// as known here AND placement over the current members keeps it there. A node that missed
     /// the configuration change removing it (it was down) still finds itself in its stale copy;

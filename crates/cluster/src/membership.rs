@@ -25,6 +25,7 @@ use perdure_storage::TypeConfig;
 use perdure_types::command::{Command, Op, OpResult, Proposal};
 use perdure_types::config::MemberConfig;
 use perdure_types::membership::{ChangeError, Membership};
+use perdure_types::subscription::{SubscriptionChange, Subscriptions};
 use perdure_types::{codec, NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,6 +48,19 @@ pub enum MetaChange {
     Join(MemberConfig),
     /// A member leaves for good.
     Remove(NodeId),
+    /// A stream subscription is created, replaced, paused, resumed or deleted (the metadata
+    /// group holds the cluster's subscriptions beside the membership).
+    Subscription(SubscriptionChange),
+}
+
+/// What the metadata group holds after a change: the membership, or the subscriptions (as
+/// their JSON encoding: they are stored as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MetaValue {
+    /// After a membership change.
+    Membership(Membership),
+    /// After a subscription change (JSON, [`Subscriptions::decode`]).
+    Subscriptions(Vec<u8>),
 }
 
 /// A membership change for the metadata group's leader ([`Kind::Meta`]).
@@ -59,7 +73,7 @@ pub(crate) struct MetaRequest {
 
 impl Rpc for MetaRequest {
     const KIND: Kind = Kind::Meta;
-    type Reply = Result<Membership, MetaError>;
+    type Reply = Result<MetaValue, MetaError>;
 }
 
 /// "Call an election for group G" ([`Kind::Elect`]): a leader leaving the group hands leadership
@@ -84,16 +98,37 @@ pub enum MetaError {
 }
 
 impl Ctx {
-    /// Applies `change` on the metadata leader, wherever it is.
+    /// Applies a membership `change` on the metadata leader, wherever it is.
     pub async fn change(&self, change: MetaChange) -> Result<Membership, MetaError> {
-        self.change_at(change, false).await
+        match self.change_at(change, false).await? {
+            MetaValue::Membership(m) => Ok(m),
+            MetaValue::Subscriptions(_) => Err(MetaError::Unavailable(
+                "the metadata leader answered another kind of change".into(),
+            )),
+        }
+    }
+
+    /// Applies a subscription `change` on the metadata leader, wherever it is; answers the
+    /// subscriptions after it.
+    pub async fn change_subscriptions(
+        &self,
+        change: SubscriptionChange,
+    ) -> Result<Subscriptions, MetaError> {
+        match self.change_at(MetaChange::Subscription(change), false).await? {
+            MetaValue::Subscriptions(bytes) => {
+                Subscriptions::decode(&bytes).map_err(MetaError::Unavailable)
+            }
+            MetaValue::Membership(_) => Err(MetaError::Unavailable(
+                "the metadata leader answered another kind of change".into(),
+            )),
+        }
     }
 
     async fn change_at(
         &self,
         change: MetaChange,
         forwarded: bool,
-    ) -> Result<Membership, MetaError> {
+    ) -> Result<MetaValue, MetaError> {
         let m = self.meta().metrics().borrow().clone();
         if m.state == ServerState::Leader {
             return self.change_here(change).await;
@@ -119,7 +154,7 @@ impl Ctx {
         to: NodeId,
         change: MetaChange,
         forwarded: bool,
-    ) -> Result<Membership, MetaError> {
+    ) -> Result<MetaValue, MetaError> {
         let req = MetaRequest { change, forwarded };
         self.peers
             .rpc(to, &req, None)
@@ -127,7 +162,7 @@ impl Ctx {
             .map_err(|e| MetaError::Unavailable(format!("asking node {to}: {e}")))?
     }
 
-    async fn change_here(&self, change: MetaChange) -> Result<Membership, MetaError> {
+    async fn change_here(&self, change: MetaChange) -> Result<MetaValue, MetaError> {
         let _one_at_a_time = self.change_lock.lock().await;
         let raft = self.meta();
         match read_barrier(raft, self.meta_resumed.as_ref()).await {
@@ -145,16 +180,49 @@ impl Ctx {
             MetaChange::Bootstrapped => current.mark_bootstrapped(),
             MetaChange::Join(m) => current.join(m.clone()).map_err(refused)?,
             MetaChange::Remove(id) => Some(current.remove(*id, self.rf).map_err(refused)?),
+            MetaChange::Subscription(c) => return self.subscriptions_here(term, c).await,
         };
         let Some(next) = next else {
-            return Ok(current);
+            return Ok(MetaValue::Membership(current));
         };
         let state = codec::encode(&next).map_err(|e| MetaError::Unavailable(e.to_string()))?;
-        let command = Command::single(Op::SetState {
-            entity: Membership::entity(),
-            state,
-        })
-        .fenced(term);
+        self.write_meta(term, Membership::entity(), state).await?;
+        tracing::info!(?change, version = next.version, members = ?next.ids(), "membership changed");
+        Ok(MetaValue::Membership(next))
+    }
+
+    /// A subscription change on the metadata leader (after its barrier, under the change lock).
+    async fn subscriptions_here(
+        &self,
+        term: u64,
+        c: &SubscriptionChange,
+    ) -> Result<MetaValue, MetaError> {
+        let current = self.read_subscriptions().map_err(MetaError::Unavailable)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let next = current
+            .apply(c, now)
+            .map_err(|e| MetaError::Refused(e.to_string()))?;
+        let Some((next, _)) = next else {
+            return Ok(MetaValue::Subscriptions(current.encode()));
+        };
+        let state = next.encode();
+        self.write_meta(term, Subscriptions::entity(), state.clone())
+            .await?;
+        tracing::info!(?c, version = next.version, "subscriptions changed");
+        Ok(MetaValue::Subscriptions(state))
+    }
+
+    /// Writes one value of the metadata group, fenced to `term`.
+    async fn write_meta(
+        &self,
+        term: u64,
+        entity: perdure_types::EntityId,
+        state: Vec<u8>,
+    ) -> Result<(), MetaError> {
+        let raft = self.meta();
+        let command = Command::single(Op::SetState { entity, state }).fenced(term);
         match raft.client_write(Proposal::from(command)).await {
             Ok(resp) => {
                 let skipped = resp
@@ -166,8 +234,7 @@ impl Ctx {
                 if skipped {
                     return Err(MetaError::Unavailable("leadership moved".into()));
                 }
-                tracing::info!(?change, version = next.version, members = ?next.ids(), "membership changed");
-                Ok(next)
+                Ok(())
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(MetaError::Unavailable("leadership moved".into()))
@@ -183,7 +250,12 @@ pub(crate) async fn ask(
     via: NodeId,
     change: MetaChange,
 ) -> Result<Membership, MetaError> {
-    ctx.send_change(via, change, false).await
+    match ctx.send_change(via, change, false).await? {
+        MetaValue::Membership(m) => Ok(m),
+        MetaValue::Subscriptions(_) => Err(MetaError::Unavailable(
+            "the metadata leader answered another kind of change".into(),
+        )),
+    }
 }
 
 /// Serves [`MetaRequest`]s: applies the change here if this node leads the metadata group, else
@@ -197,7 +269,7 @@ impl Service for MetaService {
         &self,
         _from: NodeId,
         req: MetaRequest,
-    ) -> Result<Result<Membership, MetaError>, RemoteError> {
+    ) -> Result<Result<MetaValue, MetaError>, RemoteError> {
         Ok(self.0.change_at(req.change, req.forwarded).await)
     }
 }

@@ -18,6 +18,7 @@ use perdure_storage::{NodeStore, TypeConfig};
 use perdure_types::command::{Command, OpResult, Proposal, ProposalResult};
 use perdure_types::config::NodeConfig;
 use perdure_types::membership::Membership;
+use perdure_types::subscription::{SubscriptionChange, Subscriptions};
 use perdure_types::{partition, EntityId, NodeId, PartitionId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +59,9 @@ pub struct Partitions {
     /// The task bounding the logs held in memory by bytes ([`crate::log_bounds`]), started
     /// with the groups (a restart over a heavy log is bounded at once).
     log_bounds: tokio::task::JoinHandle<()>,
+    /// Subscription changes one at a time in single-node mode (the metadata leader has its own
+    /// lock in cluster mode).
+    subscriptions_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Partitions {
@@ -249,6 +253,7 @@ impl Partitions {
             gates,
             tasks: Default::default(),
             log_bounds,
+            subscriptions_lock: Default::default(),
         })
     }
 
@@ -306,6 +311,73 @@ impl Partitions {
     /// The replicated membership (`None` in single-node mode).
     pub fn membership(&self) -> Option<Membership> {
         self.ctx.as_ref().map(Ctx::membership)
+    }
+
+    /// The cluster's stream subscriptions as applied here: the metadata group's copy (every
+    /// member holds one), or, in single-node mode (no metadata group), partition 0's state.
+    pub fn subscriptions(&self) -> Result<Subscriptions, Error> {
+        let unavailable = |p, e: String| Error::Unavailable {
+            partition: p,
+            reason: e,
+        };
+        match &self.ctx {
+            Some(ctx) => ctx
+                .read_subscriptions()
+                .map_err(|e| unavailable(self.count(), e)),
+            None => {
+                let bytes = self
+                    .group(0)?
+                    .state
+                    .entities()
+                    .get(&Subscriptions::entity())
+                    .map_err(|e| unavailable(0, e.to_string()))?;
+                match bytes {
+                    None => Ok(Subscriptions::default()),
+                    Some(b) => Subscriptions::decode(&b).map_err(|e| unavailable(0, e)),
+                }
+            }
+        }
+    }
+
+    /// Creates, replaces, pauses, resumes or deletes a stream subscription: on the metadata
+    /// leader (one change at a time, fenced to its term), or in single-node mode on partition 0
+    /// under this node's lock. Answers the subscriptions after the change.
+    pub async fn change_subscriptions(
+        &self,
+        change: SubscriptionChange,
+    ) -> Result<Subscriptions, MetaError> {
+        if let Some(ctx) = &self.ctx {
+            return ctx.change_subscriptions(change).await;
+        }
+        let _one_at_a_time = self.subscriptions_lock.lock().await;
+        let unavailable = |e: &dyn std::fmt::Display| MetaError::Unavailable(e.to_string());
+        self.read(0).await.map_err(|e| unavailable(&e))?;
+        let term = self
+            .metrics(0)
+            .map_err(|e| unavailable(&e))?
+            .borrow()
+            .current_term;
+        let current = self.subscriptions().map_err(|e| unavailable(&e))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let Some((next, _)) = current
+            .apply(&change, now)
+            .map_err(|e| MetaError::Refused(e.to_string()))?
+        else {
+            return Ok(current);
+        };
+        let command = Command::single(perdure_types::command::Op::SetState {
+            entity: Subscriptions::entity(),
+            state: next.encode(),
+        })
+        .fenced(term);
+        let r = self.propose(0, command).await.map_err(|e| unavailable(&e))?;
+        if r.iter().any(|r| matches!(r, OpResult::Skipped)) {
+            return Err(MetaError::Unavailable("leadership moved".into()));
+        }
+        tracing::info!(?change, version = next.version, "subscriptions changed");
+        Ok(next)
     }
 
     /// Removes member `id` from the cluster for good: its replicas move to the other members.
@@ -513,6 +585,7 @@ impl Partitions {
             gates: _,
             tasks,
             log_bounds,
+            subscriptions_lock: _,
         } = self;
         log_bounds.abort();
         let _ = log_bounds.await;

@@ -39,6 +39,12 @@ pub(crate) enum EntityRequest {
         partition: PartitionId,
         limit: u32,
     },
+    /// Stream records for `partition` (entity, operation, input as JSON text, position).
+    Ingest {
+        partition: PartitionId,
+        source: String,
+        records: Vec<(EntityId, String, Option<String>, u64)>,
+    },
 }
 
 impl Rpc for EntityRequest {
@@ -54,6 +60,7 @@ pub(crate) enum EntityReply {
     Get(Option<String>),
     Entities(Vec<(String, String)>),
     Locks(Vec<(String, perdure_types::command::LockHolder)>),
+    Ingest(Vec<super::ingest::RecordOutcome>),
 }
 
 pub(crate) fn to_json(v: Option<&Value>) -> Option<String> {
@@ -149,6 +156,30 @@ async fn serve(local: &Local, req: EntityRequest) -> Result<EntityReply, Error> 
             .map(|(k, v)| (k, v.to_string()))
             .collect(),
         ),
+        EntityRequest::Ingest {
+            partition,
+            source,
+            records,
+        } => {
+            let records = records
+                .into_iter()
+                .map(|(entity, operation, input, position)| {
+                    Ok(super::ingest::IngestRecord {
+                        entity,
+                        operation,
+                        input: input.as_deref().map(parse).transpose()?,
+                        position,
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            let run = async {
+                local.router.local_leader(partition).await?;
+                local.ingest(partition, &source, records).await
+            };
+            EntityReply::Ingest(
+                within(local.workload.request_timeout(), partition, true, run).await?,
+            )
+        }
         EntityRequest::Locks { partition, limit } => EntityReply::Locks(
             within(
                 local.workload.request_timeout(),

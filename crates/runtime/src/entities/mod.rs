@@ -22,6 +22,7 @@ mod api;
 pub mod builtin;
 pub mod entity;
 mod forward;
+mod ingest;
 mod list;
 mod local;
 mod metrics;
@@ -34,6 +35,7 @@ pub mod testing;
 mod workload;
 
 pub use api::{EntityPage, EntitySummary, SignalOutcome, SignalRequest};
+pub use ingest::{IngestRecord, RecordOutcome};
 pub use list::MAX_PAGE;
 pub use metrics::{EntityMetrics, Passivation};
 pub use registry::Registry;
@@ -217,6 +219,52 @@ impl Entities {
                 }
             }
         }
+    }
+
+    /// Applies stream records bound for partition `p` (of source partition `source`, in
+    /// position order) on `p`'s leader, here or forwarded: one outcome per record, in order,
+    /// once all committed. An error leaves some outcomes unknown: send the records again
+    /// (records applied before answer `Duplicate`). See `ingest.rs`.
+    pub async fn ingest(
+        &self,
+        p: PartitionId,
+        source: &str,
+        records: Vec<IngestRecord>,
+    ) -> Result<Vec<RecordOutcome>, Error> {
+        let run = async {
+            match self.router().route(p).await? {
+                Route::Local(_) => self.local.ingest(p, source, records).await,
+                Route::Remote(leader) => {
+                    let fwd = EntityRequest::Ingest {
+                        partition: p,
+                        source: source.to_string(),
+                        records: records
+                            .into_iter()
+                            .map(|r| {
+                                (r.entity, r.operation, forward::to_json(r.input.as_ref()), r.position)
+                            })
+                            .collect(),
+                    };
+                    match self.forward(leader, fwd).await? {
+                        EntityReply::Ingest(o) => Ok(o),
+                        other => Err(forward::unexpected(other)),
+                    }
+                }
+            }
+        };
+        within(self.deadline(), p, true, run).await
+    }
+
+    /// Checks, before anything is written, that `entity`'s type is one with Rust code on this
+    /// node, has `operation` and takes `input` (stream ingestion maps records with it; types
+    /// served by remote workers are refused).
+    pub fn validate(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Option<&Value>,
+    ) -> Result<(), Error> {
+        self.registry().check(entity, operation, input).map(|_| ())
     }
 
     /// Signals many entities; one result per request, in order.

@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 pub(crate) enum Reply {
     Signal(SignalOutcome),
     Call(Value),
+    /// A stream record's outcome.
+    Ingest(super::ingest::RecordOutcome),
 }
 
 impl Reply {
@@ -21,7 +23,7 @@ impl Reply {
     pub(crate) fn signal_outcome(self) -> SignalOutcome {
         match self {
             Reply::Signal(o) => o,
-            Reply::Call(_) => SignalOutcome::Accepted,
+            Reply::Call(_) | Reply::Ingest(_) => SignalOutcome::Accepted,
         }
     }
 
@@ -29,7 +31,7 @@ impl Reply {
     pub(crate) fn call_value(self) -> Value {
         match self {
             Reply::Call(v) => v,
-            Reply::Signal(_) => Value::Null,
+            Reply::Signal(_) | Reply::Ingest(_) => Value::Null,
         }
     }
 }
@@ -55,6 +57,14 @@ pub(crate) enum WorkKind {
     Signal { idempotency_key: Option<String> },
     /// From a client; answered with the result.
     Call,
+    /// A stream record (ingestion): applied once per source position, in order; answered with
+    /// its outcome once committed.
+    Ingest {
+        /// The source partition (`subscription::source_key`).
+        source: std::sync::Arc<str>,
+        /// The record's position there.
+        position: u64,
+    },
     /// From the entity's durable inbox (another entity's signal, a timer, an orchestration's
     /// signal or call).
     Inbox {
@@ -85,7 +95,7 @@ impl WorkKind {
             WorkKind::Inbox { seq, .. }
             | WorkKind::Lock { seq, .. }
             | WorkKind::Unlock { seq, .. } => Some(*seq),
-            WorkKind::Signal { .. } | WorkKind::Call => None,
+            WorkKind::Signal { .. } | WorkKind::Call | WorkKind::Ingest { .. } => None,
         }
     }
 }

@@ -17,6 +17,7 @@
 //! in memory, within its request's deadline.
 
 use super::api::SignalOutcome;
+use super::ingest::RecordOutcome;
 use super::entity::{Context, EntityType};
 use super::msg::{EntityMsg, LockRequest, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
 use super::shared::Shared;
@@ -32,7 +33,7 @@ use perdure_types::orchestration::{EventKind, HistoryEvent};
 use perdure_types::{EntityId, InstanceId, Target};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,6 +81,9 @@ struct Batch {
     state_bytes: usize,
     /// What the outgoing signals and remembered ids weigh in the command.
     other_bytes: usize,
+    /// Stream ingestion: the highest position of each source this batch applies (written as
+    /// `SourceMark`s first in its command).
+    marks: HashMap<Arc<str>, u64>,
 }
 
 impl Batch {
@@ -139,6 +143,8 @@ struct InFlight {
     scheduled: bool,
     /// Whether the batch put messages in the entity's own inbox.
     enqueued: bool,
+    /// The ingestion marks the batch raises.
+    new_marks: HashMap<Arc<str>, u64>,
 }
 
 pub(crate) struct EntityState {
@@ -167,6 +173,9 @@ pub(crate) struct EntityState {
     inbox_taken: u64,
     /// Messages received from the processor (for the passivation handshake).
     received: u64,
+    /// Stream ingestion: per source partition, the highest position this entity applied, as
+    /// committed (read on activation with the state).
+    marks: HashMap<Arc<str>, u64>,
 }
 
 impl Actor for EntityActor {
@@ -180,10 +189,16 @@ impl Actor for EntityActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let entity = args.entity.clone();
-        let (stored, lock) = args
+        let (stored, lock, marks) = args
             .shared
             .leader
-            .read(move |s| Ok((s.entities().get(&entity)?, s.locks().get(&entity)?)))
+            .read(move |s| {
+                Ok((
+                    s.entities().get(&entity)?,
+                    s.locks().get(&entity)?,
+                    s.ingest().marks(&entity)?,
+                ))
+            })
             .await?;
         let state = match &stored {
             Some(bytes) => Some(serde_json::from_slice(bytes)?),
@@ -206,6 +221,7 @@ impl Actor for EntityActor {
             in_flight: None,
             inbox_taken: 0,
             received: 0,
+            marks: marks.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
         })
     }
 
@@ -527,7 +543,23 @@ impl EntityState {
                         run.push(w);
                         continue;
                     }
+                    WorkKind::Ingest { .. } => {
+                        // refused when the subscription is made; a type that moved to workers
+                        if let Some(tx) = w.reply {
+                            b.replies.push((
+                                tx,
+                                Ok(Reply::Ingest(RecordOutcome::Failed(
+                                    "the entity type is served by remote workers, which stream ingestion does not feed".into(),
+                                ))),
+                            ));
+                        }
+                        continue;
+                    }
                 }
+            }
+            if matches!(w.kind, WorkKind::Ingest { .. }) {
+                self.ingest(&mut b, w, now);
+                continue;
             }
             match w.kind {
                 WorkKind::Lock { seq, request } => {
@@ -546,7 +578,7 @@ impl EntityState {
                     continue;
                 }
                 WorkKind::Inbox { seq, .. } => b.run_seqs.push(seq),
-                WorkKind::Signal { .. } | WorkKind::Call => {}
+                WorkKind::Signal { .. } | WorkKind::Call | WorkKind::Ingest { .. } => {}
             }
             let outcome = self.execute(&mut b, &w, now);
             if let WorkKind::Inbox {
@@ -580,9 +612,41 @@ impl EntityState {
             sent: b.sent,
             scheduled: b.scheduled,
             enqueued: b.enqueued,
+            new_marks: b.marks,
         });
         self.commit(myself, ops, taken);
         Ok(())
+    }
+
+    /// A stream record: skipped (answered `Duplicate`) at or below the entity's mark for its
+    /// source, otherwise run like a signal, raising the batch's mark. Records of one source
+    /// reach an entity in position order, so the mark says exactly which ones it applied.
+    fn ingest(&self, b: &mut Batch, w: Work, now: u64) {
+        let WorkKind::Ingest { source, position } = &w.kind else {
+            return;
+        };
+        let (source, position) = (source.clone(), *position);
+        let mark = b
+            .marks
+            .get(&source)
+            .or_else(|| self.marks.get(&source))
+            .copied()
+            .unwrap_or(0);
+        let outcome = if position <= mark {
+            RecordOutcome::Duplicate
+        } else {
+            if !b.marks.contains_key(&source) {
+                b.other_bytes += 48 + source.len();
+            }
+            b.marks.insert(source, position);
+            match self.execute(b, &w, now) {
+                Ok(_) => RecordOutcome::Applied,
+                Err(e) => RecordOutcome::Failed(e),
+            }
+        };
+        if let Some(tx) = w.reply {
+            b.replies.push((tx, Ok(Reply::Ingest(outcome))));
+        }
     }
 
     /// Puts a message for another target in the outbox, in the batch's command.
@@ -703,7 +767,7 @@ impl EntityState {
                 }
                 None
             }
-            (WorkKind::Lock { .. } | WorkKind::Unlock { .. }, _) => None,
+            (WorkKind::Lock { .. } | WorkKind::Unlock { .. } | WorkKind::Ingest { .. }, _) => None,
         }
     }
 
@@ -719,7 +783,17 @@ impl EntityState {
     /// `Skipped`: this actor then stops and the next message reactivates it from committed
     /// state).
     fn batch_ops(&self, b: &mut Batch) -> (Vec<Op>, Option<Option<Vec<u8>>>) {
-        let mut ops = std::mem::take(&mut b.keys_ops);
+        // ingestion marks first: one that does not rise makes the whole command a duplicate
+        let mut ops: Vec<Op> = b
+            .marks
+            .iter()
+            .map(|(source, position)| Op::SourceMark {
+                entity: self.entity.clone(),
+                source: source.to_string(),
+                position: *position,
+            })
+            .collect();
+        ops.append(&mut b.keys_ops);
         let new_stored = match &b.new_state {
             Some(Some(v)) => {
                 let mut new = serde_json::to_vec(v).expect("a JSON value always serializes");
@@ -926,6 +1000,7 @@ impl EntityState {
                 if let Some(l) = f.new_lock {
                     self.lock = l;
                 }
+                self.marks.extend(f.new_marks);
                 self.reread_inbox |= f.enqueued;
                 for (tx, r) in f.replies {
                     let _ = tx.send(r);
