@@ -10,9 +10,11 @@ use std::path::PathBuf;
 
 pub mod channel;
 pub mod grpc;
+pub mod ingest;
 mod validate;
 
 pub use grpc::GrpcConfig;
+pub use ingest::IngestConfig;
 
 /// Most partitions a cluster may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -69,6 +71,8 @@ pub struct NodeConfig {
     pub metrics: MetricsConfig,
     /// The Durable Task gRPC interface (`[grpc]`).
     pub grpc: GrpcConfig,
+    /// Stream ingestion (`[ingest]`).
+    pub ingest: IngestConfig,
     /// Logging settings.
     pub log: LogConfig,
     /// The watchdog that fails stop a node whose async runtime stopped making progress.
@@ -92,6 +96,7 @@ impl Default for NodeConfig {
             cluster: ClusterConfig::default(),
             metrics: MetricsConfig::default(),
             grpc: GrpcConfig::default(),
+            ingest: IngestConfig::default(),
             log: LogConfig::default(),
             watchdog: WatchdogConfig::default(),
         }

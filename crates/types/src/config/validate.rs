@@ -68,6 +68,7 @@ impl NodeConfig {
         self.validate_entities_and_http()?;
         self.validate_orchestrations()?;
         self.grpc.validate()?;
+        self.ingest.validate()?;
         self.validate_cluster()
     }
 
