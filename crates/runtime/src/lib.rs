@@ -17,8 +17,8 @@ pub mod orchestrations;
 pub mod remote;
 
 pub use entities::{
-    builtin, entity, testing, Entities, EntityMetrics, EntityPage, EntitySummary, Passivation,
-    Registry, SignalOutcome, SignalRequest, MAX_PAGE,
+    builtin, entity, testing, Entities, EntityMetrics, EntityPage, EntitySummary, IngestRecord,
+    Passivation, RecordOutcome, Registry, SignalOutcome, SignalRequest, MAX_PAGE,
 };
 pub use error::Error;
 pub use host::{Host, HostMetrics, LEADER_WAIT};
@@ -88,6 +88,28 @@ impl Runtime {
         orchestrations: OrchestrationsConfig,
         remote: Option<remote::RemoteConfig>,
     ) -> Result<Self, Error> {
+        Self::start_with_workloads(
+            partitions,
+            registries,
+            config,
+            orchestrations,
+            remote,
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// [`Runtime::start_serving`] with more workloads beside entities and orchestrations
+    /// (stream ingestion, `perdure-ingest`): each runs on every partition this node leads,
+    /// started after the built-in ones.
+    pub async fn start_with_workloads(
+        partitions: Arc<Partitions>,
+        registries: Registries,
+        config: EntitiesConfig,
+        orchestrations: OrchestrationsConfig,
+        remote: Option<remote::RemoteConfig>,
+        extra: Vec<Arc<dyn host::Workload>>,
+    ) -> Result<Self, Error> {
         chaos_bug::stale_reads(); // read the chaos-test switch once, at start-up (logs when on)
         let request_timeout = std::time::Duration::from_millis(config.request_timeout_ms);
         // work for remote workers, issued by both workloads (served once enabled)
@@ -109,10 +131,13 @@ impl Runtime {
             partitions.count(),
             remote,
         ));
-        let host = Host::builder(partitions)
+        let mut builder = Host::builder(partitions)
             .workload(workload.clone())
-            .workload(orch_workload.clone())
-            .start()?;
+            .workload(orch_workload.clone());
+        for w in extra {
+            builder = builder.workload(w);
+        }
+        let host = builder.start()?;
         let entities = Arc::new(Entities::new(host.router().clone(), workload)?);
         let orchestrations = Arc::new(Orchestrations::new(
             host.router().clone(),

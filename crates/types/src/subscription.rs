@@ -410,6 +410,13 @@ pub fn source_key(name: &str, generation: u64, partition: u32) -> String {
     format!("{name}#{generation}:{partition}")
 }
 
+/// The home partition of source partition `partition` of subscription `name`: its consumer
+/// runs on this partition's leader. A pinned hash (the entities' key→partition function over
+/// `NAME/PARTITION`), the same on every node and across restarts.
+pub fn home_partition(name: &str, partition: u32, partitions: u32) -> crate::PartitionId {
+    crate::partition::partition_of_canonical(&format!("{name}/{partition}"), partitions)
+}
+
 /// Splits a source key into subscription name, generation and partition.
 pub fn parse_source_key(key: &str) -> Option<(&str, u64, u32)> {
     let (name, rest) = key.rsplit_once('#')?;
@@ -738,5 +745,8 @@ mod tests {
         let k = source_key("orders.v2", 7, 3);
         assert_eq!(parse_source_key(&k), Some(("orders.v2", 7, 3)));
         assert_eq!(truncated_text("héllo".as_bytes(), 2), "h");
+        // pinned: consumers must not move between versions
+        let homes: Vec<u32> = (0..8).map(|p| home_partition("clicks", p, 16)).collect();
+        assert_eq!(homes, vec![10, 10, 0, 7, 6, 4, 5, 5]);
     }
 }

@@ -52,6 +52,9 @@ kinds! {
     /// An orchestration-instance request forwarded to the partition's leader
     /// (`perdure_runtime::orchestrations`).
     Orchestration = 8, "orchestration";
+    /// A stream-ingestion request for the leaders of home partitions: consumers' status, dead
+    /// letters (`perdure_ingest`).
+    Ingest = 9, "ingest";
 }
 
 impl Kind {
@@ -105,6 +108,7 @@ mod tests {
             (Kind::Propose, 6),
             (Kind::Transfer, 7),
             (Kind::Orchestration, 8),
+            (Kind::Ingest, 9),
         ];
         assert_eq!(
             Kind::ALL.len(),

@@ -241,7 +241,12 @@ impl Entities {
                         records: records
                             .into_iter()
                             .map(|r| {
-                                (r.entity, r.operation, forward::to_json(r.input.as_ref()), r.position)
+                                (
+                                    r.entity,
+                                    r.operation,
+                                    forward::to_json(r.input.as_ref()),
+                                    r.position,
+                                )
                             })
                             .collect(),
                     };

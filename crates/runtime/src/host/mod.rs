@@ -31,8 +31,7 @@ pub use deadline::within;
 pub(crate) use leader::read_blocking;
 pub use leader::Leader;
 pub use metrics::HostMetrics;
-pub(crate) use router::serve_weak;
-pub use router::{Route, Router, LEADER_WAIT};
+pub use router::{serve_weak, Route, Router, LEADER_WAIT};
 pub use service::{PartitionService, Workload};
 
 use crate::Error;

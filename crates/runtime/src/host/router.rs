@@ -212,7 +212,7 @@ pub(crate) fn register(router: &Arc<Router>) -> Result<(), Error> {
 /// Serves requests `R` from peers with `f` over `this`, held weakly: the partitions hold the
 /// table of services, so a service holding what holds them strongly would keep both alive.
 /// Failures cross the wire as [`Failure`]s (kind, code and message intact).
-pub(crate) fn serve_weak<T, R, Ok_, F, Fut>(
+pub fn serve_weak<T, R, Ok_, F, Fut>(
     partitions: &Partitions,
     this: &Arc<T>,
     f: F,

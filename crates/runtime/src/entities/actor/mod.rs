@@ -17,8 +17,8 @@
 //! in memory, within its request's deadline.
 
 use super::api::SignalOutcome;
-use super::ingest::RecordOutcome;
 use super::entity::{Context, EntityType};
+use super::ingest::RecordOutcome;
 use super::msg::{EntityMsg, LockRequest, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
 use super::shared::Shared;
 
