@@ -114,7 +114,10 @@ impl Ctx {
         &self,
         change: SubscriptionChange,
     ) -> Result<Subscriptions, MetaError> {
-        match self.change_at(MetaChange::Subscription(change), false).await? {
+        match self
+            .change_at(MetaChange::Subscription(change), false)
+            .await?
+        {
             MetaValue::Subscriptions(bytes) => {
                 Subscriptions::decode(&bytes).map_err(MetaError::Unavailable)
             }
@@ -124,11 +127,7 @@ impl Ctx {
         }
     }
 
-    async fn change_at(
-        &self,
-        change: MetaChange,
-        forwarded: bool,
-    ) -> Result<MetaValue, MetaError> {
+    async fn change_at(&self, change: MetaChange, forwarded: bool) -> Result<MetaValue, MetaError> {
         let m = self.meta().metrics().borrow().clone();
         if m.state == ServerState::Leader {
             return self.change_here(change).await;

@@ -372,7 +372,10 @@ impl Partitions {
             state: next.encode(),
         })
         .fenced(term);
-        let r = self.propose(0, command).await.map_err(|e| unavailable(&e))?;
+        let r = self
+            .propose(0, command)
+            .await
+            .map_err(|e| unavailable(&e))?;
         if r.iter().any(|r| matches!(r, OpResult::Skipped)) {
             return Err(MetaError::Unavailable("leadership moved".into()));
         }

@@ -149,9 +149,11 @@ impl Ingest {
             entities,
             workload,
         });
-        serve_weak(me.router.partitions(), &me, |me, req: IngestRequest| async move {
-            me.serve(req).await
-        })?;
+        serve_weak(
+            me.router.partitions(),
+            &me,
+            |me, req: IngestRequest| async move { me.serve(req).await },
+        )?;
         Ok(me)
     }
 
@@ -214,11 +216,9 @@ impl Ingest {
                 spec,
             })
             .await?;
-        let s = subs
-            .by_name
-            .get(name)
-            .cloned()
-            .ok_or_else(|| IngestError::Unavailable("the subscription was not kept; retry".into()))?;
+        let s = subs.by_name.get(name).cloned().ok_or_else(|| {
+            IngestError::Unavailable("the subscription was not kept; retry".into())
+        })?;
         Ok((s, !existed))
     }
 
@@ -291,7 +291,9 @@ impl Ingest {
             };
             match self.ask(leader, req).await {
                 Ok(IngestReply::Status(json)) => {
-                    partitions.extend(serde_json::from_str::<Vec<PartitionReport>>(&json).unwrap_or_default());
+                    partitions.extend(
+                        serde_json::from_str::<Vec<PartitionReport>>(&json).unwrap_or_default(),
+                    );
                 }
                 Ok(_) | Err(_) => {}
             }
@@ -304,8 +306,11 @@ impl Ingest {
                 .map(f)
                 .sum::<u64>()
         };
-        let (applied, failed, dead_lettered) =
-            (sum(|c| c.applied), sum(|c| c.failed), sum(|c| c.dead_lettered));
+        let (applied, failed, dead_lettered) = (
+            sum(|c| c.applied),
+            sum(|c| c.failed),
+            sum(|c| c.dead_lettered),
+        );
         let lag = partitions
             .iter()
             .filter_map(|r| r.consumer.as_ref())
@@ -368,7 +373,9 @@ impl Ingest {
     pub async fn consumers(&self) -> Vec<ConsumerStatus> {
         let mut out = Vec::new();
         for (leader, _) in self.by_leader().await {
-            if let Ok(IngestReply::Consumers(json)) = self.ask(leader, IngestRequest::Consumers).await {
+            if let Ok(IngestReply::Consumers(json)) =
+                self.ask(leader, IngestRequest::Consumers).await
+            {
                 out.extend(serde_json::from_str::<Vec<ConsumerStatus>>(&json).unwrap_or_default());
             }
         }
@@ -391,7 +398,11 @@ impl Ingest {
         m
     }
 
-    async fn ask(&self, leader: Option<NodeId>, req: IngestRequest) -> Result<IngestReply, perdure_runtime::Error> {
+    async fn ask(
+        &self,
+        leader: Option<NodeId>,
+        req: IngestRequest,
+    ) -> Result<IngestReply, perdure_runtime::Error> {
         match leader {
             None => self.serve(req).await,
             Some(n) => {

@@ -226,7 +226,10 @@ impl Consumer {
             .metrics
             .checkpoint_age
             .with_label_values(&[sub_label.as_str(), part_label.as_str()]);
-        let latency = self.metrics.latency.with_label_values(&[sub_label.as_str()]);
+        let latency = self
+            .metrics
+            .latency
+            .with_label_values(&[sub_label.as_str()]);
         let records_c = |r: &str| {
             self.metrics
                 .records
@@ -484,9 +487,13 @@ async fn send_loop(
             match entities.ingest(p, &source, records.clone()).await {
                 Ok(o) if o.len() == records.len() => break o,
                 Ok(o) => {
-                    let _ = done.send(Err(StopError::Cluster(perdure_runtime::Error::Unavailable(
-                        format!("partition {p} answered {} outcomes for {} records", o.len(), records.len()),
-                    ))));
+                    let _ = done.send(Err(StopError::Cluster(
+                        perdure_runtime::Error::Unavailable(format!(
+                            "partition {p} answered {} outcomes for {} records",
+                            o.len(),
+                            records.len()
+                        )),
+                    )));
                     return;
                 }
                 Err(e) => {

@@ -302,10 +302,7 @@ impl Supervisor {
         leader: &Leader,
         subs: &perdure_types::subscription::Subscriptions,
     ) {
-        let Ok(kept) = leader
-            .read(|st| st.ingest().checkpoints("", 100_000))
-            .await
-        else {
+        let Ok(kept) = leader.read(|st| st.ingest().checkpoints("", 100_000)).await else {
             return;
         };
         for (key, _) in kept {
@@ -315,7 +312,12 @@ impl Supervisor {
                     .is_some_and(|s| s.generation == generation)
             });
             if !current {
-                if let Err(e) = leader.propose(vec![Op::ForgetSource { source: key.clone() }]).await {
+                if let Err(e) = leader
+                    .propose(vec![Op::ForgetSource {
+                        source: key.clone(),
+                    }])
+                    .await
+                {
                     tracing::debug!(source = %key, error = %e, "could not forget a source");
                     return;
                 }

@@ -64,15 +64,37 @@ impl IngestConfig {
                 ))
             }
         };
-        range("ingest.max_in_flight_records", self.max_in_flight_records, 1, 10_000_000)?;
-        range("ingest.fetch_max_records", self.fetch_max_records, 1, 100_000)?;
-        range("ingest.fetch_max_bytes", self.fetch_max_bytes, 1 << 10, 64 << 20)?;
-        range("ingest.checkpoint_interval_ms", self.checkpoint_interval_ms, 10, 60_000)?;
+        range(
+            "ingest.max_in_flight_records",
+            self.max_in_flight_records,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "ingest.fetch_max_records",
+            self.fetch_max_records,
+            1,
+            100_000,
+        )?;
+        range(
+            "ingest.fetch_max_bytes",
+            self.fetch_max_bytes,
+            1 << 10,
+            64 << 20,
+        )?;
+        range(
+            "ingest.checkpoint_interval_ms",
+            self.checkpoint_interval_ms,
+            10,
+            60_000,
+        )?;
         let mut seen = std::collections::HashSet::new();
         for s in &self.subscriptions {
             check_name(&s.name)
                 .and_then(|()| s.spec.validate())
-                .map_err(|e| ConfigError::new("ingest.subscriptions", format!("{:?}: {e}", s.name)))?;
+                .map_err(|e| {
+                    ConfigError::new("ingest.subscriptions", format!("{:?}: {e}", s.name))
+                })?;
             if !seen.insert(&s.name) {
                 return Err(ConfigError::new(
                     "ingest.subscriptions",
