@@ -41,13 +41,19 @@ impl IngestMetrics {
     /// The metrics, registered in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self::unregistered()?;
-        registry.register(Box::new(m.records.clone()))?;
-        registry.register(Box::new(m.lag.clone()))?;
-        registry.register(Box::new(m.checkpoint_age.clone()))?;
-        registry.register(Box::new(m.latency.clone()))?;
-        registry.register(Box::new(m.consumers.clone()))?;
-        registry.register(Box::new(m.errors.clone()))?;
+        m.register(registry)?;
         Ok(m)
+    }
+
+    /// Registers these metrics (made before the node's registry was) in `registry`.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.records.clone()))?;
+        registry.register(Box::new(self.lag.clone()))?;
+        registry.register(Box::new(self.checkpoint_age.clone()))?;
+        registry.register(Box::new(self.latency.clone()))?;
+        registry.register(Box::new(self.consumers.clone()))?;
+        registry.register(Box::new(self.errors.clone()))?;
+        Ok(())
     }
 
     /// The metrics, in no registry (metrics disabled, tests).

@@ -92,6 +92,11 @@ impl IngestWorkload {
     pub fn board(&self) -> &Arc<StatusBoard> {
         &self.shared.board
     }
+
+    /// Its metrics (register them in the node's registry once it exists).
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.shared.metrics
+    }
 }
 
 impl Workload for IngestWorkload {

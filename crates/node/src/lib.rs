@@ -108,12 +108,21 @@ pub async fn run_with(
             lease: std::time::Duration::from_millis(config.grpc.lease_ms),
             max_work_item_bytes: config.grpc.max_work_item_bytes,
         });
-    let runtime = match Runtime::start_serving(
+    // stream ingestion: consumers on the leaders of their home partitions (none runs without a
+    // subscription); its metrics are registered once the node's registry exists
+    let ingest_workload = perdure_ingest::IngestWorkload::new(
+        Arc::new(perdure_ingest::source::Brokers),
+        config.ingest.clone(),
+        perdure_ingest::IngestMetrics::unregistered()
+            .map_err(|e| perdure_runtime::Error::Unavailable(format!("ingest metrics: {e}")))?,
+    );
+    let runtime = match Runtime::start_with_workloads(
         partitions.clone(),
         registries,
         config.entities.clone(),
         config.orchestrations.clone(),
         remote,
+        vec![ingest_workload.clone() as Arc<dyn perdure_runtime::host::Workload>],
     )
     .await
     {
@@ -123,17 +132,39 @@ pub async fn run_with(
             return Err(e.into());
         }
     };
+    let ingest = match perdure_ingest::Ingest::new(
+        runtime.host().router().clone(),
+        runtime.entities().clone(),
+        ingest_workload,
+    ) {
+        Ok(i) => i,
+        Err(e) => {
+            runtime.shutdown().await;
+            drop(runtime);
+            stop_partitions(partitions).await?;
+            return Err(e.into());
+        }
+    };
     partitions.serve();
+    let configured = tokio::spawn(put_configured_subscriptions(
+        ingest.clone(),
+        config.ingest.subscriptions.clone(),
+    ));
     let readiness = tokio::spawn(log_when_ready(runtime.clone(), config.clone(), started));
 
     let connections = server::ConnMetrics::new();
     let (app, observer, registry) = observability(
-        http::router(&runtime, partitions.clone(), config.http.clone()),
+        http::router(&runtime, &ingest, partitions.clone(), config.http.clone()),
         &runtime,
         &partitions,
         &config,
         &connections,
     );
+    if let Some(r) = &registry {
+        if let Err(e) = ingest.workload().metrics().register(r) {
+            tracing::error!(error = %e, "the ingestion metrics could not be registered");
+        }
+    }
     let scheme = if limits.tls.is_some() {
         "https"
     } else {
@@ -176,6 +207,9 @@ pub async fn run_with(
     }
     readiness.abort();
     let _ = readiness.await;
+    configured.abort();
+    let _ = configured.await;
+    drop(ingest);
     if let Some((stop, task)) = observer {
         let _ = stop.send(());
         let _ = task.await;
@@ -250,6 +284,35 @@ async fn serve_until(
                 tracing::warn!("connections still open after a second grace; closing them");
             }
             (fatal, true)
+        }
+    }
+}
+
+/// Puts the subscriptions of the config file (`[[ingest.subscriptions]]`): created, or replaced
+/// when their definition differs (an unchanged one changes nothing). Retried while the cluster
+/// forms; a refused definition is logged with its reason.
+async fn put_configured_subscriptions(
+    ingest: Arc<perdure_ingest::Ingest>,
+    subscriptions: Vec<perdure_types::config::ingest::ConfiguredSubscription>,
+) {
+    for s in subscriptions {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match ingest.put(&s.name, s.spec.clone()).await {
+                Ok((_, created)) => {
+                    tracing::info!(subscription = %s.name, created, "subscription from the config file put");
+                    break;
+                }
+                Err(perdure_ingest::IngestError::Unavailable(e)) => {
+                    tracing::debug!(subscription = %s.name, error = %e, "the cluster cannot take the subscription yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(subscription = %s.name, error = %e, "the config file's subscription was refused");
+                    break;
+                }
+            }
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct App {
     pub host: Arc<Host>,
     /// The cluster facade: membership, partition leaders and readiness.
     pub cluster: Arc<Partitions>,
+    /// The stream-ingestion facade: subscriptions, their progress, dead letters.
+    pub ingest: Arc<perdure_ingest::Ingest>,
     /// HTTP limits.
     pub http: HttpConfig,
 }
@@ -64,7 +66,12 @@ pub struct App {
 /// The router of the whole API over `runtime`'s facades and the `cluster` facade. Each entity
 /// operation handler is declared with its [`OpKind`], which [`measure_op`] counts it under (no
 /// metric depends on a route's spelling).
-pub fn router(runtime: &Runtime, cluster: Arc<Partitions>, http: HttpConfig) -> Router {
+pub fn router(
+    runtime: &Runtime,
+    ingest: &Arc<perdure_ingest::Ingest>,
+    cluster: Arc<Partitions>,
+    http: HttpConfig,
+) -> Router {
     let body_limit = usize::try_from(http.max_body_bytes).unwrap_or(usize::MAX);
     let body_timeout = Duration::from_millis(http.body_read_timeout_ms);
     let measured = |kind: OpKind| from_fn_with_state(kind, measure_op);
@@ -119,6 +126,7 @@ pub fn router(runtime: &Runtime, cluster: Arc<Partitions>, http: HttpConfig) -> 
             orchestrations: runtime.orchestrations().clone(),
             host: runtime.host().clone(),
             cluster,
+            ingest: ingest.clone(),
             http,
         })
 }
