@@ -24,6 +24,19 @@ use std::time::Duration;
 /// broker is reported within this time.
 const RETRY_DEADLINE: Duration = Duration::from_secs(3);
 
+/// The smallest fetch asked of the broker (records beyond `max_bytes` are dropped here): a
+/// smaller one would only cost round trips.
+const MIN_FETCH_BYTES: usize = 64 << 10;
+
+/// The largest fetch: a read grows its fetch up to this while the broker sends nothing though
+/// it holds records (one batch larger than the fetch).
+const MAX_FETCH_BYTES: usize = 64 << 20;
+
+/// The longest one fetch waits on the broker; a longer `wait` takes several fetches. A broker
+/// that does not answer a waiting fetch when records arrive (librdkafka's mock waits it out) then
+/// delays a record by no more than this.
+const MAX_FETCH_WAIT: Duration = Duration::from_millis(500);
+
 /// A fetch that came back this early and empty did not wait on the broker (some brokers answer
 /// at once): the read pauses this long before it asks again.
 const EMPTY_FETCH_PAUSE: Duration = Duration::from_millis(20);
@@ -305,14 +318,15 @@ impl Source for KafkaTopicSource {
                 i64::try_from(after)
                     .map_err(|_| SourceError::OutOfRange(format!("position {after}")))?
             };
-            let bytes = 1..i32::try_from(max_bytes.max(1)).unwrap_or(i32::MAX);
+            let mut fetch_bytes = max_bytes.clamp(MIN_FETCH_BYTES, MAX_FETCH_BYTES);
             let deadline = tokio::time::Instant::now() + wait;
             loop {
                 let now = tokio::time::Instant::now();
-                let left = deadline.saturating_duration_since(now);
+                let left = deadline.saturating_duration_since(now).min(MAX_FETCH_WAIT);
                 let max_wait_ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-                let (records, _high_watermark) = client
-                    .fetch_records(offset, bytes.clone(), max_wait_ms)
+                let bytes = 1..i32::try_from(fetch_bytes).unwrap_or(i32::MAX);
+                let (records, high_watermark) = client
+                    .fetch_records(offset, bytes, max_wait_ms)
                     .await
                     .map_err(|e| self.failed(partition, &e))?;
                 if !records.is_empty() {
@@ -332,6 +346,12 @@ impl Source for KafkaTopicSource {
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
                     return Ok(Vec::new());
+                }
+                if high_watermark > offset && fetch_bytes < MAX_FETCH_BYTES {
+                    // records are there but none came: a broker that sends no batch larger than
+                    // the limit (not every one sends the first whole): a larger limit
+                    fetch_bytes = (fetch_bytes * 4).min(MAX_FETCH_BYTES);
+                    continue;
                 }
                 // an empty answer before the deadline: the broker did not wait (or held only
                 // control records): ask again shortly

@@ -280,6 +280,7 @@ impl Source for JetStreamSource {
             let mut out = Vec::new();
             let mut bytes = 0;
             let mut failed = None;
+            let mut yielded = false;
             while out.len() < max.max(1) && (out.is_empty() || bytes < max_bytes) {
                 // the first record is waited for; after it only what has arrived is taken
                 let next = if out.is_empty() {
@@ -290,9 +291,17 @@ impl Source for JetStreamSource {
                 } else {
                     match reader.messages.next().now_or_never() {
                         Some(next) => next,
+                        // the connection's task may be parsing the rest of a batch: let it run
+                        // once before the read ends
+                        None if !yielded => {
+                            yielded = true;
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
                         None => break,
                     }
                 };
+                yielded = false;
                 let message = match next {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
