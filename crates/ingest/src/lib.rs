@@ -2,6 +2,8 @@
 //! entities exactly once.
 //!
 //! - [`source`]: the [`source::Source`] abstraction (list partitions, read after a position,
-//!   end position) and its adapters.
+//!   end position) and its adapters: [`source::nats`] (NATS JetStream, async-nats),
+//!   [`source::kafka`] (the Kafka protocol, rskafka), [`source::memory`] (tests), chosen by
+//!   [`source::Brokers`] from a subscription's definition.
 
 pub mod source;
