@@ -11,10 +11,15 @@
 //!   `kill -9`, SIGTERM, SIGSTOP / SIGCONT, restart on the same data directory.
 //! - [`http_status`] and [`ready`]: plain HTTP probes (blocking and async), no client library.
 //!
+//! - [`brokers`]: message brokers for the ingestion tests (a JetStream `nats-server`, the
+//!   `perdure-kafka-mock` Kafka broker), producers that fill them, and the skip-or-fail rule for
+//!   a missing tool.
+//!
 //! The harness knows the node only through its binary, its config type and its HTTP API.
 
 #![deny(missing_docs)]
 
+pub mod brokers;
 mod error;
 mod node;
 mod probe;

@@ -213,7 +213,7 @@ impl Ingest {
         let subs = self
             .change(SubscriptionChange::Put {
                 name: name.to_string(),
-                spec,
+                spec: Box::new(spec),
             })
             .await?;
         let s = subs.by_name.get(name).cloned().ok_or_else(|| {
@@ -289,13 +289,10 @@ impl Ingest {
                 name: name.to_string(),
                 generation: subscription.generation,
             };
-            match self.ask(leader, req).await {
-                Ok(IngestReply::Status(json)) => {
-                    partitions.extend(
-                        serde_json::from_str::<Vec<PartitionReport>>(&json).unwrap_or_default(),
-                    );
-                }
-                Ok(_) | Err(_) => {}
+            if let Ok(IngestReply::Status(json)) = self.ask(leader, req).await {
+                partitions.extend(
+                    serde_json::from_str::<Vec<PartitionReport>>(&json).unwrap_or_default(),
+                );
             }
         }
         partitions.sort_by_key(|r| r.source_partition);

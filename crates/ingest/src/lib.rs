@@ -2,7 +2,9 @@
 //! entities exactly once.
 //!
 //! - [`source`]: the [`source::Source`] abstraction (list partitions, read after a position,
-//!   end position) and its adapters (`kafka.rs`, `nats.rs`), and [`source::Connector`].
+//!   end position) and its adapters: [`source::nats`] (NATS JetStream, async-nats),
+//!   [`source::kafka`] (the Kafka protocol, rskafka), [`source::memory`] (tests), chosen by
+//!   [`source::Brokers`] from a subscription's definition.
 //! - `mapping.rs`: a record → an entity operation, or a dead letter's reason.
 //! - `consumer.rs`: one source partition's consumer on its home partition's leader: read,
 //!   map, send in order per target partition, checkpoint (the exactly-once argument is there).

@@ -432,7 +432,7 @@ pub enum SubscriptionChange {
         /// Its name.
         name: String,
         /// Its definition (validated again by the apply).
-        spec: SubscriptionSpec,
+        spec: Box<SubscriptionSpec>,
     },
     /// Remove one.
     Delete {
@@ -489,13 +489,13 @@ impl Subscriptions {
                 check_name(name)?;
                 spec.validate()?;
                 match next.by_name.get_mut(name) {
-                    Some(s) if s.spec == *spec => return Ok(None),
+                    Some(s) if s.spec == **spec => return Ok(None),
                     Some(s) => {
                         if s.spec.source != spec.source {
                             s.generation = next.next_generation;
                             next.next_generation += 1;
                         }
-                        s.spec = spec.clone();
+                        s.spec = (**spec).clone();
                         s.version += 1;
                         s.updated_at_ms = now;
                         s.clone()
@@ -506,7 +506,7 @@ impl Subscriptions {
                         }
                         let s = Subscription {
                             name: name.clone(),
-                            spec: spec.clone(),
+                            spec: (**spec).clone(),
                             paused: false,
                             generation: next.next_generation,
                             version: 1,
@@ -691,7 +691,7 @@ mod tests {
         }
         let put = |n: &str, s: &SubscriptionSpec| SubscriptionChange::Put {
             name: n.into(),
-            spec: s.clone(),
+            spec: Box::new(s.clone()),
         };
         let s0 = Subscriptions::default();
         let (s1, x) = s0.apply(&put("x", &a), 1).unwrap().unwrap();

@@ -14,7 +14,9 @@ use perdure_types::subscription::SourceSpec;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod kafka;
 pub mod memory;
+pub mod nats;
 
 /// One record of a source partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,11 +134,12 @@ impl Connector for Brokers {
     ) -> BoxFuture<'a, Result<Arc<dyn Source>, SourceError>> {
         let _ = name;
         Box::pin(async move {
-            match spec {
-                SourceSpec::Nats(_) | SourceSpec::Kafka(_) => Err(SourceError::Other(
-                    "this source adapter is not built yet".into(),
-                )),
-            }
+            Ok(match spec {
+                SourceSpec::Nats(s) => {
+                    Arc::new(nats::JetStreamSource::connect(s).await?) as Arc<dyn Source>
+                }
+                SourceSpec::Kafka(s) => Arc::new(kafka::KafkaTopicSource::connect(s).await?),
+            })
         })
     }
 }
