@@ -79,16 +79,27 @@ async fn subscriptions_over_http_and_the_cli() {
     let subs = format!("{url}{BASE}/subscriptions");
     use reqwest::Method as M;
 
-    // the config file's subscription is there at start
-    let (s, list) = send(&http, M::GET, &subs, None).await;
-    assert_eq!(s, 200, "{list}");
-    let names: Vec<&str> = list["subscriptions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["from-config"]);
+    // the config file's subscription is there at start (put right after the node is ready)
+    let t = Instant::now();
+    loop {
+        let (s, list) = send(&http, M::GET, &subs, None).await;
+        assert_eq!(s, 200, "{list}");
+        let names: Vec<&str> = list["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        if names == ["from-config"] {
+            break;
+        }
+        assert!(
+            names.is_empty() && t.elapsed() < Duration::from_secs(10),
+            "{names:?} after {:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // create, then the same again: unchanged
     let spec = nats_spec(closed).to_string();
@@ -263,7 +274,7 @@ async fn a_subscription_put_on_one_node_is_seen_on_another() {
     let dir = tempfile::tempdir().unwrap();
     let members = three_members(dir.path());
     for m in &members {
-        write_config_with(m, &members, "subs3", "", 4);
+        write_config_with(m, &members, "subs3", "a-test-secret-of-enough-length", 4);
     }
     let _nodes = Nodes::start(&members);
     for m in &members {
