@@ -139,11 +139,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entity_and_orchestration_routes_live_under_the_durable_functions_base() {
+    fn entity_orchestration_and_subscription_routes_live_under_the_durable_functions_base() {
         for r in ROUTES {
-            let durable = ["/entities", "/orchestrators/", "/instances"]
-                .iter()
-                .any(|p| r.path.contains(p));
+            let durable = [
+                "/entities",
+                "/orchestrators/",
+                "/instances",
+                "/subscriptions",
+            ]
+            .iter()
+            .any(|p| r.path.contains(p));
             assert_eq!(durable, r.path.starts_with(crate::http::BASE), "{r:?}");
         }
     }
