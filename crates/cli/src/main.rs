@@ -1,10 +1,11 @@
-//! `perdure`: the one binary. `perdure serve` runs a node; `signal`, `call`, `get`, `list` and
-//! `orch ...` are clients of a node's HTTP API; other subcommands are tools.
+//! `perdure`: the one binary. `perdure serve` runs a node; `signal`, `call`, `get`, `list`,
+//! `orch ...` and `sub ...` are clients of a node's HTTP API; other subcommands are tools.
 
 mod cert;
 mod client_cmd;
 mod logging;
 mod orch_cmd;
+mod sub_cmd;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -87,6 +88,11 @@ enum Cmd {
     /// ID`, `orch purge [ID]`. Every command prints JSON.
     #[command(subcommand)]
     Orch(orch_cmd::OrchCmd),
+    /// Stream subscriptions: `perdure sub put NAME --file spec.json`, `sub get NAME`, `sub
+    /// list`, `sub pause|resume|delete NAME`, `sub dead-letters NAME [--limit N]`. Every command
+    /// prints JSON.
+    #[command(subcommand)]
+    Sub(sub_cmd::SubCmd),
     /// Make a CA and node certificates for the node channel's TLS (`[cluster.tls]`) of a local
     /// cluster: `perdure cert --dir perdure-certs --nodes 1,2,3` (again with more ids to add
     /// nodes: the CA in the directory is reused).
@@ -358,6 +364,7 @@ fn main() -> anyhow::Result<()> {
                 client,
             } => client_cmd::list(&client, &name, top, all).await,
             Cmd::Orch(cmd) => orch_cmd::run(cmd).await,
+            Cmd::Sub(cmd) => sub_cmd::run(cmd).await,
             Cmd::Debug(DebugCmd::Load {
                 node,
                 clients,

@@ -4,7 +4,8 @@
 //! - a real Prometheus scrapes the three nodes under load: every node is `up`, our series carry
 //!   the load, and every PromQL expression of the Grafana dashboard (`deploy/grafana/perdure.json`)
 //!   evaluates without error; the orchestration panels' queries all have series (they exist from
-//!   start), and carry sample orchestrations when the node's HTTP API can start them;
+//!   start), and carry sample orchestrations when the node's HTTP API can start them; the stream
+//!   ingestion panels' queries evaluate (empty: no subscription runs here);
 //! - the web dashboard at `/` renders in a real headless Chromium: members, partitions, the
 //!   orchestration counters and an entity's state are in the DOM; a screenshot is kept under
 //!   `target/artifacts/`.
@@ -412,6 +413,17 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_query_evaluates() {
         .filter(|e| e.contains("perdure_orchestration_"))
         .collect();
     assert!(missing.is_empty(), "no data: {missing:#?}");
+    // the stream-ingestion series (`perdure_ingest_*`) are labelled by subscription and exist
+    // only once a subscription's consumer ran on the node: this cluster has none, so their
+    // queries must evaluate (as every query above) and are expected to be empty
+    let ingest: Vec<String> = dashboard_queries()
+        .into_iter()
+        .filter(|e| e.contains("perdure_ingest_"))
+        .collect();
+    assert!(
+        ingest.len() >= 5,
+        "the dashboard's stream ingestion row: {ingest:#?}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     for w in workers {

@@ -34,6 +34,7 @@ mod error;
 mod key;
 mod orchestrations;
 mod retry;
+mod subscriptions;
 mod types;
 
 pub use error::{ApiError, Error};

@@ -37,6 +37,18 @@ pub const INSTANCE_RESUME: &str = "/runtime/webhooks/durabletask/instances/{inst
 pub const INSTANCE_REWIND: &str = "/runtime/webhooks/durabletask/instances/{instanceId}/rewind";
 /// Restart an instance (under its id or a new one).
 pub const INSTANCE_RESTART: &str = "/runtime/webhooks/durabletask/instances/{instanceId}/restart";
+/// List the stream subscriptions.
+pub const SUBSCRIPTIONS: &str = "/runtime/webhooks/durabletask/subscriptions";
+/// Create or replace (`PUT`), read with its progress (`GET`) or delete (`DELETE`) one
+/// subscription.
+pub const SUBSCRIPTION: &str = "/runtime/webhooks/durabletask/subscriptions/{name}";
+/// A subscription's dead letters.
+pub const SUBSCRIPTION_DEAD_LETTERS: &str =
+    "/runtime/webhooks/durabletask/subscriptions/{name}/dead-letters";
+/// Pause a subscription.
+pub const SUBSCRIPTION_PAUSE: &str = "/runtime/webhooks/durabletask/subscriptions/{name}/pause";
+/// Resume a paused subscription.
+pub const SUBSCRIPTION_RESUME: &str = "/runtime/webhooks/durabletask/subscriptions/{name}/resume";
 /// Liveness.
 pub const HEALTHZ: &str = "/healthz";
 /// Readiness.
@@ -61,7 +73,7 @@ pub const METRICS: &str = "/metrics";
 /// One route: a method on a path template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
-    /// `GET`, `POST`, `DELETE` (a `GET` route answers `HEAD` too).
+    /// `GET`, `PUT`, `POST`, `DELETE` (a `GET` route answers `HEAD` too).
     pub method: &'static str,
     /// The path template, as the router matches it (`{name}` a path parameter).
     pub path: &'static str,
@@ -97,6 +109,13 @@ pub const ROUTES: &[Route] = &[
     route("POST", INSTANCE_RESUME),
     route("POST", INSTANCE_REWIND),
     route("POST", INSTANCE_RESTART),
+    route("GET", SUBSCRIPTIONS),
+    route("PUT", SUBSCRIPTION),
+    route("GET", SUBSCRIPTION),
+    route("DELETE", SUBSCRIPTION),
+    route("GET", SUBSCRIPTION_DEAD_LETTERS),
+    route("POST", SUBSCRIPTION_PAUSE),
+    route("POST", SUBSCRIPTION_RESUME),
     route("GET", HEALTHZ),
     route("GET", READYZ),
     route("GET", CLUSTER),
@@ -120,11 +139,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entity_and_orchestration_routes_live_under_the_durable_functions_base() {
+    fn entity_orchestration_and_subscription_routes_live_under_the_durable_functions_base() {
         for r in ROUTES {
-            let durable = ["/entities", "/orchestrators/", "/instances"]
-                .iter()
-                .any(|p| r.path.contains(p));
+            let durable = [
+                "/entities",
+                "/orchestrators/",
+                "/instances",
+                "/subscriptions",
+            ]
+            .iter()
+            .any(|p| r.path.contains(p));
             assert_eq!(durable, r.path.starts_with(crate::http::BASE), "{r:?}");
         }
     }

@@ -1,4 +1,5 @@
-// perdure's web dashboard: polls this node's /cluster, /readyz and /dashboard/stats, browses
+// perdure's web dashboard: polls this node's /cluster, /readyz, /dashboard/stats and the stream
+// subscriptions, browses
 // orchestration instances through the instances API (Durable Functions' shapes) and entities
 // through the entity API. No dependencies.
 "use strict";
@@ -164,6 +165,58 @@ function workers(w) {
     el("td", {}, x.filtered ? "yes" : "no"))));
 }
 
+// --- stream subscriptions ---------------------------------------------------------------------
+// GET BASE/subscriptions answers {"subscriptions": [...]}; GET BASE/subscriptions/{name} adds the
+// progress: applied, failed, dead_lettered, lag, error and per source partition the node
+// consuming it, its position (checkpoint), end, lag, state and error.
+function sourceOf(spec) {
+  const s = spec.source || {};
+  if (s.nats) return "nats " + s.nats.stream + (s.nats.subject ? " (" + s.nats.subject + ")" : "");
+  if (s.kafka) return "kafka " + s.kafka.topic;
+  return "?";
+}
+async function refreshSubscriptions() {
+  const note = $("subs-note");
+  const list = await getJson(BASE + "/subscriptions");
+  if (!list.ok) {
+    note.textContent = "subscriptions not available (GET " + BASE + "/subscriptions answered " + list.status + ")";
+    return;
+  }
+  const subs = list.body.subscriptions || [];
+  const statuses = await Promise.all(subs.map((x) => getJson(BASE + "/subscriptions/" + encodeURIComponent(x.name))));
+  const rows = [], parts = [];
+  subs.forEach((x, i) => {
+    const st = statuses[i].ok ? statuses[i].body : x;
+    const state = x.paused ? "paused" : st.error ? "error" : "running";
+    rows.push(el("tr", { "data-subscription": x.name },
+      el("td", {}, x.name),
+      el("td", {}, sourceOf(x.spec)),
+      el("td", {}, x.spec.mapping.entity + " / " + x.spec.mapping.operation),
+      el("td", { class: state === "error" ? "down" : state === "running" ? "up" : "" }, state),
+      el("td", {}, st.applied ?? "–"),
+      el("td", {}, st.failed ?? "–"),
+      el("td", {}, st.dead_lettered ?? "–"),
+      el("td", {}, st.lag ?? "–"),
+      el("td", { class: "muted" }, st.error || "")));
+    for (const p of st.partitions || []) {
+      parts.push(el("tr", {},
+        el("td", {}, x.name),
+        el("td", {}, p.source_partition),
+        el("td", {}, p.home_partition),
+        el("td", {}, p.node == null ? "none" : p.node),
+        el("td", { class: p.state === "running" ? "up" : p.state === "retrying" || p.state === "stopped" ? "down" : "" }, p.state),
+        el("td", {}, p.position),
+        el("td", {}, p.end ?? "–"),
+        el("td", {}, p.lag ?? "–"),
+        el("td", {}, fmtTime(p.checkpoint_at)),
+        el("td", { class: "muted" }, p.error || "")));
+    }
+  });
+  $("subs-list").tBodies[0].replaceChildren(...rows);
+  $("subs-partitions").tBodies[0].replaceChildren(...parts);
+  note.textContent = subs.length ? "" : "no subscription: PUT " + BASE + "/subscriptions/{name} or `perdure sub put` creates one";
+}
+
 // --- orchestrations -------------------------------------------------------------------------
 const STATUSES = ["pending", "running", "suspended", "completed", "failed", "terminated", "continued_as_new"];
 function orchRates(o, p, dt) {
@@ -315,6 +368,7 @@ async function start() {
   const tick = (f, ms) => { const run = () => f().catch((e) => console.warn(e)); run(); setInterval(run, ms); };
   tick(refreshCluster, 2000);
   tick(refreshStats, 1000);
+  tick(refreshSubscriptions, 5000);
   // the first page of instances follows along, unless paging or the API is missing
   setInterval(() => { if (orch.page === 1 && !orch.missing) listInstances(true).catch((e) => console.warn(e)); }, 5000);
 }

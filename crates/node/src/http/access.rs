@@ -7,6 +7,7 @@
 //! | other `GET`/`HEAD` (entity state, listings, `/cluster`, `/metrics`, `/dashboard/*`) | `read` |
 //! | `POST` entity and orchestration routes (signal, call, batch; start, raise event, terminate, suspend, resume, rewind, restart) | `write` |
 //! | `DELETE` of orchestration instances (purge one, purge by filter) | `write` |
+//! | `PUT`, `DELETE` and `POST` (pause, resume) of stream subscriptions: they change what the cluster consumes, an operator's decision | `admin` |
 //! | `DELETE /cluster/members/{id}` (and any other `DELETE`) | `admin` |
 //!
 //! A token is read from `Authorization: Bearer TOKEN`, else the `x-functions-key` header, else
@@ -176,7 +177,7 @@ fn required_role(method: &Method, path: &str) -> Option<Role> {
         Method::GET | Method::HEAD => Some(Role::Read),
         Method::DELETE if is_instances(path) => Some(Role::Write),
         Method::DELETE => Some(Role::Admin),
-        _ if path.starts_with("/cluster/") => Some(Role::Admin),
+        _ if path.starts_with("/cluster/") || is_subscriptions(path) => Some(Role::Admin),
         _ => Some(Role::Write),
     }
 }
@@ -185,6 +186,12 @@ fn required_role(method: &Method, path: &str) -> Option<Role> {
 /// purge is an instance-management operation like terminate).
 fn is_instances(path: &str) -> bool {
     path.strip_prefix(crate::routes::INSTANCES)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether `path` is `.../subscriptions` or under it (changes need `admin`).
+fn is_subscriptions(path: &str) -> bool {
+    path.strip_prefix(crate::routes::SUBSCRIPTIONS)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
@@ -399,6 +406,27 @@ mod tests {
         )
         .unwrap();
         assert!(!is_instances("/runtime/webhooks/durabletask/instancesX"));
+        // subscriptions: reads need read, changes admin
+        let sub = "/runtime/webhooks/durabletask/subscriptions/orders";
+        a.check(&Method::GET, sub, None, &r).unwrap();
+        for (m, p) in [
+            (Method::PUT, sub.to_string()),
+            (Method::DELETE, sub.to_string()),
+            (Method::POST, format!("{sub}/pause")),
+        ] {
+            assert_eq!(
+                a.check(&m, &p, None, &w).unwrap_err().status,
+                StatusCode::FORBIDDEN,
+                "{m} {p}"
+            );
+        }
+        a.check(
+            &Method::PUT,
+            sub,
+            None,
+            &headers(&[("authorization", "Bearer admin-token-01234567")]),
+        )
+        .unwrap();
         // health and the dashboard's page are open; anything else needs a token
         a.check(&Method::GET, "/readyz", None, &headers(&[]))
             .unwrap();

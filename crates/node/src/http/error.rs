@@ -108,6 +108,21 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// The HTTP status of each subscription error: 400 `invalid_subscription` (the message names the
+/// field), 404 `subscription_not_found`, 409 `too_many_subscriptions`, 503 `unavailable`.
+impl From<perdure_ingest::IngestError> for ApiError {
+    fn from(e: perdure_ingest::IngestError) -> Self {
+        use perdure_ingest::IngestError as E;
+        let (status, code) = match &e {
+            E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_subscription"),
+            E::NotFound(_) => (StatusCode::NOT_FOUND, "subscription_not_found"),
+            E::TooMany(_) => (StatusCode::CONFLICT, "too_many_subscriptions"),
+            E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
 impl From<perdure_types::IdError> for ApiError {
     fn from(e: perdure_types::IdError) -> Self {
         Self::bad_request("bad_entity_id", format!("invalid entity id: {e}"))

@@ -138,6 +138,19 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJson {
     }
 }
 
+/// The whole body, read within the configured limit and time (for a handler that parses it
+/// itself).
+#[derive(Debug)]
+pub struct BodyBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for BodyBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        body_bytes(req, state).await.map(Self)
+    }
+}
+
 /// A required JSON body of type `T`.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);

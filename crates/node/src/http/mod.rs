@@ -11,7 +11,8 @@
 //! | `GET {BASE}/instances/{id}[/wait]`, `GET {BASE}/instances` | status (202 running, 200 finished), list |
 //! | `POST {BASE}/instances/{id}/{raiseEvent/{event},terminate,suspend,resume,rewind,restart}` | 202 |
 //! | `DELETE {BASE}/instances/{id}`, `DELETE {BASE}/instances?filter` | purge: 200 `{"instancesDeleted":n}` |
-//! | `GET /cluster` | members and their health, partitions with replicas and leaders |
+//! | `PUT`/`GET`/`DELETE {BASE}/subscriptions/{name}`, `GET {BASE}/subscriptions`, `GET .../dead-letters`, `POST .../{pause,resume}` | stream subscriptions (see [`subscriptions`]) |
+//! | `GET /cluster` | members and their health, partitions with replicas and leaders, stream consumers |
 //! | `DELETE /cluster/members/{id}` | removes a member for good; its replicas move to the others |
 //! | `GET /healthz`, `GET /readyz` | process alive; the node can serve (see [`crate::health`]) |
 //!
@@ -22,6 +23,7 @@ pub mod entities;
 pub mod error;
 pub mod extract;
 pub mod orchestrations;
+pub mod subscriptions;
 
 use crate::metrics::{measure_op, OpKind};
 use crate::routes;
@@ -107,6 +109,19 @@ pub fn router(
         .route(routes::INSTANCE_RESUME, post(orchestrations::resume))
         .route(routes::INSTANCE_REWIND, post(orchestrations::rewind))
         .route(routes::INSTANCE_RESTART, post(orchestrations::restart))
+        .route(routes::SUBSCRIPTIONS, get(subscriptions::list))
+        .route(
+            routes::SUBSCRIPTION,
+            get(subscriptions::get)
+                .put(subscriptions::put)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            routes::SUBSCRIPTION_DEAD_LETTERS,
+            get(subscriptions::dead_letters),
+        )
+        .route(routes::SUBSCRIPTION_PAUSE, post(subscriptions::pause))
+        .route(routes::SUBSCRIPTION_RESUME, post(subscriptions::resume))
         .route(routes::HEALTHZ, get(healthz))
         .route(routes::READYZ, get(readyz))
         .route(routes::CLUSTER, get(cluster_status))
@@ -131,8 +146,8 @@ pub fn router(
         })
 }
 
-/// One span per request: method, route, and the entity or orchestration instance (and its
-/// partition) when the handler knows it.
+/// One span per request: method, route, and the entity, orchestration instance (and its
+/// partition) or subscription when the handler knows it.
 fn request_span(req: &Request) -> tracing::Span {
     let route = req
         .extensions()
@@ -148,6 +163,7 @@ fn request_span(req: &Request) -> tracing::Span {
         instance = tracing::field::Empty,
         partition = tracing::field::Empty,
         signals = tracing::field::Empty,
+        subscription = tracing::field::Empty,
     )
 }
 
@@ -157,11 +173,12 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /cluster`: members (pinged now) and every partition's replicas, leader and role as this
-/// node sees them.
+/// node sees them, and which node consumes which source partition of each stream subscription.
 async fn cluster_status(State(app): State<App>) -> Json<serde_json::Value> {
     let status = app.cluster.status().await;
     let mut v = serde_json::to_value(status).unwrap_or_default();
     v["forwarded_requests"] = json!(app.host.forwarded());
+    v["consumers"] = json!(subscriptions::consumers(&app).await);
     Json(v)
 }
 
