@@ -51,7 +51,13 @@ pub(crate) struct Consumer {
     pub board: Arc<StatusBoard>,
     pub metrics: IngestMetrics,
     pub config: IngestConfig,
+    /// Turns true when the consumer is to stop gracefully (its subscription changed or was
+    /// paused or deleted): it reads no more, waits for what is in flight, checkpoints, returns.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
+
+/// How long a stopping consumer waits for what it sent before it returns anyway.
+const DRAIN_WITHIN: Duration = Duration::from_secs(5);
 
 /// Why a consumer run ended.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +144,7 @@ impl Consumer {
         loop {
             let started = Instant::now();
             let e = match self.run_once().await {
+                Ok(()) if *self.stop.borrow() => return,
                 Ok(()) => return,
                 Err(e) => e,
             };
@@ -169,6 +176,16 @@ impl Consumer {
 
     /// One run from the checkpoint; returns only on an error.
     async fn run_once(&self) -> Result<(), StopError> {
+        let mut stop = self.stop.clone();
+        self.run_until(&mut stop).await
+    }
+
+    /// One run from the checkpoint until `stop` turns true (then `Ok` once drained and
+    /// checkpointed) or an error.
+    async fn run_until(
+        &self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), StopError> {
         let key = self.key();
         let k = key.clone();
         let stored = self
@@ -261,8 +278,27 @@ impl Consumer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reading: Option<BoxFuture<'_, Result<Vec<Record>, SourceError>>> = None;
         let partitions = self.leader.partitions().count();
+        let mut stopping: Option<Instant> = None;
         loop {
-            if reading.is_none() && in_flight < self.config.max_in_flight_records {
+            if stopping.is_none() && *stop.borrow() {
+                // read no more; what is in flight is waited for and checkpointed below
+                stopping = Some(Instant::now());
+                reading = None;
+            }
+            if let Some(since) = stopping {
+                if pending.is_empty() && done_upto == position {
+                    return Ok(());
+                }
+                if since.elapsed() > DRAIN_WITHIN {
+                    tracing::warn!(subscription = %self.sub.name, source_partition = self.partition,
+                        "a stopping consumer's records were not all answered in time; its successor starts from the checkpoint");
+                    return Ok(());
+                }
+            }
+            if stopping.is_none()
+                && reading.is_none()
+                && in_flight < self.config.max_in_flight_records
+            {
                 reading = Some(self.source.read(
                     self.partition,
                     read_after,
@@ -360,6 +396,7 @@ impl Consumer {
                     }
                 }
                 _ = tick.tick() => {}
+                _ = stop.changed(), if stopping.is_none() => {}
             }
             // every record up to the front's last position is answered: it can be checkpointed
             while pending.front().is_some_and(|b| b.waiting == 0) {
@@ -373,7 +410,9 @@ impl Consumer {
                 tally.dead.extend(b.dead);
             }
             if done_upto > position
-                && (last_checkpoint.elapsed() >= interval || tally.dead.len() >= 1000)
+                && (last_checkpoint.elapsed() >= interval
+                    || tally.dead.len() >= 1000
+                    || stopping.is_some())
             {
                 self.checkpoint(done_upto, &mut tally, false).await?;
                 position = done_upto;

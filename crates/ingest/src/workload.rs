@@ -136,7 +136,13 @@ struct Supervisor {
 struct Running {
     version: u64,
     task: tokio::task::JoinHandle<()>,
+    /// Asks it to stop gracefully (drain and checkpoint).
+    stop: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long a supervisor waits for a consumer it stopped (it drains and checkpoints) before it
+/// aborts it.
+const STOP_WITHIN: Duration = Duration::from_secs(6);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -197,17 +203,37 @@ impl Supervisor {
                         }
                     }
                 }
-                running.retain(|key, r| {
-                    wanted
-                        .get(key)
-                        .is_some_and(|(sub, ..)| sub.version == r.version)
-                });
+                // consumers whose subscription changed, paused or went: stopped gracefully (they
+                // drain and checkpoint, so a new mapping starts exactly where the old one ended)
+                let gone: Vec<String> = running
+                    .iter()
+                    .filter(|(key, r)| {
+                        !wanted
+                            .get(*key)
+                            .is_some_and(|(sub, ..)| sub.version == r.version)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let mut stopped = Vec::new();
+                for key in gone {
+                    if let Some(mut r) = running.remove(&key) {
+                        let _ = r.stop.send(true);
+                        stopped.push(async move {
+                            if tokio::time::timeout(STOP_WITHIN, &mut r.task).await.is_err() {
+                                tracing::warn!(source = %key, "a stopped consumer did not finish in time; aborted");
+                            }
+                        });
+                    }
+                }
+                futures::future::join_all(stopped).await;
                 for (key, (sub, s, source, incarnation)) in wanted {
                     if running.contains_key(&key) {
                         continue;
                     }
                     let version = sub.version;
+                    let (stop, stop_rx) = tokio::sync::watch::channel(false);
                     let consumer = Consumer {
+                        stop: stop_rx,
                         sub,
                         partition: s,
                         source,
@@ -224,6 +250,7 @@ impl Supervisor {
                         Running {
                             version,
                             task: tokio::spawn(consumer.run()),
+                            stop,
                         },
                     );
                 }

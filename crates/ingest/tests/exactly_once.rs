@@ -321,3 +321,52 @@ async fn records_sent_twice_are_applied_once() {
     // after a restart of the actors (passivation or a new leader), the marks are read back
     n.runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_changed_while_consuming_takes_over_at_a_checkpoint() {
+    let connector = Arc::new(MemoryConnector::default());
+    let source = MemorySource::new(2);
+    connector.insert("moving", source.clone());
+    let n = node(
+        connector,
+        IngestConfig {
+            fetch_max_records: 50,
+            max_in_flight_records: 200,
+            ..Default::default()
+        },
+    )
+    .await;
+    let total = 4000u64;
+    for i in 0..total {
+        source.append(
+            (i % 2) as u32,
+            None,
+            json!({"a": format!("a{}", i % 10), "b": format!("b{}", i % 10)})
+                .to_string()
+                .as_bytes(),
+        );
+    }
+    let by = |key: &str| {
+        spec(
+            json!({"source": {"nats": {"url": "nats://127.0.0.1:1", "stream": "s"}},
+            "mapping": {"entity": "counter", "key": key, "operation": "add"}}),
+        )
+    };
+    n.ingest.put("moving", by("/a")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (s, created) = n.ingest.put("moving", by("/b")).await.unwrap();
+    assert!(!created);
+    assert_eq!(s.generation, 0, "the same source: positions kept");
+    drained(&n.ingest, "moving", total).await;
+    let mut sum = 0;
+    for k in 0..10 {
+        sum += counter(&n.runtime, &format!("a{k}")).await;
+        sum += counter(&n.runtime, &format!("b{k}")).await;
+    }
+    // every record applied once, under the old mapping or the new one, never both
+    assert_eq!(sum, total as i64);
+    assert!(
+        counter(&n.runtime, "b0").await > 0,
+        "the new mapping took over"
+    );
+}
