@@ -208,9 +208,9 @@ impl Supervisor {
                 let gone: Vec<String> = running
                     .iter()
                     .filter(|(key, r)| {
-                        !wanted
+                        wanted
                             .get(*key)
-                            .is_some_and(|(sub, ..)| sub.version == r.version)
+                            .is_none_or(|(sub, ..)| sub.version != r.version)
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
