@@ -41,7 +41,8 @@ struct Connected {
 /// What the workload and its supervisors share.
 pub(crate) struct Shared {
     pub connector: Arc<dyn Connector>,
-    pub entities: OnceLock<Arc<Entities>>,
+    /// Weak: the host holds this workload, and the entities facade holds the host's router.
+    pub entities: OnceLock<std::sync::Weak<Entities>>,
     pub board: Arc<StatusBoard>,
     pub metrics: IngestMetrics,
     pub config: IngestConfig,
@@ -85,7 +86,7 @@ impl IngestWorkload {
     /// Hands the workload the entity facade (built once the host started; supervisors wait
     /// for it).
     pub fn set_entities(&self, entities: Arc<Entities>) {
-        let _ = self.shared.entities.set(entities);
+        let _ = self.shared.entities.set(Arc::downgrade(&entities));
     }
 
     /// The consumers running on this node.
@@ -165,8 +166,14 @@ impl Supervisor {
         let me = leader.partition();
         let n = leader.partitions().count();
         let entities = loop {
-            if let Some(e) = self.shared.entities.get() {
-                break e.clone();
+            // held by this task only while it runs (aborted with the leadership or at stop)
+            if let Some(e) = self
+                .shared
+                .entities
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+            {
+                break e;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };

@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn unknown_numbers_are_refused_by_number() {
-        for n in [0, 9, 999, u16::MAX] {
+        for n in [0, 10, 999, u16::MAX] {
             let e = Kind::try_from(n).unwrap_err();
             assert_eq!(e, UnknownKind(n));
             assert!(e.to_string().contains(&n.to_string()), "{e}");

@@ -54,6 +54,11 @@ impl Local {
         records: Vec<IngestRecord>,
     ) -> Result<Vec<RecordOutcome>, Error> {
         let source: Arc<str> = Arc::from(source);
+        // one message per entity, its records in order: the entity's actor takes them all or,
+        // if it stops, none runs elsewhere while an earlier one was dropped with it (an actor's
+        // mailbox dies with it, and the next message would activate a fresh actor)
+        let mut groups: Vec<(EntityId, Vec<Work>)> = Vec::new();
+        let mut index: std::collections::HashMap<EntityId, usize> = Default::default();
         let mut waiting = Vec::with_capacity(records.len());
         for r in records {
             let (tx, rx) = oneshot::channel();
@@ -66,8 +71,15 @@ impl Local {
                 input: r.input,
                 reply: Some(tx),
             };
-            self.workload.route(p, r.entity, EntityMsg::Work(work))?;
+            let i = *index.entry(r.entity.clone()).or_insert_with(|| {
+                groups.push((r.entity, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(work);
             waiting.push(rx);
+        }
+        for (entity, works) in groups {
+            self.workload.route(p, entity, EntityMsg::Works(works))?;
         }
         let mut out = Vec::with_capacity(waiting.len());
         for rx in waiting {

@@ -117,6 +117,10 @@ pub(crate) struct LockRequest {
 pub(crate) enum EntityMsg {
     /// Run an operation.
     Work(Work),
+    /// Run operations in this order, as one unit: one actor takes them all into its queue, so
+    /// if it stops, none of them is run by its successor while an earlier one was dropped
+    /// (stream records to one entity: never one past an unanswered one).
+    Works(Vec<Work>),
     /// The inbox has new messages: run them.
     ProcessInbox,
     /// The batch in flight committed (or failed).

@@ -147,7 +147,7 @@ impl Actor for Processor {
         // callers waiting for a slot learn to retry (inbox wake-ups are repeated by the next
         // leader's scan)
         for m in st.parked.drain().flat_map(|(_, msgs)| msgs) {
-            if let EntityMsg::Work(_) = m {
+            if let EntityMsg::Work(_) | EntityMsg::Works(_) = m {
                 fail(
                     m,
                     Error::Unavailable("the partition's leadership changed; retry".into()),
@@ -331,6 +331,12 @@ fn fail(msg: EntityMsg, e: Error) {
         EntityMsg::Work(w) => {
             if let Some(tx) = w.reply {
                 let _ = tx.send(Err(e));
+            }
+        }
+        EntityMsg::Works(ws) => {
+            let message = e.to_string();
+            for tx in ws.into_iter().filter_map(|w| w.reply) {
+                let _ = tx.send(Err(Error::Unavailable(message.clone())));
             }
         }
         other => {

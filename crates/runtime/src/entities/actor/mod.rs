@@ -236,6 +236,10 @@ impl Actor for EntityActor {
                 st.received += 1;
                 st.pending.push_back(w);
             }
+            EntityMsg::Works(ws) => {
+                st.received += 1;
+                st.pending.extend(ws);
+            }
             EntityMsg::ProcessInbox => {
                 st.received += 1;
                 st.take_inbox().await?;
