@@ -127,12 +127,13 @@ fn summarize(s: &Value) -> Value {
         .map(|p| {
             json!({
                 "partition": p["source_partition"],
-                "position": p["checkpoint"]["position"],
-                "end": p["consumer"]["end"],
-                "lag": p["consumer"]["lag"],
-                "node": p["consumer"]["node"],
-                "state": p["consumer"]["state"],
-                "error": p["consumer"]["error"],
+                "position": p["position"],
+                "end": p["end"],
+                "applied": p["applied"],
+                "lag": p["lag"],
+                "node": p["node"],
+                "state": p["state"],
+                "error": p["error"],
             })
         })
         .collect();
@@ -154,7 +155,7 @@ fn caught_up(s: &Value, target: u64) -> bool {
     !parts.is_empty()
         && parts
             .iter()
-            .all(|p| p["checkpoint"]["position"].as_u64().unwrap_or(0) >= target)
+            .all(|p| p["position"].as_u64().unwrap_or(0) >= target)
         && s["lag"].as_u64() == Some(0)
         && done >= target
 }
@@ -168,12 +169,10 @@ fn line(name: &str, s: &Value) -> String {
         .map(|p| {
             format!(
                 "pos {} node {} {}{}",
-                p["checkpoint"]["position"].as_u64().unwrap_or(0),
-                p["consumer"]["node"]
-                    .as_u64()
-                    .map_or("-".into(), |n| n.to_string()),
-                p["consumer"]["state"].as_str().unwrap_or("no consumer"),
-                p["consumer"]["error"]
+                p["position"].as_u64().unwrap_or(0),
+                p["node"].as_u64().map_or("-".into(), |n| n.to_string()),
+                p["state"].as_str().unwrap_or("?"),
+                p["error"]
                     .as_str()
                     .map(|e| format!(" ({})", e.chars().take(60).collect::<String>()))
                     .unwrap_or_default()
@@ -382,7 +381,7 @@ async fn monitor(
                                 .as_array()
                                 .into_iter()
                                 .flatten()
-                                .filter_map(|p| p["consumer"]["node"].as_u64()),
+                                .filter_map(|p| p["node"].as_u64()),
                         );
                     }
                     lines.push(line(name, &s));
@@ -663,5 +662,40 @@ async fn read_stream(url: &str, end: u64, deadline: Instant) -> anyhow::Result<V
         if position >= end {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{caught_up, line, summarize};
+    use serde_json::json;
+
+    /// A status as `GET .../subscriptions/{name}` answers it (one JetStream partition).
+    fn body(position: u64, lag: Option<u64>, applied: u64) -> serde_json::Value {
+        json!({"name": "chaos-counts", "applied": applied, "failed": 0, "dead_lettered": 0,
+            "lag": lag.unwrap_or(0), "error": null,
+            "partitions": [{"source_partition": 0, "home_partition": 3, "node": lag.map(|_| 2),
+                "state": if lag.is_some() { "running" } else { "idle" }, "error": null,
+                "position": position, "end": lag.map(|l| position + l), "lag": lag,
+                "applied": applied, "failed": 0, "dead_lettered": 0, "checkpoint_at": null}]})
+    }
+
+    #[test]
+    fn caught_up_needs_the_checkpoint_at_the_end_and_no_lag() {
+        assert!(caught_up(&body(100, Some(0), 100), 100));
+        assert!(caught_up(&body(100, None, 103), 100)); // duplicates count toward applied
+        assert!(!caught_up(&body(99, Some(0), 100), 100));
+        assert!(!caught_up(&body(100, Some(0), 90), 100));
+        let mut no_lag_field = body(100, Some(0), 100);
+        no_lag_field["lag"] = json!(null);
+        assert!(!caught_up(&no_lag_field, 100));
+        assert!(!caught_up(
+            &json!({"applied": 100, "lag": 0, "partitions": []}),
+            100
+        ));
+        let s = summarize(&body(100, Some(0), 100));
+        assert_eq!(s["partitions"][0]["node"], 2);
+        assert_eq!(s["partitions"][0]["position"], 100);
+        assert!(line("c", &body(7, Some(3), 7)).contains("pos 7 node 2 running"));
     }
 }
