@@ -202,6 +202,10 @@ pub async fn start(
     stop: Arc<AtomicBool>,
     consumers: Arc<Mutex<Vec<u64>>>,
 ) -> anyhow::Result<IngestRun> {
+    // a fresh stream each run (a report folder may be reused)
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
     let dir = dir.to_path_buf();
     let ports = peer_ports.to_vec();
     let nats = tokio::task::spawn_blocking(move || {

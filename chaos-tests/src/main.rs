@@ -961,6 +961,8 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             let _ = std::fs::remove_dir_all(&n.spec.data_dir);
             let _ = std::fs::remove_dir_all(powerloss::backing(&n.spec));
         }
+        // the ingest workload's JetStream files (its log stays)
+        let _ = std::fs::remove_dir_all(out.join("broker").join("jetstream"));
     }
 
     // summary
