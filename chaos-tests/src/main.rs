@@ -2,6 +2,7 @@
 //! report folder. See `chaos-tests/README.md`.
 
 mod fresh;
+mod ingest;
 mod nemesis;
 mod orch_http;
 mod orchestration;
@@ -71,7 +72,7 @@ struct RunArgs {
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Workloads: register, counter, list, probe, orchestration.
+    /// Workloads: register, counter, list, probe, orchestration, ingest.
     #[arg(
         long,
         value_delimiter = ',',
@@ -123,6 +124,9 @@ struct RunArgs {
     /// measure what the mount costs).
     #[arg(long)]
     powerfs: bool,
+    /// Records a second the `ingest` workload's producer writes to its stream.
+    #[arg(long, default_value_t = 1000)]
+    ingest_rate: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -250,6 +254,7 @@ fn run_checkers(
             "list" => checker::list::check(events),
             "probe" => checker::probe::check(events, untrusted),
             "orchestration" => checker::orchestration::check(events, skew_until_us),
+            "ingest" => checker::ingest::check(events),
             _ => continue,
         });
     }
@@ -396,6 +401,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         next_id: args.nodes as u64 + 1,
         snapshot_every,
         power,
+        consumers: Default::default(),
     }));
     {
         let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
@@ -438,7 +444,19 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let orch_http = orch_http::OrchHttp::new()?;
     let shared_urls = Arc::new(urls.clone());
     let mut workers = Vec::new();
-    for w in 0..args.concurrency {
+    // the ingest workload has no client workers (a producer and subscriptions instead)
+    let worker_workloads: Vec<String> = args
+        .workloads
+        .iter()
+        .filter(|w| *w != "ingest")
+        .cloned()
+        .collect();
+    let concurrency = if worker_workloads.is_empty() {
+        0
+    } else {
+        args.concurrency
+    };
+    for w in 0..concurrency {
         let first = (w as usize) % urls.len();
         let c = workload::client(&urls[first], w % 2 == 0)?;
         let orch = orchestration::Starter {
@@ -449,13 +467,40 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         workers.push(tokio::spawn(workload::worker(
             w,
             seed,
-            args.workloads.clone(),
+            worker_workloads.clone(),
             c,
             orch,
             rec.clone(),
             stop.clone(),
         )));
     }
+
+    // the ingest workload: broker, stream, subscriptions, producer (on the harness's side)
+    let ingest_run = if args.workloads.iter().any(|w| w == "ingest") {
+        let peer_ports: Vec<u16> = specs.iter().map(|s| s.peer_port).collect();
+        let consumers = cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .consumers
+            .clone();
+        Some(
+            ingest::start(
+                &out.join("broker"),
+                &peer_ports,
+                shared_urls.clone(),
+                http.clone(),
+                rec.clone(),
+                seed,
+                args.ingest_rate,
+                stop.clone(),
+                consumers,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let ingest_progress = ingest_run.as_ref().map(|r| r.progress.clone());
 
     // nemesis
     let records: Arc<Mutex<Vec<FaultRecord>>> = Arc::default();
@@ -565,9 +610,13 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (ok, fail, info, inv) = rec.counts();
         println!(
-            "[{:>5.1}s] ops {inv} (ok {ok}, info {info}, fail {fail}) fault: {}",
+            "[{:>5.1}s] ops {inv} (ok {ok}, info {info}, fail {fail}) fault: {}{}",
             rec.now_ms() as f64 / 1000.0,
-            current.lock().unwrap_or_else(|p| p.into_inner())
+            current.lock().unwrap_or_else(|p| p.into_inner()),
+            ingest_progress
+                .as_ref()
+                .map(|p| format!("; {}", p.lock().unwrap_or_else(|p| p.into_inner())))
+                .unwrap_or_default()
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -651,6 +700,9 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             instances.push(key);
             continue;
         }
+        if wl == checker::ingest::WORKLOAD {
+            continue; // read by its own final phase below
+        }
         let mut steps: Vec<(&str, Value)> = Vec::new();
         if wl == "register" {
             steps.push(("write", json!(FINAL_PROCESS * 1_000_000)));
@@ -706,6 +758,13 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "[{:>5.1}s] orchestration instances read",
             rec.now_ms() as f64 / 1000.0
         );
+    }
+
+    let mut ingest_summary = None;
+    if let Some(run) = ingest_run {
+        let (summary, problems) = run.finish(&rec, &final_client).await;
+        final_failures.extend(problems);
+        ingest_summary = Some(summary);
     }
 
     // node logs: panics
@@ -803,7 +862,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let (mut fo, mut ft, mut qo, mut qt) = (0u64, 0u64, 0u64, 0u64);
     for e in events
         .iter()
-        .filter(|e| e.kind != EventType::Invoke && e.process != FINAL_PROCESS)
+        .filter(|e| e.kind != EventType::Invoke && e.process < FINAL_PROCESS)
     {
         let ok = (e.kind == EventType::Ok) as u64;
         if in_fault(e.time_us) {
@@ -872,6 +931,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         },
         "skewed_pids": skewed,
         "skew_until_us": skew_until_us,
+        "ingest": ingest_summary,
         "powerfs": {"mounted": nemeses.contains(&Nemesis::Powerloss) || args.powerfs, "plugs_pulled": plugs_pulled},
     });
     std::fs::create_dir_all(&out)?;
@@ -901,6 +961,8 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             let _ = std::fs::remove_dir_all(&n.spec.data_dir);
             let _ = std::fs::remove_dir_all(powerloss::backing(&n.spec));
         }
+        // the ingest workload's JetStream files (its log stays)
+        let _ = std::fs::remove_dir_all(out.join("broker").join("jetstream"));
     }
 
     // summary
@@ -933,6 +995,33 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         for a in r.anomalies.iter().take(5) {
             println!("    {a}");
+        }
+    }
+    if let Some(i) = &ingest_summary {
+        println!(
+            "== ingest: {} records produced ({}/s asked), {} after the final heal, {} entities read",
+            i.produced,
+            i.rate,
+            if i.drained {
+                format!("both subscriptions caught up in {} ms", i.drain_ms)
+            } else {
+                format!("NOT caught up within {} ms", i.drain_ms)
+            },
+            i.entities_read
+        );
+        for (name, s) in i.subscriptions.as_object().into_iter().flatten() {
+            println!(
+                "  {name}: applied {} dead-lettered {} lag {} positions {:?}",
+                s["applied"],
+                s["dead_lettered"],
+                s["lag"],
+                s["partitions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p["position"].as_u64().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            );
         }
     }
     println!(

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Pids of node processes this harness started, for the Ctrl-C / panic clean-up.
@@ -45,6 +45,9 @@ pub struct Cluster {
     /// The powerfs mount of each initial node's data directory (runs with `powerloss` only);
     /// after `nodes`, so that a dropped cluster kills its nodes before it unmounts.
     pub power: HashMap<u64, perdure_chaos::powerfs::PowerMount>,
+    /// The nodes running the `ingest` workload's consumers, as its monitor last saw them
+    /// (empty without it): the "leader" variants pick one of them half the time.
+    pub consumers: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Cluster {
@@ -221,7 +224,23 @@ pub async fn apply(
         (c.member_ids(), urls)
     };
     let random = ids[rng.gen_range(0..ids.len())];
+    // with the ingest workload, half the "leader" picks go to a node running its consumers
+    // (the rng is drawn only then: schedules of runs without it stay as they were)
+    let consumers: Vec<u64> = {
+        let c = cl.lock().unwrap_or_else(|p| p.into_inner());
+        let v = c
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        v.into_iter().filter(|n| ids.contains(n)).collect()
+    };
+    let consumer = (!consumers.is_empty() && rng.gen_bool(0.5))
+        .then(|| consumers[rng.gen_range(0..consumers.len())]);
     let pick_leader = || async {
+        if let Some(n) = consumer {
+            return (n, "runs the ingest consumers");
+        }
         match leader(http, &urls).await {
             Some(l) if ids.contains(&l) => (l, "leader of the most partitions"),
             _ => (random, "random (no leader known)"),

@@ -10,8 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The workloads.
-pub const WORKLOADS: [&str; 5] = ["register", "counter", "list", "probe", "orchestration"];
+/// The workloads (`ingest` has no client workers: a producer and subscriptions, `ingest.rs`).
+pub const WORKLOADS: [&str; 6] = [
+    "register",
+    "counter",
+    "list",
+    "probe",
+    "orchestration",
+    "ingest",
+];
 
 /// Keys per workload (few keys: contention is the point; per-key histories stay searchable).
 fn keys(workload: &str) -> u64 {

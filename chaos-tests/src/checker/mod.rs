@@ -2,6 +2,7 @@
 //! `Unknown` (a search that ran out of its step budget) counts as a failure, never a pass.
 
 pub mod counter;
+pub mod ingest;
 pub mod linearizable;
 pub mod list;
 pub mod orchestration;
