@@ -14,6 +14,8 @@
 //! 4. With `--channel tls,mac` the 3-node cluster runs twice, its node channel on TLS
 //!    (`[cluster.tls]`, certificates by `perdure cert`) and on the MAC'd plain channel (the shared
 //!    secret): hot key, many keys and calls one at a time on both, compared side by side.
+//! 5. With `--systems ingest` (not in the default set: it preloads millions of records),
+//!    stream ingestion from a Kafka broker on 1 node and 3 nodes (`ingest.rs`), after the rest.
 //!
 //! Writes `results.json`, `summary.md` (the tables) and SVG plots into `--out`.
 
