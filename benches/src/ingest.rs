@@ -277,7 +277,7 @@ async fn wait_drained(
     within: Duration,
 ) -> anyhow::Result<(Duration, Value, u64)> {
     let mut last_print = Instant::now();
-    let mut last_applied = 0u64;
+    let mut last_applied: Option<u64> = None;
     let mut max_lag = 0;
     let mut last = Value::Null;
     loop {
@@ -289,15 +289,16 @@ async fn wait_drained(
             if done >= total && lag == 0 {
                 return Ok((since.elapsed(), s, max_lag));
             }
+            last_applied.get_or_insert(done);
             if last_print.elapsed() >= Duration::from_secs(1) {
-                let rate =
-                    done.saturating_sub(last_applied) as f64 / last_print.elapsed().as_secs_f64();
+                let rate = done.saturating_sub(last_applied.unwrap_or(done)) as f64
+                    / last_print.elapsed().as_secs_f64();
                 eprintln!(
                     "  {:>6.1} s: applied {done} / {total}, lag {lag}, {rate:.0} records/s",
                     since.elapsed().as_secs_f64()
                 );
                 last_print = Instant::now();
-                last_applied = done;
+                last_applied = Some(done);
             }
             last = s;
         }
@@ -704,6 +705,12 @@ async fn scenario(
             v0.elapsed().as_secs_f64()
         ),
     );
+    // the subscription goes before its broker: a subscription whose broker is gone kept the
+    // next one's consumers from starting (seen with 0.1.0: `partitions: []` for a minute)
+    let _ = http
+        .delete(format!("{url}{BASE}/subscriptions/{name}"))
+        .send()
+        .await;
     drop(kafka);
     // the HTTP batch path on the same nodes
     let (mut http_adds, mut http_p99) = (None, None);
