@@ -353,14 +353,14 @@ pub fn timeline_panels(
 }
 
 /// Picks counters.
-struct Keys {
+pub(crate) struct Keys {
     n: u32,
     /// Zipf: cumulative weights by rank, normalised to 1.
     cdf: Option<Vec<f64>>,
 }
 
 impl Keys {
-    fn new(n: u32, dist: Dist) -> Self {
+    pub(crate) fn new(n: u32, dist: Dist) -> Self {
         let cdf = (dist == Dist::Zipf && n > 1).then(|| {
             let mut acc = 0.0;
             let mut c: Vec<f64> = (1..=n)
@@ -377,7 +377,7 @@ impl Keys {
         Keys { n, cdf }
     }
 
-    fn pick(&self, rng: &mut impl Rng) -> u32 {
+    pub(crate) fn pick(&self, rng: &mut impl Rng) -> u32 {
         match &self.cdf {
             None => rng.gen_range(0..self.n),
             Some(c) => {

@@ -7,7 +7,10 @@
 //! - `wal` (`wal.rs`): the write-ahead log against raw `fdatasync` on the same disk.
 //! - `fanout` (`orchestrations.rs`, which also holds the suite's orchestration scenarios): one
 //!   very wide fan-out on a fresh node, its time and the node's peak memory.
+//! - `ingest` (`ingest.rs`, also the suite's `--systems ingest`): stream ingestion from a Kafka
+//!   broker: drain rate, latency at a fixed rate, counters verified, beside HTTP batches.
 
+mod ingest;
 mod limits;
 mod load;
 mod orchestrations;
@@ -37,6 +40,10 @@ enum Cmd {
     /// One very wide FanOutFanIn (100,000 activities by default) on a fresh node: its time and
     /// the node's peak resident memory (VmHWM).
     Fanout(orchestrations::FanoutArgs),
+    /// Stream ingestion from a Kafka broker (the librdkafka mock) on 1 node and 3 nodes: records/s
+    /// draining a preloaded topic, record-to-commit latency at a fixed rate, the time to zero lag
+    /// once the producer stops, every counter verified; HTTP batches beside it.
+    Ingest(ingest::IngestArgs),
     /// Write-ahead log append throughput beside the raw fdatasync limit of the same disk.
     Wal {
         /// Directory on the disk to measure (a temporary directory inside it is used and removed).
@@ -67,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Suite(args) => rt()?.block_on(suite::run(args)),
         Cmd::Load(args) => rt()?.block_on(load::run(args)),
         Cmd::Fanout(args) => rt()?.block_on(orchestrations::fanout_command(args)),
+        Cmd::Ingest(args) => rt()?.block_on(ingest::run(args)),
         Cmd::Wal {
             dir,
             seconds,

@@ -14,6 +14,8 @@
 //! 4. With `--channel tls,mac` the 3-node cluster runs twice, its node channel on TLS
 //!    (`[cluster.tls]`, certificates by `perdure cert`) and on the MAC'd plain channel (the shared
 //!    secret): hot key, many keys and calls one at a time on both, compared side by side.
+//! 5. With `--systems ingest` (not in the default set: it preloads millions of records),
+//!    stream ingestion from a Kafka broker on 1 node and 3 nodes (`ingest.rs`), after the rest.
 //!
 //! Writes `results.json`, `summary.md` (the tables) and SVG plots into `--out`.
 
@@ -58,9 +60,13 @@ pub struct SuiteArgs {
     /// then orchestrations), `restate`; `single-orch`, `cluster-orch` (the orchestration
     /// scenarios only), `orchestrations` (= `single-orch,cluster-orch`), `duroxide` (the
     /// orchestration peer, `benches/peers/duroxide.sh`), `sdk` (the Durable Task Python SDK as
-    /// worker and client on 1 and 3 nodes and its in-memory backend).
+    /// worker and client on 1 and 3 nodes and its in-memory backend), `ingest` (stream
+    /// ingestion from a Kafka broker on 1 and 3 nodes, uniform and zipf: `ingest.rs`).
     #[arg(long, value_delimiter = ',', default_value = "single,cluster,restate")]
     pub systems: Vec<Pick>,
+    /// Records the ingestion scenarios preload (`--systems ingest`; quick: 100,000).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub ingest_records: u64,
     /// HelloSequence5 instances measured for the throughput (after 5% warm-up).
     #[arg(long, default_value_t = 10_000)]
     pub orch_instances: u64,
@@ -118,6 +124,9 @@ pub enum Pick {
     /// perdure node, three, and the SDK's own in-memory backend; entity signals from its client
     /// against a Rust entity (`benches/peers/durabletask/`; needs `bash .ci/sdk-env.sh`).
     Sdk,
+    /// Stream ingestion from a Kafka broker (`perdure-bench ingest`): 1 node and 3 nodes,
+    /// uniform and zipf keys.
+    Ingest,
 }
 
 /// Which scenarios of a system run.
@@ -382,7 +391,7 @@ pub(crate) fn workspace_root() -> PathBuf {
 /// The node config of a benchmark system: the node's defaults (production Raft timeouts,
 /// durability on); more than one member: a cluster with replication 3, its node channel on
 /// the shared secret, or on TLS with the certificates in `tls` (made by [`make_certs`]).
-fn write_config(
+pub(crate) fn write_config(
     spec: &NodeSpec,
     members: &[NodeSpec],
     partitions: u32,
@@ -444,7 +453,7 @@ async fn leaders(url: &str) -> Option<Vec<(u32, u64)>> {
 
 /// Waits until every partition has a leader, every node leads some, and nothing moved for 3 s
 /// (the leader balancer is done), at most 60 s.
-async fn wait_balanced(url: &str, nodes: usize) {
+pub(crate) async fn wait_balanced(url: &str, nodes: usize) {
     let t = Instant::now();
     let mut stable_since = Instant::now();
     let mut last = None;
@@ -478,6 +487,7 @@ struct Suite {
     sweeps: Vec<(System, String, Vec<Outcome>)>,
     limits: Vec<Limit>,
     failover: Option<serde_json::Value>,
+    ingest: Vec<crate::ingest::IngestRow>,
     started: Instant,
 }
 
@@ -1239,6 +1249,7 @@ impl Suite {
             "scenarios": self.rows.iter().map(Row::json).collect::<Vec<_>>(),
             "orchestrations": self.orch_rows.iter().map(OrchRow::json).collect::<Vec<_>>(),
             "failover": self.failover,
+            "ingest": self.ingest,
             "channel": self.channel_rows().iter().map(|c| c.json()).collect::<Vec<_>>(),
             "ratios": self.ratios().iter().map(|(s, r)| json!({"scenario": s, "perdure_over_restate": r})).collect::<Vec<_>>(),
         });
@@ -1427,6 +1438,9 @@ impl Suite {
                 let _ = writeln!(s, "{}", c.markdown());
             }
         }
+        if !self.ingest.is_empty() {
+            let _ = writeln!(s, "{}", crate::ingest::markdown(&self.ingest));
+        }
         if let Some(f) = &self.failover {
             let _ = writeln!(
                 s,
@@ -1512,7 +1526,7 @@ fn short(s: System) -> &'static str {
 }
 
 /// Cores, memory and kernel of this machine.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
@@ -1567,6 +1581,7 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
         sweeps: Vec::new(),
         limits: Vec::new(),
         failover: None,
+        ingest: Vec::new(),
         started: Instant::now(),
         args,
     };
@@ -1603,6 +1618,7 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
             Pick::Restate => vec![(System::Restate, Scope::All)],
             Pick::Duroxide => vec![(System::Duroxide, Scope::All)],
             Pick::Sdk => vec![(System::Sdk, Scope::All)],
+            Pick::Ingest => Vec::new(),
         })
         .collect();
     let mut failed = Vec::new();
@@ -1611,6 +1627,38 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
             suite.log(&format!("{} FAILED: {e:#}", s.label()));
             failed.push(format!("{}: {e:#}", s.label()));
         }
+        suite.write()?;
+    }
+    if suite.args.systems.contains(&Pick::Ingest) {
+        let quick = suite.args.quick;
+        let setup = crate::ingest::Setup {
+            bin: suite.bin.clone(),
+            data: suite.data.clone(),
+            partitions: suite.args.partitions,
+            records: if quick {
+                100_000
+            } else {
+                suite.args.ingest_records
+            },
+            counters: if quick { 1_000 } else { 10_000 },
+            source_partitions: 8,
+            rate: None,
+            rate_seconds: if quick { 3.0 } else { 20.0 },
+            http_seconds: if quick {
+                1.0
+            } else {
+                suite.args.seconds.min(5.0)
+            },
+        };
+        let (rows, errors) = crate::ingest::run_scenarios(
+            &setup,
+            &[1, 3],
+            &[load::Dist::Uniform, load::Dist::Zipf],
+            suite.started,
+        )
+        .await;
+        suite.ingest = rows;
+        failed.extend(errors.into_iter().map(|e| format!("ingest: {e}")));
         suite.write()?;
     }
     suite.log(&format!(
