@@ -49,8 +49,10 @@ pub enum MetaChange {
     /// A member leaves for good.
     Remove(NodeId),
     /// A stream subscription is created, replaced, paused, resumed or deleted (the metadata
-    /// group holds the cluster's subscriptions beside the membership).
-    Subscription(SubscriptionChange),
+    /// group holds the cluster's subscriptions beside the membership): the
+    /// [`SubscriptionChange`] as JSON, as the subscriptions are stored (their optional fields
+    /// are left out when absent, which the codec's positional format cannot carry).
+    Subscription(Vec<u8>),
 }
 
 /// What the metadata group holds after a change: the membership, or the subscriptions (as
@@ -114,6 +116,8 @@ impl Ctx {
         &self,
         change: SubscriptionChange,
     ) -> Result<Subscriptions, MetaError> {
+        let change = serde_json::to_vec(&change)
+            .map_err(|e| MetaError::Unavailable(format!("encoding a subscription change: {e}")))?;
         match self
             .change_at(MetaChange::Subscription(change), false)
             .await?
@@ -179,7 +183,12 @@ impl Ctx {
             MetaChange::Bootstrapped => current.mark_bootstrapped(),
             MetaChange::Join(m) => current.join(m.clone()).map_err(refused)?,
             MetaChange::Remove(id) => Some(current.remove(*id, self.rf).map_err(refused)?),
-            MetaChange::Subscription(c) => return self.subscriptions_here(term, c).await,
+            MetaChange::Subscription(c) => {
+                let c: SubscriptionChange = serde_json::from_slice(c).map_err(|e| {
+                    MetaError::Refused(format!("an undecodable subscription change: {e}"))
+                })?;
+                return self.subscriptions_here(term, &c).await;
+            }
         };
         let Some(next) = next else {
             return Ok(MetaValue::Membership(current));
@@ -553,5 +562,38 @@ pub(crate) async fn track_leaders(ctx: Ctx) {
             best[p as usize] = reported_leader(&infos, p, ctx.node_id);
         }
         *ctx.hints.write().unwrap_or_else(|p| p.into_inner()) = best;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perdure_types::subscription::SubscriptionSpec;
+
+    /// A subscription change crosses the node channel (a node that does not lead the metadata
+    /// group forwards it) and comes out as it went in: definitions leave absent optional
+    /// fields out, which the codec's positional format alone could not carry (a 3-node PUT was
+    /// refused with `InvalidBooleanValue`).
+    #[test]
+    fn a_subscription_change_survives_the_node_channel() {
+        let spec: SubscriptionSpec = serde_json::from_str(
+            r#"{"source": {"kafka": {"brokers": ["127.0.0.1:9092"], "topic": "t"}},
+                "mapping": {"entity": "counter", "key": "$key", "operation": "add"}}"#,
+        )
+        .unwrap();
+        let change = SubscriptionChange::Put {
+            name: "clicks".into(),
+            spec: Box::new(spec),
+        };
+        let req = MetaRequest {
+            change: MetaChange::Subscription(serde_json::to_vec(&change).unwrap()),
+            forwarded: true,
+        };
+        let back: MetaRequest = codec::decode(&codec::encode(&req).unwrap()).unwrap();
+        let MetaChange::Subscription(bytes) = back.change else {
+            panic!("another change came out");
+        };
+        let got: SubscriptionChange = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(got, change);
     }
 }

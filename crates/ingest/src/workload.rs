@@ -38,6 +38,28 @@ struct Connected {
     info: Option<(Instant, SourceInfo)>,
 }
 
+/// One subscription's source on this node: connected, or when it last failed.
+#[derive(Default)]
+struct Slot {
+    connected: Option<Connected>,
+    /// The generation that failed and when: not tried again before [`RETRY_AFTER`].
+    failed: Option<(u64, Instant)>,
+}
+
+/// How long a source that could not be reached is left alone before it is tried again (so
+/// a broker that is down does not hold up the other subscriptions).
+const RETRY_AFTER: Duration = Duration::from_secs(3);
+
+/// What asking for a source gave.
+enum Found {
+    /// The source and its partitions.
+    Ready(Arc<dyn Source>, SourceInfo),
+    /// Not now: it failed recently, or another partition's supervisor is asking.
+    NotNow,
+    /// It failed now (the error is kept for the status).
+    Failed,
+}
+
 /// What the workload and its supervisors share.
 pub(crate) struct Shared {
     pub connector: Arc<dyn Connector>,
@@ -46,8 +68,9 @@ pub(crate) struct Shared {
     pub board: Arc<StatusBoard>,
     pub metrics: IngestMetrics,
     pub config: IngestConfig,
-    /// Sources by subscription name (one connection per node, shared by its partitions).
-    sources: tokio::sync::Mutex<HashMap<String, Connected>>,
+    /// Sources by subscription name (one connection per node, shared by its partitions; each
+    /// behind its own lock, so one slow or unreachable broker holds up no other subscription).
+    sources: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     /// The last error connecting to or listing each subscription's source, by name.
     pub source_errors: Mutex<BTreeMap<String, String>>,
 }
@@ -133,12 +156,23 @@ struct Supervisor {
     shared: Arc<Shared>,
 }
 
+/// What a running consumer was started with, to keep it as it is.
+fn keep(sub: &Subscription, r: &Running) -> (Subscription, u32, Arc<dyn Source>, String) {
+    let mut sub = sub.clone();
+    sub.version = r.version;
+    (sub, r.partition, r.source.clone(), r.incarnation.clone())
+}
+
 /// A consumer task, aborted when dropped.
 struct Running {
     version: u64,
     task: tokio::task::JoinHandle<()>,
     /// Asks it to stop gracefully (drain and checkpoint).
     stop: tokio::sync::watch::Sender<bool>,
+    /// Its source partition, source and incarnation (kept when the source cannot be asked).
+    partition: u32,
+    source: Arc<dyn Source>,
+    incarnation: String,
 }
 
 /// How long a supervisor waits for a consumer it stopped (it drains and checkpoints) before it
@@ -197,9 +231,28 @@ impl Supervisor {
                 last_full = Instant::now();
                 let mut wanted: HashMap<String, (Subscription, u32, Arc<dyn Source>, String)> =
                     HashMap::new();
+                self.shared
+                    .sources
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|name, _| subs.by_name.contains_key(name));
+                let mut again_soon = false;
                 for sub in subs.by_name.values().filter(|s| !s.paused) {
-                    let Some((source, info)) = self.source_of(sub).await else {
-                        continue;
+                    let (source, info) = match self.source_of(sub).await {
+                        Found::Ready(source, info) => (source, info),
+                        not_ready => {
+                            // keep its running consumers (they retry and report on their own);
+                            // when another supervisor was asking, look again at the next round
+                            again_soon |= matches!(not_ready, Found::NotNow);
+                            for (key, r) in &running {
+                                if parse_source_key(key)
+                                    .is_some_and(|(n, g, _)| n == sub.name && g == sub.generation)
+                                {
+                                    wanted.insert(key.clone(), keep(sub, r));
+                                }
+                            }
+                            continue;
+                        }
                     };
                     for &s in &info.partitions {
                         if home_partition(&sub.name, s, n) == me {
@@ -238,6 +291,7 @@ impl Supervisor {
                         continue;
                     }
                     let version = sub.version;
+                    let kept = (s, source.clone(), incarnation.clone());
                     let (stop, stop_rx) = tokio::sync::watch::channel(false);
                     let consumer = Consumer {
                         stop: stop_rx,
@@ -258,8 +312,14 @@ impl Supervisor {
                             version,
                             task: tokio::spawn(consumer.run()),
                             stop,
+                            partition: kept.0,
+                            source: kept.1,
+                            incarnation: kept.2,
                         },
                     );
+                }
+                if again_soon {
+                    last_full = Instant::now() - INFO_TTL;
                 }
             }
             if last_forget.elapsed() >= FORGET_EVERY {
@@ -271,11 +331,29 @@ impl Supervisor {
     }
 
     /// The source of `sub` and its partitions (connected once per node and generation, listed
-    /// at most every [`INFO_TTL`]); `None` after an error, which is kept for the status.
-    async fn source_of(&self, sub: &Subscription) -> Option<(Arc<dyn Source>, SourceInfo)> {
-        let mut sources = self.shared.sources.lock().await;
-        let fresh = sources
-            .get(&sub.name)
+    /// at most every [`INFO_TTL`]); after an error (kept for the status) it is not tried again
+    /// for [`RETRY_AFTER`], and while another supervisor asks, this one does not wait.
+    async fn source_of(&self, sub: &Subscription) -> Found {
+        let slot = self
+            .shared
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(sub.name.clone())
+            .or_default()
+            .clone();
+        let Ok(mut slot) = slot.try_lock() else {
+            return Found::NotNow;
+        };
+        if slot
+            .failed
+            .is_some_and(|(g, at)| g == sub.generation && at.elapsed() < RETRY_AFTER)
+        {
+            return Found::Failed;
+        }
+        let fresh = slot
+            .connected
+            .as_ref()
             .is_some_and(|c| c.generation == sub.generation);
         if !fresh {
             match self
@@ -285,42 +363,44 @@ impl Supervisor {
                 .await
             {
                 Ok(source) => {
-                    sources.insert(
-                        sub.name.clone(),
-                        Connected {
-                            generation: sub.generation,
-                            source,
-                            info: None,
-                        },
-                    );
+                    slot.connected = Some(Connected {
+                        generation: sub.generation,
+                        source,
+                        info: None,
+                    });
                 }
                 Err(e) => {
                     self.source_error(sub, &e);
-                    return None;
+                    slot.connected = None;
+                    slot.failed = Some((sub.generation, Instant::now()));
+                    return Found::Failed;
                 }
             }
         }
-        let c = sources.get_mut(&sub.name)?;
+        let c = slot.connected.as_mut().expect("connected above");
         if let Some((at, info)) = &c.info {
             if at.elapsed() < INFO_TTL {
-                return Some((c.source.clone(), info.clone()));
+                return Found::Ready(c.source.clone(), info.clone());
             }
         }
         match c.source.info().await {
             Ok(info) => {
                 c.info = Some((Instant::now(), info.clone()));
+                let source = c.source.clone();
+                slot.failed = None;
                 self.shared
                     .source_errors
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&sub.name);
-                Some((c.source.clone(), info))
+                Found::Ready(source, info)
             }
             Err(e) => {
                 self.source_error(sub, &e);
-                // a source that failed is connected again next time
-                sources.remove(&sub.name);
-                None
+                // a source that failed is connected again later
+                slot.connected = None;
+                slot.failed = Some((sub.generation, Instant::now()));
+                Found::Failed
             }
         }
     }

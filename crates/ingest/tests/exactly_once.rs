@@ -370,3 +370,48 @@ async fn a_mapping_changed_while_consuming_takes_over_at_a_checkpoint() {
         "the new mapping took over"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_holds_up_no_other_subscription() {
+    let connector = Arc::new(MemoryConnector::default());
+    let down = MemorySource::new(4);
+    down.set_down(true);
+    connector.insert("down", down.clone());
+    let up = MemorySource::new(4);
+    connector.insert("up", up.clone());
+    for i in 0..400u64 {
+        up.append(
+            (i % 4) as u32,
+            None,
+            json!({"user": "x"}).to_string().as_bytes(),
+        );
+    }
+    let n = node(connector, IngestConfig::default()).await;
+    let def = |stream: &str| {
+        spec(
+            json!({"source": {"nats": {"url": "nats://127.0.0.1:1", "stream": stream}},
+            "mapping": {"entity": "counter", "key": "/user", "operation": "add"}}),
+        )
+    };
+    n.ingest.put("down", def("d")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    n.ingest.put("up", def("u")).await.unwrap();
+    drained(&n.ingest, "up", 400).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(counter(&n.runtime, "x").await, 400);
+    let s = n.ingest.status("down").await.unwrap();
+    assert!(
+        s.error.as_deref().is_some_and(|e| e.contains("down")),
+        "{s:#?}"
+    );
+    // back up: it drains too
+    down.append(0, None, json!({"user": "y"}).to_string().as_bytes());
+    down.set_down(false);
+    drained(&n.ingest, "down", 1).await;
+    assert_eq!(counter(&n.runtime, "y").await, 1);
+}

@@ -167,13 +167,19 @@ impl Connector for MemoryConnector {
     ) -> BoxFuture<'a, Result<Arc<dyn Source>, SourceError>> {
         let _ = spec;
         Box::pin(async move {
-            self.sources
+            let source = self
+                .sources
                 .lock()
                 .unwrap()
                 .get(name)
                 .cloned()
-                .map(|s| s as Arc<dyn Source>)
-                .ok_or_else(|| SourceError::NotFound(format!("no memory source for {name}")))
+                .ok_or_else(|| SourceError::NotFound(format!("no memory source for {name}")))?;
+            if source.down.load(std::sync::atomic::Ordering::Relaxed) {
+                // as a real client does: a while before giving up on an unreachable broker
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Err(SourceError::Unreachable("memory source is down".into()));
+            }
+            Ok(source as Arc<dyn Source>)
         })
     }
 }
