@@ -510,6 +510,32 @@ async fn produce_at(
     Ok((sent, last, achieved))
 }
 
+/// Every counter's value now (0 when it does not exist), 64 reads at a time.
+async fn read_counters(http: &reqwest::Client, url: &str, counters: u32) -> Vec<i64> {
+    use futures::StreamExt;
+    let mut got: Vec<(usize, i64)> = futures::stream::iter(0..counters as usize)
+        .map(|k| async move {
+            let v = async {
+                let r = http
+                    .get(format!("{url}{BASE}/entities/counter/{}", key_name(k as u32)))
+                    .send()
+                    .await
+                    .ok()?;
+                if r.status().as_u16() == 404 {
+                    return Some(0);
+                }
+                r.json::<Value>().await.ok()?.as_i64()
+            }
+            .await;
+            (k, v.unwrap_or(0))
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    got.sort_unstable();
+    got.into_iter().map(|(_, v)| v).collect()
+}
+
 /// Reads every counter back (64 at a time); returns (read, mismatched), printing the first few
 /// mismatches.
 async fn verify(http: &reqwest::Client, url: &str, expected: &[i64]) -> anyhow::Result<(u64, u64)> {
@@ -573,6 +599,9 @@ async fn scenario(
             setup.records, setup.source_partitions
         ),
     );
+    // the counters as earlier scenarios on the same nodes left them (their records, their HTTP
+    // batches): what this one produces comes on top
+    let counters_before = read_counters(&http, &url, setup.counters).await;
     let p0 = Instant::now();
     let share = preload(kafka.bootstrap(), setup, dist, &mut expected, 1).await?;
     log(
@@ -697,6 +726,11 @@ async fn scenario(
     );
     // verification: every counter against what was produced
     let v0 = Instant::now();
+    let expected: Vec<i64> = expected
+        .iter()
+        .zip(&counters_before)
+        .map(|(produced, was)| produced + was)
+        .collect();
     let (verified, mismatched) = verify(&http, &url, &expected).await?;
     log(
         t,
