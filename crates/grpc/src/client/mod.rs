@@ -161,16 +161,34 @@ impl ClientApi {
         r: proto::GetInstanceRequest,
         budget: Duration,
     ) -> Result<proto::GetInstanceResponse, Status> {
-        let wait = self.orchestrations.wait(&r.instance_id, budget, false);
-        let status = tokio::select! {
-            s = wait => s,
-            () = self.stopped() => return Err(Status::unavailable("the node is shutting down")),
-        };
-        match status {
-            Ok(s) if s.record.status.is_terminal() => Ok(get_response(s, r.get_inputs_and_outputs)),
-            Ok(_) => Err(deadline_exceeded(&r.instance_id, "finish", budget)),
-            Err(e) if is(&e, NOT_FOUND) => Ok(not_exists()),
-            Err(e) => Err(from_runtime(&e)),
+        let until = tokio::time::Instant::now() + budget;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let wait = self.orchestrations.wait(&r.instance_id, left, false);
+            let status = tokio::select! {
+                s = wait => s,
+                () = self.stopped() => return Err(Status::unavailable("the node is shutting down")),
+            };
+            return match status {
+                Ok(s) if s.record.status.is_terminal() => {
+                    Ok(get_response(s, r.get_inputs_and_outputs))
+                }
+                Ok(_) => Err(deadline_exceeded(&r.instance_id, "finish", budget)),
+                Err(e) if is(&e, NOT_FOUND) => Ok(not_exists()),
+                Err(e) => {
+                    let status = from_runtime(&e);
+                    // an election (a leader moving, a node restarting) is waited out within the
+                    // caller's deadline: the SDKs do not retry a wait themselves
+                    let pause = Duration::from_millis(100);
+                    if status.code() == tonic::Code::Unavailable
+                        && tokio::time::Instant::now() + pause < until
+                    {
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    Err(status)
+                }
+            };
         }
     }
 
