@@ -517,7 +517,10 @@ async fn read_counters(http: &reqwest::Client, url: &str, counters: u32) -> Vec<
         .map(|k| async move {
             let v = async {
                 let r = http
-                    .get(format!("{url}{BASE}/entities/counter/{}", key_name(k as u32)))
+                    .get(format!(
+                        "{url}{BASE}/entities/counter/{}",
+                        key_name(k as u32)
+                    ))
                     .send()
                     .await
                     .ok()?;

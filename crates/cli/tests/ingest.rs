@@ -80,6 +80,16 @@ async fn entity(http: &reqwest::Client, url: &str, name: &str, key: &str) -> Val
     r.json().await.unwrap()
 }
 
+/// A single node of 4 partitions in `dir`, ready; and its URL.
+fn one_node(dir: &std::path::Path, cluster: &str) -> (perdure_harness::Node, String) {
+    let m = member(1, dir);
+    m.write_config(&test_config(&m, &[], cluster, "", 4))
+        .unwrap();
+    let mut node = start(&m);
+    node.wait_ready(Duration::from_secs(30)).unwrap();
+    (node, m.url())
+}
+
 fn user(i: u64) -> String {
     format!("u{}", i % 50)
 }
@@ -92,12 +102,7 @@ async fn a_node_killed_20_times_while_a_stream_drains_applies_every_record_once(
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start_with(&bin, &dir.path().join("nats")).unwrap();
     let url_nats = nats.url();
-    let m = member(1, dir.path());
-    m.write_config(&test_config(&m, &[], "crash", "", 4))
-        .unwrap();
-    let mut node = start(&m);
-    node.wait_ready(Duration::from_secs(30)).unwrap();
-    let url = m.url();
+    let (mut node, url) = one_node(dir.path(), "crash");
     let http = http_client();
     // the stream exists before the subscriptions
     brokers::create_nats_stream(&url_nats, "events", &["events.>"])
@@ -196,12 +201,7 @@ async fn kafka_partitions_keyed_by_the_record_key() {
     };
     let kafka = KafkaMock::start_with(&bin, &[("clicks", 8)]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let m = member(1, dir.path());
-    m.write_config(&test_config(&m, &[], "kafka", "", 4))
-        .unwrap();
-    let mut node = start(&m);
-    node.wait_ready(Duration::from_secs(30)).unwrap();
-    let url = m.url();
+    let (node, url) = one_node(dir.path(), "kafka");
     let http = http_client();
     let mut expected: HashMap<String, i64> = HashMap::new();
     let per_partition = 2_000u64;
@@ -321,12 +321,7 @@ async fn a_broker_stopped_or_a_stream_recreated_is_reported_and_nothing_is_lost(
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsServer::start_with(&bin, &dir.path().join("nats")).unwrap();
     let url_nats = nats.url();
-    let m = member(1, dir.path());
-    m.write_config(&test_config(&m, &[], "faults", "", 4))
-        .unwrap();
-    let mut node = start(&m);
-    node.wait_ready(Duration::from_secs(30)).unwrap();
-    let url = m.url();
+    let (node, url) = one_node(dir.path(), "faults");
     let http = http_client();
     let values = |from: u64, n: u64| -> Vec<Vec<u8>> {
         (from..from + n)
@@ -336,15 +331,10 @@ async fn a_broker_stopped_or_a_stream_recreated_is_reported_and_nothing_is_lost(
     brokers::produce_nats(&url_nats, "ev", "ev.a", values(0, 500))
         .await
         .unwrap();
-    put(
-        &http,
-        &url,
-        "f",
-        json!({
+    let def = json!({
         "source": {"nats": {"url": url_nats, "stream": "ev"}},
-        "mapping": {"entity": "counter", "key": "/user", "operation": "add", "input": "/amount"}}),
-    )
-    .await;
+        "mapping": {"entity": "counter", "key": "/user", "operation": "add", "input": "/amount"}});
+    put(&http, &url, "f", def.clone()).await;
     drained(&http, &url, "f", 500, Duration::from_secs(60)).await;
     // the broker goes away: the error shows, the node serves on
     nats.stop();
@@ -402,15 +392,7 @@ async fn a_broker_stopped_or_a_stream_recreated_is_reported_and_nothing_is_lost(
         .send()
         .await
         .unwrap();
-    put(
-        &http,
-        &url,
-        "f",
-        json!({
-        "source": {"nats": {"url": url_nats, "stream": "ev"}},
-        "mapping": {"entity": "counter", "key": "/user", "operation": "add", "input": "/amount"}}),
-    )
-    .await;
+    put(&http, &url, "f", def.clone()).await;
     drained(&http, &url, "f", 10, Duration::from_secs(60)).await;
     assert_eq!(
         entity(&http, &url, "counter", "f").await.as_i64(),
