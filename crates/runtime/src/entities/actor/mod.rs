@@ -18,12 +18,12 @@
 
 use super::api::SignalOutcome;
 use super::entity::{Context, EntityType};
-use super::ingest::RecordOutcome;
 use super::msg::{EntityMsg, LockRequest, ProcessorMsg, Reply, ReplyTx, Work, WorkKind};
 use super::shared::Shared;
 
 mod locks;
 use locks::admits;
+mod ingest;
 mod remote;
 use crate::Error;
 use perdure_types::command::{LockHolder, Op, OpResult};
@@ -549,14 +549,7 @@ impl EntityState {
                     }
                     WorkKind::Ingest { .. } => {
                         // refused when the subscription is made; a type that moved to workers
-                        if let Some(tx) = w.reply {
-                            b.replies.push((
-                                tx,
-                                Ok(Reply::Ingest(RecordOutcome::Failed(
-                                    "the entity type is served by remote workers, which stream ingestion does not feed".into(),
-                                ))),
-                            ));
-                        }
+                        ingest::refuse_remote(&mut b, w);
                         continue;
                     }
                 }
@@ -620,37 +613,6 @@ impl EntityState {
         });
         self.commit(myself, ops, taken);
         Ok(())
-    }
-
-    /// A stream record: skipped (answered `Duplicate`) at or below the entity's mark for its
-    /// source, otherwise run like a signal, raising the batch's mark. Records of one source
-    /// reach an entity in position order, so the mark says exactly which ones it applied.
-    fn ingest(&self, b: &mut Batch, w: Work, now: u64) {
-        let WorkKind::Ingest { source, position } = &w.kind else {
-            return;
-        };
-        let (source, position) = (source.clone(), *position);
-        let mark = b
-            .marks
-            .get(&source)
-            .or_else(|| self.marks.get(&source))
-            .copied()
-            .unwrap_or(0);
-        let outcome = if position <= mark {
-            RecordOutcome::Duplicate
-        } else {
-            if !b.marks.contains_key(&source) {
-                b.other_bytes += 48 + source.len();
-            }
-            b.marks.insert(source, position);
-            match self.execute(b, &w, now) {
-                Ok(_) => RecordOutcome::Applied,
-                Err(e) => RecordOutcome::Failed(e),
-            }
-        };
-        if let Some(tx) = w.reply {
-            b.replies.push((tx, Ok(Reply::Ingest(outcome))));
-        }
     }
 
     /// Puts a message for another target in the outbox, in the batch's command.
@@ -788,15 +750,7 @@ impl EntityState {
     /// state).
     fn batch_ops(&self, b: &mut Batch) -> (Vec<Op>, Option<Option<Vec<u8>>>) {
         // ingestion marks first: one that does not rise makes the whole command a duplicate
-        let mut ops: Vec<Op> = b
-            .marks
-            .iter()
-            .map(|(source, position)| Op::SourceMark {
-                entity: self.entity.clone(),
-                source: source.to_string(),
-                position: *position,
-            })
-            .collect();
+        let mut ops = self.mark_ops(b);
         ops.append(&mut b.keys_ops);
         let new_stored = match &b.new_state {
             Some(Some(v)) => {
