@@ -518,21 +518,22 @@ async fn send_loop(
                 Err(_) => break,
             }
         }
-        let records: Vec<IngestRecord> = chunks
-            .iter()
-            .flat_map(|c| c.records.iter().cloned())
-            .collect();
         let mut backoff = Duration::from_millis(20);
         let mut tries = 0;
         let outcomes = loop {
-            match entities.ingest(p, &source, records.clone()).await {
-                Ok(o) if o.len() == records.len() => break o,
+            // copied from the chunks for each attempt: one copy when the first one is answered
+            let records: Vec<IngestRecord> = chunks
+                .iter()
+                .flat_map(|c| c.records.iter().cloned())
+                .collect();
+            let n = records.len();
+            match entities.ingest(p, &source, records).await {
+                Ok(o) if o.len() == n => break o,
                 Ok(o) => {
                     let _ = done.send(Err(StopError::Cluster(
                         perdure_runtime::Error::Unavailable(format!(
-                            "partition {p} answered {} outcomes for {} records",
-                            o.len(),
-                            records.len()
+                            "partition {p} answered {} outcomes for {n} records",
+                            o.len()
                         )),
                     )));
                     return;
